@@ -1,0 +1,5 @@
+import sys
+
+from kinetics.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""The ``kinetics`` command: one module per subcommand, I/O lives here.
+
+Each subcommand module defines ``add_parser(subparsers)`` and ``run(args) -> int``.
+Input errors (``kinetics.errors.InputError``) and bad flags print one line on
+stderr and exit 2; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from kinetics.errors import InputError
+
+# subcommand -> module under kinetics.cli; modules import lazily so `kinetics cost`
+# never pays for torch or matplotlib.
+SUBCOMMANDS: dict[str, str] = {
+    "cost": "Exact compute FLOPs, memory bytes and eFLOPs of one query's decode.",
+    "ingest": "Turn published raw traces into a canonical trial table.",
+    "report": "Traces -> Pareto frontiers, optimal model size, plots (Kinetics vs FLOPs law).",
+    "check": "Recompute the frontier summary and compare it with a stored baseline.",
+    "bench": "Time decode attention / one decoder layer on a GPU (dense vs block top-k).",
+}
+
+
+class KineticsArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error message and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = KineticsArgumentParser(
+        prog="kinetics",
+        description="Test-time scaling cost analysis with sparse attention "
+        "(Kinetics, arXiv 2506.05333). eFLOPs = compute FLOPs + I x memory bytes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=KineticsArgumentParser)
+    for name, help_text in SUBCOMMANDS.items():
+        module = _module(name)
+        if module is None:
+            continue
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text,
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_parser(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def _module(name: str):
+    try:
+        return importlib.import_module(f"kinetics.cli.{name}_cmd")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"kinetics.cli.{name}_cmd":
+            return None  # subcommand not built in this checkout
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except InputError as exc:
+        print(f"kinetics {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kinetics {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Exact decode cost of test-time scaling: compute FLOPs, memory bytes, eFLOPs.
+
+Notation (all counts are tokens unless stated): L layers, h_q query heads, h_kv KV
+heads, head dim d, P active parameters, prompt length S, generated length T, bf16
+KV cache (2 bytes an element), K and V both cached. Decoding token t (t = 0..T-1)
+attends c_t = S + t + 1 tokens (the cache plus itself).
+
+Costs are exact integer sums over t, evaluated in closed form (no continuous
+approximation). They split into a *private* part, paid by every sample, and a
+*shared* part, paid once per decode step by a group of samples of one query that
+decode together (the prompt's KV read for dense attention, the prompt's full-block
+representative keys for block top-k selection). For N samples of lengths T_i:
+
+    cost = sum_i private(S, T_i) + shared(S, max_i T_i)
+
+All functions take scalars or numpy arrays (broadcast together) and return float64
+arrays of FLOPs or bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from kinetics.errors import InputError
+from kinetics.models import ModelSpec
+
+Method = Literal["dense", "topk", "blocktopk"]
+METHODS: tuple[str, ...] = ("dense", "topk", "blocktopk")
+KV_BYTES_PER_ELEMENT = 2  # bf16
+WEIGHT_BYTES_PER_PARAM = 2  # bf16
+
+ArrayLike = npt.ArrayLike
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """How decode attention reads the KV cache.
+
+    Attributes:
+        method: 'dense', 'topk' (oracle token top-k) or 'blocktopk'.
+        budget: tokens attended per step, B (top-k and block top-k).
+            For block top-k, B = local + topk_blocks * block_size.
+        block_size: tokens per block (block top-k), b.
+        local: local window always attended, W tokens (block top-k).
+    """
+
+    method: Method = "dense"
+    budget: int | None = None
+    block_size: int | None = None
+    local: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
+        if self.method == "dense":
+            if self.budget is not None or self.block_size is not None or self.local:
+                raise InputError("dense attention takes no budget, block size or local window")
+            return
+        if self.budget is None or self.budget < 1:
+            raise InputError(f"{self.method} needs a budget of at least 1 token, got {self.budget}")
+        if self.method == "topk":
+            if self.block_size is not None or self.local:
+                raise InputError("top-k takes no block size or local window (use blocktopk)")
+            return
+        if self.block_size is None or self.block_size < 1:
+            raise InputError(f"blocktopk needs a block size of at least 1, got {self.block_size}")
+        if self.local < 0:
+            raise InputError(f"local window must be >= 0 tokens, got {self.local}")
+        if (self.budget - self.local) % self.block_size or self.budget - self.local < 0:
+            raise InputError(
+                f"blocktopk budget {self.budget} must be local ({self.local}) plus a whole "
+                f"number of blocks of {self.block_size}"
+            )
+
+    @classmethod
+    def dense(cls) -> AttentionConfig:
+        return cls("dense")
+
+    @classmethod
+    def topk(cls, budget: int) -> AttentionConfig:
+        return cls("topk", budget=budget)
+
+    @classmethod
+    def blocktopk(cls, block_size: int, *, topk_blocks: int | None = None,
+                  budget: int | None = None, local: int = 0) -> AttentionConfig:
+        """Block top-k from k blocks (``topk_blocks``) or from the token budget."""
+        if (topk_blocks is None) == (budget is None):
+            raise InputError("blocktopk needs exactly one of a budget or a number of top-k blocks")
+        if topk_blocks is not None:
+            budget = local + topk_blocks * block_size
+        return cls("blocktopk", budget=budget, block_size=block_size, local=local)
+
+    @property
+    def topk_blocks(self) -> int | None:
+        if self.method != "blocktopk":
+            return None
+        return (self.budget - self.local) // self.block_size
+
+    @property
+    def label(self) -> str:
+        """A short name: 'dense', 'topk1024', 'blocktopk1024-b16-w0'."""
+        if self.method == "dense":
+            return "dense"
+        if self.method == "topk":
+            return f"topk{self.budget}"
+        return f"blocktopk{self.budget}-b{self.block_size}-w{self.local}"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Compute FLOPs and memory bytes (numpy arrays of one shape)."""
+
+    compute_flops: np.ndarray
+    memory_bytes: np.ndarray
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.compute_flops + other.compute_flops, self.memory_bytes + other.memory_bytes)
+
+    def scale(self, factor: ArrayLike) -> Cost:
+        return Cost(self.compute_flops * factor, self.memory_bytes * factor)
+
+    def eflops(self, intensity: float) -> np.ndarray:
+        """eFLOPs = compute FLOPs + I * memory bytes (I in FLOPs per byte)."""
+        return self.compute_flops + intensity * self.memory_bytes
+
+
+def _ints(*values: ArrayLike) -> list[np.ndarray]:
+    return [np.asarray(v, dtype=np.int64) for v in values]
+
+
+def context_token_sum(prompt_len: ArrayLike, gen_len: ArrayLike) -> np.ndarray:
+    """sum_{t<T} c_t = S*T + T(T+1)/2 tokens (int64)."""
+    s, t = _ints(prompt_len, gen_len)
+    return s * t + t * (t + 1) // 2
+
+
+def attended_token_sum(prompt_len: ArrayLike, gen_len: ArrayLike,
+                       budget: ArrayLike | None) -> np.ndarray:
+    """sum_{t<T} min(B, c_t) tokens (int64); dense when ``budget`` is None.
+
+    The first m = clip(B - S, 0, T) steps attend all their c_t <= B tokens, the
+    remaining T - m attend exactly B.
+    """
+    if budget is None:
+        return context_token_sum(prompt_len, gen_len)
+    s, t, b = _ints(prompt_len, gen_len, budget)
+    m = np.clip(b - s, 0, t)
+    return s * m + m * (m + 1) // 2 + (t - m) * b
+
+
+def _ceil_div_prefix(n: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """sum_{c=1}^{n} ceil(c / block) (int64)."""
+    q, r = np.divmod(n, block)
+    return block * q * (q + 1) // 2 + r * (q + 1)
+
+
+def block_key_sum(prompt_len: ArrayLike, gen_len: ArrayLike, block_size: ArrayLike) -> np.ndarray:
+    """sum_{t<T} ceil(c_t / b): block representatives scored over the decode (int64)."""
+    s, t, b = _ints(prompt_len, gen_len, block_size)
+    return _ceil_div_prefix(s + t, b) - _ceil_div_prefix(s, b)
+
+
+def _per_token_attention(model: ModelSpec) -> tuple[int, int]:
+    """(FLOPs, bytes) of attending one cached token in all layers: QK and PV, K and V."""
+    flops = 4 * model.num_layers * model.num_q_heads * model.head_dim
+    nbytes = 2 * KV_BYTES_PER_ELEMENT * model.num_layers * model.num_kv_heads * model.head_dim
+    return flops, nbytes
+
+
+def _per_block_key(model: ModelSpec) -> tuple[int, int]:
+    """(FLOPs, bytes) of scoring one block representative in all layers (K only)."""
+    flops = 2 * model.num_layers * model.num_q_heads * model.head_dim
+    nbytes = KV_BYTES_PER_ELEMENT * model.num_layers * model.num_kv_heads * model.head_dim
+    return flops, nbytes
+
+
+def sample_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,
+                gen_len: ArrayLike) -> Cost:
+    """Private cost of decoding one sample of ``gen_len`` tokens after ``prompt_len``.
+
+    Compute: 2*P*T (P = active parameters) plus attention FLOPs. Memory: KV bytes
+    this sample reads that no other sample of the group shares.
+    """
+    s, t = _ints(prompt_len, gen_len)
+    attn_flops, attn_bytes = _per_token_attention(model)
+    linear_flops = 2.0 * model.active_params * t
+    if attention.method == "dense":
+        private_tokens = t * (t + 1) // 2  # the sample's own generated tokens
+        return Cost(linear_flops + attn_flops * context_token_sum(s, t).astype(np.float64),
+                    attn_bytes * private_tokens.astype(np.float64))
+    attended = attended_token_sum(s, t, attention.budget).astype(np.float64)
+    compute = linear_flops + attn_flops * attended
+    memory = attn_bytes * attended
+    if attention.method == "blocktopk":
+        key_flops, key_bytes = _per_block_key(model)
+        keys = block_key_sum(s, t, attention.block_size)
+        private_keys = keys - (s // attention.block_size) * t
+        compute = compute + key_flops * keys.astype(np.float64)
+        memory = memory + key_bytes * private_keys.astype(np.float64)
+    return Cost(np.broadcast_to(compute, memory.shape).astype(np.float64), memory)
+
+
+def shared_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,
+                max_gen_len: ArrayLike) -> Cost:
+    """Cost paid once per decode step by a group of samples of one prompt.
+
+    Dense: the prompt's KV (S tokens) read once a step for all samples. Block
+    top-k: the prompt's floor(S/b) full-block representative keys read once a step.
+    Top-k: nothing is shared (sparse reads differ per sample). Zero FLOPs.
+    """
+    s, t = _ints(prompt_len, max_gen_len)
+    if attention.method == "dense":
+        _, attn_bytes = _per_token_attention(model)
+        memory = attn_bytes * (s * t).astype(np.float64)
+    elif attention.method == "blocktopk":
+        _, key_bytes = _per_block_key(model)
+        memory = key_bytes * ((s // attention.block_size) * t).astype(np.float64)
+    else:
+        memory = np.zeros(np.broadcast(s, t).shape)
+    return Cost(np.zeros_like(memory), memory)
+
+
+def weight_bytes_per_step(model: ModelSpec, batch_size: int) -> float:
+    """Parameter bytes read in one decode step of a batch of ``batch_size`` sequences.
+
+    Dense models read all weights. MoE models read the shared weights and the
+    experts the batch touches, in expectation E * (1 - (1 - k/E)^batch) per layer
+    when each token picks k of E experts uniformly.
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if not model.is_moe:
+        return float(WEIGHT_BYTES_PER_PARAM * model.total_params)
+    e, k = model.num_experts, model.experts_per_token
+    # One expert's parameters summed over all layers, from the (published) totals.
+    expert_stack = (model.total_params - model.active_params) / (e - k) if e > k else 0.0
+    shared = model.active_params - k * expert_stack
+    touched = e * (1.0 - (1.0 - k / e) ** batch_size)
+    return float(WEIGHT_BYTES_PER_PARAM * (shared + touched * expert_stack))
+
+
+def weight_cost(model: ModelSpec, gen_len: ArrayLike, batch_size: int | None) -> Cost:
+    """Per-sample share of parameter reads: T steps x weight bytes / batch size.
+
+    Zero when ``batch_size`` is None (the paper's default: weights amortized away).
+    """
+    t = np.asarray(gen_len, dtype=np.float64)
+    if batch_size is None:
+        return Cost(np.zeros_like(t), np.zeros_like(t))
+    return Cost(np.zeros_like(t), t * weight_bytes_per_step(model, batch_size) / batch_size)
+
+
+def query_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,
+               gen_len: ArrayLike, num_samples: ArrayLike = 1,
+               batch_size: int | None = None) -> Cost:
+    """Cost of N samples of one query, each ``gen_len`` tokens, decoded together.
+
+    Dense memory: 2*L*h_kv*d*(2S + N*(T+1))*T bytes; compute N*(2PT + attention).
+    """
+    n = np.asarray(num_samples, dtype=np.float64)
+    private = sample_cost(model, attention, prompt_len, gen_len) + weight_cost(model, gen_len, batch_size)
+    return private.scale(n) + shared_cost(model, attention, prompt_len, gen_len)

@@ -1,0 +1,24 @@
+"""Errors raised where input enters the program (files, CLI flags)."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input: the CLI prints the message on one line and exits 2.
+
+    Messages name the file, the row (1-based data row, as a person counts lines in
+    a spreadsheet) and the field whenever those exist.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, row: int | None = None,
+                 field: str | None = None) -> None:
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if row is not None:
+            where.append(f"row {row}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.path, self.row, self.field = path, row, field

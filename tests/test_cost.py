@@ -1,0 +1,246 @@
+"""Properties of the exact cost model, checked against brute-force loops over t."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kinetics.cost import (
+    AttentionConfig,
+    attended_token_sum,
+    block_key_sum,
+    query_cost,
+    sample_cost,
+    shared_cost,
+    weight_bytes_per_step,
+)
+from kinetics.errors import InputError
+from kinetics.models import MODELS
+
+MODEL_NAMES = sorted(MODELS)
+models = st.sampled_from(MODEL_NAMES).map(MODELS.__getitem__)
+lengths = st.integers(min_value=0, max_value=3000)
+budgets = st.integers(min_value=1, max_value=4000)
+trials = st.integers(min_value=1, max_value=32)
+
+
+def brute_force(model, attention, prompt_len, gen_len, num_samples):
+    """Loop over every decode step of N samples, the issue's definitions verbatim."""
+    L, hq, hkv, d = model.num_layers, model.num_q_heads, model.num_kv_heads, model.head_dim
+    compute = memory = 0
+    for t in range(gen_len):
+        c = prompt_len + t + 1
+        compute += num_samples * 2 * model.active_params
+        if attention.method == "dense":
+            compute += num_samples * 4 * L * hq * d * c
+            # prompt KV read once for all N, each sample's own t+1 tokens
+            memory += 4 * L * hkv * d * (prompt_len + num_samples * (t + 1))
+            continue
+        a = min(attention.budget, c)
+        compute += num_samples * 4 * L * hq * d * a
+        memory += num_samples * 4 * L * hkv * d * a
+        if attention.method == "blocktopk":
+            b = attention.block_size
+            keys = math.ceil(c / b)
+            shared_keys = prompt_len // b
+            compute += num_samples * 2 * L * hq * d * keys
+            memory += 2 * L * hkv * d * (shared_keys + num_samples * (keys - shared_keys))
+    return compute, memory
+
+
+@st.composite
+def attention_configs(draw):
+    method = draw(st.sampled_from(["dense", "topk", "blocktopk"]))
+    if method == "dense":
+        return AttentionConfig.dense()
+    if method == "topk":
+        return AttentionConfig.topk(draw(budgets))
+    block = draw(st.sampled_from([1, 2, 4, 16, 64]))
+    return AttentionConfig.blocktopk(block, topk_blocks=draw(st.integers(1, 64)),
+                                     local=draw(st.integers(0, 256)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(models, attention_configs(), st.integers(0, 300), st.integers(0, 300), st.integers(1, 8))
+def test_closed_forms_equal_brute_force_loop(model, attention, s, t, n):
+    cost = query_cost(model, attention, s, t, n)
+    compute, memory = brute_force(model, attention, s, t, n)
+    assert float(cost.compute_flops) == pytest.approx(compute, rel=1e-12, abs=0)
+    assert float(cost.memory_bytes) == pytest.approx(memory, rel=1e-12, abs=0)
+
+
+@given(st.integers(0, 500), st.integers(0, 500), budgets)
+def test_attended_token_sum_is_exact_integer_sum(s, t, b):
+    assert attended_token_sum(s, t, b) == sum(min(b, s + i + 1) for i in range(t))
+
+
+@given(st.integers(0, 500), st.integers(0, 500), st.integers(1, 70))
+def test_block_key_sum_is_exact_integer_sum(s, t, b):
+    assert block_key_sum(s, t, b) == sum(-(-(s + i + 1) // b) for i in range(t))
+
+
+def test_topk_sum_catches_the_sign_error_class():
+    """The public code's 0.5*(B-S)^2 approximation with a flipped sign is far off."""
+    s, t, b = 128, 32768, 1024
+    exact = int(attended_token_sum(s, t, b))
+    assert exact == sum(min(b, s + i + 1) for i in range(t))
+    # the continuous form, correct sign: B*T - 0.5*(B-S)^2
+    assert exact == pytest.approx(b * t - 0.5 * (b - s) ** 2, rel=1e-3)
+    assert abs(exact - (b * t + 0.5 * (b - s) ** 2)) > 1e5  # the wrong sign misses
+
+
+def _monotone(f, lo, hi):
+    a, b = f(lo), f(hi)
+    return np.all(a.compute_flops <= b.compute_flops) and np.all(a.memory_bytes <= b.memory_bytes)
+
+
+@given(models, attention_configs(), lengths, lengths, lengths, trials)
+def test_cost_non_decreasing_in_gen_len(model, attention, s, t1, t2, n):
+    lo, hi = sorted((t1, t2))
+    assert _monotone(lambda t: query_cost(model, attention, s, t, n), lo, hi)
+
+
+@given(models, attention_configs(), lengths, lengths, lengths, trials)
+def test_cost_non_decreasing_in_prompt_len(model, attention, s1, s2, t, n):
+    lo, hi = sorted((s1, s2))
+    assert _monotone(lambda s: query_cost(model, attention, s, t, n), lo, hi)
+
+
+@given(models, attention_configs(), lengths, lengths, trials, trials)
+def test_cost_non_decreasing_in_trials(model, attention, s, t, n1, n2):
+    lo, hi = sorted((n1, n2))
+    assert _monotone(lambda n: query_cost(model, attention, s, t, n), lo, hi)
+
+
+@given(models, lengths, lengths, trials, budgets, budgets, st.sampled_from(["topk", "blocktopk"]),
+       st.sampled_from([1, 8, 16, 64]))
+def test_cost_non_decreasing_in_budget(model, s, t, n, b1, b2, method, block):
+    lo, hi = sorted((b1, b2))
+
+    def make(budget):
+        if method == "topk":
+            return AttentionConfig.topk(budget)
+        return AttentionConfig.blocktopk(block, topk_blocks=max(1, budget // block))
+
+    assert _monotone(lambda b: query_cost(model, make(b), s, t, n), lo, hi)
+
+
+@given(models, lengths, lengths, trials, budgets)
+def test_topk_never_exceeds_dense_when_budget_within_prompt(model, s, t, n, b):
+    b = min(b, max(s, 1))
+    if b > s:
+        return
+    sparse = query_cost(model, AttentionConfig.topk(b), s, t, n)
+    dense = query_cost(model, AttentionConfig.dense(), s, t, n)
+    assert np.all(sparse.compute_flops <= dense.compute_flops)
+    # memory: sparse reads have no prefix sharing, so the bound is per sample
+    one_sparse = query_cost(model, AttentionConfig.topk(b), s, t, 1)
+    one_dense = query_cost(model, AttentionConfig.dense(), s, t, 1)
+    assert np.all(one_sparse.memory_bytes <= one_dense.memory_bytes)
+
+
+def test_prefix_sharing_can_make_dense_memory_smaller_than_topk():
+    """A documented consequence, not an accident: N samples share the prompt's KV reads."""
+    model = MODELS["qwen3-8b"]
+    sparse = query_cost(model, AttentionConfig.topk(100), 100, 1, 10)
+    dense = query_cost(model, AttentionConfig.dense(), 100, 1, 10)
+    assert sparse.memory_bytes > dense.memory_bytes
+
+
+@given(models, st.integers(1, 512), st.integers(0, 64), st.integers(1, 16), st.integers(0, 64),
+       st.sampled_from([2, 4, 16]), trials)
+def test_blocktopk_never_exceeds_dense_when_selection_fits(model, s, t, k, w, b, n):
+    """Block top-k (attention + selection) is cheaper than dense when B + ceil(c/b) <= c."""
+    attention = AttentionConfig.blocktopk(b, topk_blocks=k, local=w)
+    if attention.budget + -(-(s + t) // b) > s + 1:
+        return
+    sparse = query_cost(model, attention, s, t, 1)
+    dense = query_cost(model, AttentionConfig.dense(), s, t, 1)
+    assert np.all(sparse.compute_flops <= dense.compute_flops)
+    assert np.all(sparse.memory_bytes <= dense.memory_bytes)
+
+
+@given(models, lengths, lengths)
+def test_topk_with_budget_covering_context_equals_dense(model, s, t):
+    sparse = query_cost(model, AttentionConfig.topk(s + t + 1), s, t, 1)
+    dense = query_cost(model, AttentionConfig.dense(), s, t, 1)
+    np.testing.assert_array_equal(sparse.compute_flops, dense.compute_flops)
+    np.testing.assert_array_equal(sparse.memory_bytes, dense.memory_bytes)
+
+
+@given(models, lengths, lengths, budgets, trials)
+def test_blocktopk_unit_blocks_is_topk_plus_selection(model, s, t, b, n):
+    block = AttentionConfig.blocktopk(1, topk_blocks=b, local=0)
+    topk = AttentionConfig.topk(b)
+    diff_compute = query_cost(model, block, s, t, n).compute_flops - query_cost(model, topk, s, t, n).compute_flops
+    diff_memory = query_cost(model, block, s, t, n).memory_bytes - query_cost(model, topk, s, t, n).memory_bytes
+    L, hq, hkv, d = model.num_layers, model.num_q_heads, model.num_kv_heads, model.head_dim
+    keys = sum(s + i + 1 for i in range(t))  # b = 1: one key per token
+    assert diff_compute == n * 2 * L * hq * d * keys
+    assert diff_memory == 2 * L * hkv * d * (s * t + n * (keys - s * t))
+
+
+def test_moe_compute_uses_active_parameters():
+    moe = MODELS["qwen3-30b-a3b"]
+    assert moe.is_moe and moe.active_params < moe.total_params
+    no_attention = sample_cost(moe, AttentionConfig.dense(), 0, 1)  # one token, context 1
+    attention_flops = 4 * moe.num_layers * moe.num_q_heads * moe.head_dim
+    assert float(no_attention.compute_flops) == 2 * moe.active_params + attention_flops
+    for name, model in MODELS.items():
+        if not model.is_moe:
+            assert model.active_params == model.total_params, name
+
+
+def test_vectorized_over_arrays_matches_scalars():
+    model = MODELS["qwen3-4b"]
+    attention = AttentionConfig.blocktopk(16, topk_blocks=8, local=32)
+    s = np.array([0, 10, 128, 4000])
+    t = np.array([5, 0, 700, 32768])
+    batch = query_cost(model, attention, s, t, 4)
+    for i in range(len(s)):
+        one = query_cost(model, attention, int(s[i]), int(t[i]), 4)
+        assert batch.compute_flops[i] == one.compute_flops
+        assert batch.memory_bytes[i] == one.memory_bytes
+
+
+def test_shared_cost_is_zero_for_topk():
+    cost = shared_cost(MODELS["qwen3-8b"], AttentionConfig.topk(64), 100, 50)
+    assert float(cost.memory_bytes) == 0 and float(cost.compute_flops) == 0
+
+
+def test_weight_traffic_amortizes_over_batch():
+    dense, moe = MODELS["qwen3-8b"], MODELS["qwen3-30b-a3b"]
+    assert weight_bytes_per_step(dense, 1) == weight_bytes_per_step(dense, 64) == 2 * dense.total_params
+    assert weight_bytes_per_step(moe, 1) == pytest.approx(2 * moe.active_params)
+    assert weight_bytes_per_step(moe, 4096) == pytest.approx(2 * moe.total_params, rel=1e-6)
+    base = query_cost(dense, AttentionConfig.dense(), 128, 1000, 1)
+    with_weights = query_cost(dense, AttentionConfig.dense(), 128, 1000, 1, batch_size=8)
+    assert with_weights.memory_bytes - base.memory_bytes == pytest.approx(1000 * 2 * dense.total_params / 8)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(method="topk"), dict(method="blocktopk", budget=64), dict(method="wavelet"),
+    dict(method="blocktopk", budget=65, block_size=16), dict(method="dense", budget=5),
+])
+def test_bad_attention_configs_raise_input_error(kwargs):
+    with pytest.raises(InputError):
+        AttentionConfig(**kwargs)
+
+
+def test_million_pairs_cost_well_under_a_second():
+    import time
+
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 4096, 1_000_000)
+    t = rng.integers(0, 32768, 1_000_000)
+    model = MODELS["qwen3-8b"]
+    attention = AttentionConfig.blocktopk(16, topk_blocks=64)
+    start = time.perf_counter()
+    cost = query_cost(model, attention, s, t, 8)
+    elapsed = time.perf_counter() - start
+    assert cost.compute_flops.shape == (1_000_000,)
+    assert elapsed < 1.0, f"{elapsed:.3f} s for a million (S, T) pairs"
