@@ -135,13 +135,14 @@ def model_from_config(config: dict[str, Any], name: str) -> ModelSpec:
 
     if "text_config" in config and "num_hidden_layers" not in config:
         config = config["text_config"]
+    num_layers = field("num_hidden_layers")
     hidden = field("hidden_size")
     q_heads = field("num_attention_heads")
     num_experts = field("num_experts", 0) or field("num_local_experts", 0)
     moe_intermediate = field("moe_intermediate_size", 0) if num_experts else 0
     return ModelSpec(
         name=name,
-        num_layers=field("num_hidden_layers"),
+        num_layers=num_layers,
         hidden_size=hidden,
         num_q_heads=q_heads,
         num_kv_heads=field("num_key_value_heads", q_heads),

@@ -1,0 +1,71 @@
+"""`kinetics cost`: the CLI contract other tools call."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kinetics.cli import main
+from kinetics.cost import AttentionConfig, query_cost
+from kinetics.models import MODELS
+
+
+def run_json(capsys, *argv):
+    assert main(["cost", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_dense_json_matches_the_formula(capsys):
+    out = run_json(capsys, "--model", "qwen3-8b", "--method", "dense", "--prompt-len", "128",
+                   "--gen-len", "32768", "--trials", "8")
+    L, hq, hkv, d, S, T, N, P = 36, 32, 8, 128, 128, 32768, 8, 8.19e9
+    assert out["compute_flops"] == pytest.approx(N * (2 * P * T + 2 * L * hq * d * (2 * S + T + 1) * T))
+    assert out["memory_bytes"] == pytest.approx(2 * L * hkv * d * (2 * S + N * (T + 1)) * T)
+    assert out["intensity"] == 562.5
+    assert out["eflops"] == pytest.approx(out["compute_flops"] + 562.5 * out["memory_bytes"])
+
+
+def test_blocktopk_budget_and_topk_blocks_agree(capsys):
+    common = ["--method", "blocktopk", "--prompt-len", "100", "--gen-len", "5000", "--block-size", "16"]
+    by_blocks = run_json(capsys, *common, "--topk-blocks", "64")
+    by_budget = run_json(capsys, *common, "--budget", "1024")
+    assert by_blocks == by_budget
+    expected = query_cost(MODELS["qwen3-8b"], AttentionConfig.blocktopk(16, topk_blocks=64), 100, 5000)
+    assert by_blocks["eflops"] == pytest.approx(float(expected.eflops(562.5)))
+
+
+def test_custom_intensity_and_hardware(capsys):
+    common = ["--method", "topk", "--budget", "512", "--prompt-len", "10", "--gen-len", "100"]
+    assert run_json(capsys, *common, "--intensity", "300")["intensity"] == 300
+    assert run_json(capsys, *common, "--hardware", "h100")["intensity"] == pytest.approx(295.37, abs=0.01)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--method", "topk", "--prompt-len", "1", "--gen-len", "1"],  # no budget
+    ["--method", "blocktopk", "--budget", "64", "--prompt-len", "1", "--gen-len", "1"],
+    ["--method", "blocktopk", "--block-size", "16", "--budget", "65", "--prompt-len", "1", "--gen-len", "1"],
+    ["--method", "dense", "--budget", "5", "--prompt-len", "1", "--gen-len", "1"],
+    ["--prompt-len", "-1", "--gen-len", "1"],
+    ["--prompt-len", "1", "--gen-len", "1", "--trials", "0"],
+    ["--prompt-len", "x", "--gen-len", "1"],
+    ["--gen-len", "1"],  # missing --prompt-len
+    ["--model", "gpt-9", "--prompt-len", "1", "--gen-len", "1"],
+    ["--prompt-len", "1", "--gen-len", "1", "--hardware", "h100", "--intensity", "3"],
+    ["--prompt-len", "1", "--gen-len", "1", "--model-config", "/nonexistent/config.json"],
+])
+def test_bad_flags_give_one_line_and_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        code = main(["cost", *argv])
+        raise SystemExit(code)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_console_script_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "kinetics", "cost", "--prompt-len", "128",
+                           "--gen-len", "1024"], capture_output=True, text=True, check=True)
+    assert "eFLOPs" in proc.stdout

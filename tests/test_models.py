@@ -1,0 +1,72 @@
+"""Model presets and config.json loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kinetics.errors import InputError
+from kinetics.models import MODELS, PUBLISHED_PARAMS_B, get_model, load_model_config
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_derived_parameter_count_matches_published(name):
+    """Shapes from config.json give the published totals (independent numbers)."""
+    model = MODELS[name]
+    total_b, active_b = PUBLISHED_PARAMS_B[name]
+    # the published Qwen3-4B figure counts its tied embedding once, the others twice
+    once = model.vocab_size * model.hidden_size if name == "qwen3-4b" else 0
+    assert (model.derived_total_params - once) / 1e9 == pytest.approx(total_b, rel=0.01)
+    assert (model.derived_active_params - once) / 1e9 == pytest.approx(active_b, rel=0.02)
+
+
+def test_lookup_is_case_insensitive_and_accepts_hub_ids():
+    assert get_model("Qwen/Qwen3-8B") is MODELS["qwen3-8b"]
+    with pytest.raises(InputError, match="unknown model"):
+        get_model("llama-9000")
+
+
+def test_config_json_loads_offline(tmp_path):
+    config = {
+        "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 100,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = load_model_config(tmp_path)
+    assert model.head_dim == 16 and not model.is_moe
+    attn = 64 * 16 * (4 + 4) + 4 * 16 * 64 + 2 * 16 + 2 * 64
+    expected = 2 * (attn + 3 * 64 * 128) + 2 * 100 * 64 + 64
+    assert model.total_params == model.active_params == expected
+
+
+def test_moe_config_counts_active_experts(tmp_path):
+    config = {
+        "num_hidden_layers": 1, "hidden_size": 8, "num_attention_heads": 2, "head_dim": 4,
+        "num_key_value_heads": 1, "intermediate_size": 99, "vocab_size": 10,
+        "num_experts": 4, "num_experts_per_tok": 1, "moe_intermediate_size": 2,
+    }
+    path = tmp_path / "moe.json"
+    path.write_text(json.dumps(config))
+    model = load_model_config(path)
+    assert model.is_moe
+    assert model.total_params - model.active_params == 3 * (3 * 8 * 2)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    (json.dumps({"hidden_size": 8}), "field 'num_hidden_layers'"),
+    (json.dumps({"num_hidden_layers": -1, "hidden_size": 8}), "non-negative integer"),
+])
+def test_bad_config_names_the_file_and_field(tmp_path, content, message):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message) as info:
+        load_model_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_model_config(tmp_path / "nope.json")
