@@ -1,0 +1,76 @@
+"""Frontier regression check: compare a recomputed summary with a stored baseline.
+
+A summary (``summary.json``, schema 1) holds entries keyed by (law, strategy,
+method, budget_eflops), each with an ``accuracy`` (fraction) and the
+``optimal_model`` at that budget. The check is pure: dicts in, a DataFrame of
+differences out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from kinetics.errors import InputError
+
+SUMMARY_SCHEMA = 1
+KEY_FIELDS = ("law", "strategy", "method", "budget_eflops")
+ENTRY_FIELDS = KEY_FIELDS + ("accuracy", "optimal_model")
+DIFF_COLUMNS = ["law", "strategy", "method", "budget_eflops", "what", "baseline", "current", "delta"]
+
+
+def validate_summary(summary: Any, source: str) -> dict:
+    """Check a parsed summary's shape; InputError names the file, entry and field."""
+    if not isinstance(summary, dict):
+        raise InputError("expected a JSON object (a kinetics summary)", path=source)
+    if summary.get("schema") != SUMMARY_SCHEMA:
+        raise InputError(f"unsupported schema {summary.get('schema')!r}, expected {SUMMARY_SCHEMA}",
+                         path=source, field="schema")
+    entries = summary.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise InputError("expected a non-empty list", path=source, field="entries")
+    for i, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise InputError("expected an object", path=source, row=i, field="entries")
+        for name in ENTRY_FIELDS:
+            if name not in entry:
+                raise InputError("missing", path=source, row=i, field=name)
+        for name in ("budget_eflops", "accuracy"):
+            value = entry[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"expected a finite number, got {value!r}", path=source, row=i, field=name)
+    return summary
+
+
+def _key(entry: dict) -> tuple:
+    # budgets are floats written by json; round so 1e15 and 1.0000000000000002e15 match
+    return (entry["law"], entry["strategy"], entry["method"], float(f"{entry['budget_eflops']:.9g}"))
+
+
+def compare_summaries(current: dict, baseline: dict, tolerance: float) -> pd.DataFrame:
+    """Every number that moved: accuracy beyond ``tolerance`` (absolute, as a fraction),
+    a changed optimal model, or an entry present on one side only.
+
+    Returns a DataFrame with columns DIFF_COLUMNS; empty when all agree.
+    """
+    if tolerance < 0:
+        raise InputError(f"--tolerance must be >= 0, got {tolerance}")
+    now = {_key(e): e for e in current["entries"]}
+    then = {_key(e): e for e in baseline["entries"]}
+    rows: list[dict] = []
+    for key in sorted(set(now) | set(then), key=lambda k: tuple(map(str, k))):
+        base_key = dict(zip(KEY_FIELDS, key, strict=True))
+        if key not in now or key not in then:
+            rows.append({**base_key, "what": "entry",
+                         "baseline": "present" if key in then else "absent",
+                         "current": "present" if key in now else "absent", "delta": math.nan})
+            continue
+        a, b = then[key]["accuracy"], now[key]["accuracy"]
+        if abs(b - a) > tolerance + 1e-12:
+            rows.append({**base_key, "what": "accuracy", "baseline": a, "current": b, "delta": b - a})
+        if then[key]["optimal_model"] != now[key]["optimal_model"]:
+            rows.append({**base_key, "what": "optimal_model", "baseline": then[key]["optimal_model"],
+                         "current": now[key]["optimal_model"], "delta": math.nan})
+    return pd.DataFrame(rows, columns=DIFF_COLUMNS)

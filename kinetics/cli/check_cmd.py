@@ -1,0 +1,90 @@
+"""``kinetics check``: gate CI on the frontier numbers.
+
+Exit 0 when every number is within tolerance of the baseline, 1 with a table of
+what moved, 2 on bad input. ``--update`` rewrites the baseline deliberately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from kinetics.check import compare_summaries, validate_summary
+from kinetics.errors import InputError
+from kinetics.hardware import HARDWARE, resolve_intensity
+
+DEFAULT_BASELINE = "benchmarks/baseline/frontier.json"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "The baseline's own hardware/intensity is used unless --hardware or --intensity is "
+        "given. Update a baseline on purpose with --update and commit the diff."
+    )
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE, metavar="PATH",
+                        help="stored summary.json to compare with")
+    parser.add_argument("--trials", metavar="PATH",
+                        help="trial table (CSV, JSONL or Parquet); default: the embedded set")
+    parser.add_argument("--tolerance", type=float, default=0.005,
+                        help="largest accepted absolute change in accuracy (fraction)")
+    hw = parser.add_mutually_exclusive_group()
+    hw.add_argument("--hardware", choices=sorted(HARDWARE), help="hardware preset (intensity I)")
+    hw.add_argument("--intensity", type=float, metavar="I", help="custom intensity, FLOPs/byte")
+    parser.add_argument("--update", action="store_true",
+                        help="rewrite the baseline with the recomputed summary and exit 0")
+
+
+def _read_baseline(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError("no such baseline file (create one with --update)", path=str(path)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)) from None
+    return validate_summary(data, str(path))
+
+
+def _write_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.baseline)
+    baseline = None if args.update and not path.exists() else _read_baseline(path)
+
+    from kinetics.report import build_summary
+    from kinetics.traces import load_trials
+    hardware, intensity = args.hardware, args.intensity
+    if hardware is None and intensity is None and baseline is not None:
+        hardware, intensity = baseline.get("hardware"), baseline.get("intensity")
+        if hardware is not None:
+            intensity = None
+    intensity_value = resolve_intensity(hardware, intensity)
+    trials, synthetic = load_trials(args.trials)
+    current = build_summary(trials, intensity_value, hardware=hardware if intensity is None else None,
+                            synthetic=synthetic, source=args.trials or "embedded")
+    if args.update:
+        _write_atomic(path, current)
+        print(f"kinetics check: wrote {len(current['entries'])} entries to {path}")
+        return 0
+    diffs = compare_summaries(current, baseline, args.tolerance)
+    label = "SYNTHETIC embedded data" if synthetic else (args.trials or "")
+    if diffs.empty:
+        print(f"kinetics check: OK, {len(current['entries'])} frontier numbers within "
+              f"{args.tolerance} of {path} ({label})")
+        return 0
+    print(f"kinetics check: {len(diffs)} frontier number(s) moved beyond {args.tolerance} "
+          f"against {path} ({label}):")
+    print(diffs.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("If the change is intended, run `kinetics check --update` and commit the baseline.")
+    return 1

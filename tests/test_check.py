@@ -1,0 +1,109 @@
+"""Frontier regression gate: `kinetics check`."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kinetics.check import compare_summaries, validate_summary
+from kinetics.cli import main
+from kinetics.errors import InputError
+
+
+def summary(*entries):
+    return {"schema": 1, "synthetic": True, "intensity": 562.5, "hardware": "b200",
+            "trials_source": "test", "entries": list(entries)}
+
+
+def entry(accuracy, model="qwen3-8b", budget=1e15, law="kinetics", method="dense"):
+    return {"law": law, "strategy": "best_of_n", "method": method, "budget_eflops": budget,
+            "accuracy": accuracy, "optimal_model": model, "config": "dense"}
+
+
+@given(st.floats(0, 1), st.floats(0, 0.1))
+def test_changes_within_tolerance_pass_and_beyond_fail(accuracy, tolerance):
+    base = summary(entry(accuracy))
+    inside = summary(entry(accuracy + tolerance * 0.999))
+    outside = summary(entry(accuracy + tolerance + 1e-6))
+    assert compare_summaries(inside, base, tolerance).empty
+    diffs = compare_summaries(outside, base, tolerance)
+    assert list(diffs["what"]) == ["accuracy"]
+
+
+def test_optimal_model_change_and_missing_entries_are_reported():
+    base = summary(entry(0.5), entry(0.6, budget=1e16))
+    now = summary(entry(0.5, model="qwen3-14b"), entry(0.7, budget=1e17))
+    diffs = compare_summaries(now, base, 0.005)
+    assert sorted(diffs["what"]) == ["entry", "entry", "optimal_model"]
+
+
+def test_float_noise_in_budgets_does_not_split_keys():
+    base = summary(entry(0.5, budget=1e15))
+    now = summary(entry(0.5, budget=1.0000000000000002e15))
+    assert compare_summaries(now, base, 0.0).empty
+
+
+@pytest.mark.parametrize("bad, field", [
+    ([], None), ({"schema": 2, "entries": []}, "schema"), ({"schema": 1, "entries": []}, "entries"),
+    ({"schema": 1, "entries": [{"law": "kinetics"}]}, "strategy"),
+    ({"schema": 1, "entries": [entry("high")]}, "accuracy"),
+])
+def test_malformed_baseline_names_field(bad, field):
+    with pytest.raises(InputError) as info:
+        validate_summary(bad, "base.json")
+    assert "base.json" in str(info.value)
+    if field:
+        assert field in str(info.value)
+
+
+# --- end to end on the embedded data -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def baseline_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("baseline") / "frontier.json"
+    assert main(["check", "--baseline", str(path), "--update"]) == 0
+    return path
+
+
+def test_fresh_baseline_passes(baseline_file, capsys):
+    assert main(["check", "--baseline", str(baseline_file)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_perturbed_baseline_fails_with_a_table(baseline_file, tmp_path, capsys):
+    data = json.loads(baseline_file.read_text())
+    perturbed = copy.deepcopy(data)
+    perturbed["entries"][0]["accuracy"] += 0.02
+    path = tmp_path / "perturbed.json"
+    path.write_text(json.dumps(perturbed))
+    assert main(["check", "--baseline", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "moved" in out and "accuracy" in out
+    # within a loose tolerance the same perturbation passes
+    assert main(["check", "--baseline", str(path), "--tolerance", "0.05"]) == 0
+
+
+def test_perturbed_optimal_model_fails(baseline_file, tmp_path):
+    data = json.loads(baseline_file.read_text())
+    data["entries"][-1]["optimal_model"] = "not-a-model"
+    path = tmp_path / "perturbed.json"
+    path.write_text(json.dumps(data))
+    assert main(["check", "--baseline", str(path)]) == 1
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"schema": 1, "entries": []}'])
+def test_bad_baseline_exits_2(tmp_path, capsys, content):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert main(["check", "--baseline", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_baseline_exits_2(tmp_path, capsys):
+    assert main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
+    assert "--update" in capsys.readouterr().err
