@@ -1,0 +1,382 @@
+"""One Qwen3 decoder layer for decode steps, tensor parallel (Megatron style).
+
+The layer follows Qwen3's ``Qwen3DecoderLayer`` (HF transformers)::
+
+    x = hidden
+    h = x + all_reduce(o_proj_rowpar(attend(rope(k_norm/q_norm(qkv_colpar(rmsnorm(x)))))))
+    out = h + all_reduce(down_rowpar(silu(gate_colpar(rmsnorm(h))) * up_colpar(rmsnorm(h))))
+
+Column-parallel projections (QKV, gate/up) hold this rank's rows (its heads, its
+slice of the MLP width); row-parallel projections (o_proj, down) hold the matching
+input columns, so each rank produces a partial sum of the output and one
+all-reduce per block completes it: two all-reduces per layer per decode step.
+
+Sharding rules (``tp_size`` = tensor-parallel degree):
+
+* query heads: ``num_q_heads % tp_size == 0``; rank ``r`` holds heads
+  ``[r * q/tp, (r + 1) * q/tp)``.
+* KV heads: if ``num_kv_heads % tp_size == 0`` each rank holds ``kv/tp`` of them;
+  if ``tp_size > num_kv_heads`` and ``tp_size % num_kv_heads == 0`` each KV head
+  is **replicated** on ``tp/kv`` ranks (what vLLM does), rank ``r`` holding the
+  one KV head its query heads read. Other combinations raise ``InputError``.
+* MLP width: ``intermediate % tp_size == 0``. MoE models run a *dense* MLP of width
+  ``experts_per_token * moe_intermediate_size``: the active experts' compute and
+  weight bytes of one token (exact at batch 1; a real MoE layer at batch > 1
+  reads more experts and adds a router and token routing, which this ignores).
+
+Weights are deterministic: every element is a pure function of
+``(seed, tensor, row, column)`` (a counter-based integer hash, see
+:func:`hashed_uniform`), so each rank generates exactly its own shard, directly on
+its device, and a shard of any ``tp_size`` equals the same slice of the unsharded
+(``tp_size=1``) layer's weight bit for bit. Summing the ranks' partial outputs
+therefore reproduces the unsharded layer up to float rounding (the order of the
+sum differs).
+
+``group=None`` with ``tp_size > 1`` is *simulated* TP on one device (the paper's
+benchmark): the layer has one rank's share of heads and MLP width and skips the
+all-reduces. With a ``torch.distributed`` process group the all-reduces run over
+it (NCCL on GPUs, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from kinetics.errors import InputError
+from kinetics.models import ModelSpec
+
+ROPE_THETA = 1_000_000.0
+RMS_EPS = 1e-6
+
+# Tensor ids for the weight hash (part of the weight definition: don't renumber).
+_TENSOR_IDS = {
+    "input_layernorm": 1, "q_proj": 2, "k_proj": 3, "v_proj": 4, "q_norm": 5,
+    "k_norm": 6, "o_proj": 7, "post_attention_layernorm": 8, "gate_proj": 9,
+    "up_proj": 10, "down_proj": 11,
+}
+_KV_PREFILL_TENSOR_BASE = 1_000  # ids for synthetic KV-cache contents, per KV head
+
+_M31 = 0x7FFFFFFF
+_MUL = 0x45D9F3B  # < 2**27, so a 31-bit value times it stays below 2**58 (no int64 overflow)
+_HASH_CHUNK = 1 << 22  # elements hashed at once (bounds the int64 temporaries: 32 MiB)
+
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class CommTimer(Protocol):
+    """Brackets each all-reduce (the benchmark uses it to time communication)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def _mix31(x: torch.Tensor) -> torch.Tensor:
+    """In-place 31-bit integer hash of an int64 tensor holding values in [0, 2**31)."""
+    x.bitwise_xor_(x >> 16)
+    x.mul_(_MUL).bitwise_and_(_M31)
+    x.bitwise_xor_(x >> 16)
+    x.mul_(_MUL).bitwise_and_(_M31)
+    x.bitwise_xor_(x >> 16)
+    return x
+
+
+def hashed_uniform(seed: int, tensor_id: int, rows: torch.Tensor, cols: torch.Tensor,
+                   bound: float, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """Deterministic pseudo-random matrix ``W[i, j] = U(seed, tensor_id, rows[i], cols[j])``.
+
+    Values are uniform in ``[-bound, bound)`` (std ``bound / sqrt(3)``). Each element
+    depends only on its global (row, column) index, so any slice of a matrix can be
+    generated alone and equals the same slice of the whole. The hash runs with int64
+    arithmetic on ``device`` (CPU or GPU give identical bits); result shape
+    ``[len(rows), len(cols)]`` in ``dtype``.
+    """
+    device = torch.device(device)
+    rows = rows.to(device=device, dtype=torch.int64)
+    cols = cols.to(device=device, dtype=torch.int64)
+    key = _mix31(torch.tensor([((seed & _M31) * 31 + tensor_id) & _M31], dtype=torch.int64,
+                              device=device))
+    row_hash = _mix31((rows * 0x2545F491 + key) & _M31).unsqueeze(1)  # [R, 1]
+    col_hash = _mix31((cols * 0x3C6EF35F + 0x1B873593) & _M31).unsqueeze(0)  # [1, C]
+    out = torch.empty(len(rows), len(cols), dtype=dtype, device=device)
+    step = max(1, _HASH_CHUNK // max(1, len(cols)))
+    scale = 2.0 * bound / 2.0**31
+    for start in range(0, len(rows), step):
+        x = _mix31((row_hash[start:start + step] + col_hash) & _M31)
+        out[start:start + step] = (x.to(torch.float32) * scale - bound).to(dtype)
+    return out
+
+
+def _indices(ranges: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+    return torch.cat([torch.arange(a, b, dtype=torch.int64) for a, b in ranges]).to(device)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = RMS_EPS) -> torch.Tensor:
+    """Qwen3 RMSNorm over the last dim: statistics in float32, output in x's dtype."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding (HF ``rotate_half`` layout) of x [batch, heads, head_dim].
+
+    positions: [batch] integer token positions; cos/sin computed in float32.
+    """
+    freqs = positions.to(torch.float32).unsqueeze(-1) * inv_freq  # [batch, head_dim/2]
+    emb = torch.cat((freqs, freqs), dim=-1).unsqueeze(1)  # [batch, 1, head_dim]
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def mlp_width(model: ModelSpec) -> int:
+    """Dense MLP width the layer runs: intermediate_size, or the active experts' width for MoE."""
+    if model.is_moe:
+        return model.experts_per_token * model.moe_intermediate_size
+    return model.intermediate_size
+
+
+def shard_plan(model: ModelSpec, tp_size: int, tp_rank: int) -> dict[str, int]:
+    """This rank's slice of heads and MLP width; raises InputError if tp_size doesn't fit.
+
+    Returns q_start, local_q_heads, kv_start, local_kv_heads, kv_replicas (ranks that
+    hold a copy of each KV head, 1 unless tp_size > num_kv_heads), mlp_start, local_mlp.
+    """
+    if tp_size < 1:
+        raise InputError(f"tensor-parallel size must be >= 1, got {tp_size}")
+    if not 0 <= tp_rank < tp_size:
+        raise InputError(f"tp_rank {tp_rank} outside [0, {tp_size})")
+    q, kv, width = model.num_q_heads, model.num_kv_heads, mlp_width(model)
+    if q % tp_size:
+        raise InputError(f"{model.name}: {q} query heads do not divide by tp {tp_size}")
+    if kv <= 0 or q % kv:
+        raise InputError(f"{model.name}: {q} query heads are not a multiple of {kv} KV heads")
+    if kv % tp_size == 0:
+        local_kv, replicas = kv // tp_size, 1
+        kv_start = tp_rank * local_kv
+    elif tp_size % kv == 0:
+        local_kv, replicas = 1, tp_size // kv
+        kv_start = tp_rank // replicas
+    else:
+        raise InputError(f"{model.name}: {kv} KV heads neither divide by tp {tp_size} "
+                         "nor divide it (no replication scheme)")
+    if width % tp_size:
+        raise InputError(f"{model.name}: MLP width {width} does not divide by tp {tp_size}")
+    local_q, local_mlp = q // tp_size, width // tp_size
+    return dict(q_start=tp_rank * local_q, local_q_heads=local_q, kv_start=kv_start,
+                local_kv_heads=local_kv, kv_replicas=replicas,
+                mlp_start=tp_rank * local_mlp, local_mlp=local_mlp)
+
+
+class ShardedDecoderLayer(torch.nn.Module):
+    """One rank's shard of a Qwen3 decoder layer, for one-token-per-request decode.
+
+    Args:
+        model: the architecture (hidden size, heads, head_dim, MLP width).
+        tp_size: tensor-parallel degree; 1 is the unsharded layer.
+        tp_rank: this rank's index in [0, tp_size).
+        group: torch.distributed process group of the tp_size ranks, or None: no
+            communication (unsharded, or simulated TP on one device).
+        dtype: parameter and activation dtype.
+        device: where the weights are generated and live.
+        seed: weight seed (same seed, any tp: shards of the same full weights).
+
+    Attributes:
+        local_q_heads, local_kv_heads: heads this rank computes.
+        q_head_start, kv_head_start: global index of the first local head.
+        kv_replicas: ranks holding each KV head (> 1 when tp_size > num_kv_heads).
+        local_mlp: this rank's MLP width.
+        position: RoPE position used when ``forward`` gets no positions; it advances
+            by one after each such call.
+        communicate: set False to skip the all-reduces (benchmarks the no-comm variant).
+        comm_timer: optional object whose start()/stop() bracket each all-reduce.
+    """
+
+    def __init__(self, model: ModelSpec, tp_size: int = 1, tp_rank: int = 0, group=None,
+                 dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
+                 seed: int = 0) -> None:
+        super().__init__()
+        plan = shard_plan(model, tp_size, tp_rank)
+        if group is not None:
+            size, rank = dist.get_world_size(group), dist.get_rank(group)
+            if size != tp_size or rank != tp_rank:
+                raise InputError(f"process group has size {size}, rank {rank}; layer was "
+                                 f"asked for tp_size {tp_size}, tp_rank {tp_rank}")
+        device = torch.device(device)
+        self.model, self.tp_size, self.tp_rank, self.group = model, tp_size, tp_rank, group
+        self.dtype, self.seed = dtype, seed
+        self.hidden_size, self.head_dim = model.hidden_size, model.head_dim
+        self.q_head_start, self.local_q_heads = plan["q_start"], plan["local_q_heads"]
+        self.kv_head_start, self.local_kv_heads = plan["kv_start"], plan["local_kv_heads"]
+        self.kv_replicas = plan["kv_replicas"]
+        self.mlp_start, self.local_mlp = plan["mlp_start"], plan["local_mlp"]
+        self.position = 0
+        self.communicate = True
+        self.comm_timer: CommTimer | None = None
+
+        h, d = self.hidden_size, self.head_dim
+        q_rows = (self.q_head_start * d, (self.q_head_start + self.local_q_heads) * d)
+        kv_rows = (self.kv_head_start * d, (self.kv_head_start + self.local_kv_heads) * d)
+        mlp_rows = (self.mlp_start, self.mlp_start + self.local_mlp)
+        all_h = [(0, h)]
+
+        def gen(name: str, rows: list[tuple[int, int]], cols: list[tuple[int, int]],
+                fan_in: int) -> torch.Tensor:
+            return hashed_uniform(seed, _TENSOR_IDS[name], _indices(rows, device),
+                                  _indices(cols, device), math.sqrt(3.0 / fan_in), dtype, device)
+
+        def norm(name: str, n: int) -> torch.nn.Parameter:
+            # 1 + U[-0.1, 0.1): not all ones, so a wrong norm weight would show in tests
+            w = 1.0 + hashed_uniform(seed, _TENSOR_IDS[name], torch.zeros(1), torch.arange(n),
+                                     0.1, torch.float32, device)[0]
+            return torch.nn.Parameter(w.to(dtype), requires_grad=False)
+
+        def param(t: torch.Tensor) -> torch.nn.Parameter:
+            return torch.nn.Parameter(t, requires_grad=False)
+
+        self.input_layernorm = norm("input_layernorm", h)
+        # fused column-parallel QKV: [(local_q + 2 local_kv) * head_dim, hidden]
+        self.qkv_proj = param(torch.cat([
+            gen("q_proj", [q_rows], all_h, h),
+            gen("k_proj", [kv_rows], all_h, h),
+            gen("v_proj", [kv_rows], all_h, h),
+        ]))
+        self.q_norm = norm("q_norm", d)
+        self.k_norm = norm("k_norm", d)
+        # row-parallel o_proj: [hidden, local_q * head_dim] (this rank's input columns)
+        self.o_proj = param(gen("o_proj", all_h, [q_rows], model.num_q_heads * d))
+        self.post_attention_layernorm = norm("post_attention_layernorm", h)
+        # fused column-parallel gate/up: [2 * local_mlp, hidden]
+        self.gate_up_proj = param(torch.cat([
+            gen("gate_proj", [mlp_rows], all_h, h),
+            gen("up_proj", [mlp_rows], all_h, h),
+        ]))
+        # row-parallel down: [hidden, local_mlp]
+        self.down_proj = param(gen("down_proj", all_h, [mlp_rows], mlp_width(model)))
+        inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+        self.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
+
+    # -- the two blocks, each ending in a partial sum (before the all-reduce) ----------
+
+    def attention_partial(self, hidden: torch.Tensor, attend: Attend,
+                          positions: torch.Tensor | None = None) -> torch.Tensor:
+        """This rank's partial o_proj output [batch, hidden_size] (sum over ranks = attention out).
+
+        hidden: [batch, hidden_size]; positions: [batch] int, or None for ``self.position``.
+        """
+        if hidden.dim() != 2 or hidden.shape[1] != self.hidden_size:
+            raise ValueError(f"hidden must be [batch, {self.hidden_size}], got {tuple(hidden.shape)}")
+        batch, d = hidden.shape[0], self.head_dim
+        if positions is None:
+            positions = torch.full((batch,), self.position, dtype=torch.int64, device=hidden.device)
+            self.position += 1
+        elif positions.shape != (batch,):
+            raise ValueError(f"positions must be [{batch}], got {tuple(positions.shape)}")
+        x = rms_norm(hidden, self.input_layernorm)
+        qkv = x @ self.qkv_proj.t()
+        nq, nkv = self.local_q_heads * d, self.local_kv_heads * d
+        q = qkv[:, :nq].reshape(batch, self.local_q_heads, d)
+        k = qkv[:, nq:nq + nkv].reshape(batch, self.local_kv_heads, d)
+        v = qkv[:, nq + nkv:].reshape(batch, self.local_kv_heads, d)
+        q = apply_rope(rms_norm(q, self.q_norm), positions, self.inv_freq)
+        k = apply_rope(rms_norm(k, self.k_norm), positions, self.inv_freq)
+        out = attend(q, k, v.contiguous())
+        return out.reshape(batch, nq) @ self.o_proj.t()
+
+    def mlp_partial(self, hidden: torch.Tensor) -> torch.Tensor:
+        """This rank's partial MLP output [batch, hidden_size] (sum over ranks = MLP out)."""
+        x = rms_norm(hidden, self.post_attention_layernorm)
+        gate, up = (x @ self.gate_up_proj.t()).split(self.local_mlp, dim=-1)
+        return (F.silu(gate) * up) @ self.down_proj.t()
+
+    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        """Sum ``partial`` over the group in place (no-op without a group or communicate=False)."""
+        if self.group is None or not self.communicate:
+            return partial
+        if self.comm_timer is not None:
+            self.comm_timer.start()
+        dist.all_reduce(partial, op=dist.ReduceOp.SUM, group=self.group)
+        if self.comm_timer is not None:
+            self.comm_timer.stop()
+        return partial
+
+    def forward(self, hidden: torch.Tensor, attend: Attend,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """One decode step: hidden [batch, hidden_size] -> [batch, hidden_size].
+
+        attend(q, k, v): q [batch, local_q_heads, head_dim], k/v [batch, local_kv_heads,
+        head_dim] (the new token, after q/k RMSNorm and RoPE) -> [batch, local_q_heads,
+        head_dim]; it owns the KV cache (appends k/v, then attends). Query head i reads
+        local KV head i // (local_q_heads // local_kv_heads), as in HF ``repeat_kv``.
+        positions: [batch] int token positions (RoPE), default ``self.position`` for all.
+        """
+        h = hidden + self.all_reduce(self.attention_partial(hidden, attend, positions))
+        return h + self.all_reduce(self.mlp_partial(h))
+
+
+class DenseKVAttend:
+    """Reference attend: contiguous per-rank KV cache in torch, dense softmax attention.
+
+    Holds K and V as [batch, local_kv_heads, capacity, head_dim] (capacity doubles when
+    full). ``context`` tokens are prefilled with synthetic values that depend only on
+    the global KV head index (``kv_head_start + j``), the batch row, the token and
+    ``seed``, so a sharded run and an unsharded run see the same cache.
+    Call it as ``attend(q, k, v)`` (shapes as in ``ShardedDecoderLayer.forward``).
+    """
+
+    def __init__(self, local_q_heads: int, local_kv_heads: int, head_dim: int, batch_size: int,
+                 context: int, device: torch.device | str, dtype: torch.dtype, *,
+                 kv_head_start: int = 0, seed: int = 0) -> None:
+        if local_q_heads % local_kv_heads:
+            raise ValueError("local_q_heads must be a multiple of local_kv_heads")
+        self.group_size = local_q_heads // local_kv_heads
+        self.length = context
+        capacity = max(16, context + 16)
+        shape = (batch_size, local_kv_heads, capacity, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        if context:
+            rows = torch.arange(batch_size * context)
+            cols = torch.arange(head_dim)
+            bound = math.sqrt(3.0)  # unit RMS, like a normed key
+            for j in range(local_kv_heads):
+                tid = _KV_PREFILL_TENSOR_BASE + 2 * (kv_head_start + j)
+                for cache, off in ((self.k, 0), (self.v, 1)):
+                    vals = hashed_uniform(seed, tid + off, rows, cols, bound, dtype, device)
+                    cache[:, j, :context] = vals.view(batch_size, context, head_dim)
+
+    def _grow(self) -> None:
+        pad = torch.zeros_like(self.k)
+        self.k = torch.cat([self.k, pad], dim=2)
+        self.v = torch.cat([self.v, pad.clone()], dim=2)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.length == self.k.shape[2]:
+            self._grow()
+        self.k[:, :, self.length] = k
+        self.v[:, :, self.length] = v
+        self.length += 1
+        batch, heads, d = q.shape
+        kv_heads = self.k.shape[1]
+        # one query token, no mask: the GQA group's queries become the "query length"
+        qg = q.reshape(batch, kv_heads, self.group_size, d)
+        out = F.scaled_dot_product_attention(qg, self.k[:, :, :self.length],
+                                             self.v[:, :, :self.length])
+        return out.reshape(batch, heads, d)
+
+
+def dense_attend_factory(local_q_heads: int, local_kv_heads: int, head_dim: int,
+                         batch_size: int, context: int, device: torch.device | str,
+                         dtype: torch.dtype, *, kv_head_start: int = 0,
+                         seed: int = 0) -> DenseKVAttend:
+    """``attend_factory`` for dense attention over a contiguous torch KV cache."""
+    return DenseKVAttend(local_q_heads, local_kv_heads, head_dim, batch_size, context, device,
+                         dtype, kv_head_start=kv_head_start, seed=seed)
