@@ -1,0 +1,166 @@
+"""Tensor parallelism over torch.distributed: gloo on CPU, 2 processes.
+
+The sharded layer's output after its all-reduces must equal the unsharded layer's
+(float32), over decode steps with the KV cache growing; run_tp_bench must run end to
+end and return its result on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+mp = pytest.importorskip("torch.multiprocessing")
+
+from kinetics.distributed import _call_factory, format_tp_result, run_tp_bench  # noqa: E402
+from kinetics.errors import InputError  # noqa: E402
+from kinetics.layer import DenseKVAttend, ShardedDecoderLayer  # noqa: E402
+from kinetics.models import ModelSpec  # noqa: E402
+
+TINY = ModelSpec(name="tiny", num_layers=2, hidden_size=64, num_q_heads=4, num_kv_heads=2,
+                 head_dim=16, intermediate_size=128, vocab_size=100)
+TINY_ONE_KV = ModelSpec(name="tiny-1kv", num_layers=2, hidden_size=64, num_q_heads=4,
+                        num_kv_heads=1, head_dim=16, intermediate_size=128, vocab_size=100)
+WORLD, BATCH, CONTEXT, STEPS = 2, 3, 5, 3
+TIMEOUT_S = 90
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _inputs():
+    gen = torch.Generator().manual_seed(11)
+    hiddens = [torch.randn(BATCH, 64, generator=gen) for _ in range(STEPS)]
+    positions = [torch.tensor([CONTEXT + s, CONTEXT + 7 + s, s]) for s in range(STEPS)]
+    return hiddens, positions
+
+
+def _decode(model: ModelSpec, tp: int, rank: int, group, device) -> list:
+    layer = ShardedDecoderLayer(model, tp, rank, group, dtype=torch.float32, device=device,
+                                seed=3)
+    attend = DenseKVAttend(layer.local_q_heads, layer.local_kv_heads, layer.head_dim, BATCH,
+                           CONTEXT, device, torch.float32, kv_head_start=layer.kv_head_start)
+    hiddens, positions = _inputs()
+    with torch.inference_mode():
+        outs = [layer(h.to(device), attend, p.to(device)).cpu()
+                for h, p in zip(hiddens, positions, strict=True)]
+    assert attend.length == CONTEXT + STEPS  # the cache grew by one token per step
+    return outs
+
+
+def _worker(rank: int, port: int, outdir: str, backend: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NCCL_NVLS_ENABLE="0")
+    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=WORLD, timeout=timedelta(seconds=60))
+    try:
+        result = {}
+        for model in (TINY, TINY_ONE_KV):
+            result[model.name] = _decode(model, WORLD, rank, dist.group.WORLD, device)
+            if rank == 0:
+                result[model.name + "/unsharded"] = _decode(model, 1, 0, None, device)
+        result["bench"] = run_tp_bench(TINY, "dense", 8, 2, 16, 0, WORLD, 3, 1, "float32")
+        torch.save(result, os.path.join(outdir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn_and_check(tmp_path, backend: str) -> None:
+    port = _free_port()
+    ctx = mp.start_processes(_worker, args=(port, str(tmp_path), backend), nprocs=WORLD,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
+            pytest.fail(f"{backend} workers did not finish in {TIMEOUT_S} s")
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    for name in (TINY.name, TINY_ONE_KV.name):
+        want = r0[name + "/unsharded"]
+        for rank_out in (r0[name], r1[name]):
+            for got, exp in zip(rank_out, want, strict=True):
+                torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
+        # the steps differ from each other (the cache and positions matter)
+        assert not torch.allclose(want[0], want[1])
+    bench = r0["bench"]
+    assert r1["bench"] is None
+    assert bench["tp"] == 2 and bench["backend"] == backend
+    assert bench["local_q_heads"] == 2 and bench["local_kv_heads"] == 1
+    for key in ("step_ms", "comm_ms", "nocomm_step_ms", "tp1_step_ms", "tokens_per_s",
+                "speedup", "scaling_efficiency"):
+        assert bench[key] is not None and bench[key] > 0, key
+    assert 0 < bench["comm_share"] < 1
+    assert "scaling efficiency" in format_tp_result(bench)
+
+
+def test_gloo_two_ranks_match_unsharded(tmp_path):
+    _spawn_and_check(tmp_path, "gloo")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs >= 2 CUDA devices")
+def test_nccl_two_gpus_match_unsharded(tmp_path):
+    _spawn_and_check(tmp_path, "nccl")
+
+
+def test_single_process_tp1(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    result = run_tp_bench(TINY, "dense", 4, 2, 16, 0, 1, 2, 1, "float32")
+    assert result["tp"] == 1 and result["backend"] == "none"
+    assert result["speedup"] == pytest.approx(1.0) and result["comm_ms"] == 0.0
+    assert result["nocomm_step_ms"] is None
+    assert "tp 1" in format_tp_result(result)
+
+
+def test_tp_without_launcher_is_input_error(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(InputError, match="torchrun --nproc-per-node 2"):
+        run_tp_bench(TINY, "dense", 4, 2, 16, 0, 2, 2, 1, "float32")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(method="topk"), "needs an attend_factory"),
+    (dict(tp=3), "do not divide"),
+    (dict(dtype="int8"), "unknown dtype"),
+    (dict(steps=0), "steps"),
+])
+def test_bad_arguments(kwargs, match):
+    args = dict(model_name=TINY, method="dense", context=4, batch_size=1, page_size=16,
+                topk_pages=0, tp=1, steps=1, warmup=0, dtype="float32")
+    with pytest.raises(InputError, match=match):
+        run_tp_bench(**{**args, **kwargs})
+
+
+def test_factory_gets_only_the_extras_it_names():
+    seen = {}
+
+    def named(lq, lkv, d, b, c, device, dtype, *, method, topk_pages):
+        seen["named"] = (lq, lkv, d, b, c, method, topk_pages)
+
+    def catch_all(lq, lkv, d, b, c, device, dtype, **kw):
+        seen["all"] = sorted(kw)
+
+    extras = dict(method="topk", page_size=16, topk_pages=8, kv_head_start=1)
+    _call_factory(named, 2, 1, 16, 3, 100, "cpu", torch.float32, extras)
+    _call_factory(catch_all, 2, 1, 16, 3, 100, "cpu", torch.float32, extras)
+    assert seen["named"] == (2, 1, 16, 3, 100, "topk", 8)
+    assert seen["all"] == ["kv_head_start", "method", "page_size", "topk_pages"]
+
