@@ -1,0 +1,184 @@
+"""``kinetics report``: trial table -> frontiers, summary.json and plots in one folder.
+
+Everything is written into a temporary folder beside ``--out`` and moved into place
+at the end, so an error leaves no half-written report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from kinetics.errors import InputError
+from kinetics.hardware import HARDWARE, resolve_intensity
+from kinetics.strategies import DEFAULT_GEN_BUDGETS
+
+SYNTHETIC_NOTE = ("NOTE: SYNTHETIC data (the embedded seeded demo set, not real traces); "
+                  "numbers show the pipeline, not the paper's findings.")
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Without --trials, runs on the embedded SYNTHETIC trial table. "
+                     "Example: kinetics report --trials trials.parquet --hardware h100 --out rep")
+    parser.add_argument("--trials", metavar="PATH",
+                        help="trial table (.csv, .jsonl, .parquet); default: embedded synthetic set")
+    hw = parser.add_mutually_exclusive_group()
+    hw.add_argument("--hardware", choices=sorted(HARDWARE), default=None,
+                    help="preset giving I = peak FLOP/s / bandwidth (default b200)")
+    hw.add_argument("--intensity", type=float, metavar="I", help="custom intensity, FLOPs per byte")
+    parser.add_argument("--out", default="kinetics-report", metavar="DIR", help="output folder")
+    parser.add_argument("--model-config", action="append", default=[], metavar="NAME=PATH",
+                        help="config.json for a model that is not a preset (repeatable)")
+    parser.add_argument("--gen-budgets", metavar="T1,T2,..",
+                        default=",".join(str(b) for b in DEFAULT_GEN_BUDGETS),
+                        help="long-CoT generation budgets, tokens")
+    parser.add_argument("--grid-points", type=int, default=100, metavar="G",
+                        help="log-spaced budgets in each frontier grid")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG/SVG figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def parse_model_configs(values: list[str]) -> dict[str, str]:
+    """NAME=PATH pairs -> dict (InputError on a malformed one)."""
+    out = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InputError(f"--model-config expects NAME=PATH, got {value!r}")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def parse_gen_budgets(text: str) -> list[int]:
+    try:
+        budgets = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--gen-budgets expects comma-separated integers, got {text!r}") from None
+    if not budgets or min(budgets) < 1:
+        raise InputError(f"--gen-budgets needs positive token counts, got {text!r}")
+    return budgets
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", path=str(out))
+    backup = None
+    if out.exists():
+        backup = out.with_name(out.name + f".old-{os.getpid()}")
+        os.replace(out, backup)
+    os.replace(tmp, out)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def _terminal_table(summary: dict) -> str:
+    """One line per (law, strategy, budget): dense accuracy and optimal model, sparse accuracy."""
+    cells: dict[tuple, dict] = {}
+    for e in summary["entries"]:
+        cells.setdefault((e["law"], e["strategy"], e["budget_eflops"]), {})[e["method"]] = e
+    lines = [f"{'law':8} {'strategy':9} {'eFLOPs':>8} {'B200 s':>7}  {'dense':>5} "
+             f"{'optimal (dense)':16} {'topk':>5} {'blocktopk':>9} {'optimal (blocktopk)':19}"]
+    for (law, strategy, budget), row in cells.items():
+        def acc(method: str, row: dict = row) -> str:
+            return f"{row[method]['accuracy']:.3f}" if method in row else "  -"
+
+        def opt(method: str, row: dict = row) -> str:
+            return (row[method]["optimal_model"] or "-") if method in row else "-"
+
+        lines.append(f"{law:8} {strategy:9} {budget:8.1e} {budget / 4.5e15:7.3f}  {acc('dense'):>5} "
+                     f"{opt('dense'):16} {acc('topk'):>5} {acc('blocktopk'):>9} "
+                     f"{opt('blocktopk'):19}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from kinetics.report import analyze, build_summary
+    from kinetics.traces import EMBEDDED_SOURCE, load_trials, resolve_models
+
+    model_configs = parse_model_configs(args.model_config)
+    gen_budgets = parse_gen_budgets(args.gen_budgets)
+    if args.grid_points < 2:
+        raise InputError("--grid-points must be at least 2")
+    intensity = resolve_intensity(args.hardware, args.intensity)
+    hardware = None if args.intensity is not None else (args.hardware or "b200")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", path=str(out))
+
+    steps = 4 + 2 * 3 + (0 if args.no_plots else 3)
+    bar = tqdm(total=steps, file=sys.stderr, disable=args.quiet, desc="kinetics report",
+               unit="step", leave=False)
+
+    def tick(label: str) -> None:
+        bar.set_postfix_str(label, refresh=False)
+        bar.update(1)
+
+    trials, synthetic = load_trials(args.trials)
+    source = EMBEDDED_SOURCE if args.trials is None else str(args.trials)
+    models = resolve_models(trials, model_configs, source)
+    tick("load")
+    analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
+                       grid_points=args.grid_points, tick=tick)
+    summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
+                            source=source, model_configs=model_configs, options=analysis.options)
+    tick("summary")
+
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
+    try:
+        umask = os.umask(0o22)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a report is not
+        analysis.frontier.assign(synthetic=synthetic).to_csv(tmp / "frontier.csv", index=False)
+        analysis.pareto.to_csv(tmp / "pareto.csv", index=False)
+        bon = analysis.options["best_of_n"]
+        (bon.groupby(["model", "method", "config", "n"], sort=False)
+         [["coverage", "majority", "compute_flops", "memory_bytes"]].mean().reset_index()
+         .to_csv(tmp / "best_of_n.csv", index=False))
+        lc = analysis.options["long_cot"]
+        (lc.groupby(["model", "method", "config", "gen_budget"], sort=False)
+         [["accuracy", "compute_flops", "memory_bytes"]].mean().reset_index()
+         .to_csv(tmp / "long_cot.csv", index=False))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        tick("tables")
+        if not args.no_plots:
+            import matplotlib.pyplot as plt
+
+            from kinetics import plots
+
+            figures = {
+                "accuracy_vs_cost": plots.accuracy_vs_cost(analysis, models, synthetic=synthetic),
+                "pareto_dense_vs_sparse": plots.pareto_dense_vs_sparse(analysis,
+                                                                       synthetic=synthetic),
+                "optimal_model_size": plots.optimal_model_size(analysis, models,
+                                                               synthetic=synthetic),
+            }
+            for name, fig in figures.items():
+                fig.savefig(tmp / f"{name}.png", dpi=110)
+                fig.savefig(tmp / f"{name}.svg")
+                plt.close(fig)
+                tick(name)
+        if synthetic:
+            (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + "\n")
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+
+    if synthetic:
+        print(SYNTHETIC_NOTE)
+    print(f"trials: {source} ({len(trials)} rows); I = {intensity:g} FLOPs/byte"
+          + (f" ({hardware})" if hardware else ""))
+    print(_terminal_table(summary))
+    print(f"wrote {out}/: frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv, summary.json"
+          + ("" if args.no_plots else ", 3 plots (PNG, SVG)"))
+    return 0

@@ -1,0 +1,174 @@
+"""The whole analysis of a trial table: strategies x laws x method families.
+
+Pure: DataFrames in, DataFrames and dicts out. The ``kinetics report`` command
+(kinetics/cli/report_cmd.py) does the file I/O; :func:`build_summary` is the
+regression-gate payload ``kinetics check`` compares.
+
+Strategies:
+
+* ``best_of_n``: coverage (pass@N) of N samples, N = 1..trials;
+* ``long_cot``: one sample cut at a generation budget;
+* ``majority_vote``: Best-of-N scored by majority vote (only when answers are known;
+  in frontier.csv, not in summary.json).
+
+Laws: ``kinetics`` (eFLOPs at intensity I) and ``flops`` (I = 0, memory ignored).
+Method families: each attention method alone (``dense``, ``topk``, ``blocktopk``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kinetics.cost import METHODS
+from kinetics.frontier import (
+    GRID_POINTS,
+    GRIDS,
+    LAWS,
+    Frontier,
+    budget_grid,
+    compute_frontier,
+    frontier_table,
+    law_intensity,
+    pareto_points,
+)
+from kinetics.models import ModelSpec
+from kinetics.strategies import DEFAULT_GEN_BUDGETS, best_of_n, long_cot
+from kinetics.traces import resolve_models
+
+# strategy -> (accuracy column in its options table, option parameter column)
+STRATEGIES: dict[str, tuple[str, str]] = {
+    "best_of_n": ("coverage", "n"),
+    "long_cot": ("accuracy", "gen_budget"),
+    "majority_vote": ("majority", "n"),
+}
+SUMMARY_STRATEGIES: tuple[str, ...] = ("best_of_n", "long_cot")
+# Fixed budgets of summary.json, eFLOPs (inside both of the paper's grids).
+SUMMARY_BUDGETS: tuple[float, ...] = (1e14, 3e14, 1e15, 3e15, 1e16, 3e16)
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything a report shows.
+
+    Attributes:
+        options: strategy -> per-query options table (compute FLOPs, memory bytes).
+        frontiers: (law, strategy, method) -> Frontier over the strategy's grid.
+        frontier: the long frontier table (frontier.csv).
+        pareto: Pareto points (pareto.csv), with law, strategy, method columns.
+        intensity: I of the Kinetics law, FLOPs per byte.
+    """
+
+    options: dict[str, pd.DataFrame]
+    frontiers: dict[tuple[str, str, str], Frontier]
+    frontier: pd.DataFrame
+    pareto: pd.DataFrame
+    intensity: float
+
+
+def strategy_options(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
+                     gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS) -> dict[str, pd.DataFrame]:
+    """Options tables per strategy; ``majority_vote`` only when answers are known."""
+    bon = best_of_n(trials, models)
+    options = {"best_of_n": bon, "long_cot": long_cot(trials, models, gen_budgets)}
+    if bon["majority"].notna().any():
+        options["majority_vote"] = bon
+    return options
+
+
+def _frontiers(options: Mapping[str, pd.DataFrame], models: Mapping[str, ModelSpec],
+               intensity: float, budgets: Callable[[str], np.ndarray],
+               strategies: Sequence[str], tick: Callable[[str], None] | None = None,
+               ) -> dict[tuple[str, str, str], Frontier]:
+    out: dict[tuple[str, str, str], Frontier] = {}
+    for law in LAWS:
+        for strategy in strategies:
+            if strategy not in options:
+                continue
+            table = options[strategy]
+            metric = STRATEGIES[strategy][0]
+            for method in METHODS:
+                subset = table[table["method"] == method]
+                if subset.empty:
+                    continue
+                out[(law, strategy, method)] = compute_frontier(
+                    subset, budgets(strategy), law_intensity(law, intensity), metric=metric,
+                    model_specs=dict(models))
+            if tick:
+                tick(f"frontier {law} {strategy}")
+    return out
+
+
+def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: float, *,
+            gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS, grid_points: int = GRID_POINTS,
+            tick: Callable[[str], None] | None = None) -> Analysis:
+    """Run both laws, all strategies and method families over a validated table.
+
+    ``intensity`` in FLOPs per byte; ``tick`` (optional) is called after each step
+    with a short label (the CLI drives a progress bar with it).
+    """
+    options = strategy_options(trials, models, gen_budgets=gen_budgets)
+    if tick:
+        tick("strategies")
+    frontiers = _frontiers(options, models, intensity,
+                           lambda s: budget_grid(*GRIDS[s], grid_points), list(options), tick)
+    pareto = []
+    for (law, strategy, method), _f in frontiers.items():
+        metric, param = STRATEGIES[strategy]
+        table = options[strategy]
+        points = pareto_points(table[table["method"] == method], law_intensity(law, intensity),
+                               param=param, metric=metric)
+        pareto.append(points.rename(columns={param: "param"}).assign(
+            law=law, strategy=strategy, method=method, param_name=param))
+    pareto_df = pd.concat(pareto, ignore_index=True) if pareto else pd.DataFrame()
+    if not pareto_df.empty:
+        pareto_df = pareto_df[["law", "strategy", "method", "model", "config", "param_name",
+                               "param", "cost_eflops", "accuracy"]]
+    return Analysis(options, frontiers, frontier_table(frontiers), pareto_df, float(intensity))
+
+
+def summary_entries(frontiers: Mapping[tuple[str, str, str], Frontier]) -> list[dict]:
+    """summary.json entries from frontiers evaluated at the summary budgets."""
+    entries = []
+    for (law, strategy, method), f in frontiers.items():
+        for g, budget in enumerate(f.budgets):
+            model = f.optimal_model[g]
+            config = f.config[g]
+            entries.append({
+                "law": law, "strategy": strategy, "method": method,
+                "budget_eflops": float(budget),
+                "accuracy": round(float(f.accuracy[g]), 10),
+                "optimal_model": None if model is None else str(model),
+                "config": None if config is None else str(config),
+            })
+    return entries
+
+
+def build_summary(trials: pd.DataFrame, intensity: float, *, hardware: str | None,
+                  synthetic: bool, source: str,
+                  model_configs: Mapping[str, str] | None = None,
+                  options: Mapping[str, pd.DataFrame] | None = None) -> dict:
+    """The summary.json payload (schema 1) of a validated trial table.
+
+    Entries: for each law (kinetics, flops), strategy (best_of_n, long_cot) and
+    method present, at each of SUMMARY_BUDGETS (eFLOPs): the frontier accuracy, the
+    optimal model and its best config. ``options`` may pass precomputed strategy
+    tables (from :func:`strategy_options`) to skip recomputing them.
+    """
+    models = resolve_models(trials, model_configs, source)
+    if options is None:
+        options = strategy_options(trials, models)
+    frontiers = _frontiers(options, models, intensity,
+                           lambda _s: np.asarray(SUMMARY_BUDGETS), SUMMARY_STRATEGIES)
+    return {
+        "schema": SCHEMA_VERSION,
+        "synthetic": bool(synthetic),
+        "trials_source": str(source),
+        "intensity": float(intensity),
+        "hardware": hardware,
+        "entries": summary_entries(frontiers),
+    }

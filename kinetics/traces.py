@@ -1,0 +1,256 @@
+"""The trial table: one row per sampled answer, loaded and validated once, here.
+
+Canonical columns (lengths in tokens):
+
+==============  ========================================================================
+``model``       model preset name (``qwen3-8b``) or a name given a ``--model-config``
+``method``      ``dense`` | ``topk`` | ``blocktopk``
+``budget``      tokens attended per decode step, B (empty for dense)
+``block_size``  block top-k block size in tokens (empty for dense and top-k)
+``local``       block top-k local window in tokens (empty for dense; empty or 0 for top-k)
+``query_id``    the problem's id (any string or integer)
+``trial``       the sample's index within its (model, config, query)
+``prompt_len``  prompt tokens, S (chat template included)
+``gen_len``     generated tokens, T
+``correct``     1 if the sample's final answer is right, else 0
+``answer_pos``  generated tokens up to and including the end of the final answer
+                (empty if the sample produced none)
+``answer``      optional: the extracted final answer string (enables majority vote)
+==============  ========================================================================
+
+CSV, JSONL and Parquet files are read. :func:`load_trials` is the one entry point;
+everything downstream takes the validated DataFrame it returns and trusts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kinetics.cost import METHODS, AttentionConfig
+from kinetics.errors import InputError
+from kinetics.models import ModelSpec, get_model
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "model", "method", "budget", "block_size", "local", "query_id", "trial",
+    "prompt_len", "gen_len", "correct", "answer_pos",
+)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("answer",)
+INT_COLUMNS: tuple[str, ...] = ("trial", "prompt_len", "gen_len", "correct")
+NULLABLE_INT_COLUMNS: tuple[str, ...] = ("budget", "block_size", "local", "answer_pos")
+
+EMBEDDED_NAME = "synthetic_trials.parquet"
+EMBEDDED_SOURCE = "embedded:kinetics/data/" + EMBEDDED_NAME
+# Parquet key-value metadata marking a file as synthetic (the generator sets it).
+SYNTHETIC_META_KEY = b"kinetics.synthetic"
+
+
+def embedded_path() -> Path:
+    """Path of the packaged synthetic trial table."""
+    return Path(str(resources.files("kinetics") / "data" / EMBEDDED_NAME))
+
+
+def _read_table(path: Path) -> tuple[pd.DataFrame, bool]:
+    """Read CSV / JSONL / Parquet into a raw DataFrame; the bool: synthetic marker."""
+    if not path.exists():
+        raise InputError("no such file", path=str(path))
+    if path.is_dir():
+        raise InputError("is a directory, expected a .csv, .jsonl or .parquet trial table",
+                         path=str(path))
+    if path.stat().st_size == 0:
+        raise InputError("empty file (no header, no rows)", path=str(path))
+    suffix = "".join(path.suffixes[-1:]).lower()
+    synthetic = False
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            meta = table.schema.metadata or {}
+            synthetic = meta.get(SYNTHETIC_META_KEY, b"0") == b"1"
+            frame = table.to_pandas()
+        elif suffix == ".csv":
+            frame = pd.read_csv(path, dtype={"model": str, "method": str, "query_id": str,
+                                             "answer": str})
+        elif suffix in (".jsonl", ".json"):
+            frame = pd.read_json(path, lines=True, dtype=False)
+        else:
+            raise InputError(f"unknown file type '{suffix or '(none)'}' "
+                             "(expected .csv, .jsonl or .parquet)", path=str(path))
+    except InputError:
+        raise
+    except Exception as exc:  # parser errors of three libraries: one message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot parse as {suffix[1:]}: {first}", path=str(path)) from None
+    if len(frame) == 0:
+        raise InputError("no data rows", path=str(path))
+    return frame, synthetic
+
+
+def _bad_row(mask: np.ndarray) -> int:
+    """1-based data row of the first True in ``mask``."""
+    return int(np.flatnonzero(mask)[0]) + 1
+
+
+def _as_int(frame: pd.DataFrame, column: str, path: str, *, nullable: bool) -> pd.Series:
+    raw = frame[column]
+    empty = raw.isna() | (raw.astype(str).str.strip() == "")
+    if raw.dtype == bool or str(raw.dtype) == "boolean":
+        raw = raw.astype("Int64")
+    values = pd.to_numeric(raw.where(~empty), errors="coerce")
+    bad = (values.isna() & ~empty).to_numpy()
+    if bad.any():
+        row = _bad_row(bad)
+        raise InputError(f"expected an integer, got {raw.iloc[row - 1]!r}", path=path, row=row,
+                         field=column)
+    nonint = (values.notna() & (values != np.floor(values.fillna(0)))).to_numpy()
+    if nonint.any():
+        row = _bad_row(nonint)
+        raise InputError(f"expected an integer, got {raw.iloc[row - 1]!r}", path=path, row=row,
+                         field=column)
+    if not nullable and empty.any():
+        row = _bad_row(empty.to_numpy())
+        raise InputError("missing value", path=path, row=row, field=column)
+    negative = (values < 0).fillna(False).to_numpy()
+    if negative.any():
+        row = _bad_row(negative)
+        raise InputError(f"must be >= 0, got {values.iloc[row - 1]:g}", path=path, row=row,
+                         field=column)
+    return values.astype("Int64") if nullable else values.astype(np.int64)
+
+
+def validate_trials(frame: pd.DataFrame, path: str = "<trials>") -> pd.DataFrame:
+    """Check and normalize a raw trial table; InputError names file, row and field.
+
+    Returns a new DataFrame with the canonical columns and dtypes, plus ``config``
+    (the attention config's label, e.g. ``topk1024``). A correct trial with an
+    empty ``answer_pos`` is taken to complete its answer at its last token.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)} "
+                         f"(required: {', '.join(REQUIRED_COLUMNS)})", path=path, field=missing[0])
+    frame = frame.reset_index(drop=True)
+    out = pd.DataFrame(index=frame.index)
+    for column in ("model", "method", "query_id"):
+        raw = frame[column]
+        empty = (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()
+        if empty.any():
+            raise InputError("missing value", path=path, row=_bad_row(empty), field=column)
+        out[column] = raw.astype(str).str.strip()
+    out["method"] = out["method"].str.lower()
+    bad_method = ~out["method"].isin(METHODS).to_numpy()
+    if bad_method.any():
+        row = _bad_row(bad_method)
+        raise InputError(f"unknown method {out['method'].iloc[row - 1]!r} "
+                         f"(choose from {', '.join(METHODS)})", path=path, row=row, field="method")
+    for column in INT_COLUMNS:
+        out[column] = _as_int(frame, column, path, nullable=False)
+    for column in NULLABLE_INT_COLUMNS:
+        out[column] = _as_int(frame, column, path, nullable=True)
+    bad_correct = ~out["correct"].isin((0, 1)).to_numpy()
+    if bad_correct.any():
+        row = _bad_row(bad_correct)
+        raise InputError(f"must be 0 or 1, got {out['correct'].iloc[row - 1]}", path=path,
+                         row=row, field="correct")
+    late = (out["answer_pos"] > out["gen_len"]).fillna(False).to_numpy()
+    if late.any():
+        row = _bad_row(late)
+        raise InputError(f"answer_pos {out['answer_pos'].iloc[row - 1]} is past gen_len "
+                         f"{out['gen_len'].iloc[row - 1]}", path=path, row=row, field="answer_pos")
+    fill = out["answer_pos"].isna() & (out["correct"] == 1)
+    out.loc[fill, "answer_pos"] = out.loc[fill, "gen_len"]
+    if "answer" in frame.columns:
+        answer = frame["answer"].astype("string").str.strip()
+        out["answer"] = answer.mask(answer == "")
+    out["config"] = _config_labels(out, path)
+    key = ["model", "config", "query_id", "trial"]
+    dup = out.duplicated(key).to_numpy()
+    if dup.any():
+        row = _bad_row(dup)
+        raise InputError("duplicate (model, config, query_id, trial)", path=path, row=row,
+                         field="trial")
+    return out
+
+
+def _config_labels(out: pd.DataFrame, path: str) -> pd.Series:
+    """AttentionConfig label per row, validated once per distinct config."""
+    text = {c: out[c].astype("string").fillna("") for c in ("budget", "block_size", "local")}
+    key = out["method"] + "|" + text["budget"] + "|" + text["block_size"] + "|" + text["local"]
+    codes, uniques = pd.factorize(key)
+    first_rows = pd.Series(np.arange(len(codes))).groupby(codes).first().to_numpy()
+    labels = []
+    for index in first_rows:  # one iteration per distinct config, not per row
+        method = out["method"].iat[index]
+        budget, block, win = (out[c].iat[index] for c in ("budget", "block_size", "local"))
+        budget, block, win = (None if pd.isna(v) else int(v) for v in (budget, block, win))
+        field = "local"
+        try:
+            if method == "topk":
+                field = "block_size" if block is not None else "local"
+                if block is not None or win:
+                    raise InputError("top-k takes no block_size or local window (use blocktopk)")
+                win = None
+            if method == "dense":
+                field = "budget" if budget is not None else ("block_size" if block is not None
+                                                             else "local")
+            if method == "blocktopk":
+                field = "budget" if budget is None else ("block_size" if block is None else "budget")
+            config = AttentionConfig(method, budget=budget, block_size=block, local=win or 0)
+            if method == "dense" and win is not None:
+                raise InputError("dense attention takes no local window")
+        except InputError as exc:
+            raise InputError(str(exc), path=path, row=int(index) + 1, field=field) from None
+        labels.append(config.label)
+    return pd.Series(np.asarray(labels, dtype=object)[codes], index=out.index, dtype=object)
+
+
+def attention_of(row: Mapping[str, object]) -> AttentionConfig:
+    """The AttentionConfig of a validated row (or any mapping with the four fields)."""
+    method = str(row["method"])
+    if method == "dense":
+        return AttentionConfig.dense()
+    budget = int(row["budget"])  # type: ignore[arg-type]
+    if method == "topk":
+        return AttentionConfig.topk(budget)
+    local = row.get("local")
+    return AttentionConfig("blocktopk", budget=budget, block_size=int(row["block_size"]),  # type: ignore[arg-type]
+                           local=0 if local is None or pd.isna(local) else int(local))  # type: ignore[arg-type]
+
+
+def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path] | None = None,
+                   path: str = "<trials>") -> dict[str, ModelSpec]:
+    """ModelSpec for every model in the table: a preset, or ``model_configs[name]``.
+
+    An unknown model with no config raises InputError naming the first row using it.
+    """
+    model_configs = dict(model_configs or {})
+    specs: dict[str, ModelSpec] = {}
+    for name in pd.unique(trials["model"]):
+        try:
+            specs[name] = get_model(name, model_configs.get(name))
+        except InputError as exc:
+            row = _bad_row((trials["model"] == name).to_numpy())
+            if name in model_configs:
+                raise
+            raise InputError(f"{exc} (add --model-config {name}=PATH/config.json)", path=path,
+                             row=row, field="model") from None
+    return specs
+
+
+def load_trials(path: str | Path | None) -> tuple[pd.DataFrame, bool]:
+    """Load and validate a trial table; ``None`` loads the embedded synthetic default.
+
+    Returns (validated trials, synthetic). ``synthetic`` is True for the embedded
+    set and for any Parquet file the synthetic generator wrote (its metadata says so).
+    """
+    if path is None:
+        frame, _ = _read_table(embedded_path())
+        return validate_trials(frame, EMBEDDED_SOURCE), True
+    path = Path(path)
+    frame, synthetic = _read_table(path)
+    return validate_trials(frame, str(path)), synthetic
