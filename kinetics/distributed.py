@@ -64,7 +64,8 @@ def init_distributed(tp: int) -> dict[str, Any]:
     """Join (or create) the process group torchrun describes; pick this rank's device.
 
     Reads RANK, WORLD_SIZE and LOCAL_RANK (torchrun sets them, with MASTER_ADDR and
-    MASTER_PORT). Sets ``NCCL_NVLS_ENABLE=0`` before initializing. Backend: nccl if
+    MASTER_PORT). Sets ``NCCL_NVLS_ENABLE=0`` (and
+    ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``) before initializing. Backend: nccl if
     CUDA is available, else gloo. With tp == 1 and no WORLD_SIZE, no group is made.
 
     Returns dict(rank, world_size, local_rank, device, backend, group, created), where
@@ -74,6 +75,9 @@ def init_distributed(tp: int) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
 
+    # NVLink multicast (NVLS) stays off: set before any process group or NCCL comm exists
+    os.environ["NCCL_NVLS_ENABLE"] = "0"
+    os.environ["TORCH_SYMM_MEM_DISABLE_MULTICAST"] = "1"
     cuda = torch.cuda.is_available()
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -96,7 +100,6 @@ def init_distributed(tp: int) -> dict[str, Any]:
         device = torch.device("cpu")
     backend = "nccl" if cuda else "gloo"
     if created:
-        os.environ["NCCL_NVLS_ENABLE"] = "0"  # keep NVLink multicast (NVLS) off
         kwargs = {"device_id": device} if cuda else {}
         dist.init_process_group(backend=backend, rank=rank, world_size=world, **kwargs)
     group = dist.group.WORLD if dist.is_initialized() else None
