@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One full call on the lent GPU machine (see benchmarks/RESULTS.md for how it was used).
+#
+#   bash benchmarks/gpu/device_run.sh [full|gate]
+#
+# full: GPU tests (+ pytest-benchmark), the attention-only bench, the decoder-layer bench.
+# gate: `nox -s gpu` (GPU tests, then `kinetics bench --gate benchmarks/baseline/gpu.json`).
+# Needs the wheels in .whl/ (carried: flashinfer-python, apache-tvm-ffi, nox and its deps).
+# Logs and JSON go under $OUT; a short table is printed last.
+set -u -o pipefail
+mode="${1:-full}"
+OUT="${OUT:-/tmp/out}"
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH="/tmp/site:$PWD"
+export PATH="/tmp/site/bin:$PATH"
+export FLASHINFER_WORKSPACE_BASE=/tmp/fiws  # JIT cache shared by every step of this call
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv \
+    | tee "$OUT/nvidia-smi.txt"
+python3 -c "import torch, triton, flashinfer; print('torch', torch.__version__, 'triton', \
+triton.__version__, 'flashinfer', flashinfer.__version__)" | tee "$OUT/versions.txt"
+
+status=0
+if [ "$mode" = full ]; then
+    python3 -m pytest -m gpu tests/attention -v -p no:cacheprovider --benchmark-enable \
+        --benchmark-json="$OUT/gpu-benchmarks.json" 2>&1 | tee "$OUT/pytest-gpu.log" \
+        | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Error" | tail -40
+    status=$((status | $?))
+    python3 -m kinetics bench --attention-only --json-out "$OUT/bench-attention.json" \
+        2>&1 | tee "$OUT/bench-attention.txt"
+    status=$((status | $?))
+    python3 -m kinetics bench --json-out "$OUT/bench-layer.json" 2>&1 | tee "$OUT/bench-layer.txt"
+    echo "== attention only"; cat "$OUT/bench-attention.txt" | tail -8
+    grep -E "passed|failed" "$OUT/pytest-gpu.log" | tail -1
+elif [ "$mode" = gate ]; then
+    python3 -m nox -s gpu 2>&1 | tee "$OUT/nox-gpu.log" | grep -vE "^tests/.*PASSED" | tail -60
+    status=$?
+    python3 -m kinetics bench --json-out "$OUT/bench-layer.json" 2>&1 | tee "$OUT/bench-layer.txt"
+    echo "== nox -s gpu summary"; grep -E "passed|failed|gate:|speedup|Session" "$OUT/nox-gpu.log"
+fi
+exit $status

@@ -1,0 +1,259 @@
+"""A paged KV cache with a compressed-key (page mean) cache, in torch.
+
+Layout (``HND``, the layout flashinfer calls ``HND``):
+
+* ``k_pages``, ``v_pages``: ``[num_pages, num_kv_heads, page_size, head_dim]``;
+* ``key_means``: ``[num_pages, num_kv_heads, head_dim]``, the mean of the keys
+  held in each page (its valid slots only), updated on every append;
+* ``page_table``: ``[batch, max_pages_per_request]`` int32 physical page ids,
+  logical page ``j`` of request ``r`` lives in ``page_table[r, j]``; pages may be
+  anywhere in the pool and in any order;
+* ``seq_lens``: ``[batch]`` int64 tokens held per request; the last page of a
+  request is partial unless its length is a multiple of the page size.
+
+The head-major layout lets each (request, KV head) pair be addressed as its own
+one-head request: physical page ``p`` of head ``h`` is row ``p * num_kv_heads + h``
+of ``k_pages.view(-1, 1, page_size, head_dim)`` (see :meth:`flat_page_ids`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kinetics.errors import InputError
+
+if TYPE_CHECKING:  # torch stays an optional dependency of the package
+    import torch
+
+
+def _check_page_size(page_size: int) -> None:
+    if page_size < 1 or page_size & (page_size - 1):
+        raise InputError(f"page size must be a power of two (tokens), got {page_size}")
+
+
+class PagedKVCache:
+    """Paged K/V storage for a batch of decode requests (one token appended per step).
+
+    Args:
+        batch_size: requests.
+        num_kv_heads, head_dim: KV heads and their width (elements).
+        page_size: tokens per page, a power of two (16 by default).
+        max_tokens: capacity per request, tokens (sets the page-table width).
+        dtype, device: storage of K, V and the page means.
+        num_pages: pages in the pool (default: exactly enough for every request).
+        page_order: ``"sequential"`` hands out pages in pool order, ``"random"`` in
+            a random permutation (non-contiguous page tables), drawn from ``seed``.
+        seed: seed of the random page order.
+    """
+
+    def __init__(self, batch_size: int, num_kv_heads: int, head_dim: int, *,
+                 page_size: int = 16, max_tokens: int, dtype: torch.dtype | None = None,
+                 device: str | torch.device = "cpu", num_pages: int | None = None,
+                 page_order: str = "sequential", seed: int = 0) -> None:
+        import torch
+
+        _check_page_size(page_size)
+        if batch_size < 1 or num_kv_heads < 1 or head_dim < 1 or max_tokens < 1:
+            raise InputError("batch size, KV heads, head dim and max tokens must be >= 1")
+        self.batch_size, self.num_kv_heads, self.head_dim = batch_size, num_kv_heads, head_dim
+        self.page_size = page_size
+        self.max_pages_per_request = -(-max_tokens // page_size)
+        needed = batch_size * self.max_pages_per_request
+        self.num_pages = needed if num_pages is None else num_pages
+        if self.num_pages < needed:
+            raise InputError(f"pool of {self.num_pages} pages is smaller than the {needed} "
+                             "pages the batch may need")
+        dtype = dtype or torch.float32
+        self.dtype, self.device = dtype, torch.device(device)
+        shape = (self.num_pages, num_kv_heads, page_size, head_dim)
+        self.k_pages = torch.zeros(shape, dtype=dtype, device=self.device)
+        self.v_pages = torch.zeros(shape, dtype=dtype, device=self.device)
+        self.key_means = torch.zeros((self.num_pages, num_kv_heads, head_dim), dtype=dtype,
+                                     device=self.device)
+        self.page_table = torch.full((batch_size, self.max_pages_per_request), -1,
+                                     dtype=torch.int32, device=self.device)
+        self.seq_lens = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
+        if page_order == "random":
+            gen = torch.Generator().manual_seed(seed)
+            order = torch.randperm(self.num_pages, generator=gen)
+        elif page_order == "sequential":
+            order = torch.arange(self.num_pages)
+        else:
+            raise InputError(f"page_order must be 'sequential' or 'random', got {page_order!r}")
+        self._free = order.tolist()[::-1]  # pop() hands out order[0] first
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def from_dense(cls, keys: torch.Tensor, values: torch.Tensor, *, page_size: int = 16,
+                   seq_lens: list[int] | None = None, dtype: torch.dtype | None = None,
+                   device: str | torch.device | None = None, page_order: str = "sequential",
+                   seed: int = 0, num_pages: int | None = None) -> PagedKVCache:
+        """Build a cache holding contiguous ``keys``/``values`` ``[batch, tokens, kv_heads, dim]``.
+
+        ``seq_lens`` (tokens per request, default all ``tokens``) makes a ragged batch:
+        request ``r`` holds ``keys[r, :seq_lens[r]]``.
+        """
+        import torch
+
+        if keys.shape != values.shape or keys.dim() != 4:
+            raise InputError("keys and values must both be [batch, tokens, kv_heads, head_dim]")
+        batch, tokens, heads, dim = keys.shape
+        lens = [tokens] * batch if seq_lens is None else list(seq_lens)
+        if len(lens) != batch or any(n < 0 or n > tokens for n in lens):
+            raise InputError(f"seq_lens must give 0..{tokens} tokens for each of {batch} requests")
+        cache = cls(batch, heads, dim, page_size=page_size, max_tokens=max(tokens, 1),
+                    dtype=dtype or keys.dtype, device=device or keys.device,
+                    page_order=page_order, seed=seed, num_pages=num_pages)
+        ps = page_size
+        for r, n in enumerate(lens):
+            pages = -(-n // ps)
+            ids = torch.tensor([cache._free.pop() for _ in range(pages)], dtype=torch.int64)
+            cache.page_table[r, :pages] = ids.to(torch.int32).to(cache.device)
+            padded = pages * ps
+            for src, dst in ((keys, cache.k_pages), (values, cache.v_pages)):
+                block = torch.zeros((padded, heads, dim), dtype=cache.dtype, device=cache.device)
+                block[:n] = src[r, :n].to(device=cache.device, dtype=cache.dtype)
+                # [pages*ps, H, D] -> [pages, H, ps, D]
+                dst[ids.to(cache.device)] = block.view(pages, ps, heads, dim).transpose(1, 2)
+            cache.seq_lens[r] = n
+        cache.recompute_means()
+        return cache
+
+    @classmethod
+    def random(cls, batch_size: int, num_kv_heads: int, head_dim: int, context: int, *,
+               page_size: int = 16, dtype: torch.dtype | None = None,
+               device: str | torch.device = "cpu", seed: int = 0,
+               generator: torch.Generator | None = None) -> PagedKVCache:
+        """A cache of ``context`` tokens per request filled with standard-normal K and V,
+        pages in a random order (fast: no per-token work; used by the benchmark)."""
+        import torch
+
+        cache = cls(batch_size, num_kv_heads, head_dim, page_size=page_size,
+                    max_tokens=context, dtype=dtype, device=device)
+        gen = generator or torch.Generator(device=cache.device).manual_seed(seed)
+        cache.k_pages.normal_(generator=gen)
+        cache.v_pages.normal_(generator=gen)
+        order = torch.randperm(cache.num_pages, generator=torch.Generator().manual_seed(seed))
+        cache.page_table.copy_(order.view(batch_size, -1).to(torch.int32))
+        cache._free = []
+        cache.seq_lens.fill_(context)
+        cache.recompute_means()
+        return cache
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Append one token per request: ``k``, ``v`` are ``[batch, kv_heads, head_dim]``.
+
+        Takes a fresh page from the pool where a request's last page is full, and
+        updates the page mean (the compressed key) of every page written.
+        """
+        import torch
+
+        expected = (self.batch_size, self.num_kv_heads, self.head_dim)
+        if tuple(k.shape) != expected or tuple(v.shape) != expected:
+            raise InputError(f"append takes k and v of shape {list(expected)}")
+        lens = self.seq_lens.tolist()
+        slots = []
+        for r, n in enumerate(lens):
+            page_idx, slot = divmod(n, self.page_size)
+            if page_idx >= self.max_pages_per_request:
+                raise InputError(f"request {r} is full ({n} tokens)")
+            if slot == 0:
+                if not self._free:
+                    raise InputError("the page pool is exhausted")
+                self.page_table[r, page_idx] = self._free.pop()
+            slots.append(slot)
+        rows = torch.arange(self.batch_size, device=self.device)
+        page_idx = self.seq_lens // self.page_size
+        phys = self.page_table[rows, page_idx].long()
+        slot_t = torch.tensor(slots, dtype=torch.int64, device=self.device)
+        # advanced indices on dims 0 and 2 around a slice: result [batch, H, D]
+        self.k_pages[phys, :, slot_t] = k.to(self.dtype)
+        self.v_pages[phys, :, slot_t] = v.to(self.dtype)
+        self.seq_lens += 1
+        self._refresh_means(rows.cpu())
+
+    # ---------------------------------------------------------------- reading
+    def _page_means(self, phys: torch.Tensor, counts: torch.Tensor) -> None:
+        """Set ``key_means[phys]`` to the float32 mean of the first ``counts`` keys."""
+        import torch
+
+        slots = torch.arange(self.page_size, device=self.device)
+        valid = (slots[None, :] < counts[:, None]).to(torch.float32)  # [P, ps]
+        sums = torch.einsum("phsd,ps->phd", self.k_pages[phys].to(torch.float32), valid)
+        self.key_means[phys] = (sums / counts.clamp(min=1)[:, None, None]).to(self.dtype)
+
+    def _refresh_means(self, requests: torch.Tensor) -> None:
+        """Recompute the page mean of the last page of each of ``requests``."""
+        import torch
+
+        r = requests.to(self.device)
+        n = self.seq_lens[r]
+        keep = n > 0
+        r, n = r[keep], n[keep]
+        last = (n - 1) // self.page_size
+        phys = self.page_table[r, last].long()
+        self._page_means(phys, (n - last * self.page_size).to(torch.float32))
+
+    def recompute_means(self) -> None:
+        """Recompute every used page's mean key from the pages (chunked over requests)."""
+        import torch
+
+        for r in range(self.batch_size):
+            n = int(self.seq_lens[r])
+            if n == 0:
+                continue
+            pages = -(-n // self.page_size)
+            phys = self.page_table[r, :pages].long()
+            counts = torch.full((pages,), self.page_size, dtype=torch.float32,
+                                device=self.device)
+            counts[-1] = n - (pages - 1) * self.page_size
+            self._page_means(phys, counts)
+
+    def num_request_pages(self) -> torch.Tensor:
+        """Pages held per request, ``[batch]`` int64."""
+        return (self.seq_lens + self.page_size - 1) // self.page_size
+
+    def last_page_len(self) -> torch.Tensor:
+        """Tokens in each request's last page, ``[batch]`` int64 (0 for an empty request)."""
+        n = self.seq_lens
+        return ((n - 1) % self.page_size + 1) * (n > 0)
+
+    def contiguous(self, request: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Request ``request``'s keys and values, ``[tokens, kv_heads, head_dim]`` each."""
+        n = int(self.seq_lens[request])
+        pages = -(-n // self.page_size)
+        phys = self.page_table[request, :pages].long()
+        out = []
+        for store in (self.k_pages, self.v_pages):
+            block = store[phys].transpose(1, 2).reshape(pages * self.page_size,
+                                                        self.num_kv_heads, self.head_dim)
+            out.append(block[:n])
+        return out[0], out[1]
+
+    def padded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All requests as padded tensors: keys, values ``[batch, kv_heads, T, head_dim]``
+        (``T`` = pages x page size of the longest request) and a ``[batch, T]`` bool mask of
+        the valid tokens. Gathers through the page table (any page order)."""
+        import torch
+
+        pages = max(int(self.num_request_pages().max()), 1)
+        table = self.page_table[:, :pages].long().clamp(min=0)  # [B, P]
+        t = pages * self.page_size
+        out = []
+        for store in (self.k_pages, self.v_pages):
+            g = store[table]  # [B, P, H, ps, D]
+            out.append(g.permute(0, 2, 1, 3, 4).reshape(self.batch_size, self.num_kv_heads, t,
+                                                        self.head_dim))
+        pos = torch.arange(t, device=self.device)
+        mask = pos[None, :] < self.seq_lens[:, None]
+        return out[0], out[1], mask
+
+    def flat_page_ids(self, pages: torch.Tensor, head: torch.Tensor | int) -> torch.Tensor:
+        """Row ids in ``k_pages.view(-1, 1, page_size, head_dim)`` of physical ``pages`` for
+        KV head ``head`` (``page * num_kv_heads + head``)."""
+        return pages * self.num_kv_heads + head
+
+    @property
+    def bytes_per_token(self) -> int:
+        """K plus V bytes one token occupies per KV head set (all heads of one layer)."""
+        return 2 * self.num_kv_heads * self.head_dim * self.k_pages.element_size()

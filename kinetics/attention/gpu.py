@@ -1,0 +1,158 @@
+"""GPU decode over a :class:`PagedKVCache`: flashinfer paged decode, dense and block top-k.
+
+Both classes plan once (``use_cuda_graph=True`` with buffers they own), so a step is
+a fixed sequence of kernel launches that a CUDA graph can capture and replay.
+
+* :class:`FlashinferDenseDecode`: one request per batch row with all its KV heads;
+  the page list of request ``r`` is its page table row.
+* :class:`FlashinferBlockTopkDecode`: each (request, KV head) pair is its own
+  flashinfer request with one KV head and the group's query heads (``q`` viewed as
+  ``[batch * kv_heads, group, dim]``), over the cache viewed as one-head pages
+  (``k_pages.view(-1, 1, page_size, dim)``, row ``page * kv_heads + head``). Its page
+  list holds only the ``topk_pages`` selected pages, written each step by the Triton
+  selection kernels (:mod:`kinetics.attention.triton_select`) straight into the
+  wrapper's page-index buffer; the last listed page is the request's last, partial
+  page. Every request must hold at least ``topk_pages`` pages.
+
+flashinfer and triton import lazily (inside ``__init__``), so importing this module
+needs only torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from kinetics.attention.cache import PagedKVCache
+
+WORKSPACE_BYTES = 128 * 1024 * 1024  # flashinfer's recommended float workspace
+
+
+class FlashinferDenseDecode:
+    """Dense paged decode through ``flashinfer.BatchDecodeWithPagedKVCacheWrapper``.
+
+    Args:
+        cache: the KV cache (CUDA, HND layout); its page table and lengths are read at
+            construction (plan) time.
+        num_q_heads: query heads (a multiple of the cache's KV heads).
+        use_tensor_cores: flashinfer's tensor-core decode path (default: CUDA cores).
+    """
+
+    def __init__(self, cache: PagedKVCache, num_q_heads: int, use_tensor_cores: bool = False
+                 ) -> None:
+        import flashinfer
+        import torch
+
+        dev = cache.device
+        b = cache.batch_size
+        n_pages = cache.num_request_pages().to(torch.int32)
+        indptr = torch.zeros(b + 1, dtype=torch.int32, device=dev)
+        indptr[1:] = torch.cumsum(n_pages, 0)
+        rows = torch.arange(cache.page_table.shape[1], device=dev)
+        used = rows[None, :] < n_pages[:, None]
+        indices = cache.page_table[used].to(torch.int32).contiguous()
+        last = cache.last_page_len().to(torch.int32)
+        self.cache, self.num_q_heads = cache, num_q_heads
+        self._indptr, self._indices, self._last = indptr, indices.clone(), last.clone()
+        self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=dev)
+        self.wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            self.workspace, "HND", use_cuda_graph=True, use_tensor_cores=use_tensor_cores,
+            paged_kv_indptr_buffer=self._indptr, paged_kv_indices_buffer=self._indices,
+            paged_kv_last_page_len_buffer=self._last)
+        self.wrapper.plan(indptr, indices, last, num_q_heads, cache.num_kv_heads,
+                          cache.head_dim, cache.page_size, q_data_type=cache.dtype,
+                          kv_data_type=cache.dtype)
+
+    def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Write the attention of ``q`` ``[batch, q_heads, dim]`` into ``out`` (same shape)."""
+        self.wrapper.run(q, (self.cache.k_pages, self.cache.v_pages), out=out)
+        return out
+
+
+class FlashinferBlockTopkDecode:
+    """Block top-k decode: Triton page selection, then flashinfer over the chosen pages.
+
+    Args:
+        cache: the KV cache (CUDA); every request must hold >= ``topk_pages`` pages.
+        num_q_heads: query heads.
+        topk_pages: pages attended per (request, KV head), the local ones included.
+        local_pages: trailing pages always attended (>= 1: the last, partial page).
+        use_tensor_cores: flashinfer's tensor-core decode path.
+    """
+
+    def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
+                 local_pages: int = 1, use_tensor_cores: bool = False) -> None:
+        import flashinfer
+        import torch
+
+        from kinetics.attention.triton_select import PageSelector
+
+        if not 1 <= local_pages <= topk_pages:
+            raise ValueError(f"need 1 <= local_pages ({local_pages}) <= topk_pages ({topk_pages})")
+        n_pages = cache.num_request_pages()
+        if int(n_pages.min()) < topk_pages:
+            raise ValueError(f"every request must hold >= {topk_pages} pages; the shortest "
+                             f"holds {int(n_pages.min())}")
+        dev = cache.device
+        h = cache.num_kv_heads
+        rows = cache.batch_size * h
+        self.cache, self.num_q_heads, self.topk_pages = cache, num_q_heads, topk_pages
+        self.group = num_q_heads // h
+        self.indptr = (torch.arange(rows + 1, dtype=torch.int32, device=dev) * topk_pages)
+        self.indices = torch.zeros(rows * topk_pages, dtype=torch.int32, device=dev)
+        self.last = cache.last_page_len().to(torch.int32).repeat_interleave(h).contiguous()
+        self.selector = PageSelector(cache.batch_size, num_q_heads, h, cache.head_dim,
+                                     cache.page_size, cache.page_table.shape[1], topk_pages,
+                                     local_pages, device=dev)
+        self.k_view = cache.k_pages.view(-1, 1, cache.page_size, cache.head_dim)
+        self.v_view = cache.v_pages.view(-1, 1, cache.page_size, cache.head_dim)
+        self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=dev)
+        self.wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            self.workspace, "HND", use_cuda_graph=True, use_tensor_cores=use_tensor_cores,
+            paged_kv_indptr_buffer=torch.empty_like(self.indptr),
+            paged_kv_indices_buffer=self.indices,
+            paged_kv_last_page_len_buffer=torch.empty_like(self.last))
+        self.wrapper.plan(self.indptr, self.indices.clone(), self.last, self.group, 1,
+                          cache.head_dim, cache.page_size, q_data_type=cache.dtype,
+                          kv_data_type=cache.dtype)
+
+    def select(self, q: torch.Tensor) -> None:
+        """Run only the selection: page ids into the wrapper's index buffer."""
+        c = self.cache
+        self.selector(q, c.key_means, c.page_table, c.seq_lens, self.indices)
+
+    def attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Run only the sparse attention over the pages selected last."""
+        rows = self.cache.batch_size * self.cache.num_kv_heads
+        self.wrapper.run(q.view(rows, self.group, -1), (self.k_view, self.v_view),
+                         out=out.view(rows, self.group, -1))
+        return out
+
+    def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Selection then attention of ``q`` ``[batch, q_heads, dim]`` into ``out``."""
+        self.select(q)
+        return self.attend(q, out)
+
+    def selected_page_mask(self) -> torch.Tensor:
+        """The last selection as a bool ``[batch, kv_heads, max_pages]`` mask over logical
+        page positions (for checks against the reference)."""
+        import torch
+
+        c = self.cache
+        b, h, p = c.batch_size, c.num_kv_heads, c.page_table.shape[1]
+        flat = self.indices.view(b, h, self.topk_pages).long()
+        phys = flat // h
+        # physical page -> logical position, per request
+        inverse = torch.full((c.num_pages,), -1, dtype=torch.int64, device=c.device)
+        mask = torch.zeros((b, h, p), dtype=torch.bool, device=c.device)
+        for r in range(b):
+            n = int(c.num_request_pages()[r])
+            inverse[c.page_table[r, :n].long()] = torch.arange(n, device=c.device)
+            pos = inverse[phys[r]]  # [h, k]
+            if bool((pos < 0).any()):
+                raise AssertionError(f"request {r}: selected a page it does not own")
+            mask[r].scatter_(-1, pos, True)
+            inverse[c.page_table[r, :n].long()] = -1
+        return mask

@@ -1,0 +1,166 @@
+"""Torch reference decode attention over a :class:`PagedKVCache` (CPU or GPU, any dtype).
+
+Everything is computed in float32 (logits, softmax, weighted sum) from the cache's
+stored values, and returned as float32 ``[batch, num_q_heads, head_dim]``. These
+are the ground truth the tests and the in-run benchmark checks compare against.
+
+GQA: query head ``j`` reads KV head ``j // group`` with ``group = num_q_heads //
+num_kv_heads``. Sparse methods select per (request, KV head), shared by the query
+heads of the group, so each KV head loads the same number of tokens:
+
+* token top-k (oracle): the ``k`` tokens with the largest *sum over the group's query
+  heads* of the true logits ``q . k``;
+* block top-k: page ``p`` scores ``sum_g q_g . kbar_p`` (the sum over the group's
+  query heads; equal to ``(sum_g q_g) . kbar_p``), ``kbar_p`` the page's mean key
+  from the compressed-key cache. The last ``local_pages`` pages of the request (the
+  last, partial page always among them) are always attended; the other
+  ``topk_pages - local_pages`` are the best-scoring remaining pages. ``topk_pages``
+  counts all attended pages, so the token budget is ``topk_pages * page_size``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from kinetics.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from kinetics.attention.cache import PagedKVCache
+
+
+def _check_q(q: torch.Tensor, cache: PagedKVCache) -> int:
+    if q.dim() != 3 or q.shape[0] != cache.batch_size or q.shape[2] != cache.head_dim:
+        raise InputError(f"q must be [batch={cache.batch_size}, q_heads, "
+                         f"head_dim={cache.head_dim}], got {list(q.shape)}")
+    if q.shape[1] % cache.num_kv_heads:
+        raise InputError(f"{q.shape[1]} query heads do not divide into "
+                         f"{cache.num_kv_heads} KV heads")
+    return q.shape[1] // cache.num_kv_heads
+
+
+def _logits(q: torch.Tensor, keys: torch.Tensor, group: int) -> torch.Tensor:
+    """float32 logits ``[B, Hkv, G, T]`` of q ``[B, Hq, D]`` against keys ``[B, Hkv, T, D]``."""
+    import torch
+
+    b, hq, d = q.shape
+    qg = q.to(torch.float32).view(b, hq // group, group, d)
+    return torch.einsum("bhgd,bhtd->bhgt", qg, keys.to(torch.float32))
+
+
+def masked_decode(q: torch.Tensor, cache: PagedKVCache, token_mask: torch.Tensor | None = None,
+                  sm_scale: float | None = None) -> torch.Tensor:
+    """Attention of one query token per request over the tokens in ``token_mask``.
+
+    Args:
+        q: ``[batch, num_q_heads, head_dim]``.
+        cache: the paged KV cache.
+        token_mask: bool ``[batch, num_kv_heads, T]`` over the padded token positions of
+            :meth:`PagedKVCache.padded` (``None``: every valid token, i.e. dense).
+        sm_scale: logit scale (default ``1/sqrt(head_dim)``).
+
+    Returns:
+        float32 ``[batch, num_q_heads, head_dim]``.
+    """
+    import torch
+
+    group = _check_q(q, cache)
+    keys, values, valid = cache.padded()
+    mask = valid[:, None, :].expand(-1, cache.num_kv_heads, -1)
+    if token_mask is not None:
+        mask = mask & token_mask
+    scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(cache.head_dim)
+    logits = _logits(q, keys, group) * scale  # [B, Hkv, G, T]
+    logits = logits.masked_fill(~mask[:, :, None, :], float("-inf"))
+    probs = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # empty selection -> zeros
+    out = torch.einsum("bhgt,bhtd->bhgd", probs, values.to(torch.float32))
+    return out.reshape(q.shape[0], q.shape[1], cache.head_dim)
+
+
+def dense_decode(q: torch.Tensor, cache: PagedKVCache, sm_scale: float | None = None
+                 ) -> torch.Tensor:
+    """Dense decode attention over every cached token (float32 out)."""
+    return masked_decode(q, cache, None, sm_scale)
+
+
+def topk_token_mask(q: torch.Tensor, cache: PagedKVCache, k: int) -> torch.Tensor:
+    """Oracle token top-k selection, bool ``[batch, num_kv_heads, T]`` (``k`` tokens, or
+    all of a request's tokens if it holds fewer), by the group-summed true logits."""
+    import torch
+
+    if k < 1:
+        raise InputError(f"token top-k needs k >= 1 tokens, got {k}")
+    group = _check_q(q, cache)
+    keys, _, valid = cache.padded()
+    scores = _logits(q, keys, group).sum(dim=2)  # [B, Hkv, T]
+    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+    kk = min(k, scores.shape[-1])
+    idx = scores.topk(kk, dim=-1).indices
+    mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, idx, True)
+    return mask & valid[:, None, :]
+
+
+def topk_decode(q: torch.Tensor, cache: PagedKVCache, k: int, sm_scale: float | None = None
+                ) -> torch.Tensor:
+    """Oracle token top-k decode: attend the ``k`` best tokens per (request, KV head)."""
+    return masked_decode(q, cache, topk_token_mask(q, cache, k), sm_scale)
+
+
+def page_scores(q: torch.Tensor, cache: PagedKVCache) -> torch.Tensor:
+    """Block scores, float32 ``[batch, num_kv_heads, max_pages]``: ``(sum_g q_g) . kbar_p``
+    for the request's pages, ``-inf`` past its last page."""
+    import torch
+
+    group = _check_q(q, cache)
+    b = cache.batch_size
+    pages = max(int(cache.num_request_pages().max()), 1)
+    table = cache.page_table[:, :pages].long().clamp(min=0)
+    means = cache.key_means[table].to(torch.float32)  # [B, P, Hkv, D]
+    qsum = q.to(torch.float32).view(b, cache.num_kv_heads, group, -1).sum(dim=2)
+    scores = torch.einsum("bhd,bphd->bhp", qsum, means)
+    used = torch.arange(pages, device=q.device)[None, :] < cache.num_request_pages()[:, None]
+    return scores.masked_fill(~used[:, None, :], float("-inf"))
+
+
+def select_pages(q: torch.Tensor, cache: PagedKVCache, topk_pages: int, local_pages: int = 1
+                 ) -> torch.Tensor:
+    """Block top-k page selection, bool ``[batch, num_kv_heads, max_pages]`` over logical
+    page positions: the last ``local_pages`` pages plus the ``topk_pages - local_pages``
+    best-scoring other pages (all pages when a request holds ``topk_pages`` or fewer).
+    Ties are broken by ``torch.topk``."""
+    import torch
+
+    if local_pages < 1 or topk_pages < local_pages:
+        raise InputError(f"block top-k needs 1 <= local pages ({local_pages}) <= top-k pages "
+                         f"({topk_pages})")
+    scores = page_scores(q, cache)  # [B, H, P]
+    b, h, p = scores.shape
+    n = cache.num_request_pages()  # [B]
+    pos = torch.arange(p, device=q.device)
+    local = (pos[None, :] >= (n[:, None] - local_pages)) & (pos[None, :] < n[:, None])
+    candidates = scores.masked_fill(local[:, None, :], float("-inf"))
+    m = min(topk_pages - local_pages, p)
+    mask = local[:, None, :].expand(b, h, p).clone()
+    if m > 0:
+        idx = candidates.topk(m, dim=-1).indices
+        chosen = torch.zeros_like(mask).scatter_(-1, idx, True)
+        # positions with -inf (past the end, or local) never count as chosen
+        chosen &= torch.isfinite(candidates)
+        mask |= chosen
+    return mask
+
+
+def page_mask_to_tokens(page_mask: torch.Tensor, page_size: int) -> torch.Tensor:
+    """Expand a ``[B, H, P]`` page mask to the ``[B, H, P * page_size]`` token mask."""
+    return page_mask.repeat_interleave(page_size, dim=-1)
+
+
+def blocktopk_decode(q: torch.Tensor, cache: PagedKVCache, topk_pages: int,
+                     local_pages: int = 1, sm_scale: float | None = None,
+                     page_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Block top-k decode (float32 out); pass ``page_mask`` to attend a given selection."""
+    if page_mask is None:
+        page_mask = select_pages(q, cache, topk_pages, local_pages)
+    return masked_decode(q, cache, page_mask_to_tokens(page_mask, cache.page_size), sm_scale)

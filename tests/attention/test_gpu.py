@@ -1,0 +1,179 @@
+"""GPU tests: flashinfer dense / block top-k and the Triton selection vs the torch reference.
+
+Marked ``gpu``; skipped with the reason where there is no CUDA GPU, triton or
+flashinfer. Inputs are fresh random draws per case (never zeros); outputs are
+poisoned with NaN before each run. head_dim is 128 throughout so flashinfer
+JIT-compiles one decode module.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kinetics import bench
+
+pytestmark = pytest.mark.gpu
+
+_OK, _WHY = bench.gpu_available()
+if not _OK:
+    pytest.skip(f"GPU tests need a CUDA GPU, triton and flashinfer: {_WHY}",
+                allow_module_level=True)
+
+import torch  # noqa: E402
+
+from kinetics.attention import PagedKVCache, reference  # noqa: E402
+from kinetics.attention.gpu import (  # noqa: E402
+    FlashinferBlockTopkDecode,
+    FlashinferDenseDecode,
+)
+from kinetics.attention.triton_select import PageSelector  # noqa: E402
+
+DIM = 128
+CASES = [  # batch, q heads, kv heads, page size, lens (tokens), topk pages, local pages
+    (4, 4, 1, 16, [1000, 1000, 1000, 1000], 16, 1),
+    (3, 8, 2, 16, [517, 800, 1023], 8, 2),
+    (5, 4, 1, 8, [257, 300, 4096, 999, 1111], 32, 1),
+    (2, 32, 8, 32, [2048, 1500], 12, 3),
+]
+
+
+def _problem(batch, hq, hkv, page_size, lens, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    t = max(lens)
+    keys = torch.randn((batch, t, hkv, DIM), generator=gen, device="cuda")
+    values = torch.randn((batch, t, hkv, DIM), generator=gen, device="cuda")
+    cache = PagedKVCache.from_dense(keys, values, page_size=page_size, seq_lens=lens,
+                                    dtype=torch.bfloat16, page_order="random", seed=seed)
+    q = torch.randn((batch, hq, DIM), generator=gen, device="cuda").to(torch.bfloat16)
+    return cache, q
+
+
+def _rel(out, ref):
+    out, ref = out.float(), ref.float()
+    return float((out - ref).norm() / ref.norm())
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_flashinfer_dense_matches_reference(case, seed):
+    batch, hq, hkv, ps, lens, _, _ = case
+    cache, q = _problem(batch, hq, hkv, ps, lens, seed)
+    dec = FlashinferDenseDecode(cache, hq)
+    out = torch.full_like(q, float("nan"))
+    dec(q, out)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all(), "output not fully written"
+    assert _rel(out, reference.dense_decode(q, cache)) < 1e-2
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_blocktopk_matches_reference(case, seed):
+    batch, hq, hkv, ps, lens, k, local = case
+    cache, q = _problem(batch, hq, hkv, ps, lens, seed)
+    dec = FlashinferBlockTopkDecode(cache, hq, k, local)
+    out = torch.full_like(q, float("nan"))
+    dec(q, out)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all(), "output not fully written"
+    got = dec.selected_page_mask()
+    want = reference.select_pages(q, cache, k, local)
+    _assert_same_selection(got, want, reference.page_scores(q, cache), cache, local)
+    ref = reference.blocktopk_decode(q, cache, k, local, page_mask=got)
+    assert _rel(out, ref) < 1e-2
+    if bool((got == want).all()):
+        assert _rel(out, reference.blocktopk_decode(q, cache, k, local)) < 1e-2
+
+
+def _assert_same_selection(got, want, scores, cache, local):
+    """Same pages as torch.topk, except swaps between pages whose scores tie (1e-4 rel)."""
+    assert torch.equal(got.sum(-1), want.sum(-1))
+    n = cache.num_request_pages()
+    pos = torch.arange(scores.shape[-1], device=scores.device)
+    is_local = (pos[None, :] >= n[:, None] - local) & (pos[None, :] < n[:, None])
+    assert got[is_local[:, None, :].expand_as(got)].all()
+    cand = ~is_local[:, None, :] & torch.isfinite(scores)
+    if not (want & cand).any():
+        return
+    # got's scored picks must all be at least the m-th best score, up to ties (1e-4 rel)
+    kth = scores.masked_fill(~(want & cand), float("inf")).amin(-1, keepdim=True)
+    tol = 1e-4 * scores.masked_fill(~torch.isfinite(scores), 0).abs().amax() + 1e-6
+    picked = scores.masked_fill(~(got & cand), float("inf"))
+    assert (picked >= kth - tol).all()
+
+
+@pytest.mark.parametrize("page_size,lens,k,local", [
+    (16, [16384] * 8, 64, 1),
+    (16, [1024, 5000, 16383, 777], 48, 4),
+    (8, [4096, 2048], 100, 1),
+    (64, [65536, 32768], 64, 2),
+])
+@pytest.mark.parametrize("hq,hkv", [(4, 1), (8, 2)])
+def test_selection_kernel_picks_topk_pages(page_size, lens, k, local, hq, hkv):
+    gen = torch.Generator(device="cuda").manual_seed(sum(lens) + k)
+    batch = len(lens)
+    cache = PagedKVCache(batch, hkv, DIM, page_size=page_size, max_tokens=max(lens),
+                         dtype=torch.bfloat16, device="cuda", page_order="random", seed=k)
+    perm = torch.randperm(cache.num_pages, generator=torch.Generator().manual_seed(k))
+    cache.page_table.copy_(perm.view(batch, -1).to(torch.int32))
+    cache.seq_lens.copy_(torch.tensor(lens))
+    cache.key_means.normal_(generator=gen)  # scoring reads only the page means
+    q = torch.randn((batch, hq, DIM), generator=gen, device="cuda").to(torch.bfloat16)
+    sel = PageSelector(batch, hq, hkv, DIM, page_size, cache.page_table.shape[1], k, local,
+                       device="cuda")
+    out = torch.full((batch * hkv * k,), -1, dtype=torch.int32, device="cuda")
+    sel(q, cache.key_means, cache.page_table, cache.seq_lens, out)
+    torch.cuda.synchronize()
+    assert (out >= 0).all(), "page-index buffer not fully written"
+    flat = out.view(batch, hkv, k).long()
+    assert (flat % hkv == torch.arange(hkv, device="cuda")[None, :, None]).all()
+    scores = reference.page_scores(q, cache)
+    want = reference.select_pages(q, cache, k, local)
+    got = torch.zeros_like(want)
+    for b in range(batch):
+        n = int(cache.num_request_pages()[b])
+        inverse = {int(p): j for j, p in enumerate(cache.page_table[b, :n].tolist())}
+        for h in range(hkv):
+            pos = [inverse[int(p) // hkv] for p in flat[b, h].tolist()]
+            assert len(set(pos)) == k
+            assert pos[-1] == n - 1, "the last (partial) page must be listed last"
+            got[b, h, pos] = True
+        torch.testing.assert_close(sel.scores.view(batch, hkv, -1)[b, :, :n - local],
+                                   scores[b, :, :n - local], rtol=1e-4, atol=1e-4)
+    _assert_same_selection(got, want, scores, cache, local)
+
+
+# --------------------------------------------------------------- pytest-benchmark (timed)
+def _graph_step(decoders, queries, outs):
+    def step():
+        for dec, q, o in zip(decoders, queries, outs, strict=True):
+            dec(q, o)
+    step()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+
+    def replay():
+        graph.replay()
+        torch.cuda.synchronize()
+    return replay
+
+
+@pytest.mark.parametrize("method", ["dense", "blocktopk"])
+def test_benchmark_decode(benchmark, method):
+    """Standard size (Qwen3-8B tp 8: 4 q / 1 kv heads, 16k context, batch 64, 64 pages of
+    16), 4 cache replicas cycled in one CUDA graph (wall time per replay of 4 steps)."""
+    caches, queries, outs, decoders = [], [], [], []
+    for i in range(4):
+        cache = PagedKVCache.random(64, 1, DIM, 16384, page_size=16, dtype=torch.bfloat16,
+                                    device="cuda", seed=i)
+        q = torch.randn((64, 4, DIM), device="cuda").to(torch.bfloat16)
+        caches.append(cache)
+        queries.append(q)
+        outs.append(torch.empty_like(q))
+        decoders.append(FlashinferDenseDecode(cache, 4) if method == "dense"
+                        else FlashinferBlockTopkDecode(cache, 4, 64))
+    replay = _graph_step(decoders, queries, outs)
+    benchmark.extra_info.update(steps_per_round=4, context=16384, batch_size=64)
+    benchmark.pedantic(replay, rounds=50, iterations=1, warmup_rounds=5)

@@ -1,0 +1,189 @@
+"""CPU tests of the paged KV cache and the torch reference decode (hypothesis, small shapes)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from kinetics.attention import (  # noqa: E402
+    PagedKVCache,
+    blocktopk_decode,
+    dense_decode,
+    masked_decode,
+    select_pages,
+    topk_decode,
+    topk_token_mask,
+)
+from kinetics.attention.reference import page_mask_to_tokens  # noqa: E402
+from kinetics.errors import InputError  # noqa: E402
+
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+@st.composite
+def problems(draw, dtype=torch.float32):
+    """A random ragged batch in a paged cache (random page order) and a query."""
+    batch = draw(st.integers(1, 3))
+    kv_heads = draw(st.sampled_from([1, 2]))
+    group = draw(st.sampled_from([1, 2, 4]))
+    dim = draw(st.sampled_from([4, 8, 16]))
+    page_size = draw(st.sampled_from([1, 2, 4, 8, 16]))
+    lens = draw(st.lists(st.integers(1, 70), min_size=batch, max_size=batch))
+    seed = draw(st.integers(0, 2**31 - 1))
+    scale = draw(st.sampled_from([0.5, 1.0, 3.0]))
+    gen = torch.Generator().manual_seed(seed)
+    t = max(lens)
+    keys = torch.randn((batch, t, kv_heads, dim), generator=gen) * scale
+    values = torch.randn((batch, t, kv_heads, dim), generator=gen)
+    q = torch.randn((batch, kv_heads * group, dim), generator=gen) * scale
+    cache = PagedKVCache.from_dense(keys, values, page_size=page_size, seq_lens=lens,
+                                    page_order="random", seed=seed, dtype=dtype)
+    return cache, q.to(dtype), keys, values, lens
+
+
+def _selected_values(cache, token_mask):
+    _, values, valid = cache.padded()
+    return values.to(torch.float32), valid[:, None, :] & token_mask
+
+
+@SETTINGS
+@given(problems())
+def test_full_budget_equals_dense(problem):
+    cache, q, _, _, lens = problem
+    dense = dense_decode(q, cache)
+    pages = int(cache.num_request_pages().max())
+    for k in (pages, pages + 3):
+        torch.testing.assert_close(blocktopk_decode(q, cache, k), dense, rtol=1e-5, atol=1e-5)
+    for k in (max(lens), max(lens) + 5):
+        torch.testing.assert_close(topk_decode(q, cache, k), dense, rtol=1e-5, atol=1e-5)
+
+
+@SETTINGS
+@given(problems(), st.integers(1, 6), st.integers(1, 40))
+def test_output_is_convex_combination_of_selected_values(problem, topk_pages, topk_tokens):
+    cache, q, _, _, _ = problem
+    group = q.shape[1] // cache.num_kv_heads
+    page_mask = select_pages(q, cache, topk_pages, local_pages=1)
+    masks = {
+        "block": page_mask_to_tokens(page_mask, cache.page_size),
+        "token": topk_token_mask(q, cache, topk_tokens),
+    }
+    outs = {"block": blocktopk_decode(q, cache, topk_pages, page_mask=page_mask),
+            "token": topk_decode(q, cache, topk_tokens)}
+    for name, mask in masks.items():
+        values, sel = _selected_values(cache, mask)  # [B, H, T, D], [B, H, T]
+        big = torch.finfo(torch.float32).max
+        vmax = values.masked_fill(~sel[..., None], -big).amax(dim=2)  # [B, H, D]
+        vmin = values.masked_fill(~sel[..., None], big).amin(dim=2)
+        out = outs[name].view(q.shape[0], cache.num_kv_heads, group, -1)
+        assert (out <= vmax[:, :, None] + 1e-5).all(), name
+        assert (out >= vmin[:, :, None] - 1e-5).all(), name
+
+
+@SETTINGS
+@given(problems(), st.integers(1, 6), st.integers(1, 40))
+def test_error_bounded_by_mass_outside_selection(problem, topk_pages, topk_tokens):
+    """|sparse - dense| <= (softmax mass outside S) * (max v - min v), per dimension."""
+    cache, q, _, _, _ = problem
+    b, hq, d = q.shape
+    h = cache.num_kv_heads
+    keys, values, valid = cache.padded()
+    logits = torch.einsum("bhgd,bhtd->bhgt", q.view(b, h, hq // h, d), keys) / d**0.5
+    logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    big = torch.finfo(torch.float32).max
+    vrange = (values.masked_fill(~valid[:, None, :, None], -big).amax(2)
+              - values.masked_fill(~valid[:, None, :, None], big).amin(2))  # [B, H, D]
+    dense = dense_decode(q, cache).view(b, h, hq // h, d)
+    cases = {
+        "block": (page_mask_to_tokens(select_pages(q, cache, topk_pages), cache.page_size),
+                  blocktopk_decode(q, cache, topk_pages)),
+        "token": (topk_token_mask(q, cache, topk_tokens), topk_decode(q, cache, topk_tokens)),
+    }
+    for name, (mask, out) in cases.items():
+        outside = (probs * (~mask)[:, :, None, :]).sum(-1)  # [B, H, G]
+        bound = outside[..., None] * vrange[:, :, None, :]
+        err = (out.view(b, h, hq // h, d) - dense).abs()
+        assert (err <= bound + 1e-5).all(), name
+
+
+@SETTINGS
+@given(problems(), st.integers(1, 5))
+def test_page_permutation_gives_same_output(problem, topk_pages):
+    cache, q, keys, values, lens = problem
+    plain = PagedKVCache.from_dense(keys, values, page_size=cache.page_size, seq_lens=lens,
+                                    page_order="sequential")
+    torch.testing.assert_close(dense_decode(q, cache), dense_decode(q, plain))
+    torch.testing.assert_close(blocktopk_decode(q, cache, topk_pages),
+                               blocktopk_decode(q, plain, topk_pages))
+    torch.testing.assert_close(topk_decode(q, cache, 7), topk_decode(q, plain, 7))
+
+
+@SETTINGS
+@given(st.integers(1, 3), st.sampled_from([1, 2]), st.sampled_from([1, 4, 16]),
+       st.integers(1, 60), st.integers(0, 2**31 - 1),
+       st.sampled_from([torch.float32, torch.bfloat16]))
+def test_append_then_read_back(batch, kv_heads, page_size, tokens, seed, dtype):
+    gen = torch.Generator().manual_seed(seed)
+    dim = 8
+    keys = torch.randn((batch, tokens, kv_heads, dim), generator=gen).to(dtype)
+    values = torch.randn((batch, tokens, kv_heads, dim), generator=gen).to(dtype)
+    cache = PagedKVCache(batch, kv_heads, dim, page_size=page_size, max_tokens=tokens + 3,
+                         dtype=dtype, page_order="random", seed=seed)
+    for t in range(tokens):
+        cache.append(keys[:, t], values[:, t])
+    assert cache.seq_lens.tolist() == [tokens] * batch
+    tol = 0 if dtype == torch.float32 else 1e-2
+    for r in range(batch):
+        k, v = cache.contiguous(r)
+        assert torch.equal(k, keys[r]) and torch.equal(v, values[r])
+        pages = -(-tokens // page_size)
+        for j in range(pages):
+            chunk = keys[r, j * page_size:(j + 1) * page_size].to(torch.float32)
+            mean = cache.key_means[cache.page_table[r, j].long()].to(torch.float32)
+            torch.testing.assert_close(mean, chunk.mean(0), rtol=tol or 1e-6, atol=tol or 1e-6)
+    # the appended cache and one built from the same tokens attend identically
+    q = torch.randn((batch, kv_heads * 2, dim), generator=gen).to(dtype)
+    built = PagedKVCache.from_dense(keys, values, page_size=page_size)
+    torch.testing.assert_close(dense_decode(q, cache), dense_decode(q, built))
+
+
+@SETTINGS
+@given(problems(), st.integers(1, 6), st.integers(1, 3))
+def test_selection_shape(problem, topk_pages, local_pages):
+    cache, q, _, _, _ = problem
+    if local_pages > topk_pages:
+        with pytest.raises(InputError):
+            select_pages(q, cache, topk_pages, local_pages)
+        return
+    mask = select_pages(q, cache, topk_pages, local_pages)
+    n = cache.num_request_pages()
+    for r in range(cache.batch_size):
+        nr = int(n[r])
+        counts = mask[r].sum(-1)
+        assert (counts == min(topk_pages, nr)).all()
+        assert mask[r, :, max(nr - local_pages, 0):nr].all()  # local + last page always in
+        assert not mask[r, :, nr:].any()
+
+
+def test_masked_decode_empty_selection_is_zero():
+    cache = PagedKVCache.from_dense(torch.randn(1, 5, 1, 4), torch.randn(1, 5, 1, 4), page_size=2)
+    q = torch.randn(1, 2, 4)
+    out = masked_decode(q, cache, torch.zeros(1, 1, 6, dtype=torch.bool))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError):
+        PagedKVCache(1, 1, 4, page_size=12, max_tokens=8)
+    cache = PagedKVCache(1, 1, 4, page_size=2, max_tokens=2)
+    cache.append(torch.randn(1, 1, 4), torch.randn(1, 1, 4))
+    cache.append(torch.randn(1, 1, 4), torch.randn(1, 1, 4))
+    with pytest.raises(InputError):
+        cache.append(torch.randn(1, 1, 4), torch.randn(1, 1, 4))
+    with pytest.raises(InputError):
+        dense_decode(torch.randn(1, 3, 4), PagedKVCache(1, 2, 4, max_tokens=4))
