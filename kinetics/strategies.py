@@ -100,33 +100,52 @@ def _row_costs(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
     return tuple(out)
 
 
+def _run_starts(key: np.ndarray) -> np.ndarray:
+    """Index of the first element of each element's run of equal, contiguous keys."""
+    start = np.r_[True, key[1:] != key[:-1]]
+    return np.maximum.accumulate(np.where(start, np.arange(len(key)), 0))
+
+
 def _majority(trials: pd.DataFrame, group: np.ndarray, n_groups: int, n_max: int,
               draws: int, seed: int) -> np.ndarray:
-    """(groups, n_max) majority-vote accuracy over ``draws`` seeded orderings; NaN if unknown."""
-    if "answer" not in trials.columns or trials["answer"].isna().all():
+    """(groups, n_max) majority-vote accuracy over ``draws`` seeded orderings; NaN if unknown.
+
+    For each ordering, the vote leader after the first N samples is the answer with
+    the most votes (the one that reached that count first on ties); the result is
+    the fraction of orderings whose leader is correct.
+    """
+    if draws <= 0 or "answer" not in trials.columns or trials["answer"].isna().all():
         return np.full((n_groups, n_max), np.nan)
     rows = len(trials)
-    answer = trials["answer"].astype("string")
-    # A missing answer never pools with another: give it a unique code.
-    codes = pd.factorize(answer.fillna("\x00row" + pd.Series(np.arange(rows)).astype(str)
-                                      .set_axis(answer.index)))[0]
+    answer = trials["answer"].to_numpy(dtype=object, na_value=None)
+    codes = pd.factorize(answer, use_na_sentinel=True)[0].astype(np.int64)
+    n_codes = int(codes.max()) + 1
+    missing = codes < 0  # a missing answer never pools with another: a code of its own
+    codes[missing] = n_codes + np.flatnonzero(missing)
+    n_codes += rows
     rng = np.random.default_rng(seed)
     rep_group = np.tile(group, draws)
     rep_draw = np.repeat(np.arange(draws), rows)
-    order = np.lexsort((rng.random(rows * draws), rep_group, rep_draw))
-    g, d = rep_group[order], rep_draw[order]
+    order = np.argsort((rep_draw * n_groups + rep_group) + rng.random(rows * draws))
+    g = rep_group[order]
+    k = rep_draw[order] * n_groups + g  # one (ordering, query) cell, contiguous
     code = np.tile(codes, draws)[order]
     right = np.tile(trials["correct"].to_numpy(), draws)[order]
-    cell = pd.DataFrame({"k": d * n_groups + g, "a": code})
-    votes = cell.groupby(["k", "a"], sort=False).cumcount().to_numpy() + 1
-    lead = pd.Series(votes).groupby(cell["k"].to_numpy()).cummax().to_numpy()
-    start = np.r_[True, cell["k"].to_numpy()[1:] != cell["k"].to_numpy()[:-1]]
-    prev_lead = np.r_[0, lead[:-1]]
-    new_leader = start | (votes > np.where(start, 0, prev_lead))
-    leader_right = pd.Series(np.where(new_leader, right, np.nan)).ffill().to_numpy()
-    pos = pd.Series(np.arange(len(g))).groupby(cell["k"].to_numpy()).cumcount().to_numpy()
-    total = np.zeros((n_groups, n_max))
-    np.add.at(total, (g, pos), leader_right)
+    position = np.arange(len(k))
+    # votes so far for each sample's answer within its cell
+    answer_key = k * n_codes + code
+    by_answer = np.argsort(answer_key, kind="stable")
+    sorted_key = answer_key[by_answer]
+    votes = np.empty(len(k), dtype=np.int64)
+    votes[by_answer] = position - _run_starts(sorted_key) + 1
+    big = n_max + 1
+    lead = np.maximum.accumulate(k * big + votes) - k * big  # running max within the cell
+    start = _run_starts(k)
+    prev_lead = np.where(position == start, 0, np.r_[0, lead[:-1]])
+    new_leader = votes > prev_lead
+    leader_right = right[np.maximum.accumulate(np.where(new_leader, position, 0))]
+    total = np.bincount(g * n_max + position - start, weights=leader_right,
+                        minlength=n_groups * n_max).reshape(n_groups, n_max)
     counts = np.bincount(group, minlength=n_groups)
     out = total / draws
     out[np.arange(n_max)[None, :] >= counts[:, None]] = np.nan

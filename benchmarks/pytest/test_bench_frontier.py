@@ -1,0 +1,24 @@
+"""pytest-benchmark: the whole embedded analysis (both strategies, both laws, all methods).
+
+Run with `nox -s bench` (or `pytest benchmarks/pytest --benchmark-enable`). The
+plain test tests/test_report.py::test_full_embedded_analysis_runs_under_five_seconds
+asserts the same work stays under 5 s.
+"""
+
+from kinetics.report import analyze, build_summary
+from kinetics.traces import load_trials, resolve_models
+
+
+def test_full_embedded_analysis(benchmark):
+    def work():
+        trials, synthetic = load_trials(None)
+        models = resolve_models(trials)
+        analysis = analyze(trials, models, 562.5)
+        summary = build_summary(trials, 562.5, hardware="b200", synthetic=synthetic,
+                                source="embedded", options=analysis.options)
+        return analysis, summary
+
+    benchmark.extra_info.update(trials="embedded synthetic", device="cpu")
+    analysis, summary = benchmark.pedantic(work, rounds=5, iterations=1, warmup_rounds=1)
+    assert len(analysis.frontier) == 2 * 3 * 3 * 100
+    assert summary["synthetic"] is True
