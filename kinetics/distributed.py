@@ -83,6 +83,7 @@ def init_distributed(tp: int) -> dict[str, Any]:
         rank, world = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
         created = False
+        cuda = cuda and "nccl" in str(dist.get_backend()).lower()  # a gloo group: CPU tensors
     else:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
