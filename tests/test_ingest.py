@@ -1,0 +1,139 @@
+"""`kinetics ingest` on small raw JSONL files with a tiny local tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from kinetics.cli import main
+from kinetics.cost import AttentionConfig
+from kinetics.ingest import (
+    config_from_filename,
+    config_from_metadata,
+    grade,
+    last_boxed,
+    model_from_name,
+    normalize_answer,
+)
+from kinetics.traces import load_trials
+
+QUERY_A = "Find the sum of all integer bases b > 9 for which 17 divides 97 ."
+QUERY_B = "How many ordered pairs ( x , y ) satisfy x + y = 10 ?"
+PREDICTIONS = [
+    # (query, text, score)
+    (QUERY_A, "we try b = 21 and b = 49 so the sum is \\boxed{70} done", 100.0),
+    (QUERY_A, "maybe the answer is \\boxed{ 68 } then \\boxed{071} final", 0.0),
+    (QUERY_A, "this goes on and never ends", 0.0),
+    (QUERY_B, "count pairs \\boxed{11}", 100.0),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = set()
+    for query, text, _ in PREDICTIONS:
+        for piece, _ in pre_tokenizers.Whitespace().pre_tokenize_str(query + " " + text):
+            words.add(piece)
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(sorted(words))}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path_factory.mktemp("tok")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(path)
+    return path
+
+
+def write_raw(path, meta, predictions):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        handle.write(json.dumps(meta) + "\n")
+        for query, text, score in predictions:
+            handle.write(json.dumps({"query": query, "choices": ["70" if query == QUERY_A else "11"],
+                                     "prediction": [text], "score": score}) + "\n")
+
+
+@pytest.fixture()
+def raw_dir(tmp_path):
+    root = tmp_path / "raw" / "aime24"
+    dense = {"attn_local": None, "attn_topk": None, "attn_block_size": None,
+             "attn_block_topk": None}
+    write_raw(root / "dense" / "aime24_qwen3-8b_t32_dense.jsonl", dense, PREDICTIONS)
+    block = {"attn_local": 0, "attn_topk": None, "attn_block_size": 16, "attn_block_topk": 64}
+    write_raw(root / "blocktopk" / "aime24_qwen3-0.6b_local0_block16_blocktopk64.jsonl", block,
+              PREDICTIONS[:2])
+    return tmp_path / "raw"
+
+
+def test_ingest_writes_a_valid_trial_table(raw_dir, tokenizer_dir, tmp_path, capsys):
+    out = tmp_path / "trials.parquet"
+    code = main(["ingest", str(raw_dir), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                 "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    trials, synthetic = load_trials(out)
+    assert not synthetic and len(trials) == 6
+    dense = trials[trials["model"] == "qwen3-8b"].reset_index(drop=True)
+    assert set(dense["method"]) == {"dense"}
+    block = trials[trials["model"] == "qwen3-0.6b"]
+    assert set(block["config"]) == {"blocktopk1024-b16-w0"}
+    # word-level tokens: "we try b = 21 and b = 49 so the sum is \ boxed { 70 } done"
+    first = dense.iloc[0]
+    assert first["gen_len"] == 19 and first["answer_pos"] == 18 and first["correct"] == 1
+    assert first["answer"] == "70"
+    assert first["prompt_len"] == len(QUERY_A.split())
+    assert dense.iloc[1]["answer"] == "71" and dense.iloc[1]["correct"] == 0
+    assert pd.isna(dense.iloc[2]["answer_pos"]) and pd.isna(dense.iloc[2]["answer"])
+    assert list(dense["trial"]) == [0, 1, 2, 0]
+    assert dense["query_id"].nunique() == 2
+    # the table feeds the report
+    assert main(["report", "--trials", str(out), "--out", str(tmp_path / "rep"), "--quiet",
+                 "--no-plots"]) == 0
+
+
+def test_ingest_errors_exit_2(raw_dir, tokenizer_dir, tmp_path, capsys):
+    out = tmp_path / "t.parquet"
+    assert main(["ingest", str(tmp_path / "nope"), "--tokenizer", str(tokenizer_dir),
+                 "--out", str(out)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["ingest", str(raw_dir), "--tokenizer", str(tmp_path / "notok"), "--out",
+                 str(out)]) == 2
+    assert "tokenizer" in capsys.readouterr().err
+    bad = tmp_path / "bad" / "x_qwen3-4b_dense.jsonl"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"attn_topk": None}) + "\n" + json.dumps({"query": "q"}) + "\n")
+    assert main(["ingest", str(bad), "--tokenizer", str(tokenizer_dir), "--out", str(out)]) == 2
+    assert "prediction" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_parsers():
+    text = "a \\boxed{\\frac{1}{2}} b \\boxed{7}"
+    assert last_boxed(text) == ("7", len(text))
+    assert last_boxed("x \\boxed{\\frac{1}{2}} y") == ("\\frac{1}{2}", 21)
+    assert last_boxed("\\boxed{unclosed") is None and last_boxed("none") is None
+    assert normalize_answer(" 033 ") == "33" and normalize_answer("$1,000$") == "1000"
+    assert normalize_answer("\\text{5}.") == "5"
+    assert grade("070", ["70"]) and not grade("71", ["70"]) and not grade(None, ["70"])
+    assert model_from_name("aime24/Qwen3-30B-A3B_dense.jsonl") == "qwen3-30b-a3b"
+    assert model_from_name("Qwen/Qwen3-0.6B") == "qwen3-0.6b"
+    assert config_from_filename("x_local0_topk1024.jsonl") == AttentionConfig.topk(1024)
+    assert config_from_filename("x_local0_block16_blocktopk64.jsonl") == \
+        AttentionConfig.blocktopk(16, topk_blocks=64)
+    assert config_from_metadata({"attn_topk": None, "attn_local": None}) == AttentionConfig.dense()
+    assert config_from_metadata({"attn_topk": 256, "attn_local": 0}) == AttentionConfig.topk(256)
+    assert config_from_metadata({"temperature": 0.6}) is None
+
+
+def test_prompt_length_uses_the_chat_template(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from kinetics.ingest import _prompt_lengths
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert _prompt_lengths(tokenizer, [QUERY_B]) == {QUERY_B: len(QUERY_B.split())}
+    tokenizer.chat_template = ("{% for m in messages %}user : {{ m['content'] }}{% endfor %}"
+                               "{% if add_generation_prompt %} assistant :{% endif %}")
+    assert _prompt_lengths(tokenizer, [QUERY_B]) == {QUERY_B: len(QUERY_B.split()) + 4}
