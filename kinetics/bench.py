@@ -211,7 +211,7 @@ def _check_selection(q, cache, decoder, cfg: BenchConfig) -> dict[str, Any]:
     if m > 0:
         kth = cand.topk(m, dim=-1).values[..., -1:]  # m-th best candidate score
         tol = 1e-3 * cand.masked_fill(~torch.isfinite(cand), 0).abs().amax(-1, keepdim=True)
-        chosen = cand.masked_fill(~got, float("inf"))
+        chosen = cand.masked_fill(~got | local[:, None, :], float("inf"))
         ok = ok and bool((chosen >= kth - tol - 1e-6).all())
     return {"selection_identical_fraction": float(same.float().mean()),
             "selection_ok": ok}

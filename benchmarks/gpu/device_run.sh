@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu/device_run.sh [full|gate]
 #
 # full: GPU tests (+ pytest-benchmark), the attention-only bench, the decoder-layer bench.
+# explore: selection-kernel variants, tensor-core decode, kernel breakdown.
 # gate: `nox -s gpu` (GPU tests, then `kinetics bench --gate benchmarks/baseline/gpu.json`).
 # Needs the wheels in .whl/ (carried: flashinfer-python, apache-tvm-ffi, nox and its deps).
 # Logs and JSON go under $OUT; a short table is printed last.
@@ -34,6 +35,9 @@ if [ "$mode" = full ]; then
     python3 -m kinetics bench --json-out "$OUT/bench-layer.json" 2>&1 | tee "$OUT/bench-layer.txt"
     echo "== attention only"; cat "$OUT/bench-attention.txt" | tail -8
     grep -E "passed|failed" "$OUT/pytest-gpu.log" | tail -1
+elif [ "$mode" = explore ]; then
+    python3 benchmarks/gpu/explore_select.py --tensor-cores 2>&1 | tee "$OUT/explore.txt"
+    status=$?
 elif [ "$mode" = gate ]; then
     python3 -m nox -s gpu 2>&1 | tee "$OUT/nox-gpu.log" | grep -vE "^tests/.*PASSED" | tail -60
     status=$?

@@ -80,10 +80,12 @@ class FlashinferBlockTopkDecode:
         topk_pages: pages attended per (request, KV head), the local ones included.
         local_pages: trailing pages always attended (>= 1: the last, partial page).
         use_tensor_cores: flashinfer's tensor-core decode path.
+        selector_options: keyword arguments of :class:`PageSelector` (kernel variant).
     """
 
     def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
-                 local_pages: int = 1, use_tensor_cores: bool = False) -> None:
+                 local_pages: int = 1, use_tensor_cores: bool = False,
+                 selector_options: dict | None = None) -> None:
         import flashinfer
         import torch
 
@@ -105,7 +107,7 @@ class FlashinferBlockTopkDecode:
         self.last = cache.last_page_len().to(torch.int32).repeat_interleave(h).contiguous()
         self.selector = PageSelector(cache.batch_size, num_q_heads, h, cache.head_dim,
                                      cache.page_size, cache.page_table.shape[1], topk_pages,
-                                     local_pages, device=dev)
+                                     local_pages, device=dev, **(selector_options or {}))
         self.k_view = cache.k_pages.view(-1, 1, cache.page_size, cache.head_dim)
         self.v_view = cache.v_pages.view(-1, 1, cache.page_size, cache.head_dim)
         self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=dev)

@@ -33,81 +33,10 @@ if TYPE_CHECKING:
 
 
 @functools.lru_cache(maxsize=1)
-def _kernels() -> tuple[Any, Any]:
-    import triton
-    import triton.language as tl
+def _kernels() -> dict[str, Any]:
+    from kinetics.attention import _triton_kernels as k
 
-    @triton.jit
-    def _score_kernel(q_ptr, means_ptr, table_ptr, lens_ptr, scores_ptr,
-                      table_stride, max_pages,
-                      KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
-                      HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
-                      LOCAL_PAGES: tl.constexpr, BLOCK_P: tl.constexpr):
-        pid = tl.program_id(0)
-        chunk = tl.program_id(1)
-        req = pid // KV_HEADS
-        head = pid % KV_HEADS
-        d = tl.arange(0, HEAD_DIM)
-        g = tl.arange(0, GROUP_P2)
-        q_rows = req * (KV_HEADS * GROUP) + head * GROUP + g
-        q = tl.load(q_ptr + q_rows[:, None] * HEAD_DIM + d[None, :],
-                    mask=(g < GROUP)[:, None], other=0.0).to(tl.float32)
-        qsum = tl.sum(q, axis=0)  # [D]
-        n_tok = tl.load(lens_ptr + req)
-        n_pages = (n_tok + PAGE_SIZE - 1) // PAGE_SIZE
-        n_cand = n_pages - LOCAL_PAGES
-        p = chunk * BLOCK_P + tl.arange(0, BLOCK_P)
-        cand = p < n_cand
-        phys = tl.load(table_ptr + req * table_stride + p, mask=cand, other=0).to(tl.int64)
-        rows = phys * KV_HEADS + head
-        kbar = tl.load(means_ptr + rows[:, None] * HEAD_DIM + d[None, :],
-                       mask=cand[:, None], other=0.0).to(tl.float32)
-        s = tl.sum(kbar * qsum[None, :], axis=1)
-        tl.store(scores_ptr + pid * max_pages + p, s, mask=p < max_pages)
-
-    @triton.jit
-    def _select_kernel(scores_ptr, table_ptr, lens_ptr, out_ptr,
-                       table_stride, max_pages, out_offset,
-                       KV_HEADS: tl.constexpr, PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr,
-                       LOCAL_PAGES: tl.constexpr, LOCAL_P2: tl.constexpr,
-                       BLOCK_N: tl.constexpr):
-        pid = tl.program_id(0)
-        req = pid // KV_HEADS
-        head = pid % KV_HEADS
-        n_tok = tl.load(lens_ptr + req)
-        n_pages = (n_tok + PAGE_SIZE - 1) // PAGE_SIZE
-        n_cand = n_pages - LOCAL_PAGES
-        m = tl.minimum(TOPK - LOCAL_PAGES, n_cand)
-        p = tl.arange(0, BLOCK_N)
-        valid = (p < n_cand) & (p < max_pages)
-        s = tl.load(scores_ptr + pid * max_pages + p, mask=valid, other=0.0)
-        bits = s.to(tl.int32, bitcast=True)
-        key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
-        # largest T with count(key >= T) >= m, searched over the int32 range
-        lo = tl.full((), -2147483648, tl.int64)
-        hi = tl.full((), 2147483647, tl.int64)
-        for _ in range(32):
-            mid = (lo + hi + 1) >> 1
-            cnt = tl.sum((valid & (key >= mid)).to(tl.int32), axis=0)
-            ok = cnt >= m
-            lo = tl.where(ok, mid, lo)
-            hi = tl.where(ok, hi, mid - 1)
-        gt = valid & (key > lo)
-        eq = valid & (key == lo)
-        need = m - tl.sum(gt.to(tl.int32), axis=0)
-        eq_rank = tl.cumsum(eq.to(tl.int32), axis=0)
-        sel = gt | (eq & (eq_rank <= need))
-        pos = tl.cumsum(sel.to(tl.int32), axis=0) - 1
-        phys = tl.load(table_ptr + req * table_stride + p, mask=sel, other=0)
-        base = out_ptr + out_offset + pid * TOPK
-        tl.store(base + pos, phys * KV_HEADS + head, mask=sel)
-        j = tl.arange(0, LOCAL_P2)
-        lp = n_pages - LOCAL_PAGES + j
-        lmask = (j < LOCAL_PAGES) & (lp >= 0)
-        lphys = tl.load(table_ptr + req * table_stride + lp, mask=lmask, other=0)
-        tl.store(base + m + j, lphys * KV_HEADS + head, mask=lmask)
-
-    return _score_kernel, _select_kernel
+    return {"score": k._score_kernel, "select": k._select_kernel, "fused": k._fused_kernel}
 
 
 def _next_pow2(n: int) -> int:
@@ -123,17 +52,29 @@ class PageSelector:
         topk_pages: pages listed per (request, KV head), local pages included.
         local_pages: trailing pages always attended (the last, partial page among them).
         device: CUDA device.
-        block_p: pages per scoring program.
+        fused: one launch (each (request, KV head) program scores all its pages, then
+            selects) instead of two (scoring spread over pages, then selection).
+        block_p: pages per scoring step (per program, or per loop step when fused).
+        score_warps, select_warps: warps per scoring / selection (or fused) program.
+        algorithm: ``"bisect"`` (binary search for the threshold, prefix-sum compaction,
+            chosen pages in page order) or ``"bitonic"`` (``tl.topk`` on (score, page)
+            packed in int64, chosen pages best first).
     """
 
     def __init__(self, batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  page_size: int, max_pages: int, topk_pages: int, local_pages: int = 1,
-                 device: str | torch.device = "cuda", block_p: int = 64) -> None:
+                 device: str | torch.device = "cuda", fused: bool = False, block_p: int = 64,
+                 score_warps: int = 4, select_warps: int = 4, algorithm: str = "bisect"
+                 ) -> None:
         import torch
 
         self.batch_size, self.num_q_heads, self.num_kv_heads = batch_size, num_q_heads, num_kv_heads
         self.head_dim, self.page_size, self.max_pages = head_dim, page_size, max_pages
         self.topk_pages, self.local_pages, self.block_p = topk_pages, local_pages, block_p
+        self.fused, self.score_warps, self.select_warps = fused, score_warps, select_warps
+        if algorithm not in ("bisect", "bitonic"):
+            raise ValueError(f"algorithm must be 'bisect' or 'bitonic', got {algorithm!r}")
+        self.algorithm = algorithm
         if head_dim & (head_dim - 1):
             raise ValueError(f"head_dim must be a power of two, got {head_dim}")
         self.scores = torch.empty((batch_size * num_kv_heads, max_pages), dtype=torch.float32,
@@ -147,19 +88,29 @@ class PageSelector:
         ``[batch, >= max_pages]`` with unit column stride, ``seq_lens`` ``[batch]`` (tokens)."""
         import triton
 
-        score_kernel, select_kernel = _kernels()
+        kernels = _kernels()
         group = self.num_q_heads // self.num_kv_heads
         rows = self.batch_size * self.num_kv_heads
-        score_kernel[(rows, triton.cdiv(self.max_pages, self.block_p))](
-            q, key_means, page_table, seq_lens, self.scores,
-            page_table.stride(0), self.max_pages,
-            KV_HEADS=self.num_kv_heads, GROUP=group, GROUP_P2=_next_pow2(group),
-            HEAD_DIM=self.head_dim, PAGE_SIZE=self.page_size, LOCAL_PAGES=self.local_pages,
-            BLOCK_P=self.block_p, num_warps=4)
         block_n = max(_next_pow2(self.max_pages), 16)
-        select_kernel[(rows,)](
+        shapes = dict(KV_HEADS=self.num_kv_heads, PAGE_SIZE=self.page_size,
+                      LOCAL_PAGES=self.local_pages)
+        k_p2 = max(_next_pow2(self.topk_pages - self.local_pages), 2)
+        select = dict(TOPK=self.topk_pages, LOCAL_P2=max(_next_pow2(self.local_pages), 2),
+                      BLOCK_N=max(block_n, k_p2), BITONIC=self.algorithm == "bitonic",
+                      K_P2=k_p2)
+        query = dict(GROUP=group, GROUP_P2=_next_pow2(group), HEAD_DIM=self.head_dim)
+        if self.fused:
+            kernels["fused"][(rows,)](
+                q, key_means, page_table, seq_lens, self.scores, out_indices,
+                page_table.stride(0), self.max_pages, out_offset, **shapes, **select, **query,
+                BLOCK_P=self.block_p, NUM_CHUNKS=triton.cdiv(self.max_pages, self.block_p),
+                num_warps=self.select_warps)
+            return
+        kernels["score"][(rows, triton.cdiv(self.max_pages, self.block_p))](
+            q, key_means, page_table, seq_lens, self.scores,
+            page_table.stride(0), self.max_pages, **shapes, **query,
+            BLOCK_P=self.block_p, num_warps=self.score_warps)
+        kernels["select"][(rows,)](
             self.scores, page_table, seq_lens, out_indices,
-            page_table.stride(0), self.max_pages, out_offset,
-            KV_HEADS=self.num_kv_heads, PAGE_SIZE=self.page_size, TOPK=self.topk_pages,
-            LOCAL_PAGES=self.local_pages, LOCAL_P2=max(_next_pow2(self.local_pages), 2),
-            BLOCK_N=block_n, num_warps=8 if block_n >= 2048 else 4)
+            page_table.stride(0), self.max_pages, out_offset, **shapes, **select,
+            num_warps=self.select_warps)
