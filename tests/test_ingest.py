@@ -19,6 +19,9 @@ from kinetics.ingest import (
 )
 from kinetics.traces import load_trials
 
+pytest.importorskip("transformers")
+pytest.importorskip("datasets")
+
 QUERY_A = "Find the sum of all integer bases b > 9 for which 17 divides 97 ."
 QUERY_B = "How many ordered pairs ( x , y ) satisfy x + y = 10 ?"
 PREDICTIONS = [

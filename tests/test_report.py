@@ -93,3 +93,20 @@ def test_full_embedded_analysis_runs_under_five_seconds():
                   options=analysis.options)
     elapsed = time.perf_counter() - start
     assert elapsed < 5.0, f"full embedded analysis took {elapsed:.2f} s"
+
+
+def test_a_failure_while_writing_leaves_the_old_report_untouched(tmp_path, monkeypatch):
+    from kinetics import plots
+
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(plots, "pareto_dense_vs_sparse", boom)
+    with pytest.raises(RuntimeError):
+        main(["report", "--quiet", "--out", str(out)])
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temp folder left behind
