@@ -23,7 +23,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include", default="**/*.jsonl", metavar="GLOB",
                         help="which files under the folder to read")
     parser.add_argument("--model", metavar="NAME",
-                        help="model name for every file (default: from metadata / file name)")
+                        help="model name for every file (unset: from the metadata or the file name)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -28,8 +28,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", metavar="PATH",
                         help="trial table (.csv, .jsonl, .parquet); default: embedded synthetic set")
     hw = parser.add_mutually_exclusive_group()
-    hw.add_argument("--hardware", choices=sorted(HARDWARE), default=None,
-                    help="preset giving I = peak FLOP/s / bandwidth (default b200)")
+    hw.add_argument("--hardware", choices=sorted(HARDWARE), default="b200",
+                    help="preset giving I = peak FLOP/s / bandwidth")
     hw.add_argument("--intensity", type=float, metavar="I", help="custom intensity, FLOPs per byte")
     parser.add_argument("--out", default="kinetics-report", metavar="DIR", help="output folder")
     parser.add_argument("--model-config", action="append", default=[], metavar="NAME=PATH",
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if args.grid_points < 2:
         raise InputError("--grid-points must be at least 2")
     intensity = resolve_intensity(args.hardware, args.intensity)
-    hardware = None if args.intensity is not None else (args.hardware or "b200")
+    hardware = None if args.intensity is not None else args.hardware
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", path=str(out))
