@@ -47,6 +47,7 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from kinetics.errors import InputError
 from kinetics.models import ModelSpec
@@ -60,6 +61,7 @@ _TENSOR_IDS = {
     "k_norm": 6, "o_proj": 7, "post_attention_layernorm": 8, "gate_proj": 9,
     "up_proj": 10, "down_proj": 11,
 }
+_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 _KV_PREFILL_TENSOR_BASE = 1_000  # ids for synthetic KV-cache contents, per KV head
 
 _M31 = 0x7FFFFFFF
@@ -368,8 +370,10 @@ class DenseKVAttend:
         kv_heads = self.k.shape[1]
         # one query token, no mask: the GQA group's queries become the "query length"
         qg = q.reshape(batch, kv_heads, self.group_size, d)
-        out = F.scaled_dot_product_attention(qg, self.k[:, :, :self.length],
-                                             self.v[:, :, :self.length])
+        # not cuDNN: its graph is rebuilt for every new KV length (~80 ms per call, H100)
+        with sdpa_kernel(_SDPA_BACKENDS):
+            out = F.scaled_dot_product_attention(qg, self.k[:, :, :self.length],
+                                                 self.v[:, :, :self.length])
         return out.reshape(batch, heads, d)
 
 
