@@ -7,7 +7,7 @@ Canonical columns (lengths in tokens):
 ``method``      ``dense`` | ``topk`` | ``blocktopk``
 ``budget``      tokens attended per decode step, B (empty for dense)
 ``block_size``  block top-k block size in tokens (empty for dense and top-k)
-``local``       block top-k local window in tokens (empty for dense; empty or 0 for top-k)
+``local``       block top-k local window in tokens (empty or 0 for dense and top-k)
 ``query_id``    the problem's id (any string or integer)
 ``trial``       the sample's index within its (model, config, query)
 ``prompt_len``  prompt tokens, S (chat template included)
@@ -196,6 +196,7 @@ def _config_labels(out: pd.DataFrame, path: str) -> pd.Series:
                     raise InputError("top-k takes no block_size or local window (use blocktopk)")
                 win = None
             if method == "dense":
+                win = None if win == 0 else win  # a 0 window is no window
                 field = "budget" if budget is not None else ("block_size" if block is not None
                                                              else "local")
             if method == "blocktopk":

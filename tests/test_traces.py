@@ -148,3 +148,12 @@ def test_resolve_models_names_the_row():
     frame = pd.DataFrame({"model": ["qwen3-8b", "x"]})
     with pytest.raises(InputError, match="f.csv, row 2, field 'model'"):
         resolve_models(frame, None, "f.csv")
+
+
+def test_a_zero_local_window_is_accepted_for_dense_and_topk(raw_trials):
+    frame = raw_trials.copy()
+    frame.loc[frame["method"] != "blocktopk", "local"] = 0
+    assert set(validate_trials(frame)["config"]) == {"dense", "topk256", "blocktopk128-b32-w0"}
+    frame.loc[frame["method"] == "dense", "local"] = 16
+    with pytest.raises(InputError, match="field 'local'"):
+        validate_trials(frame, "f.csv")
