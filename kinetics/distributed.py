@@ -171,9 +171,11 @@ def _call_factory(factory: Callable, lq: int, lkv: int, head_dim: int, batch: in
 
 
 def _time_layer(layer, attend, hidden, context: int, steps: int, warmup: int, clock: _Clock,
-                barrier: Callable[[], None], time_comm: bool) -> dict[str, Any]:
+                barrier: Callable[[], None], time_comm: bool, cuda_graphs: bool) -> dict[str, Any]:
     """Warm up, barrier, then time `steps` decode steps; per-rank numbers in ms."""
     import torch
+
+    from kinetics.layer import GraphedDecodeStep
 
     batch = hidden.shape[0]
 
@@ -181,15 +183,16 @@ def _time_layer(layer, attend, hidden, context: int, steps: int, warmup: int, cl
         return torch.full((batch,), context + i, dtype=torch.int64, device=hidden.device)
 
     with torch.inference_mode():
+        step = GraphedDecodeStep(layer, batch) if cuda_graphs else layer
         for i in range(warmup):
-            layer(hidden, attend, positions(i))
+            step(hidden, attend, positions(i))
         clock.sync()
         barrier()
         timer = _CommTimer(clock) if time_comm else None
         layer.comm_timer = timer
         marks = [clock.mark()]
         for i in range(steps):
-            layer(hidden, attend, positions(warmup + i))
+            step(hidden, attend, positions(warmup + i))
             marks.append(clock.mark())
         clock.sync()
         layer.comm_timer = None
@@ -201,7 +204,8 @@ def _time_layer(layer, attend, hidden, context: int, steps: int, warmup: int, cl
 def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_size: int,
                  page_size: int, topk_pages: int, tp: int, steps: int, warmup: int,
                  dtype: str = "bfloat16", attend_factory: Callable | None = None, *,
-                 seed: int = 0, baseline: bool = True, nocomm: bool = True) -> dict | None:
+                 seed: int = 0, baseline: bool = True, nocomm: bool = True,
+                 cuda_graphs: bool = True) -> dict | None:
     """Time one tensor-parallel decoder layer's decode step; call on every rank.
 
     Args:
@@ -222,6 +226,10 @@ def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_s
         seed: weight and input seed.
         baseline: also time the unsharded layer alone on rank 0 (tp 1 reference).
         nocomm: also time the sharded layer with its all-reduces skipped.
+        cuda_graphs: on GPUs, replay the layer's work outside attention (and each
+            all-reduce) as CUDA graphs, attention eager, as vLLM's piecewise graphs do
+            (:class:`kinetics.layer.GraphedDecodeStep`); False: plain eager PyTorch,
+            whose kernel-launch overhead dominates small-batch steps. Ignored on CPU.
 
     Returns (rank 0; other ranks return None) a dict with, in milliseconds per decode
     step of one layer: step_ms, step_ms_median, comm_ms, comm_ms_max, nocomm_step_ms,
@@ -253,6 +261,7 @@ def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_s
     try:
         rank, device, group = info["rank"], info["device"], info["group"]
         clock = _Clock(device)
+        graphs = cuda_graphs and device.type == "cuda"
 
         def barrier() -> None:
             if group is not None:
@@ -279,20 +288,20 @@ def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_s
             if rank == 0:
                 layer = build(1, 0, None)
                 tp1 = _time_layer(layer, attend_for(layer), hidden, context, steps, warmup,
-                                  clock, lambda: None, time_comm=False)
+                                  clock, lambda: None, time_comm=False, cuda_graphs=graphs)
                 del layer
                 free()
             barrier()  # the other ranks wait here while rank 0 times tp 1
 
         layer = build(tp, rank, group)
         main = _time_layer(layer, attend_for(layer), hidden, context, steps, warmup, clock,
-                           barrier, time_comm=group is not None)
+                           barrier, time_comm=group is not None, cuda_graphs=graphs)
         free()
         no_comm = None
         if nocomm and group is not None:
             layer.communicate = False
             no_comm = _time_layer(layer, attend_for(layer), hidden, context, steps, warmup,
-                                  clock, barrier, time_comm=False)
+                                  clock, barrier, time_comm=False, cuda_graphs=graphs)
             layer.communicate = True
         local = [main["mean_ms"], main["median_ms"], main["comm_ms"],
                  no_comm["mean_ms"] if no_comm else float("nan")]
@@ -311,6 +320,7 @@ def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_s
             model=model.name, num_layers=model.num_layers, method=method, context=context, batch_size=batch_size,
             page_size=page_size, topk_pages=topk_pages, tp=tp, steps=steps, warmup=warmup,
             dtype=str(torch_dtype).removeprefix("torch."), backend=info["backend"],
+            cuda_graphs=graphs,
             device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             local_q_heads=layer.local_q_heads, local_kv_heads=layer.local_kv_heads,
             kv_replicas=layer.kv_replicas, mlp_width_per_rank=layer.local_mlp,
@@ -358,8 +368,9 @@ def format_tp_result(result: dict) -> str:
                   if r["kv_replicas"] > 1 else "")
     moe = ", MoE as dense active-expert MLP" if r["moe_as_dense"] else ""
     speedup = "n/a" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+    graphs = ", CUDA graphs" if r["cuda_graphs"] else ""
     lines = [
-        f"{r['model']} one decoder layer, tp {r['tp']} ({r['backend']}, {r['device']}), "
+        f"{r['model']} one decoder layer, tp {r['tp']} ({r['backend']}, {r['device']}{graphs}), "
         f"{r['dtype']}, method {r['method']}, batch {r['batch_size']}, context {r['context']}{moe}",
         f"  per rank: {r['local_q_heads']} q heads, {r['local_kv_heads']} kv heads{replicated}, "
         f"MLP width {r['mlp_width_per_rank']}",
@@ -385,11 +396,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--eager", action="store_true", help="no CUDA graphs (eager PyTorch)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     try:
         result = run_tp_bench(args.model, "dense", args.context, args.batch_size, 16, 0,
-                              args.tp, args.steps, args.warmup, args.dtype)
+                              args.tp, args.steps, args.warmup, args.dtype,
+                              cuda_graphs=not args.eager)
     except InputError as exc:
         print(f"kinetics.distributed: error: {exc}", flush=True)
         return 2

@@ -268,11 +268,12 @@ class ShardedDecoderLayer(torch.nn.Module):
 
     # -- the two blocks, each ending in a partial sum (before the all-reduce) ----------
 
-    def attention_partial(self, hidden: torch.Tensor, attend: Attend,
-                          positions: torch.Tensor | None = None) -> torch.Tensor:
-        """This rank's partial o_proj output [batch, hidden_size] (sum over ranks = attention out).
+    def pre_attention(self, hidden: torch.Tensor, positions: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input RMSNorm, QKV, q/k RMSNorm and RoPE of the new token: (q, k, v).
 
         hidden: [batch, hidden_size]; positions: [batch] int, or None for ``self.position``.
+        Returns q [batch, local_q_heads, head_dim], k and v [batch, local_kv_heads, head_dim].
         """
         if hidden.dim() != 2 or hidden.shape[1] != self.hidden_size:
             raise ValueError(f"hidden must be [batch, {self.hidden_size}], got {tuple(hidden.shape)}")
@@ -287,11 +288,23 @@ class ShardedDecoderLayer(torch.nn.Module):
         nq, nkv = self.local_q_heads * d, self.local_kv_heads * d
         q = qkv[:, :nq].reshape(batch, self.local_q_heads, d)
         k = qkv[:, nq:nq + nkv].reshape(batch, self.local_kv_heads, d)
-        v = qkv[:, nq + nkv:].reshape(batch, self.local_kv_heads, d)
+        v = qkv[:, nq + nkv:].reshape(batch, self.local_kv_heads, d).contiguous()
         q = apply_rope(rms_norm(q, self.q_norm), positions, self.inv_freq)
         k = apply_rope(rms_norm(k, self.k_norm), positions, self.inv_freq)
-        out = attend(q, k, v.contiguous())
-        return out.reshape(batch, nq) @ self.o_proj.t()
+        return q, k, v
+
+    def post_attention(self, attn: torch.Tensor) -> torch.Tensor:
+        """o_proj of attn [batch, local_q_heads, head_dim]: partial [batch, hidden_size]."""
+        return attn.reshape(attn.shape[0], -1) @ self.o_proj.t()
+
+    def attention_partial(self, hidden: torch.Tensor, attend: Attend,
+                          positions: torch.Tensor | None = None) -> torch.Tensor:
+        """This rank's partial o_proj output [batch, hidden_size] (sum over ranks = attention out).
+
+        hidden: [batch, hidden_size]; positions: [batch] int, or None for ``self.position``.
+        """
+        q, k, v = self.pre_attention(hidden, positions)
+        return self.post_attention(attend(q, k, v))
 
     def mlp_partial(self, hidden: torch.Tensor) -> torch.Tensor:
         """This rank's partial MLP output [batch, hidden_size] (sum over ranks = MLP out)."""
@@ -322,6 +335,100 @@ class ShardedDecoderLayer(torch.nn.Module):
         """
         h = hidden + self.all_reduce(self.attention_partial(hidden, attend, positions))
         return h + self.all_reduce(self.mlp_partial(h))
+
+
+class GraphedDecodeStep:
+    """One decode step with CUDA graphs around attention (vLLM's piecewise scheme).
+
+    The layer's work outside attention is captured in CUDA graphs and replayed:
+    input RMSNorm, QKV, q/k norm and RoPE before ``attend``; o_proj, residual,
+    RMSNorm and MLP after it. ``attend`` runs eagerly (its KV length changes every
+    step). Each all-reduce is captured in a graph of its own, so ``layer.comm_timer``
+    can still bracket it; with ``layer.communicate`` False at capture they are left
+    out. This removes the per-kernel launch overhead that otherwise dominates a
+    decode step at small batch.
+
+    Call as ``step(hidden, attend, positions)`` with the batch size given here; it
+    returns a static output tensor that the next call overwrites (clone to keep it).
+    Capture warms up with a stand-in attention (zeros), so ``attend`` is called only
+    by the steps themselves.
+    """
+
+    def __init__(self, layer: ShardedDecoderLayer, batch_size: int) -> None:
+        device = layer.qkv_proj.device
+        if device.type != "cuda":
+            raise ValueError("CUDA graphs need the layer on a CUDA device")
+        self.layer, self.device = layer, device
+        self.communicate = layer.communicate and layer.group is not None
+        self.hidden = torch.zeros(batch_size, layer.hidden_size, dtype=layer.dtype, device=device)
+        self.positions = torch.zeros(batch_size, dtype=torch.int64, device=device)
+        self.attn = torch.zeros(batch_size, layer.local_q_heads, layer.head_dim,
+                                dtype=layer.dtype, device=device)
+        timer, layer.comm_timer = layer.comm_timer, None
+        try:
+            self._capture()
+        finally:
+            layer.comm_timer = timer
+
+    def _capture(self) -> None:
+        layer, dev, out = self.layer, self.device, {}
+
+        def pre():
+            out["qkv"] = layer.pre_attention(self.hidden, self.positions)
+
+        def o_proj():
+            out["p1"] = layer.post_attention(self.attn)
+
+        def reduce1():
+            layer.all_reduce(out["p1"])
+
+        def mlp():
+            out["h"] = self.hidden + out["p1"]
+            out["p2"] = layer.mlp_partial(out["h"])
+
+        def reduce2():
+            layer.all_reduce(out["p2"])
+
+        def residual():
+            out["out"] = out["h"] + out["p2"]
+
+        pieces = [pre, o_proj, reduce1, mlp, reduce2, residual]
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):  # warm-up off the capture, as torch requires
+            for _ in range(2):
+                for fn in pieces:
+                    fn()
+        torch.cuda.current_stream(dev).wait_stream(side)
+        torch.cuda.synchronize(dev)
+        self.graphs: list[tuple[str, torch.cuda.CUDAGraph]] = []
+        for fn in pieces:
+            if fn in (reduce1, reduce2) and not self.communicate:
+                continue
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                fn()
+            self.graphs.append((fn.__name__, graph))
+        torch.cuda.synchronize(dev)
+        self.q, self.k, self.v = out["qkv"]
+        self.out = out["out"]
+        self._static = out  # the graphs' intermediate tensors stay referenced
+
+    def __call__(self, hidden: torch.Tensor, attend: Attend,
+                 positions: torch.Tensor) -> torch.Tensor:
+        self.hidden.copy_(hidden)
+        self.positions.copy_(positions)
+        timer = self.layer.comm_timer
+        for name, graph in self.graphs:
+            if name == "o_proj":
+                self.attn.copy_(attend(self.q, self.k, self.v))
+            if timer is not None and name.startswith("reduce"):
+                timer.start()
+                graph.replay()
+                timer.stop()
+            else:
+                graph.replay()
+        return self.out
 
 
 class DenseKVAttend:

@@ -20,7 +20,7 @@ mp = pytest.importorskip("torch.multiprocessing")
 
 from kinetics.distributed import _call_factory, format_tp_result, run_tp_bench  # noqa: E402
 from kinetics.errors import InputError  # noqa: E402
-from kinetics.layer import DenseKVAttend, ShardedDecoderLayer  # noqa: E402
+from kinetics.layer import DenseKVAttend, GraphedDecodeStep, ShardedDecoderLayer  # noqa: E402
 from kinetics.models import ModelSpec  # noqa: E402
 
 TINY = ModelSpec(name="tiny", num_layers=2, hidden_size=64, num_q_heads=4, num_kv_heads=2,
@@ -44,14 +44,15 @@ def _inputs():
     return hiddens, positions
 
 
-def _decode(model: ModelSpec, tp: int, rank: int, group, device) -> list:
+def _decode(model: ModelSpec, tp: int, rank: int, group, device, graphs: bool = False) -> list:
     layer = ShardedDecoderLayer(model, tp, rank, group, dtype=torch.float32, device=device,
                                 seed=3)
     attend = DenseKVAttend(layer.local_q_heads, layer.local_kv_heads, layer.head_dim, BATCH,
                            CONTEXT, device, torch.float32, kv_head_start=layer.kv_head_start)
     hiddens, positions = _inputs()
     with torch.inference_mode():
-        outs = [layer(h.to(device), attend, p.to(device)).cpu()
+        step = GraphedDecodeStep(layer, BATCH) if graphs else layer
+        outs = [step(h.to(device), attend, p.to(device)).cpu()
                 for h, p in zip(hiddens, positions, strict=True)]
     assert attend.length == CONTEXT + STEPS  # the cache grew by one token per step
     return outs
@@ -71,6 +72,9 @@ def _worker(rank: int, port: int, outdir: str, backend: str, world: int) -> None
         result = {}
         for model in (TINY, TINY_ONE_KV):
             result[model.name] = _decode(model, world, rank, dist.group.WORLD, device)
+            if backend == "nccl":  # all-reduces captured in CUDA graphs
+                result[model.name + "/graphs"] = _decode(model, world, rank, dist.group.WORLD,
+                                                         device, graphs=True)
             if rank == 0:
                 result[model.name + "/unsharded"] = _decode(model, 1, 0, None, device)
         result["bench"] = run_tp_bench(TINY, "dense", 8, 2, 16, 0, world, 3, 1, "float32")
@@ -95,8 +99,9 @@ def _spawn_and_check(tmp_path, backend: str, world: int = WORLD, tol: float = 1e
     for name in (TINY.name, TINY_ONE_KV.name):
         want = r0[name + "/unsharded"]
         for res in results:
-            for got, exp in zip(res[name], want, strict=True):
-                torch.testing.assert_close(got, exp, rtol=tol, atol=tol)
+            for key in (name, name + "/graphs"):
+                for got, exp in zip(res.get(key, want), want, strict=True):
+                    torch.testing.assert_close(got, exp, rtol=tol, atol=tol)
         # the steps differ from each other (the cache and positions matter)
         assert not torch.allclose(want[0], want[1])
     bench = r0["bench"]
@@ -131,7 +136,7 @@ def test_nccl_one_gpu_group_smoke(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_weights_equal_cpu_weights_and_simulated_tp():
+def test_cuda_weights_equal_cpu_and_graphed_step_equals_eager():
     from kinetics.layer import hashed_uniform
 
     rows, cols = torch.arange(300), torch.arange(70)
@@ -139,9 +144,14 @@ def test_cuda_weights_equal_cpu_weights_and_simulated_tp():
     gpu = hashed_uniform(4, 2, rows, cols, 0.1, torch.float32, "cuda")
     assert torch.equal(cpu, gpu.cpu())
     want = _decode(TINY, 1, 0, None, "cpu")
-    got = _decode(TINY, 1, 0, None, "cuda")
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+    for graphs in (False, True):
+        got = _decode(TINY, 1, 0, None, "cuda", graphs=graphs)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+    # simulated TP on one GPU, graphed: each rank's step runs (no group, no all-reduce)
+    for rank in range(2):
+        out = _decode(TINY, 2, rank, None, "cuda", graphs=True)
+        assert out[0].shape == (BATCH, 64) and torch.isfinite(out[-1]).all()
 
 
 def test_single_process_tp1(monkeypatch):
