@@ -54,7 +54,7 @@ def bench(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
     session.install("ruff")
-    session.run("ruff", "check", "kinetics", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "kinetics", "tests", "benchmarks", "scripts", "noxfile.py")
 
 
 @nox.session

@@ -55,6 +55,7 @@ def _write_atomic(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=1, sort_keys=True)
         handle.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
