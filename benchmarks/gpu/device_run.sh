@@ -36,7 +36,7 @@ if [ "$mode" = full ]; then
     echo "== attention only"; cat "$OUT/bench-attention.txt" | tail -8
     grep -E "passed|failed" "$OUT/pytest-gpu.log" | tail -1
 elif [ "$mode" = explore ]; then
-    python3 benchmarks/gpu/explore_select.py --tensor-cores 2>&1 | tee "$OUT/explore.txt"
+    python3 benchmarks/gpu/explore_select.py 2>&1 | tee "$OUT/explore.txt"
     status=$?
 elif [ "$mode" = gate ]; then
     python3 -m nox -s gpu 2>&1 | tee "$OUT/nox-gpu.log" | grep -vE "^tests/.*PASSED" | tail -60

@@ -24,8 +24,7 @@ def _score_chunk(qsum, means_ptr, table_ptr, scores_ptr, req, head, pid, start,
     d = tl.arange(0, HEAD_DIM)
     p = start + tl.arange(0, BLOCK_P)
     cand = p < n_cand
-    phys = tl.load(table_ptr + req * table_stride + p, mask=cand, other=0).to(tl.int64)
-    rows = phys * KV_HEADS + head
+    rows = pid.to(tl.int64) * max_pages + p  # key_means is [batch * kv_heads, max_pages, D]
     kbar = tl.load(means_ptr + rows[:, None] * HEAD_DIM + d[None, :],
                    mask=cand[:, None], other=0.0).to(tl.float32)
     s = tl.sum(kbar * qsum[None, :], axis=1)

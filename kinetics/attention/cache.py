@@ -3,8 +3,11 @@
 Layout (``HND``, the layout flashinfer calls ``HND``):
 
 * ``k_pages``, ``v_pages``: ``[num_pages, num_kv_heads, page_size, head_dim]``;
-* ``key_means``: ``[num_pages, num_kv_heads, head_dim]``, the mean of the keys
-  held in each page (its valid slots only), updated on every append;
+* ``key_means``: ``[batch, num_kv_heads, max_pages_per_request, head_dim]``, the
+  compressed keys: entry ``[r, h, j]`` is the mean of the keys (valid slots only) of
+  request ``r``'s logical page ``j``, KV head ``h``, updated on every append. It is
+  laid out by request and logical page, not by physical page, so that scoring a
+  request's pages streams one contiguous block (no page-table indirection);
 * ``page_table``: ``[batch, max_pages_per_request]`` int32 physical page ids,
   logical page ``j`` of request ``r`` lives in ``page_table[r, j]``; pages may be
   anywhere in the pool and in any order;
@@ -68,8 +71,8 @@ class PagedKVCache:
         shape = (self.num_pages, num_kv_heads, page_size, head_dim)
         self.k_pages = torch.zeros(shape, dtype=dtype, device=self.device)
         self.v_pages = torch.zeros(shape, dtype=dtype, device=self.device)
-        self.key_means = torch.zeros((self.num_pages, num_kv_heads, head_dim), dtype=dtype,
-                                     device=self.device)
+        self.key_means = torch.zeros((batch_size, num_kv_heads, self.max_pages_per_request,
+                                      head_dim), dtype=dtype, device=self.device)
         self.page_table = torch.full((batch_size, self.max_pages_per_request), -1,
                                      dtype=torch.int32, device=self.device)
         self.seq_lens = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
@@ -173,14 +176,18 @@ class PagedKVCache:
         self._refresh_means(rows.cpu())
 
     # ---------------------------------------------------------------- reading
-    def _page_means(self, phys: torch.Tensor, counts: torch.Tensor) -> None:
-        """Set ``key_means[phys]`` to the float32 mean of the first ``counts`` keys."""
+    def _page_means(self, req: torch.Tensor, page: torch.Tensor, counts: torch.Tensor
+                    ) -> None:
+        """Set ``key_means[req, :, page]`` to the float32 mean of the first ``counts`` keys
+        of those logical pages (``req``, ``page``, ``counts``: equal-length 1-D tensors)."""
         import torch
 
+        phys = self.page_table[req, page].long()
         slots = torch.arange(self.page_size, device=self.device)
         valid = (slots[None, :] < counts[:, None]).to(torch.float32)  # [P, ps]
         sums = torch.einsum("phsd,ps->phd", self.k_pages[phys].to(torch.float32), valid)
-        self.key_means[phys] = (sums / counts.clamp(min=1)[:, None, None]).to(self.dtype)
+        means = (sums / counts.clamp(min=1)[:, None, None]).to(self.dtype)  # [P, H, D]
+        self.key_means[req, :, page] = means
 
     def _refresh_means(self, requests: torch.Tensor) -> None:
         """Recompute the page mean of the last page of each of ``requests``."""
@@ -191,11 +198,10 @@ class PagedKVCache:
         keep = n > 0
         r, n = r[keep], n[keep]
         last = (n - 1) // self.page_size
-        phys = self.page_table[r, last].long()
-        self._page_means(phys, (n - last * self.page_size).to(torch.float32))
+        self._page_means(r, last, (n - last * self.page_size).to(torch.float32))
 
     def recompute_means(self) -> None:
-        """Recompute every used page's mean key from the pages (chunked over requests)."""
+        """Recompute every used page's mean key from the pages (one request at a time)."""
         import torch
 
         for r in range(self.batch_size):
@@ -203,11 +209,11 @@ class PagedKVCache:
             if n == 0:
                 continue
             pages = -(-n // self.page_size)
-            phys = self.page_table[r, :pages].long()
             counts = torch.full((pages,), self.page_size, dtype=torch.float32,
                                 device=self.device)
             counts[-1] = n - (pages - 1) * self.page_size
-            self._page_means(phys, counts)
+            req = torch.full((pages,), r, dtype=torch.int64, device=self.device)
+            self._page_means(req, torch.arange(pages, device=self.device), counts)
 
     def num_request_pages(self) -> torch.Tensor:
         """Pages held per request, ``[batch]`` int64."""

@@ -81,12 +81,15 @@ class FlashinferBlockTopkDecode:
         local_pages: trailing pages always attended (>= 1: the last, partial page).
         use_tensor_cores: flashinfer's tensor-core decode path.
         selector_options: keyword arguments of :class:`PageSelector` (kernel variant).
+        attention: ``"flashinfer"`` (its paged decode over the selected pages) or
+            ``"triton"`` (our split-KV Triton decode, :mod:`._triton_decode`, ``splits``
+            programs per (request, KV head), ``tile_pages`` pages per loop step).
     """
 
     def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
                  local_pages: int = 1, use_tensor_cores: bool = False,
-                 selector_options: dict | None = None) -> None:
-        import flashinfer
+                 selector_options: dict | None = None, attention: str = "flashinfer",
+                 splits: int = 8, tile_pages: int = 2) -> None:
         import torch
 
         from kinetics.attention.triton_select import PageSelector
@@ -110,6 +113,22 @@ class FlashinferBlockTopkDecode:
                                      local_pages, device=dev, **(selector_options or {}))
         self.k_view = cache.k_pages.view(-1, 1, cache.page_size, cache.head_dim)
         self.v_view = cache.v_pages.view(-1, 1, cache.page_size, cache.head_dim)
+        if attention not in ("flashinfer", "triton"):
+            raise ValueError(f"attention must be 'flashinfer' or 'triton', got {attention!r}")
+        self.attention = attention
+        if attention == "triton":
+            if topk_pages % splits or (topk_pages // splits) % tile_pages:
+                raise ValueError(f"topk_pages ({topk_pages}) must split into {splits} parts "
+                                 f"of whole tiles of {tile_pages} pages")
+            self.splits, self.tile_pages = splits, tile_pages
+            self.m_rows = max(16, 1 << (self.group - 1).bit_length())
+            self.part_o = torch.empty((rows, splits, self.m_rows, cache.head_dim),
+                                      dtype=torch.float32, device=dev)
+            self.part_ml = torch.empty((rows, splits, self.m_rows, 2), dtype=torch.float32,
+                                       device=dev)
+            return
+        import flashinfer
+
         self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=dev)
         self.wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
             self.workspace, "HND", use_cuda_graph=True, use_tensor_cores=use_tensor_cores,
@@ -128,8 +147,29 @@ class FlashinferBlockTopkDecode:
     def attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Run only the sparse attention over the pages selected last."""
         rows = self.cache.batch_size * self.cache.num_kv_heads
+        if self.attention == "triton":
+            return self._triton_attend(q, out)
         self.wrapper.run(q.view(rows, self.group, -1), (self.k_view, self.v_view),
                          out=out.view(rows, self.group, -1))
+        return out
+
+    def _triton_attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        import math
+
+        from kinetics.attention import _triton_decode as k
+
+        c = self.cache
+        rows = c.batch_size * c.num_kv_heads
+        k.sparse_decode_partial[(rows, self.splits)](
+            q, self.k_view, self.v_view, self.indices, self.last, self.part_o, self.part_ml,
+            1.4426950408889634 / math.sqrt(c.head_dim),
+            GROUP=self.group, HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size,
+            TOPK=self.topk_pages, SPLITS=self.splits, TILE_PAGES=self.tile_pages,
+            M_ROWS=self.m_rows, num_warps=4)
+        k.sparse_decode_merge[(rows,)](
+            self.part_o, self.part_ml, out, GROUP=self.group, HEAD_DIM=c.head_dim,
+            SPLITS=self.splits, M_ROWS=self.m_rows,
+            G_P2=max(2, 1 << (self.group - 1).bit_length()), num_warps=4)
         return out
 
     def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -116,10 +116,9 @@ def page_scores(q: torch.Tensor, cache: PagedKVCache) -> torch.Tensor:
     group = _check_q(q, cache)
     b = cache.batch_size
     pages = max(int(cache.num_request_pages().max()), 1)
-    table = cache.page_table[:, :pages].long().clamp(min=0)
-    means = cache.key_means[table].to(torch.float32)  # [B, P, Hkv, D]
+    means = cache.key_means[:, :, :pages].to(torch.float32)  # [B, Hkv, P, D]
     qsum = q.to(torch.float32).view(b, cache.num_kv_heads, group, -1).sum(dim=2)
-    scores = torch.einsum("bhd,bphd->bhp", qsum, means)
+    scores = torch.einsum("bhd,bhpd->bhp", qsum, means)
     used = torch.arange(pages, device=q.device)[None, :] < cache.num_request_pages()[:, None]
     return scores.masked_fill(~used[:, None, :], float("-inf"))
 

@@ -3,8 +3,8 @@
 Two launches, both CUDA-graph friendly (fixed grids, no host sync):
 
 1. ``_score_kernel``, grid ``(batch * kv_heads, cdiv(max_pages, BLOCK_P))``: each
-   program reads the page means (compressed keys) of ``BLOCK_P`` pages of one
-   (request, KV head) through the page table, dots them with the sum of the group's
+   program reads the page means (compressed keys, stored by request and logical
+   page, so a contiguous block) of ``BLOCK_P`` pages of one (request, KV head), dots them with the sum of the group's
    query heads in float32 and writes the scores (``float32 [batch * kv_heads,
    max_pages]``, a few KB per request, L2-resident). Spreading the pages over
    programs keeps every SM streaming the compressed keys, the only large read.
@@ -84,7 +84,7 @@ class PageSelector:
                  seq_lens: torch.Tensor, out_indices: torch.Tensor, out_offset: int = 0) -> None:
         """Write ``batch * kv_heads * topk_pages`` flattened page ids into ``out_indices``
         (int32) from ``out_offset`` on; ``q`` ``[batch, q_heads, dim]`` contiguous,
-        ``key_means`` ``[pages, kv_heads, dim]`` contiguous, ``page_table`` int32
+        ``key_means`` ``[batch, kv_heads, max_pages, dim]`` contiguous, ``page_table`` int32
         ``[batch, >= max_pages]`` with unit column stride, ``seq_lens`` ``[batch]`` (tokens)."""
         import triton
 
