@@ -4,7 +4,8 @@ Launch one process per GPU with torchrun; every process calls :func:`run_tp_benc
 with the same arguments, and rank 0 gets the result (other ranks get None)::
 
     torchrun --nproc-per-node 4 -m kinetics bench --distributed --tp 4 ...
-    torchrun --nproc-per-node 4 -m kinetics.distributed --model qwen3-8b --tp 4  # dense only
+    torchrun --nproc-per-node 4 -m kinetics.distributed --model qwen3-8b --tp 4 \\
+        --method blocktopk --paged --context 32768 --batch-size 32   # without the CLI
 
 On GPUs the process group uses NCCL (with ``NCCL_NVLS_ENABLE=0``: NVLink multicast
 off), on CPU gloo. Each rank builds its :class:`~kinetics.layer.ShardedDecoderLayer`
@@ -170,6 +171,54 @@ def _call_factory(factory: Callable, lq: int, lkv: int, head_dim: int, batch: in
     return factory(lq, lkv, head_dim, batch, context, device, dtype, **kwargs)
 
 
+def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_pages: int = 1,
+                         use_tensor_cores: bool = False, seed: int = 0) -> Callable:
+    """An ``attend_factory`` over kinetics.attention's paged cache and flashinfer kernels.
+
+    Each rank gets a :class:`kinetics.attention.cache.PagedKVCache` of ``context``
+    random tokens for its own KV heads (pages in random order; seed offset by the
+    rank's first KV head) and a ``FlashinferDenseDecode`` (method 'dense') or
+    ``FlashinferBlockTopkDecode`` (method 'blocktopk': page selection and sparse
+    attention over this rank's KV heads only). As in ``kinetics bench``, the attend
+    writes each new token over the last cached slot, so the KV length stays
+    ``context`` and the planned kernels stay valid for any number of steps.
+    Needs CUDA, triton and flashinfer.
+    """
+    if method not in ("dense", "blocktopk"):
+        raise InputError(f"unknown method '{method}' (choose from dense, blocktopk)")
+
+    def factory(local_q_heads: int, local_kv_heads: int, head_dim: int, batch_size: int,
+                context: int, device, dtype, *, kv_head_start: int = 0):
+        import torch
+
+        from kinetics.attention.cache import PagedKVCache
+        from kinetics.attention.gpu import FlashinferBlockTopkDecode, FlashinferDenseDecode
+
+        if context < 1:
+            raise InputError("the paged attention needs context >= 1")
+        cache = PagedKVCache.random(batch_size, local_kv_heads, head_dim, context,
+                                    page_size=page_size, dtype=dtype, device=device,
+                                    seed=seed + kv_head_start)
+        if method == "dense":
+            decode = FlashinferDenseDecode(cache, local_q_heads, use_tensor_cores)
+        else:
+            decode = FlashinferBlockTopkDecode(cache, local_q_heads, topk_pages, local_pages,
+                                               use_tensor_cores)
+        out = torch.empty(batch_size, local_q_heads, head_dim, dtype=dtype, device=device)
+        last_page = cache.page_table[:, (context - 1) // page_size].long()
+        slot = (context - 1) % page_size
+
+        def attend(q, k, v):
+            cache.k_pages[last_page, :, slot] = k
+            cache.v_pages[last_page, :, slot] = v
+            return decode(q.contiguous(), out)
+
+        return attend
+
+    factory.label = f"flashinfer paged {method}"  # type: ignore[attr-defined]
+    return factory
+
+
 def _time_layer(layer, attend, hidden, context: int, steps: int, warmup: int, clock: _Clock,
                 barrier: Callable[[], None], time_comm: bool, cuda_graphs: bool) -> dict[str, Any]:
     """Warm up, barrier, then time `steps` decode steps; per-rank numbers in ms."""
@@ -255,6 +304,8 @@ def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_s
             raise InputError(f"method '{method}' needs an attend_factory (kinetics.attention); "
                              "without one only 'dense' runs")
         attend_factory = dense_attend_factory
+    attention_label = getattr(attend_factory, "label", None) or getattr(
+        attend_factory, "__name__", type(attend_factory).__name__)
     shard_plan(model, tp, 0)  # raise InputError on every rank before any communication
 
     info = init_distributed(tp)
@@ -320,7 +371,7 @@ def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_s
             model=model.name, num_layers=model.num_layers, method=method, context=context, batch_size=batch_size,
             page_size=page_size, topk_pages=topk_pages, tp=tp, steps=steps, warmup=warmup,
             dtype=str(torch_dtype).removeprefix("torch."), backend=info["backend"],
-            cuda_graphs=graphs,
+            cuda_graphs=graphs, attention=attention_label,
             device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             local_q_heads=layer.local_q_heads, local_kv_heads=layer.local_kv_heads,
             kv_replicas=layer.kv_replicas, mlp_width_per_rank=layer.local_mlp,
@@ -371,7 +422,8 @@ def format_tp_result(result: dict) -> str:
     graphs = ", CUDA graphs" if r["cuda_graphs"] else ""
     lines = [
         f"{r['model']} one decoder layer, tp {r['tp']} ({r['backend']}, {r['device']}{graphs}), "
-        f"{r['dtype']}, method {r['method']}, batch {r['batch_size']}, context {r['context']}{moe}",
+        f"{r['dtype']}, {r['attention']} ({r['method']}), batch {r['batch_size']}, "
+        f"context {r['context']}{moe}",
         f"  per rank: {r['local_q_heads']} q heads, {r['local_kv_heads']} kv heads{replicated}, "
         f"MLP width {r['mlp_width_per_rank']}",
         f"  step latency   {ms(r['step_ms'])} (median {ms(r['step_ms_median'])}), "
@@ -386,10 +438,16 @@ def format_tp_result(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``torchrun --nproc-per-node N -m kinetics.distributed --tp N ...`` (dense attention)."""
+    """``torchrun --nproc-per-node N -m kinetics.distributed --tp N ...``."""
     p = argparse.ArgumentParser(prog="python -m kinetics.distributed",
                                 description="Tensor-parallel decode step of one layer.")
     p.add_argument("--model", default="qwen3-8b")
+    p.add_argument("--method", choices=("dense", "blocktopk"), default="dense")
+    p.add_argument("--paged", action="store_true",
+                   help="paged cache + flashinfer kernels (kinetics.attention); needed for "
+                   "blocktopk. Default: torch SDPA over a contiguous cache (dense)")
+    p.add_argument("--page-size", type=int, default=16)
+    p.add_argument("--topk-pages", type=int, default=64)
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--tp", type=int, default=int(os.environ.get("WORLD_SIZE", "1")))
@@ -400,9 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     try:
-        result = run_tp_bench(args.model, "dense", args.context, args.batch_size, 16, 0,
-                              args.tp, args.steps, args.warmup, args.dtype,
-                              cuda_graphs=not args.eager)
+        factory = None
+        if args.paged or args.method != "dense":
+            factory = paged_attend_factory(args.method, args.page_size, args.topk_pages)
+        result = run_tp_bench(args.model, args.method, args.context, args.batch_size,
+                              args.page_size, args.topk_pages, args.tp, args.steps,
+                              args.warmup, args.dtype, factory, cuda_graphs=not args.eager)
     except InputError as exc:
         print(f"kinetics.distributed: error: {exc}", flush=True)
         return 2

@@ -198,3 +198,26 @@ def test_factory_gets_only_the_extras_it_names():
     assert seen["named"] == (2, 1, 16, 3, 100, "topk", 8)
     assert seen["all"] == ["kv_head_start", "method", "page_size", "topk_pages"]
 
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or not _has("flashinfer") or not _has("triton"),
+                    reason="needs a CUDA device with flashinfer and triton")
+@pytest.mark.parametrize("method", ["dense", "blocktopk"])
+def test_paged_flashinfer_factory_one_gpu(method, monkeypatch):
+    from kinetics.distributed import paged_attend_factory
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    spec = ModelSpec(name="small", num_layers=2, hidden_size=256, num_q_heads=8,
+                     num_kv_heads=2, head_dim=128, intermediate_size=512, vocab_size=100)
+    factory = paged_attend_factory(method, 16, 4)
+    result = run_tp_bench(spec, method, 256, 2, 16, 4, 1, 5, 2, "bfloat16", factory)
+    assert result["attention"] == f"flashinfer paged {method}" and result["cuda_graphs"]
+    assert result["step_ms"] > 0
