@@ -89,7 +89,8 @@ class FlashinferBlockTopkDecode:
     def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
                  local_pages: int = 1, use_tensor_cores: bool = False,
                  selector_options: dict | None = None, attention: str = "flashinfer",
-                 splits: int = 8, tile_pages: int = 2) -> None:
+                 splits: int = 8, tile_pages: int = 2, attn_warps: int = 4,
+                 attn_stages: int | None = None) -> None:
         import torch
 
         from kinetics.attention.triton_select import PageSelector
@@ -121,6 +122,9 @@ class FlashinferBlockTopkDecode:
                 raise ValueError(f"topk_pages ({topk_pages}) must split into {splits} parts "
                                  f"of whole tiles of {tile_pages} pages")
             self.splits, self.tile_pages = splits, tile_pages
+            self.attn_launch = {"num_warps": attn_warps}
+            if attn_stages is not None:
+                self.attn_launch["num_stages"] = attn_stages
             self.m_rows = max(16, 1 << (self.group - 1).bit_length())
             self.part_o = torch.empty((rows, splits, self.m_rows, cache.head_dim),
                                       dtype=torch.float32, device=dev)
@@ -165,7 +169,7 @@ class FlashinferBlockTopkDecode:
             1.4426950408889634 / math.sqrt(c.head_dim),
             GROUP=self.group, HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size,
             TOPK=self.topk_pages, SPLITS=self.splits, TILE_PAGES=self.tile_pages,
-            M_ROWS=self.m_rows, num_warps=4)
+            M_ROWS=self.m_rows, **self.attn_launch)
         k.sparse_decode_merge[(rows,)](
             self.part_o, self.part_ml, out, GROUP=self.group, HEAD_DIM=c.head_dim,
             SPLITS=self.splits, M_ROWS=self.m_rows,

@@ -64,8 +64,8 @@ class PageSelector:
     def __init__(self, batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  page_size: int, max_pages: int, topk_pages: int, local_pages: int = 1,
                  device: str | torch.device = "cuda", fused: bool = False, block_p: int = 64,
-                 score_warps: int = 4, select_warps: int = 4, algorithm: str = "bisect"
-                 ) -> None:
+                 score_warps: int = 4, select_warps: int = 4, algorithm: str = "bisect",
+                 score_stages: int | None = None) -> None:
         import torch
 
         self.batch_size, self.num_q_heads, self.num_kv_heads = batch_size, num_q_heads, num_kv_heads
@@ -75,6 +75,9 @@ class PageSelector:
         if algorithm not in ("bisect", "bitonic"):
             raise ValueError(f"algorithm must be 'bisect' or 'bitonic', got {algorithm!r}")
         self.algorithm = algorithm
+        self.score_launch = {"num_warps": score_warps}
+        if score_stages is not None:
+            self.score_launch["num_stages"] = score_stages
         if head_dim & (head_dim - 1):
             raise ValueError(f"head_dim must be a power of two, got {head_dim}")
         self.scores = torch.empty((batch_size * num_kv_heads, max_pages), dtype=torch.float32,
@@ -109,7 +112,7 @@ class PageSelector:
         kernels["score"][(rows, triton.cdiv(self.max_pages, self.block_p))](
             q, key_means, page_table, seq_lens, self.scores,
             page_table.stride(0), self.max_pages, **shapes, **query,
-            BLOCK_P=self.block_p, num_warps=self.score_warps)
+            BLOCK_P=self.block_p, **self.score_launch)
         kernels["select"][(rows,)](
             self.scores, page_table, seq_lens, out_indices,
             page_table.stride(0), self.max_pages, out_offset, **shapes, **select,
