@@ -11,6 +11,9 @@ partial with ``last_len[row]`` tokens.
    pages, ``TILE_PAGES`` pages per step with an online softmax (base 2), and writes
    the unnormalised output, running max and sum (float32) to scratch.
 2. ``sparse_decode_merge``, grid ``(rows,)``: combines the splits into the output.
+
+``sparse_decode_fused`` does both in one launch: the last split of a row to finish
+merges the row.
 """
 
 import triton
@@ -23,8 +26,35 @@ def sparse_decode_partial(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr
                           GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                           PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr, SPLITS: tl.constexpr,
                           TILE_PAGES: tl.constexpr, M_ROWS: tl.constexpr):
+    _partial(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr, part_ml_ptr, qk_scale,
+             tl.program_id(0), tl.program_id(1), GROUP, HEAD_DIM, PAGE_SIZE, TOPK, SPLITS,
+             TILE_PAGES, M_ROWS)
+
+
+@triton.jit
+def sparse_decode_fused(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr,
+                        part_ml_ptr, out_ptr, counter_ptr, qk_scale,
+                        GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+                        PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr, SPLITS: tl.constexpr,
+                        TILE_PAGES: tl.constexpr, M_ROWS: tl.constexpr, G_P2: tl.constexpr):
+    """Partial attention; the last split of a row to finish (acq_rel atomic counter per
+    row) merges the row's splits and resets the counter: one launch per step."""
     row = tl.program_id(0)
-    split = tl.program_id(1)
+    _partial(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr, part_ml_ptr, qk_scale,
+             row, tl.program_id(1), GROUP, HEAD_DIM, PAGE_SIZE, TOPK, SPLITS, TILE_PAGES,
+             M_ROWS)
+    tl.debug_barrier()
+    done = tl.atomic_add(counter_ptr + row, 1, sem="acq_rel")
+    if done == SPLITS - 1:
+        tl.store(counter_ptr + row, 0)
+        _merge(part_o_ptr, part_ml_ptr, out_ptr, row, GROUP, HEAD_DIM, SPLITS, M_ROWS, G_P2)
+
+
+@triton.jit
+def _partial(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr, part_ml_ptr, qk_scale,
+             row, split, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+             PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr, SPLITS: tl.constexpr,
+             TILE_PAGES: tl.constexpr, M_ROWS: tl.constexpr):
     pages_per_split: tl.constexpr = TOPK // SPLITS
     tokens: tl.constexpr = TILE_PAGES * PAGE_SIZE
     g = tl.arange(0, M_ROWS)
@@ -64,20 +94,29 @@ def sparse_decode_partial(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr
 def sparse_decode_merge(part_o_ptr, part_ml_ptr, out_ptr,
                         GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr,
                         M_ROWS: tl.constexpr, G_P2: tl.constexpr):
-    row = tl.program_id(0)
+    _merge(part_o_ptr, part_ml_ptr, out_ptr, tl.program_id(0), GROUP, HEAD_DIM, SPLITS,
+           M_ROWS, G_P2)
+
+
+@triton.jit
+def _merge(part_o_ptr, part_ml_ptr, out_ptr, row, GROUP: tl.constexpr,
+           HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr, M_ROWS: tl.constexpr,
+           G_P2: tl.constexpr):
     sp = tl.arange(0, SPLITS)
     g = tl.arange(0, G_P2)
     d = tl.arange(0, HEAD_DIM)
     gmask = g < GROUP
     ml = (row * SPLITS + sp)[:, None] * M_ROWS + g[None, :]  # [S, G]
-    m = tl.load(part_ml_ptr + ml * 2, mask=gmask[None, :], other=float("-inf"))
-    l_ = tl.load(part_ml_ptr + ml * 2 + 1, mask=gmask[None, :], other=0.0)
+    m = tl.load(part_ml_ptr + ml * 2, mask=gmask[None, :], other=float("-inf"),
+                cache_modifier=".cg")
+    l_ = tl.load(part_ml_ptr + ml * 2 + 1, mask=gmask[None, :], other=0.0,
+                 cache_modifier=".cg")
     m_max = tl.max(m, axis=0)  # [G]
     w = tl.exp2(m - m_max[None, :])  # [S, G]
     w = tl.where(m == float("-inf"), 0.0, w)
     denom = tl.sum(w * l_, axis=0)  # [G]
     o = tl.load(part_o_ptr + ml[:, :, None] * HEAD_DIM + d[None, None, :],
-                mask=gmask[None, :, None], other=0.0)  # [S, G, D]
+                mask=gmask[None, :, None], other=0.0, cache_modifier=".cg")  # [S, G, D]
     out = tl.sum(o * w[:, :, None], axis=0) / denom[:, None]
     tl.store(out_ptr + (row * GROUP + g)[:, None] * HEAD_DIM + d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=gmask[:, None])

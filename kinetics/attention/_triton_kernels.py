@@ -130,3 +130,32 @@ def _fused_kernel(q_ptr, means_ptr, table_ptr, lens_ptr, scores_ptr, out_ptr,
     tl.debug_barrier()  # this program's score stores are visible to all its threads
     _select(scores_ptr, table_ptr, out_ptr, req, head, pid, n_pages, table_stride,
             max_pages, out_offset, KV_HEADS, TOPK, LOCAL_PAGES, LOCAL_P2, BLOCK_N, BITONIC, K_P2)
+
+
+@triton.jit
+def _score_select_kernel(q_ptr, means_ptr, table_ptr, lens_ptr, scores_ptr, out_ptr,
+                         counter_ptr, table_stride, max_pages, out_offset,
+                         KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
+                         HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr,
+                         LOCAL_PAGES: tl.constexpr, LOCAL_P2: tl.constexpr,
+                         BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+                         NUM_CHUNKS: tl.constexpr, BITONIC: tl.constexpr,
+                         K_P2: tl.constexpr):
+    """Scoring spread over (row, chunk) programs; the last chunk of a row to finish
+    (an acq_rel atomic counter per row) runs that row's selection and resets the
+    counter. One launch, and a row's selection overlaps other rows' scoring."""
+    pid = tl.program_id(0)
+    req = pid // KV_HEADS
+    head = pid % KV_HEADS
+    qsum = _summed_query(q_ptr, req, head, KV_HEADS, GROUP, GROUP_P2, HEAD_DIM)
+    n_pages = (tl.load(lens_ptr + req) + PAGE_SIZE - 1) // PAGE_SIZE
+    _score_chunk(qsum, means_ptr, table_ptr, scores_ptr, req, head, pid,
+                 tl.program_id(1) * BLOCK_P, n_pages - LOCAL_PAGES, table_stride,
+                 max_pages, KV_HEADS, HEAD_DIM, BLOCK_P)
+    tl.debug_barrier()
+    done = tl.atomic_add(counter_ptr + pid, 1, sem="acq_rel")
+    if done == NUM_CHUNKS - 1:
+        tl.store(counter_ptr + pid, 0)
+        _select(scores_ptr, table_ptr, out_ptr, req, head, pid, n_pages, table_stride,
+                max_pages, out_offset, KV_HEADS, TOPK, LOCAL_PAGES, LOCAL_P2, BLOCK_N,
+                BITONIC, K_P2)

@@ -90,7 +90,7 @@ class FlashinferBlockTopkDecode:
                  local_pages: int = 1, use_tensor_cores: bool = False,
                  selector_options: dict | None = None, attention: str = "flashinfer",
                  splits: int = 8, tile_pages: int = 2, attn_warps: int = 4,
-                 attn_stages: int | None = None) -> None:
+                 attn_stages: int | None = None, fused_merge: bool = False) -> None:
         import torch
 
         from kinetics.attention.triton_select import PageSelector
@@ -121,7 +121,8 @@ class FlashinferBlockTopkDecode:
             if topk_pages % splits or (topk_pages // splits) % tile_pages:
                 raise ValueError(f"topk_pages ({topk_pages}) must split into {splits} parts "
                                  f"of whole tiles of {tile_pages} pages")
-            self.splits, self.tile_pages = splits, tile_pages
+            self.splits, self.tile_pages, self.fused_merge = splits, tile_pages, fused_merge
+            self.counter = torch.zeros(rows, dtype=torch.int32, device=dev)
             self.attn_launch = {"num_warps": attn_warps}
             if attn_stages is not None:
                 self.attn_launch["num_stages"] = attn_stages
@@ -164,16 +165,23 @@ class FlashinferBlockTopkDecode:
 
         c = self.cache
         rows = c.batch_size * c.num_kv_heads
+        scale = 1.4426950408889634 / math.sqrt(c.head_dim)
+        consts = dict(GROUP=self.group, HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size,
+                      TOPK=self.topk_pages, SPLITS=self.splits, TILE_PAGES=self.tile_pages,
+                      M_ROWS=self.m_rows)
+        g_p2 = max(2, 1 << (self.group - 1).bit_length())
+        if self.fused_merge:
+            k.sparse_decode_fused[(rows, self.splits)](
+                q, self.k_view, self.v_view, self.indices, self.last, self.part_o,
+                self.part_ml, out, self.counter, scale, **consts, G_P2=g_p2,
+                **self.attn_launch)
+            return out
         k.sparse_decode_partial[(rows, self.splits)](
             q, self.k_view, self.v_view, self.indices, self.last, self.part_o, self.part_ml,
-            1.4426950408889634 / math.sqrt(c.head_dim),
-            GROUP=self.group, HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size,
-            TOPK=self.topk_pages, SPLITS=self.splits, TILE_PAGES=self.tile_pages,
-            M_ROWS=self.m_rows, **self.attn_launch)
+            scale, **consts, **self.attn_launch)
         k.sparse_decode_merge[(rows,)](
             self.part_o, self.part_ml, out, GROUP=self.group, HEAD_DIM=c.head_dim,
-            SPLITS=self.splits, M_ROWS=self.m_rows,
-            G_P2=max(2, 1 << (self.group - 1).bit_length()), num_warps=4)
+            SPLITS=self.splits, M_ROWS=self.m_rows, G_P2=g_p2, num_warps=4)
         return out
 
     def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 def _kernels() -> dict[str, Any]:
     from kinetics.attention import _triton_kernels as k
 
-    return {"score": k._score_kernel, "select": k._select_kernel, "fused": k._fused_kernel}
+    return {"score": k._score_kernel, "select": k._select_kernel, "fused": k._fused_kernel,
+            "score_select": k._score_select_kernel}
 
 
 def _next_pow2(n: int) -> int:
@@ -54,6 +55,8 @@ class PageSelector:
         device: CUDA device.
         fused: one launch (each (request, KV head) program scores all its pages, then
             selects) instead of two (scoring spread over pages, then selection).
+        last_block: one launch, scoring spread over pages; the last program of each
+            (request, KV head) to finish (atomic counter) runs its selection.
         block_p: pages per scoring step (per program, or per loop step when fused).
         score_warps, select_warps: warps per scoring / selection (or fused) program.
         algorithm: ``"bisect"`` (binary search for the threshold, prefix-sum compaction,
@@ -65,13 +68,15 @@ class PageSelector:
                  page_size: int, max_pages: int, topk_pages: int, local_pages: int = 1,
                  device: str | torch.device = "cuda", fused: bool = False, block_p: int = 64,
                  score_warps: int = 4, select_warps: int = 4, algorithm: str = "bisect",
-                 score_stages: int | None = None) -> None:
+                 score_stages: int | None = None, last_block: bool = False) -> None:
         import torch
 
         self.batch_size, self.num_q_heads, self.num_kv_heads = batch_size, num_q_heads, num_kv_heads
         self.head_dim, self.page_size, self.max_pages = head_dim, page_size, max_pages
         self.topk_pages, self.local_pages, self.block_p = topk_pages, local_pages, block_p
         self.fused, self.score_warps, self.select_warps = fused, score_warps, select_warps
+        self.last_block = last_block
+        self.counter = torch.zeros(batch_size * num_kv_heads, dtype=torch.int32, device=device)
         if algorithm not in ("bisect", "bitonic"):
             raise ValueError(f"algorithm must be 'bisect' or 'bitonic', got {algorithm!r}")
         self.algorithm = algorithm
@@ -109,7 +114,14 @@ class PageSelector:
                 BLOCK_P=self.block_p, NUM_CHUNKS=triton.cdiv(self.max_pages, self.block_p),
                 num_warps=self.select_warps)
             return
-        kernels["score"][(rows, triton.cdiv(self.max_pages, self.block_p))](
+        chunks = triton.cdiv(self.max_pages, self.block_p)
+        if self.last_block:
+            kernels["score_select"][(rows, chunks)](
+                q, key_means, page_table, seq_lens, self.scores, out_indices, self.counter,
+                page_table.stride(0), self.max_pages, out_offset, **shapes, **select, **query,
+                BLOCK_P=self.block_p, NUM_CHUNKS=chunks, **self.score_launch)
+            return
+        kernels["score"][(rows, chunks)](
             q, key_means, page_table, seq_lens, self.scores,
             page_table.stride(0), self.max_pages, **shapes, **query,
             BLOCK_P=self.block_p, **self.score_launch)
