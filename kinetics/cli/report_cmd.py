@@ -112,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", path=str(out))
 
+    # Validate the input before the progress bar starts, so an error prints alone.
+    trials, synthetic = load_trials(args.trials)
+    source = EMBEDDED_SOURCE if args.trials is None else str(args.trials)
+    models = resolve_models(trials, model_configs, source)
+
     steps = 4 + 2 * 3 + (0 if args.no_plots else 3)
     bar = tqdm(total=steps, file=sys.stderr, disable=args.quiet, desc="kinetics report",
                unit="step", leave=False)
@@ -120,19 +125,18 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(label, refresh=False)
         bar.update(1)
 
-    trials, synthetic = load_trials(args.trials)
-    source = EMBEDDED_SOURCE if args.trials is None else str(args.trials)
-    models = resolve_models(trials, model_configs, source)
-    tick("load")
-    analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
-                       grid_points=args.grid_points, tick=tick)
-    summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
-                            source=source, model_configs=model_configs, options=analysis.options)
-    tick("summary")
-
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
+    tmp = None
     try:
+        tick("load")
+        analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
+                           grid_points=args.grid_points, tick=tick)
+        summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
+                                source=source, model_configs=model_configs,
+                                options=analysis.options)
+        tick("summary")
+
+        out.absolute().parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
         umask = os.umask(0o22)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a report is not
@@ -169,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
             (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + "\n")
         _move_into_place(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         bar.close()
