@@ -37,7 +37,11 @@ from typing import Any
 from kinetics.errors import InputError
 from kinetics.models import ModelSpec, get_model
 
-BENCH_METHODS: tuple[str, ...] = ("dense", "blocktopk")
+BENCH_METHODS: tuple[str, ...] = ("dense", "blocktopk", "blocktopk-triton")
+# dense: flashinfer paged decode. blocktopk: Triton selection + flashinfer paged decode
+# over the selected pages. blocktopk-triton: the same selection + our Triton split-KV
+# decode over the selected pages (kinetics.attention._triton_decode).
+TRITON_ATTENTION = {"attention": "triton", "splits": 4, "tile_pages": 4}
 REL_TOL = 1e-2  # bf16 GPU output vs float32 reference, ||out - ref|| / ||ref||
 
 
@@ -217,6 +221,15 @@ def _check_selection(q, cache, decoder, cfg: BenchConfig) -> dict[str, Any]:
             "selection_ok": ok}
 
 
+def _triton_attention_options(cfg: BenchConfig) -> dict[str, Any]:
+    """Triton-attention options for ``cfg`` (fewer splits/pages per tile if k needs it)."""
+    opts = dict(TRITON_ATTENTION)
+    k = cfg.topk_pages
+    opts["splits"] = next(s for s in (4, 2, 1) if k % s == 0)
+    opts["tile_pages"] = next(t for t in (4, 2, 1) if (k // opts["splits"]) % t == 0)
+    return opts
+
+
 def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
                    check: bool = True, copy_gbps: float | None = None) -> dict[str, Any]:
     """Time ``methods`` on the same caches in one run; returns every number as a dict.
@@ -224,8 +237,8 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
     Keys: ``device``, ``date``, ``config``, ``copy_gbps``, ``methods`` (per method:
     ``ms_per_step``, ``tokens_per_s``, ``bytes_per_step``, ``gbytes_per_s``,
     ``fraction_of_copy``; block top-k adds ``selection_ms`` and ``sparse_attention_ms``),
-    ``speedup`` (dense ms / block top-k ms, when both ran), ``roofline_speedup`` (byte
-    ratio), ``checks`` (relative errors vs the float32 reference and pass flags) and
+    ``speedup`` (dense ms / block top-k ms, when both ran; ``speedup_triton`` likewise
+    for ``blocktopk-triton``), ``roofline_speedup`` (byte ratio), ``checks`` (relative errors vs the float32 reference and pass flags) and
     ``checks_passed``. Needs a CUDA GPU with triton and flashinfer.
     """
     import torch
@@ -295,8 +308,10 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
         if method == "dense":
             decoders = [FlashinferDenseDecode(c, hq, cfg.use_tensor_cores) for c in caches]
         else:
+            extra = _triton_attention_options(cfg) if method == "blocktopk-triton" else {}
             decoders = [FlashinferBlockTopkDecode(c, hq, cfg.topk_pages, cfg.local_pages,
-                                                  cfg.use_tensor_cores) for c in caches]
+                                                  cfg.use_tensor_cores, **extra)
+                        for c in caches]
 
         if check:  # poisoned output, one eager step on replica 0, vs the float32 reference
             q0, c0, o0 = queries[0], caches[0], outs[0]
@@ -354,7 +369,7 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
             "gbytes_per_s": nbytes.total / (ms * 1e-3) / 1e9,
         }
         entry["fraction_of_copy"] = entry["gbytes_per_s"] / copy_gbps
-        if method == "blocktopk" and layer is None:
+        if method != "dense" and layer is None:
             sel = _time_graph(make_step(decoders, "select"), steps, cfg.repeats)
             att = _time_graph(make_step(decoders, "attend"), steps, cfg.repeats)
             entry["selection_ms"] = sel["ms"]
@@ -366,10 +381,14 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
         del decoders
         torch.cuda.synchronize()
 
-    if "dense" in result["methods"] and "blocktopk" in result["methods"]:
-        dense, sparse = result["methods"]["dense"], result["methods"]["blocktopk"]
-        result["speedup"] = dense["ms_per_step"] / sparse["ms_per_step"]
-        result["roofline_speedup"] = dense["bytes_per_step"] / sparse["bytes_per_step"]
+    if "dense" in result["methods"]:
+        dense = result["methods"]["dense"]
+        for name in ("blocktopk", "blocktopk-triton"):
+            if name in result["methods"]:
+                sparse = result["methods"][name]
+                key = "speedup" if name == "blocktopk" else "speedup_triton"
+                result[key] = dense["ms_per_step"] / sparse["ms_per_step"]
+                result["roofline_speedup"] = dense["bytes_per_step"] / sparse["bytes_per_step"]
     result["checks_passed"] = all(c["passed"] for c in result["checks"].values())
     return result
 
@@ -410,8 +429,11 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{m['gbytes_per_s']:>8.0f} {100 * m['fraction_of_copy']:>7.1f}% "
                      f"{sel:>10} {att:>8} {err:>9} {passed:>6}")
     if "speedup" in result:
-        lines.append(f"speedup blocktopk over dense: {result['speedup']:.2f}x "
-                     f"(byte roofline {result['roofline_speedup']:.2f}x)")
+        lines.append(f"speedup blocktopk (flashinfer attention) over dense: "
+                     f"{result['speedup']:.2f}x (byte roofline {result['roofline_speedup']:.2f}x)")
+    if "speedup_triton" in result:
+        lines.append(f"speedup blocktopk-triton (Triton attention) over dense: "
+                     f"{result['speedup_triton']:.2f}x")
     return "\n".join(lines)
 
 
@@ -426,14 +448,17 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)) from None
     if not isinstance(data, dict):
         raise InputError("expected a JSON object", path=str(path))
-    floor = data.get("min_speedup")
-    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not math.isfinite(floor) \
-            or floor <= 0:
-        raise InputError("expected a positive number", path=str(path), field="min_speedup")
+    for name in ("min_speedup", "min_speedup_triton"):
+        floor = data.get(name)
+        if floor is None and name == "min_speedup_triton":
+            continue
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) \
+                or not math.isfinite(floor) or floor <= 0:
+            raise InputError("expected a positive number", path=str(path), field=name)
     config = data.get("config", {})
     if not isinstance(config, dict):
         raise InputError("expected an object", path=str(path), field="config")
-    known = set(BenchConfig.__dataclass_fields__)
+    known = set(BenchConfig.__dataclass_fields__)  # other top-level keys are notes
     unknown = set(config) - known
     if unknown:
         raise InputError(f"unknown keys {sorted(unknown)}", path=str(path), field="config")
@@ -442,22 +467,27 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
 
 def run_gate(baseline_path: str | Path, json_out: str | Path | None = None,
              printer=print) -> int:
-    """The GPU regression gate: 0 if block top-k's speedup over dense is at least the
-    baseline's ``min_speedup`` and every in-run check passed, else 1."""
+    """The GPU regression gate: 0 if block top-k's speedup over dense (dense ms / block
+    top-k ms, selection included) is at least the baseline's ``min_speedup`` (and the
+    Triton-attention variant's at least ``min_speedup_triton``, if stored) and every
+    in-run correctness check passed, else 1."""
     baseline = load_baseline(baseline_path)
     cfg = BenchConfig(**baseline.get("config", {}))
     result = compare_decode(cfg, BENCH_METHODS, check=True)
-    floor = float(baseline["min_speedup"])
-    speed_ok = result["speedup"] >= floor
-    result["gate"] = {"baseline": str(baseline_path), "min_speedup": floor,
-                      "speedup_ok": speed_ok, "checks_ok": result["checks_passed"],
-                      "passed": speed_ok and result["checks_passed"]}
+    floors = {"speedup": float(baseline["min_speedup"])}
+    if baseline.get("min_speedup_triton") is not None:
+        floors["speedup_triton"] = float(baseline["min_speedup_triton"])
+    speed = {key: result[key] >= floor for key, floor in floors.items()}
+    passed = all(speed.values()) and result["checks_passed"]
+    result["gate"] = {"baseline": str(baseline_path), "floors": floors, "speedup_ok": speed,
+                      "checks_ok": result["checks_passed"], "passed": passed}
     printer(format_table(result))
-    printer(f"gate: speedup {result['speedup']:.2f}x vs floor {floor:.2f}x "
-            f"({'ok' if speed_ok else 'BELOW FLOOR'}); checks "
-            f"{'ok' if result['checks_passed'] else 'FAILED'} -> "
-            f"{'PASS' if result['gate']['passed'] else 'FAIL'}")
+    for key, floor in floors.items():
+        printer(f"gate: {key} {result[key]:.2f}x vs floor {floor:.2f}x "
+                f"({'ok' if speed[key] else 'BELOW FLOOR'})")
+    printer(f"gate: checks {'ok' if result['checks_passed'] else 'FAILED'} -> "
+            f"{'PASS' if passed else 'FAIL'}")
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
-    return 0 if result["gate"]["passed"] else 1
+    return 0 if passed else 1

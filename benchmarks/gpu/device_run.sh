@@ -16,6 +16,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH="/tmp/site:$PWD"
 export PATH="/tmp/site/bin:$PATH"
+command -v python >/dev/null || { mkdir -p /tmp/site/bin; ln -sf "$(command -v python3)" /tmp/site/bin/python; }
 export FLASHINFER_WORKSPACE_BASE=/tmp/fiws  # JIT cache shared by every step of this call
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv \
@@ -39,9 +40,10 @@ elif [ "$mode" = explore ]; then
     python3 benchmarks/gpu/explore_select.py 2>&1 | tee "$OUT/explore.txt"
     status=$?
 elif [ "$mode" = gate ]; then
-    python3 -m nox -s gpu 2>&1 | tee "$OUT/nox-gpu.log" | grep -vE "^tests/.*PASSED" | tail -60
+    python3 -m nox -s gpu 2>&1 | tee "$OUT/nox-gpu.log" | grep -vE "^tests/.*PASSED" | tail -45
     status=$?
     python3 -m kinetics bench --json-out "$OUT/bench-layer.json" 2>&1 | tee "$OUT/bench-layer.txt"
-    echo "== nox -s gpu summary"; grep -E "passed|failed|gate:|speedup|Session" "$OUT/nox-gpu.log"
+    echo "== nox -s gpu summary"
+    grep -E " passed| failed|gate:|speedup|Session|^(dense|blocktopk)" "$OUT/nox-gpu.log"
 fi
 exit $status

@@ -9,14 +9,22 @@ Two launches, both CUDA-graph friendly (fixed grids, no host sync):
    max_pages]``, a few KB per request, L2-resident). Spreading the pages over
    programs keeps every SM streaming the compressed keys, the only large read.
 2. ``_select_kernel``, grid ``(batch * kv_heads,)``: one program per (request, KV
-   head) finds the ``m``-th largest candidate score by a 32-step binary search on
-   the order-preserving integer image of the float32 scores (one block-wide count per
-   step), keeps the scores above it plus the first ties in page order, compacts them
-   with a prefix sum, and writes the flattened page ids (``page * kv_heads + head``,
-   rows of the ``HND`` cache viewed as one-head pages) straight into the decode
-   kernel's page-index buffer: first the chosen pages in page order, then the
+   head) takes the ``m = topk_pages - local_pages`` best candidate pages, either
+   (default, ``algorithm="bitonic"``) with ``tl.topk``'s bitonic top-k over the
+   order-preserving integer image of the float32 scores packed with the page number
+   in int64 (ties: lower page first; chosen pages listed best first), or
+   (``"bisect"``) by a 32-step binary search for the ``m``-th largest key (one
+   block-wide count per step), keeping the keys above it plus the first ties in page
+   order, compacted with a prefix sum. It writes the flattened page ids (``page *
+   kv_heads + head``, rows of the ``HND`` cache viewed as one-head pages) straight
+   into the decode kernel's page-index buffer: the chosen pages, then the
    ``local_pages`` local pages with the last, partial page last (the decode kernel
    takes the last listed page as the partial one).
+
+Variants (measured slower at the standard size, kept as options): ``fused`` (one
+program per (request, KV head) scores all its pages, then selects) and
+``last_block`` (one launch: the last scoring program of a row to finish, by an
+atomic counter, runs that row's selection).
 
 Semantics equal :func:`kinetics.attention.reference.select_pages` up to ties and
 float32 summation order. Every request must hold at least ``topk_pages`` pages, so
@@ -58,6 +66,8 @@ class PageSelector:
         last_block: one launch, scoring spread over pages; the last program of each
             (request, KV head) to finish (atomic counter) runs its selection.
         block_p: pages per scoring step (per program, or per loop step when fused).
+            The defaults (128 pages, 8 + 8 warps, bitonic, two launches) measured fastest
+            on an H100 at the standard size (benchmarks/RESULTS.md).
         score_warps, select_warps: warps per scoring / selection (or fused) program.
         algorithm: ``"bisect"`` (binary search for the threshold, prefix-sum compaction,
             chosen pages in page order) or ``"bitonic"`` (``tl.topk`` on (score, page)
@@ -66,8 +76,8 @@ class PageSelector:
 
     def __init__(self, batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  page_size: int, max_pages: int, topk_pages: int, local_pages: int = 1,
-                 device: str | torch.device = "cuda", fused: bool = False, block_p: int = 64,
-                 score_warps: int = 4, select_warps: int = 4, algorithm: str = "bisect",
+                 device: str | torch.device = "cuda", fused: bool = False, block_p: int = 128,
+                 score_warps: int = 8, select_warps: int = 8, algorithm: str = "bitonic",
                  score_stages: int | None = None, last_block: bool = False) -> None:
         import torch
 

@@ -66,15 +66,31 @@ def test_flashinfer_dense_matches_reference(case, seed):
     assert _rel(out, reference.dense_decode(q, cache)) < 1e-2
 
 
+def _backend(name: str, k: int) -> dict:
+    """Decoder options of a block top-k backend (the Triton one needs whole tiles)."""
+    if name == "flashinfer":
+        return {}
+    splits = 4 if k % 4 == 0 else 1
+    tile = next(t for t in (4, 2, 1) if (k // splits) % t == 0)
+    opts = dict(attention="triton", splits=splits, tile_pages=tile)
+    if name == "triton-fused":
+        opts.update(fused_merge=True, selector_options=dict(last_block=True, block_p=32,
+                                                            algorithm="bitonic"))
+    return opts
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_blocktopk_matches_reference(case, seed):
+@pytest.mark.parametrize("backend", ["flashinfer", "triton", "triton-fused"])
+def test_blocktopk_matches_reference(case, seed, backend):
     batch, hq, hkv, ps, lens, k, local = case
     cache, q = _problem(batch, hq, hkv, ps, lens, seed)
-    dec = FlashinferBlockTopkDecode(cache, hq, k, local)
+    dec = FlashinferBlockTopkDecode(cache, hq, k, local, **_backend(backend, k))
     out = torch.full_like(q, float("nan"))
-    dec(q, out)
-    torch.cuda.synchronize()
+    for _ in range(2):  # twice: the last-block counters must reset themselves
+        out.fill_(float("nan"))
+        dec(q, out)
+        torch.cuda.synchronize()
     assert torch.isfinite(out).all(), "output not fully written"
     got = dec.selected_page_mask()
     want = reference.select_pages(q, cache, k, local)
@@ -109,7 +125,12 @@ def _assert_same_selection(got, want, scores, cache, local):
     (64, [65536, 32768], 64, 2),
 ])
 @pytest.mark.parametrize("hq,hkv", [(4, 1), (8, 2)])
-def test_selection_kernel_picks_topk_pages(page_size, lens, k, local, hq, hkv):
+@pytest.mark.parametrize("variant", [
+    dict(), dict(algorithm="bitonic", select_warps=8),
+    dict(last_block=True, algorithm="bitonic", block_p=128, score_warps=8),
+    dict(fused=True, block_p=128, select_warps=8),
+], ids=["bisect", "bitonic", "last-block", "fused"])
+def test_selection_kernel_picks_topk_pages(page_size, lens, k, local, hq, hkv, variant):
     gen = torch.Generator(device="cuda").manual_seed(sum(lens) + k)
     batch = len(lens)
     cache = PagedKVCache(batch, hkv, DIM, page_size=page_size, max_tokens=max(lens),
@@ -120,7 +141,7 @@ def test_selection_kernel_picks_topk_pages(page_size, lens, k, local, hq, hkv):
     cache.key_means.normal_(generator=gen)  # scoring reads only the page means
     q = torch.randn((batch, hq, DIM), generator=gen, device="cuda").to(torch.bfloat16)
     sel = PageSelector(batch, hq, hkv, DIM, page_size, cache.page_table.shape[1], k, local,
-                       device="cuda")
+                       device="cuda", **variant)
     out = torch.full((batch * hkv * k,), -1, dtype=torch.int32, device="cuda")
     sel(q, cache.key_means, cache.page_table, cache.seq_lens, out)
     torch.cuda.synchronize()
@@ -160,7 +181,7 @@ def _graph_step(decoders, queries, outs):
     return replay
 
 
-@pytest.mark.parametrize("method", ["dense", "blocktopk"])
+@pytest.mark.parametrize("method", ["dense", "blocktopk", "blocktopk-triton"])
 def test_benchmark_decode(benchmark, method):
     """Standard size (Qwen3-8B tp 8: 4 q / 1 kv heads, 16k context, batch 64, 64 pages of
     16), 4 cache replicas cycled in one CUDA graph (wall time per replay of 4 steps)."""
@@ -172,8 +193,9 @@ def test_benchmark_decode(benchmark, method):
         caches.append(cache)
         queries.append(q)
         outs.append(torch.empty_like(q))
+        extra = bench.TRITON_ATTENTION if method == "blocktopk-triton" else {}
         decoders.append(FlashinferDenseDecode(cache, 4) if method == "dense"
-                        else FlashinferBlockTopkDecode(cache, 4, 64))
+                        else FlashinferBlockTopkDecode(cache, 4, 64, **extra))
     replay = _graph_step(decoders, queries, outs)
     benchmark.extra_info.update(steps_per_round=4, context=16384, batch_size=64)
     benchmark.pedantic(replay, rounds=50, iterations=1, warmup_rounds=5)
