@@ -21,7 +21,7 @@ from kinetics.attention import (  # noqa: E402
 from kinetics.attention.reference import page_mask_to_tokens  # noqa: E402
 from kinetics.errors import InputError  # noqa: E402
 
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=40, deadline=None)
 
 
 @st.composite
