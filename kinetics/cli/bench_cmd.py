@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from kinetics.errors import InputError
 from kinetics.models import MODELS
 
 
@@ -46,6 +47,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "both methods; exit 1 if the speedup is under its min_speedup or a "
                         "correctness check fails")
     parser.add_argument("--json-out", metavar="PATH", help="also write the numbers to PATH")
+    parser.add_argument("--distributed", action="store_true",
+                        help="real tensor parallelism: run under torchrun --nproc-per-node TP; "
+                        "times one decoder layer per rank over torch.distributed "
+                        "(kinetics.distributed.run_tp_bench, paged cache + flashinfer; "
+                        "methods dense and blocktopk)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.gate is not None:
         return bench.run_gate(args.gate, args.json_out)
+    if args.distributed:
+        return _run_distributed(args)
     methods = {"all": bench.BENCH_METHODS, "both": ("dense", "blocktopk")}.get(
         args.method, (args.method,))
     result = bench.compare_decode(cfg, methods, check=True)
@@ -79,4 +87,32 @@ def run(args: argparse.Namespace) -> int:
     if not result["checks_passed"]:
         print("kinetics bench: a correctness check failed", file=sys.stderr)
         return 1
+    return 0
+
+
+def _run_distributed(args: argparse.Namespace) -> int:
+    """``--distributed``: one tensor-parallel layer per rank (kinetics.distributed)."""
+    from kinetics.distributed import format_tp_result, paged_attend_factory, run_tp_bench
+
+    wanted = {"all": ("dense", "blocktopk"), "both": ("dense", "blocktopk")}.get(
+        args.method, (args.method,))
+    if "blocktopk-triton" in wanted:
+        raise InputError("--distributed times dense and blocktopk only")
+    results = {}
+    for method in wanted:
+        factory = paged_attend_factory(method, args.page_size, args.topk_pages,
+                                       local_pages=args.local_pages,
+                                       use_tensor_cores=args.tensor_cores)
+        result = run_tp_bench(args.model, method, args.context, args.batch_size,
+                              args.page_size, args.topk_pages, args.tp, args.repeats, 10,
+                              "bfloat16", factory)
+        if result is not None:  # rank 0
+            results[method] = result
+            if not args.json:
+                print(format_tp_result(result), flush=True)
+    if results and args.json:
+        print(json.dumps(results), flush=True)
+    if results and args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(results, fh, indent=2)
     return 0

@@ -21,6 +21,7 @@ def no_gpu(monkeypatch):
      "--batch-size", "64", "--page-size", "16", "--topk-pages", "64", "--tp", "8",
      "--attention-only", "--json"],
     ["bench", "--gate", "benchmarks/baseline/gpu.json", "--json-out", "unused.json"],
+    ["bench", "--distributed", "--tp", "8", "--method", "both"],
 ])
 def test_bench_without_gpu_exits_2_with_one_line(argv, no_gpu, capsys, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
@@ -61,3 +62,47 @@ def test_stored_baseline_is_valid():
 def test_gpu_available_reports_a_reason():
     ok, why = bench.gpu_available()
     assert isinstance(ok, bool) and why
+
+
+def test_local_heads_and_step_bytes():
+    from kinetics.errors import InputError
+    from kinetics.models import get_model
+
+    model = get_model("qwen3-8b")
+    assert bench.local_heads(model, 8) == (4, 1)
+    assert bench.local_heads(model, 16) == (2, 1)  # KV heads replicated
+    assert bench.local_heads(model, 1) == (32, 8)
+    with pytest.raises(InputError):
+        bench.local_heads(model, 3)
+    cfg = bench.BenchConfig()
+    dense = bench._step_bytes(cfg, 4, 1, 128, "dense", 0.0)
+    sparse = bench._step_bytes(cfg, 4, 1, 128, "blocktopk", 0.0)
+    assert dense.kv == 2 * 64 * 16384 * 128 * 2  # K and V, bf16 bytes
+    assert sparse.kv == 2 * 64 * 64 * 16 * 128 * 2
+    assert sparse.selection == 64 * 1023 * (128 * 2 + 4)
+    assert 10 < dense.total / sparse.total < 11
+
+
+def test_format_table():
+    method = dict(ms_per_step=0.2, tokens_per_s=320000.0, gbytes_per_s=2700.0,
+                  fraction_of_copy=0.92)
+    result = {
+        "device": "GPU", "date": "today", "copy_gbps": 2900.0, "config": vars(bench.BenchConfig()),
+        "local_q_heads": 4, "local_kv_heads": 1, "head_dim": 128,
+        "methods": {"dense": method,
+                    "blocktopk": dict(method, ms_per_step=0.04, selection_ms=0.015,
+                                      sparse_attention_ms=0.025)},
+        "checks": {"dense": {"rel_err": 1e-3, "passed": True}},
+        "speedup": 5.0, "roofline_speedup": 10.6,
+    }
+    text = bench.format_table(result)
+    assert "speedup blocktopk" in text and "5.00x" in text and "0.0150" in text
+
+
+def test_baseline_unknown_config_key(tmp_path):
+    from kinetics.errors import InputError
+
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps({"config": {"contexts": 1}, "min_speedup": 2}))
+    with pytest.raises(InputError, match="unknown keys"):
+        bench.load_baseline(path)
