@@ -221,3 +221,30 @@ def test_paged_flashinfer_factory_one_gpu(method, monkeypatch):
     result = run_tp_bench(spec, method, 256, 2, 16, 4, 1, 5, 2, "bfloat16", factory)
     assert result["attention"] == f"flashinfer paged {method}" and result["cuda_graphs"]
     assert result["step_ms"] > 0
+
+
+def test_cli_distributed_runs_under_torchrun_on_cpu(tmp_path):
+    """`torchrun -m kinetics bench --distributed` end to end: gloo, 2 ranks, rank 0 reports."""
+    import json
+    import subprocess
+    import sys
+
+    if not _has_torchrun_module():
+        pytest.skip("torch.distributed.run (torchrun) is not available")
+    out = tmp_path / "tp.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(_free_port()), "-m", "kinetics", "bench", "--distributed",
+           "--tp", "2", "--method", "dense", "--model", "qwen3-0.6b", "--context", "64",
+           "--batch-size", "2", "--topk-pages", "2", "--repeats", "2", "--json-out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())["dense"]
+    assert result["tp"] == 2 and result["step_ms"] > 0 and 0 <= result["comm_share"] <= 1
+    assert "scaling efficiency" in proc.stdout
+
+
+def _has_torchrun_module() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch.distributed.run") is not None

@@ -67,13 +67,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg.validate()
     ok, why = bench.gpu_available()
+    if args.distributed and args.gate is None:
+        return _run_distributed(args, gpu=ok)
     if not ok:
         print(f"kinetics bench: no GPU benchmark on this machine: {why}", file=sys.stderr)
         return 2
     if args.gate is not None:
         return bench.run_gate(args.gate, args.json_out)
-    if args.distributed:
-        return _run_distributed(args)
     methods = {"all": bench.BENCH_METHODS, "both": ("dense", "blocktopk")}.get(
         args.method, (args.method,))
     result = bench.compare_decode(cfg, methods, check=True)
@@ -90,26 +90,45 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_distributed(args: argparse.Namespace) -> int:
-    """``--distributed``: one tensor-parallel layer per rank (kinetics.distributed)."""
-    from kinetics.distributed import format_tp_result, paged_attend_factory, run_tp_bench
+def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
+    """``--distributed``: one tensor-parallel layer per rank (kinetics.distributed).
+
+    On GPUs: NCCL, paged KV cache, flashinfer dense / Triton-selected block top-k.
+    Without a GPU: gloo and dense torch attention (method dense only), so the
+    sharded code path can be exercised anywhere.
+    """
+    from kinetics.distributed import (
+        format_tp_result,
+        init_distributed,
+        paged_attend_factory,
+        run_tp_bench,
+        shutdown_distributed,
+    )
 
     wanted = {"all": ("dense", "blocktopk"), "both": ("dense", "blocktopk")}.get(
         args.method, (args.method,))
     if "blocktopk-triton" in wanted:
         raise InputError("--distributed times dense and blocktopk only")
+    if not gpu and wanted != ("dense",):
+        raise InputError("--distributed without a GPU runs --method dense only (gloo, torch "
+                         "attention); block top-k needs a GPU")
+    info = init_distributed(args.tp)  # once: every method reuses this process group
     results = {}
-    for method in wanted:
-        factory = paged_attend_factory(method, args.page_size, args.topk_pages,
-                                       local_pages=args.local_pages,
-                                       use_tensor_cores=args.tensor_cores)
-        result = run_tp_bench(args.model, method, args.context, args.batch_size,
-                              args.page_size, args.topk_pages, args.tp, args.repeats, 10,
-                              "bfloat16", factory)
-        if result is not None:  # rank 0
-            results[method] = result
-            if not args.json:
-                print(format_tp_result(result), flush=True)
+    try:
+        for method in wanted:
+            factory = (paged_attend_factory(method, args.page_size, args.topk_pages,
+                                            local_pages=args.local_pages,
+                                            use_tensor_cores=args.tensor_cores)
+                       if gpu else None)
+            result = run_tp_bench(args.model, method, args.context, args.batch_size,
+                                  args.page_size, args.topk_pages, args.tp, args.repeats, 10,
+                                  "bfloat16" if gpu else "float32", factory)
+            if result is not None:  # rank 0
+                results[method] = result
+                if not args.json:
+                    print(format_tp_result(result), flush=True)
+    finally:
+        shutdown_distributed(info)
     if results and args.json:
         print(json.dumps(results), flush=True)
     if results and args.json_out:
