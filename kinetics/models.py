@@ -8,12 +8,12 @@ the LM head's matrix product is real compute at every decoded token. For MoE mod
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kinetics.errors import InputError
+from kinetics.jsonfile import read_json_object
 
 
 @dataclass(frozen=True)
@@ -179,14 +179,7 @@ def load_model_config(path: str | Path) -> ModelSpec:
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("no such file", path=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)) from None
-    if not isinstance(config, dict):
-        raise InputError("expected a JSON object", path=str(path))
+    config = read_json_object(path)
     return model_from_config(config, str(path))
 
 

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from kinetics.check import compare_summaries, validate_summary
-from kinetics.errors import InputError
 from kinetics.hardware import HARDWARE, resolve_intensity
+from kinetics.jsonfile import read_json_object
 
 DEFAULT_BASELINE = "benchmarks/baseline/frontier.json"
 
@@ -38,14 +38,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_baseline(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError("no such baseline file (create one with --update)", path=str(path)) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)) from None
+    data = read_json_object(path, missing_hint=" (create one with --update)")
     return validate_summary(data, str(path))
 
 
