@@ -107,7 +107,26 @@ def test_cost_non_decreasing_in_gen_len(model, attention, s, t1, t2, n):
 @given(models, attention_configs(), lengths, lengths, lengths, trials)
 def test_cost_non_decreasing_in_prompt_len(model, attention, s1, s2, t, n):
     lo, hi = sorted((s1, s2))
-    assert _monotone(lambda s: query_cost(model, attention, s, t, n), lo, hi)
+    if attention.method != "blocktopk" or n == 1:
+        assert _monotone(lambda s: query_cost(model, attention, s, t, n), lo, hi)
+        return
+    # Block top-k with N > 1: a prompt block that becomes full moves from N private
+    # reads to one shared read, so memory may drop, by at most (N-1) x T keys for each
+    # block boundary crossed. Compute never drops.
+    a, b = query_cost(model, attention, lo, t, n), query_cost(model, attention, hi, t, n)
+    assert a.compute_flops <= b.compute_flops
+    crossed = hi // attention.block_size - lo // attention.block_size
+    key_bytes = 2 * model.num_layers * model.num_kv_heads * model.head_dim
+    assert b.memory_bytes >= a.memory_bytes - (n - 1) * t * crossed * key_bytes
+
+
+def test_blocktopk_prompt_filling_a_block_can_lower_best_of_n_memory():
+    """The case hypothesis found: S 63 -> 64 fills block 31, shared by all 3 samples."""
+    model, attention = MODELS["qwen3-0.6b"], AttentionConfig.blocktopk(2, topk_blocks=1)
+    shorter = query_cost(model, attention, 63, 2, 3)
+    longer = query_cost(model, attention, 64, 2, 3)
+    assert longer.memory_bytes < shorter.memory_bytes
+    assert longer.compute_flops >= shorter.compute_flops
 
 
 @given(models, attention_configs(), lengths, lengths, trials, trials)

@@ -110,8 +110,8 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
     if "blocktopk-triton" in wanted:
         raise InputError("--distributed times dense and blocktopk only")
     if not gpu and wanted != ("dense",):
-        raise InputError("--distributed without a GPU runs --method dense only (gloo, torch "
-                         "attention); block top-k needs a GPU")
+        raise InputError("no GPU here: --distributed without a GPU runs --method dense only "
+                         "(gloo, torch attention); block top-k needs a GPU")
     info = init_distributed(args.tp)  # once: every method reuses this process group
     results = {}
     try:
