@@ -25,6 +25,15 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show '(default: X)' only where a default says something (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class KineticsArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error message and exit code 2."""
 
@@ -45,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         if module is None:
             continue
         sub_parser = sub.add_parser(name, help=help_text, description=help_text,
-                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                    formatter_class=_DefaultsHelpFormatter)
         module.add_parser(sub_parser)
         sub_parser.set_defaults(_run=module.run)
     return parser
