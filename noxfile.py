@@ -65,7 +65,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and format check."""
+    """ruff check over the package, tests, benchmarks and scripts."""
     session.install("ruff")
     session.run("ruff", "check", "kinetics", "tests", "benchmarks", "scripts", "noxfile.py")
 
