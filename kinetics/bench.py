@@ -42,6 +42,8 @@ BENCH_METHODS: tuple[str, ...] = ("dense", "blocktopk", "blocktopk-triton")
 # over the selected pages. blocktopk-triton: the same selection + our Triton split-KV
 # decode over the selected pages (kinetics.attention._triton_decode).
 TRITON_ATTENTION = {"attention": "triton", "splits": 4, "tile_pages": 4}
+SPEEDUP_KEYS = {"blocktopk": "speedup", "blocktopk-triton": "speedup_triton"}
+FLOOR_KEYS = {"speedup": "min_speedup", "speedup_triton": "min_speedup_triton"}
 REL_TOL = 1e-2  # bf16 GPU output vs float32 reference, ||out - ref|| / ||ref||
 
 
@@ -230,6 +232,17 @@ def _triton_attention_options(cfg: BenchConfig) -> dict[str, Any]:
     return opts
 
 
+def make_decoder(method: str, cache, num_q_heads: int, cfg: BenchConfig):
+    """The decoder ``method`` times on ``cache`` (one of :data:`BENCH_METHODS`)."""
+    from kinetics.attention.gpu import FlashinferBlockTopkDecode, FlashinferDenseDecode
+
+    if method == "dense":
+        return FlashinferDenseDecode(cache, num_q_heads, cfg.use_tensor_cores)
+    extra = _triton_attention_options(cfg) if method == "blocktopk-triton" else {}
+    return FlashinferBlockTopkDecode(cache, num_q_heads, cfg.topk_pages, cfg.local_pages,
+                                     cfg.use_tensor_cores, **extra)
+
+
 def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
                    check: bool = True, copy_gbps: float | None = None) -> dict[str, Any]:
     """Time ``methods`` on the same caches in one run; returns every number as a dict.
@@ -237,15 +250,14 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
     Keys: ``device``, ``date``, ``config``, ``copy_gbps``, ``methods`` (per method:
     ``ms_per_step``, ``tokens_per_s``, ``bytes_per_step``, ``gbytes_per_s``,
     ``fraction_of_copy``; block top-k adds ``selection_ms`` and ``sparse_attention_ms``),
-    ``speedup`` (dense ms / block top-k ms, when both ran; ``speedup_triton`` likewise
-    for ``blocktopk-triton``), ``roofline_speedup`` (byte ratio), ``checks`` (relative errors vs the float32 reference and pass flags) and
+    ``speedup`` (dense ms / block top-k ms, when both ran; ``speedup_triton``
+    likewise for ``blocktopk-triton``), ``roofline_speedup`` (byte ratio), ``checks`` (relative errors vs the float32 reference and pass flags) and
     ``checks_passed``. Needs a CUDA GPU with triton and flashinfer.
     """
     import torch
 
     from kinetics.attention import reference
     from kinetics.attention.cache import PagedKVCache
-    from kinetics.attention.gpu import FlashinferBlockTopkDecode, FlashinferDenseDecode
 
     model = cfg.validate()
     for method in methods:
@@ -305,13 +317,7 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
     steps = rounds * cfg.replicas
 
     for method in methods:
-        if method == "dense":
-            decoders = [FlashinferDenseDecode(c, hq, cfg.use_tensor_cores) for c in caches]
-        else:
-            extra = _triton_attention_options(cfg) if method == "blocktopk-triton" else {}
-            decoders = [FlashinferBlockTopkDecode(c, hq, cfg.topk_pages, cfg.local_pages,
-                                                  cfg.use_tensor_cores, **extra)
-                        for c in caches]
+        decoders = [make_decoder(method, c, hq, cfg) for c in caches]
 
         if check:  # poisoned output, one eager step on replica 0, vs the float32 reference
             q0, c0, o0 = queries[0], caches[0], outs[0]
@@ -383,10 +389,9 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
 
     if "dense" in result["methods"]:
         dense = result["methods"]["dense"]
-        for name in ("blocktopk", "blocktopk-triton"):
+        for name, key in SPEEDUP_KEYS.items():
             if name in result["methods"]:
                 sparse = result["methods"][name]
-                key = "speedup" if name == "blocktopk" else "speedup_triton"
                 result[key] = dense["ms_per_step"] / sparse["ms_per_step"]
                 result["roofline_speedup"] = dense["bytes_per_step"] / sparse["bytes_per_step"]
     result["checks_passed"] = all(c["passed"] for c in result["checks"].values())
@@ -416,7 +421,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"kv heads, d {result['head_dim']})  context {cfg['context']}  batch {cfg['batch_size']}"
         f"  {cfg['topk_pages']} pages of {cfg['page_size']}  "
         f"{'attention only' if cfg['attention_only'] else 'decoder layer'}",
-        f"{'method':<10} {'ms/step':>9} {'tokens/s':>11} {'GB/s':>8} {'of copy':>8}"
+        f"{'method':<16} {'ms/step':>9} {'tokens/s':>11} {'GB/s':>8} {'of copy':>8}"
         f" {'select ms':>10} {'attn ms':>8} {'rel err':>9} {'check':>6}",
     ]
     for name, m in result["methods"].items():
@@ -425,7 +430,7 @@ def format_table(result: dict[str, Any]) -> str:
         att = f"{m['sparse_attention_ms']:.4f}" if "sparse_attention_ms" in m else "-"
         err = f"{chk['rel_err']:.2e}" if "rel_err" in chk else "-"
         passed = "-" if not chk else ("ok" if chk["passed"] else "FAIL")
-        lines.append(f"{name:<10} {m['ms_per_step']:>9.4f} {m['tokens_per_s']:>11.0f} "
+        lines.append(f"{name:<16} {m['ms_per_step']:>9.4f} {m['tokens_per_s']:>11.0f} "
                      f"{m['gbytes_per_s']:>8.0f} {100 * m['fraction_of_copy']:>7.1f}% "
                      f"{sel:>10} {att:>8} {err:>9} {passed:>6}")
     if "speedup" in result:
@@ -448,9 +453,9 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)) from None
     if not isinstance(data, dict):
         raise InputError("expected a JSON object", path=str(path))
-    for name in ("min_speedup", "min_speedup_triton"):
+    for name in FLOOR_KEYS.values():
         floor = data.get(name)
-        if floor is None and name == "min_speedup_triton":
+        if floor is None and name != "min_speedup":
             continue
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) \
                 or not math.isfinite(floor) or floor <= 0:
@@ -474,9 +479,8 @@ def run_gate(baseline_path: str | Path, json_out: str | Path | None = None,
     baseline = load_baseline(baseline_path)
     cfg = BenchConfig(**baseline.get("config", {}))
     result = compare_decode(cfg, BENCH_METHODS, check=True)
-    floors = {"speedup": float(baseline["min_speedup"])}
-    if baseline.get("min_speedup_triton") is not None:
-        floors["speedup_triton"] = float(baseline["min_speedup_triton"])
+    floors = {key: float(baseline[name]) for key, name in FLOOR_KEYS.items()
+              if baseline.get(name) is not None}
     speed = {key: result[key] >= floor for key, floor in floors.items()}
     passed = all(speed.values()) and result["checks_passed"]
     result["gate"] = {"baseline": str(baseline_path), "floors": floors, "speedup_ok": speed,

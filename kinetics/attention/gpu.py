@@ -84,16 +84,25 @@ class FlashinferBlockTopkDecode:
         attention: ``"flashinfer"`` (its paged decode over the selected pages) or
             ``"triton"`` (our split-KV Triton decode, :mod:`._triton_decode`, ``splits``
             programs per (request, KV head), ``tile_pages`` pages per loop step).
+        fused_merge: (Triton attention) the last split of each row merges it (one launch
+            fewer).
+        fused_select: (Triton attention) the top-k runs inside the attention kernel:
+            :meth:`select` only scores the pages, and every (row, split) program of
+            :meth:`attend` finds its row's top-k pages from the scores by a ``radix``-way
+            threshold search (``_triton_decode.sparse_decode_select``), writes its share
+            of the page list and attends it. Same selection as ``algorithm="bisect"``
+            (chosen pages in page order, ties: lower page first).
     """
 
     def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
                  local_pages: int = 1, use_tensor_cores: bool = False,
                  selector_options: dict | None = None, attention: str = "flashinfer",
                  splits: int = 8, tile_pages: int = 2, attn_warps: int = 4,
-                 attn_stages: int | None = None, fused_merge: bool = False) -> None:
+                 attn_stages: int | None = None, fused_merge: bool = False,
+                 fused_select: bool = False, radix: int = 16) -> None:
         import torch
 
-        from kinetics.attention.triton_select import PageSelector
+        from kinetics.attention.triton_select import PageSelector, radix_rounds
 
         if not 1 <= local_pages <= topk_pages:
             raise ValueError(f"need 1 <= local_pages ({local_pages}) <= topk_pages ({topk_pages})")
@@ -114,6 +123,7 @@ class FlashinferBlockTopkDecode:
                                      local_pages, device=dev, **(selector_options or {}))
         self.k_view = cache.k_pages.view(-1, 1, cache.page_size, cache.head_dim)
         self.v_view = cache.v_pages.view(-1, 1, cache.page_size, cache.head_dim)
+        self.fused_select = False
         if attention not in ("flashinfer", "triton"):
             raise ValueError(f"attention must be 'flashinfer' or 'triton', got {attention!r}")
         self.attention = attention
@@ -122,6 +132,12 @@ class FlashinferBlockTopkDecode:
                 raise ValueError(f"topk_pages ({topk_pages}) must split into {splits} parts "
                                  f"of whole tiles of {tile_pages} pages")
             self.splits, self.tile_pages, self.fused_merge = splits, tile_pages, fused_merge
+            self.fused_select = fused_select
+            if radix < 2 or radix & (radix - 1):
+                raise ValueError(f"radix must be a power of two >= 2, got {radix}")
+            self.radix = radix
+            # rounds of the radix-way search until the 2^32 key range is one value
+            self.rounds = radix_rounds(radix)
             self.counter = torch.zeros(rows, dtype=torch.int32, device=dev)
             self.attn_launch = {"num_warps": attn_warps}
             if attn_stages is not None:
@@ -147,6 +163,9 @@ class FlashinferBlockTopkDecode:
     def select(self, q: torch.Tensor) -> None:
         """Run only the selection: page ids into the wrapper's index buffer."""
         c = self.cache
+        if self.fused_select:  # the top-k runs inside the attention kernel
+            self.selector.score(q, c.key_means, c.page_table, c.seq_lens)
+            return
         self.selector(q, c.key_means, c.page_table, c.seq_lens, self.indices)
 
     def attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -170,6 +189,21 @@ class FlashinferBlockTopkDecode:
                       TOPK=self.topk_pages, SPLITS=self.splits, TILE_PAGES=self.tile_pages,
                       M_ROWS=self.m_rows)
         g_p2 = max(2, 1 << (self.group - 1).bit_length())
+        if self.fused_select:
+            sel = self.selector
+            k.sparse_decode_select[(rows, self.splits)](
+                sel.scores, c.page_table, c.seq_lens, q, self.k_view, self.v_view,
+                self.indices, self.last, self.part_o, self.part_ml, out, self.counter,
+                scale, c.page_table.stride(0), sel.max_pages, KV_HEADS=c.num_kv_heads,
+                **consts, G_P2=g_p2, LOCAL_PAGES=sel.local_pages,
+                LOCAL_P2=max(2, 1 << (sel.local_pages - 1).bit_length()),
+                BLOCK_N=max(16, 1 << (sel.max_pages - 1).bit_length()), RADIX=self.radix,
+                ROUNDS=self.rounds, FUSED_MERGE=self.fused_merge, **self.attn_launch)
+            if not self.fused_merge:
+                k.sparse_decode_merge[(rows,)](
+                    self.part_o, self.part_ml, out, GROUP=self.group, HEAD_DIM=c.head_dim,
+                    SPLITS=self.splits, M_ROWS=self.m_rows, G_P2=g_p2, num_warps=4)
+            return out
         if self.fused_merge:
             k.sparse_decode_fused[(rows, self.splits)](
                 q, self.k_view, self.v_view, self.indices, self.last, self.part_o,
@@ -210,3 +244,78 @@ class FlashinferBlockTopkDecode:
             mask[r].scatter_(-1, pos, True)
             inverse[c.page_table[r, :n].long()] = -1
         return mask
+
+
+class ChunkedBlockTopkDecode:
+    """Block top-k decode with the batch split into ``chunks`` parts on as many CUDA
+    streams (fork/join around each step, so it captures into one CUDA graph), so one
+    part's short, under-filled kernels (top-k, merge) overlap another part's loads.
+
+    Each part is a :class:`FlashinferBlockTopkDecode` (``options`` go to it) over a
+    view of the cache holding requests ``[a, b)``; the K/V pages are shared.
+
+    Args:
+        cache, num_q_heads, topk_pages, local_pages: as for FlashinferBlockTopkDecode.
+        chunks: parts of the batch (each gets ``batch // chunks`` requests, the
+            first ones one more where it does not divide).
+    """
+
+    def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
+                 local_pages: int = 1, chunks: int = 2, **options) -> None:
+        import copy
+
+        import torch
+
+        b = cache.batch_size
+        if not 1 <= chunks <= b:
+            raise ValueError(f"need 1 <= chunks ({chunks}) <= batch size ({b})")
+        sizes = [b // chunks + (i < b % chunks) for i in range(chunks)]
+        self.bounds = []
+        start = 0
+        for n in sizes:
+            self.bounds.append((start, start + n))
+            start += n
+        self.cache = cache
+        self.parts = []
+        for a, e in self.bounds:
+            view = copy.copy(cache)
+            view.batch_size = e - a
+            view.page_table = cache.page_table[a:e]
+            view.seq_lens = cache.seq_lens[a:e]
+            view.key_means = cache.key_means[a:e]
+            self.parts.append(FlashinferBlockTopkDecode(view, num_q_heads, topk_pages,
+                                                        local_pages, **options))
+        self.streams = [torch.cuda.Stream(device=cache.device) for _ in self.parts[1:]]
+
+    def _run(self, what, q: torch.Tensor, out: torch.Tensor | None) -> None:
+        import torch
+
+        main = torch.cuda.current_stream()
+        for s in self.streams:
+            s.wait_stream(main)
+        for i, (part, (a, e)) in enumerate(zip(self.parts, self.bounds, strict=True)):
+            with torch.cuda.stream(main if i == 0 else self.streams[i - 1]):
+                what(part, q[a:e], None if out is None else out[a:e])
+        for s in self.streams:
+            main.wait_stream(s)
+
+    def select(self, q: torch.Tensor) -> None:
+        """Only the selection, every part on its stream."""
+        self._run(lambda part, qq, _: part.select(qq), q, None)
+
+    def attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Only the attention over the pages selected last, every part on its stream."""
+        self._run(lambda part, qq, oo: part.attend(qq, oo), q, out)
+        return out
+
+    def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Selection then attention, every part on its stream."""
+        self._run(lambda part, qq, oo: part(qq, oo), q, out)
+        return out
+
+    def selected_page_mask(self) -> torch.Tensor:
+        """The last selection, ``[batch, kv_heads, max_pages]`` bool (see
+        :meth:`FlashinferBlockTopkDecode.selected_page_mask`)."""
+        import torch
+
+        return torch.cat([part.selected_page_mask() for part in self.parts], 0)

@@ -48,6 +48,11 @@ def _kernels() -> dict[str, Any]:
             "score_select": k._score_select_kernel}
 
 
+def radix_rounds(radix: int) -> int:
+    """Rounds of the ``radix``-way threshold search that narrow 2^32 keys to one."""
+    return next(r for r in range(1, 33) if (radix + 1) ** r >= 2 ** 32)
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
@@ -70,15 +75,19 @@ class PageSelector:
             on an H100 at the standard size (benchmarks/RESULTS.md).
         score_warps, select_warps: warps per scoring / selection (or fused) program.
         algorithm: ``"bisect"`` (binary search for the threshold, prefix-sum compaction,
-            chosen pages in page order) or ``"bitonic"`` (``tl.topk`` on (score, page)
-            packed in int64, chosen pages best first).
+            chosen pages in page order), ``"radix"`` (the same threshold found in
+            ``radix_rounds(radix)`` rounds, each counting the keys above ``radix``
+            thresholds at once, then the same compaction) or ``"bitonic"`` (``tl.topk``
+            on (score, page) packed in int64, chosen pages best first).
+        radix: thresholds per round of ``algorithm="radix"`` (a power of two).
     """
 
     def __init__(self, batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  page_size: int, max_pages: int, topk_pages: int, local_pages: int = 1,
                  device: str | torch.device = "cuda", fused: bool = False, block_p: int = 128,
                  score_warps: int = 8, select_warps: int = 8, algorithm: str = "bitonic",
-                 score_stages: int | None = None, last_block: bool = False) -> None:
+                 score_stages: int | None = None, last_block: bool = False,
+                 radix: int = 16) -> None:
         import torch
 
         self.batch_size, self.num_q_heads, self.num_kv_heads = batch_size, num_q_heads, num_kv_heads
@@ -87,9 +96,12 @@ class PageSelector:
         self.fused, self.score_warps, self.select_warps = fused, score_warps, select_warps
         self.last_block = last_block
         self.counter = torch.zeros(batch_size * num_kv_heads, dtype=torch.int32, device=device)
-        if algorithm not in ("bisect", "bitonic"):
-            raise ValueError(f"algorithm must be 'bisect' or 'bitonic', got {algorithm!r}")
-        self.algorithm = algorithm
+        if algorithm not in ("bisect", "bitonic", "radix"):
+            raise ValueError(f"algorithm must be 'bisect', 'bitonic' or 'radix', "
+                             f"got {algorithm!r}")
+        if radix < 2 or radix & (radix - 1):
+            raise ValueError(f"radix must be a power of two >= 2, got {radix}")
+        self.algorithm, self.radix = algorithm, radix
         self.score_launch = {"num_warps": score_warps}
         if score_stages is not None:
             self.score_launch["num_stages"] = score_stages
@@ -97,6 +109,21 @@ class PageSelector:
             raise ValueError(f"head_dim must be a power of two, got {head_dim}")
         self.scores = torch.empty((batch_size * num_kv_heads, max_pages), dtype=torch.float32,
                                   device=device)
+
+    def score(self, q: torch.Tensor, key_means: torch.Tensor, page_table: torch.Tensor,
+              seq_lens: torch.Tensor) -> None:
+        """Only the scoring launch: the candidate pages' scores into :attr:`scores`
+        (``float32 [batch * kv_heads, max_pages]``), for a top-k fused elsewhere."""
+        import triton
+
+        chunks = triton.cdiv(self.max_pages, self.block_p)
+        _kernels()["score"][(self.batch_size * self.num_kv_heads, chunks)](
+            q, key_means, page_table, seq_lens, self.scores,
+            page_table.stride(0), self.max_pages, KV_HEADS=self.num_kv_heads,
+            PAGE_SIZE=self.page_size, LOCAL_PAGES=self.local_pages,
+            GROUP=self.num_q_heads // self.num_kv_heads,
+            GROUP_P2=_next_pow2(self.num_q_heads // self.num_kv_heads),
+            HEAD_DIM=self.head_dim, BLOCK_P=self.block_p, **self.score_launch)
 
     def __call__(self, q: torch.Tensor, key_means: torch.Tensor, page_table: torch.Tensor,
                  seq_lens: torch.Tensor, out_indices: torch.Tensor, out_offset: int = 0) -> None:
@@ -115,7 +142,8 @@ class PageSelector:
         k_p2 = max(_next_pow2(self.topk_pages - self.local_pages), 2)
         select = dict(TOPK=self.topk_pages, LOCAL_P2=max(_next_pow2(self.local_pages), 2),
                       BLOCK_N=max(block_n, k_p2), BITONIC=self.algorithm == "bitonic",
-                      K_P2=k_p2)
+                      K_P2=k_p2, RADIX=self.radix if self.algorithm == "radix" else 0,
+                      ROUNDS=radix_rounds(self.radix))
         query = dict(GROUP=group, GROUP_P2=_next_pow2(group), HEAD_DIM=self.head_dim)
         if self.fused:
             kernels["fused"][(rows,)](
@@ -131,10 +159,7 @@ class PageSelector:
                 page_table.stride(0), self.max_pages, out_offset, **shapes, **select, **query,
                 BLOCK_P=self.block_p, NUM_CHUNKS=chunks, **self.score_launch)
             return
-        kernels["score"][(rows, chunks)](
-            q, key_means, page_table, seq_lens, self.scores,
-            page_table.stride(0), self.max_pages, **shapes, **query,
-            BLOCK_P=self.block_p, **self.score_launch)
+        self.score(q, key_means, page_table, seq_lens)
         kernels["select"][(rows,)](
             self.scores, page_table, seq_lens, out_indices,
             page_table.stride(0), self.max_pages, out_offset, **shapes, **select,

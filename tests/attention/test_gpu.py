@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from kinetics.attention import PagedKVCache, reference  # noqa: E402
 from kinetics.attention.gpu import (  # noqa: E402
+    ChunkedBlockTopkDecode,
     FlashinferBlockTopkDecode,
     FlashinferDenseDecode,
 )
@@ -76,16 +77,27 @@ def _backend(name: str, k: int) -> dict:
     if name == "triton-fused":
         opts.update(fused_merge=True, selector_options=dict(last_block=True, block_p=32,
                                                             algorithm="bitonic"))
+    if name.startswith("fused-select"):  # top-k inside the attention kernel
+        opts.update(fused_select=True, fused_merge=not name.endswith("merge-launch"),
+                    radix=8 if name.endswith("merge-launch") else 16)
+    if name.startswith("chunked"):  # fused top-k, the batch in 2 parts on 2 streams
+        opts.update(fused_select=True, fused_merge=True, chunks=2)
+    if name == "radix":  # the radix-way threshold top-k (a selection option)
+        opts.update(selector_options=dict(algorithm="radix", radix=16, select_warps=16))
     return opts
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("backend", ["flashinfer", "triton", "triton-fused"])
+@pytest.mark.parametrize("backend", ["flashinfer", "triton", "triton-fused", "fused-select",
+                                     "fused-select-merge-launch", "chunked-fused-select",
+                                     "radix"])
 def test_blocktopk_matches_reference(case, seed, backend):
     batch, hq, hkv, ps, lens, k, local = case
     cache, q = _problem(batch, hq, hkv, ps, lens, seed)
-    dec = FlashinferBlockTopkDecode(cache, hq, k, local, **_backend(backend, k))
+    opts = _backend(backend, k)
+    dec = (ChunkedBlockTopkDecode(cache, hq, k, local, **opts) if "chunks" in opts
+           else FlashinferBlockTopkDecode(cache, hq, k, local, **opts))
     out = torch.full_like(q, float("nan"))
     for _ in range(2):  # twice: the last-block counters must reset themselves
         out.fill_(float("nan"))
@@ -129,7 +141,8 @@ def _assert_same_selection(got, want, scores, cache, local):
     dict(), dict(algorithm="bitonic", select_warps=8),
     dict(last_block=True, algorithm="bitonic", block_p=128, score_warps=8),
     dict(fused=True, block_p=128, select_warps=8),
-], ids=["bisect", "bitonic", "last-block", "fused"])
+    dict(algorithm="radix", select_warps=16), dict(algorithm="radix", radix=4, select_warps=4),
+], ids=["bisect", "bitonic", "last-block", "fused", "radix", "radix4"])
 def test_selection_kernel_picks_topk_pages(page_size, lens, k, local, hq, hkv, variant):
     gen = torch.Generator(device="cuda").manual_seed(sum(lens) + k)
     batch = len(lens)
@@ -193,9 +206,7 @@ def test_benchmark_decode(benchmark, method):
         caches.append(cache)
         queries.append(q)
         outs.append(torch.empty_like(q))
-        extra = bench.TRITON_ATTENTION if method == "blocktopk-triton" else {}
-        decoders.append(FlashinferDenseDecode(cache, 4) if method == "dense"
-                        else FlashinferBlockTopkDecode(cache, 4, 64, **extra))
+        decoders.append(bench.make_decoder(method, cache, 4, bench.BenchConfig()))
     replay = _graph_step(decoders, queries, outs)
     benchmark.extra_info.update(steps_per_round=4, context=16384, batch_size=64)
     benchmark.pedantic(replay, rounds=50, iterations=1, warmup_rounds=5)
