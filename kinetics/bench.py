@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kinetics.errors import InputError
+from kinetics.jsonfile import read_json_object
 from kinetics.models import ModelSpec, get_model
 
 BENCH_METHODS: tuple[str, ...] = ("dense", "blocktopk", "blocktopk-triton")
@@ -445,14 +446,7 @@ def format_table(result: dict[str, Any]) -> str:
 def load_baseline(path: str | Path) -> dict[str, Any]:
     """Read a GPU gate baseline (InputError naming the file and field on problems)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("no such file", path=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)) from None
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path=str(path))
+    data = read_json_object(path)
     for name in FLOOR_KEYS.values():
         floor = data.get(name)
         if floor is None and name != "min_speedup":
