@@ -12,33 +12,13 @@ import json
 import os
 
 import torch
+from explore_common import CTX, HKV, HQ, PS, B, D, K, R, caches, cfg, gen, outs, qs, timed  # noqa: E402,F401
 
 from kinetics import bench
-from kinetics.attention import PagedKVCache, reference
+from kinetics.attention import reference
 from kinetics.attention.gpu import FlashinferBlockTopkDecode, FlashinferDenseDecode
 
-B, HQ, HKV, D, CTX, PS, K, R = 64, 4, 1, 128, 16384, 16, 64, 4
-cfg = bench.BenchConfig()
-gen = torch.Generator(device="cuda").manual_seed(0)
-caches = [PagedKVCache.random(B, HKV, D, CTX, page_size=PS, dtype=torch.bfloat16,
-                              device="cuda", seed=i, generator=gen) for i in range(R)]
-qs = [torch.randn((B, HQ, D), dtype=torch.bfloat16, device="cuda", generator=gen)
-      for _ in range(R)]
-outs = [torch.empty_like(q) for q in qs]
 rows = []
-
-
-def timed(decs, what):
-    def step():
-        for _ in range(2):
-            for i in range(R):
-                if what == "select":
-                    decs[i].select(qs[i])
-                elif what == "attend":
-                    decs[i].attend(qs[i], outs[i])
-                else:
-                    decs[i](qs[i], outs[i])
-    return bench._time_graph(step, 2 * R, 100)["ms"]
 
 
 class _Tiny:
