@@ -35,3 +35,17 @@ def timed(decs, what: str) -> float:
                 else:
                     decs[i](qs[i], outs[i])
     return bench._time_graph(step, 2 * R, 100)["ms"]
+
+
+def kernel_table(decs, row_limit: int) -> str:
+    """The torch profiler's per-kernel CUDA time table over 5 rounds of full steps
+    (after one warm-up round)."""
+    for i in range(R):
+        decs[i](qs[i], outs[i])
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            for i in range(R):
+                decs[i](qs[i], outs[i])
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=row_limit)

@@ -15,7 +15,23 @@ import json
 import os
 
 import torch
-from explore_common import CTX, HKV, HQ, PS, B, D, K, R, caches, cfg, gen, outs, qs, timed  # noqa: E402,F401
+from explore_common import (  # noqa: E402,F401
+    CTX,
+    HKV,
+    HQ,
+    PS,
+    B,
+    D,
+    K,
+    R,
+    caches,
+    cfg,
+    gen,
+    kernel_table,
+    outs,
+    qs,
+    timed,
+)
 
 from kinetics import bench
 from kinetics.attention import reference
@@ -93,18 +109,9 @@ for name, opts in variants:
 
 # kernel breakdown: the default Triton step and the fused-select step
 for name, opts in (("radix16 w16", dict(TRI, selector_options=RAD)),):
-    decs = build(opts)
-    for i in range(R):
-        decs[i](qs[i], outs[i])
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            for i in range(R):
-                decs[i](qs[i], outs[i])
-        torch.cuda.synchronize()
+    table = kernel_table(build(opts), row_limit=6)
     print(f"== kernels: {name}")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=6)[-1500:])
-    del decs
+    print(table[-1500:])
 
 out = os.environ.get("OUT", ".")
 with open(os.path.join(out, "explore-fused.json"), "w") as fh:

@@ -12,7 +12,23 @@ import json
 import os
 
 import torch
-from explore_common import CTX, HKV, HQ, PS, B, D, K, R, caches, cfg, gen, outs, qs, timed  # noqa: E402,F401
+from explore_common import (  # noqa: E402,F401
+    CTX,
+    HKV,
+    HQ,
+    PS,
+    B,
+    D,
+    K,
+    R,
+    caches,
+    cfg,
+    gen,
+    kernel_table,
+    outs,
+    qs,
+    timed,
+)
 
 from kinetics import bench
 from kinetics.attention import reference
@@ -93,15 +109,7 @@ for name, opts in variants:
 # kernel breakdown of the default variant
 decs = [FlashinferBlockTopkDecode(c, HQ, K, selector_options=LB, fused_merge=True, **TRI)
         for c in caches]
-for i in range(R):
-    decs[i](qs[i], outs[i])
-torch.cuda.synchronize()
-with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-    for _ in range(5):
-        for i in range(R):
-            decs[i](qs[i], outs[i])
-    torch.cuda.synchronize()
-table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
+table = kernel_table(decs, row_limit=12)
 out = os.environ.get("OUT", ".")
 with open(os.path.join(out, "explore.json"), "w") as fh:
     json.dump([list(map(str, r)) for r in rows], fh, indent=1)
