@@ -28,7 +28,7 @@ triton.__version__, 'flashinfer', flashinfer.__version__)" | tee "$OUT/versions.
 
 status=0
 if [ "$mode" = full ]; then
-    python3 -m pytest -m gpu tests/attention -v -p no:cacheprovider --benchmark-enable \
+    python3 -m pytest -m gpu tests -v -p no:cacheprovider --benchmark-enable \
         --benchmark-json="$OUT/gpu-benchmarks.json" 2>&1 | tee "$OUT/pytest-gpu.log" \
         | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Error" | tail -40
     status=$((status | $?))
@@ -39,10 +39,10 @@ if [ "$mode" = full ]; then
     echo "== attention only"; cat "$OUT/bench-attention.txt" | tail -8
     grep -E "passed|failed" "$OUT/pytest-gpu.log" | tail -1
 elif [ "$mode" = explore ]; then
-    python3 benchmarks/gpu/explore_select.py 2>&1 | tee "$OUT/explore.txt"
+    python3 benchmarks/explore/explore_select.py 2>&1 | tee "$OUT/explore.txt"
     status=$?
 elif [ "$mode" = explore-gate ]; then
-    timeout 200 python3 benchmarks/gpu/explore_fused.py 2>&1 | tee "$OUT/explore-fused.txt" \
+    timeout 200 python3 benchmarks/explore/explore_fused.py 2>&1 | tee "$OUT/explore-fused.txt" \
         | grep -vE "^\(" | tail -60
     status=$?
     python3 -m nox -s gpu 2>&1 | tee "$OUT/nox-gpu.log" | grep -vE "PASSED" | tail -30

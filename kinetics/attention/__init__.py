@@ -1,11 +1,11 @@
-"""Sparse decode attention over a paged KV cache (issue 4).
+"""Sparse decode attention over a paged KV cache.
 
 * :mod:`kinetics.attention.cache`: :class:`PagedKVCache` (pages of ``page_size``
   tokens, page table per request, page-mean compressed keys updated on append).
 * :mod:`kinetics.attention.reference`: torch reference (CPU or GPU, float32 math) of
   dense, oracle token top-k and block top-k decode; the tests' ground truth.
-* :mod:`kinetics.attention.triton_select`: the Triton block top-k selection kernels.
-* :mod:`kinetics.attention.gpu`: flashinfer paged decode, dense and block top-k.
+* :mod:`kinetics.attention.select`: the Triton block top-k page selection.
+* :mod:`kinetics.attention.decode`: flashinfer paged decode, dense and block top-k.
 
 Only the cache and the reference are imported here; the GPU modules import triton
 and flashinfer lazily. See docs/attention.md.

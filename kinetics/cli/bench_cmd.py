@@ -50,12 +50,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distributed", action="store_true",
                         help="real tensor parallelism: run under torchrun --nproc-per-node TP; "
                         "times one decoder layer per rank over torch.distributed "
-                        "(kinetics.distributed.run_tp_bench, paged cache + flashinfer; "
+                        "(kinetics.bench.tp.run_tp_bench, paged cache + flashinfer; "
                         "methods dense and blocktopk)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from kinetics import bench
+    from kinetics.bench import decode as bench
 
     cfg = bench.BenchConfig(model=args.model, context=args.context, batch_size=args.batch_size,
                             page_size=args.page_size, topk_pages=args.topk_pages, tp=args.tp,
@@ -91,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
-    """``--distributed``: one tensor-parallel layer per rank (kinetics.distributed).
+    """``--distributed``: one tensor-parallel layer per rank (kinetics.bench.tp).
 
     On GPUs: NCCL, paged KV cache, flashinfer dense / Triton-selected block top-k.
     Without a GPU: gloo and dense torch attention (method dense only), so the
     sharded code path can be exercised anywhere.
     """
-    from kinetics.distributed import (
+    from kinetics.bench.tp import (
         format_tp_result,
         init_distributed,
         paged_attend_factory,

@@ -4,11 +4,11 @@ Launch one process per GPU with torchrun; every process calls :func:`run_tp_benc
 with the same arguments, and rank 0 gets the result (other ranks get None)::
 
     torchrun --nproc-per-node 4 -m kinetics bench --distributed --tp 4 ...
-    torchrun --nproc-per-node 4 -m kinetics.distributed --model qwen3-8b --tp 4 \\
+    torchrun --nproc-per-node 4 -m kinetics.bench.tp --model qwen3-8b --tp 4 \\
         --method blocktopk --paged --context 32768 --batch-size 32   # without the CLI
 
 On GPUs the process group uses NCCL (with ``NCCL_NVLS_ENABLE=0``: NVLink multicast
-off), on CPU gloo. Each rank builds its :class:`~kinetics.layer.ShardedDecoderLayer`
+off), on CPU gloo. Each rank builds its :class:`~kinetics.model.layer.ShardedDecoderLayer`
 shard and its own KV cache for its local KV heads (from ``attend_factory``), so the
 paged cache and block top-k selection are local to each rank, as in vLLM.
 
@@ -25,7 +25,7 @@ What is timed (see docs/tensor-parallel.md):
   run (the other ranks wait at a barrier); ``speedup = tp1_step_ms / step_ms`` and
   ``scaling_efficiency = speedup / tp``.
 
-torch is imported lazily, so ``import kinetics.distributed`` needs no torch.
+torch is imported lazily, so ``import kinetics.bench.tp`` needs no torch.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_
         import torch
 
         from kinetics.attention.cache import PagedKVCache
-        from kinetics.attention.gpu import FlashinferBlockTopkDecode, FlashinferDenseDecode
+        from kinetics.attention.decode import FlashinferBlockTopkDecode, FlashinferDenseDecode
 
         if context < 1:
             raise InputError("the paged attention needs context >= 1")
@@ -224,7 +224,7 @@ def _time_layer(layer, attend, hidden, context: int, steps: int, warmup: int, cl
     """Warm up, barrier, then time `steps` decode steps; per-rank numbers in ms."""
     import torch
 
-    from kinetics.layer import GraphedDecodeStep
+    from kinetics.model.layer import GraphedDecodeStep
 
     batch = hidden.shape[0]
 
@@ -277,7 +277,7 @@ def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_s
         nocomm: also time the sharded layer with its all-reduces skipped.
         cuda_graphs: on GPUs, replay the layer's work outside attention (and each
             all-reduce) as CUDA graphs, attention eager, as vLLM's piecewise graphs do
-            (:class:`kinetics.layer.GraphedDecodeStep`); False: plain eager PyTorch,
+            (:class:`kinetics.model.layer.GraphedDecodeStep`); False: plain eager PyTorch,
             whose kernel-launch overhead dominates small-batch steps. Ignored on CPU.
 
     Returns (rank 0; other ranks return None) a dict with, in milliseconds per decode
@@ -290,7 +290,7 @@ def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_s
     import torch
     import torch.distributed as dist
 
-    from kinetics.layer import ShardedDecoderLayer, dense_attend_factory, shard_plan
+    from kinetics.model.layer import ShardedDecoderLayer, dense_attend_factory, shard_plan
 
     model = model_name if isinstance(model_name, ModelSpec) else get_model(model_name)
     for name, value, low in (("context", context, 0), ("batch_size", batch_size, 1),
@@ -438,8 +438,8 @@ def format_tp_result(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``torchrun --nproc-per-node N -m kinetics.distributed --tp N ...``."""
-    p = argparse.ArgumentParser(prog="python -m kinetics.distributed",
+    """``torchrun --nproc-per-node N -m kinetics.bench.tp --tp N ...``."""
+    p = argparse.ArgumentParser(prog="python -m kinetics.bench.tp",
                                 description="Tensor-parallel decode step of one layer.")
     p.add_argument("--model", default="qwen3-8b")
     p.add_argument("--method", choices=("dense", "blocktopk"), default="dense")
@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               args.page_size, args.topk_pages, args.tp, args.steps,
                               args.warmup, args.dtype, factory, cuda_graphs=not args.eager)
     except InputError as exc:
-        print(f"kinetics.distributed: error: {exc}", flush=True)
+        print(f"kinetics.bench.tp: error: {exc}", flush=True)
         return 2
     if result is not None:
         print(json.dumps(result, indent=2) if args.json else format_tp_result(result), flush=True)

@@ -235,7 +235,7 @@ def _triton_attention_options(cfg: BenchConfig) -> dict[str, Any]:
 
 def make_decoder(method: str, cache, num_q_heads: int, cfg: BenchConfig):
     """The decoder ``method`` times on ``cache`` (one of :data:`BENCH_METHODS`)."""
-    from kinetics.attention.gpu import FlashinferBlockTopkDecode, FlashinferDenseDecode
+    from kinetics.attention.decode import FlashinferBlockTopkDecode, FlashinferDenseDecode
 
     if method == "dense":
         return FlashinferDenseDecode(cache, num_q_heads, cfg.use_tensor_cores)
@@ -289,9 +289,9 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
     positions = None
     if not cfg.attention_only:
         try:
-            from kinetics.layer import ShardedDecoderLayer
+            from kinetics.model.layer import ShardedDecoderLayer
         except ImportError as exc:
-            raise InputError("the decoder-layer mode needs kinetics.layer "
+            raise InputError("the decoder-layer mode needs kinetics.model.layer "
                              f"({exc}); use --attention-only") from None
         layer = ShardedDecoderLayer(model, tp_size=cfg.tp, tp_rank=0, dtype=dtype,
                                     device="cuda", seed=cfg.seed)

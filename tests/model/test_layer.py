@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kinetics.errors import InputError  # noqa: E402
-from kinetics.layer import (  # noqa: E402
+from kinetics.model.layer import (  # noqa: E402
     DenseKVAttend,
     ShardedDecoderLayer,
     hashed_uniform,

@@ -10,7 +10,7 @@ a fixed sequence of kernel launches that a CUDA graph can capture and replay.
   ``[batch * kv_heads, group, dim]``), over the cache viewed as one-head pages
   (``k_pages.view(-1, 1, page_size, dim)``, row ``page * kv_heads + head``). Its page
   list holds only the ``topk_pages`` selected pages, written each step by the Triton
-  selection kernels (:mod:`kinetics.attention.triton_select`) straight into the
+  selection kernels (:mod:`kinetics.attention.select`) straight into the
   wrapper's page-index buffer; the last listed page is the request's last, partial
   page. Every request must hold at least ``topk_pages`` pages.
 
@@ -102,7 +102,7 @@ class FlashinferBlockTopkDecode:
                  fused_select: bool = False, radix: int = 16) -> None:
         import torch
 
-        from kinetics.attention.triton_select import PageSelector, radix_rounds
+        from kinetics.attention.select import PageSelector, radix_rounds
 
         if not 1 <= local_pages <= topk_pages:
             raise ValueError(f"need 1 <= local_pages ({local_pages}) <= topk_pages ({topk_pages})")
@@ -180,7 +180,7 @@ class FlashinferBlockTopkDecode:
     def _triton_attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         import math
 
-        from kinetics.attention import _triton_decode as k
+        from kinetics.attention.kernels import sparse_decode as k
 
         c = self.cache
         rows = c.batch_size * c.num_kv_heads

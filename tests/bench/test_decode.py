@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kinetics import bench
+from kinetics.bench import decode as bench
 from kinetics.cli import main
 
 

@@ -1,7 +1,7 @@
 """Triton split-KV decode over a list of selected pages (imported lazily: needs triton).
 
 An alternative to flashinfer for the attention half of block top-k (see
-:class:`kinetics.attention.gpu.FlashinferBlockTopkDecode`, ``attention="triton"``).
+:class:`kinetics.attention.decode.FlashinferBlockTopkDecode`, ``attention="triton"``).
 Rows are (request, KV head) pairs; each row lists ``TOPK`` flattened page ids (rows
 of the one-head page view ``[pages * kv_heads, page_size, dim]``), the last one
 partial with ``last_len[row]`` tokens.
@@ -19,7 +19,7 @@ merges the row.
 import triton
 import triton.language as tl
 
-from kinetics.attention._triton_kernels import _radix_threshold
+from kinetics.attention.kernels.select import _radix_threshold
 
 
 @triton.jit

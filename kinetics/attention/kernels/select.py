@@ -1,6 +1,6 @@
 """Triton kernels of the block top-k page selection (imported lazily: needs triton).
 
-See :mod:`kinetics.attention.triton_select` for what they compute.
+See :mod:`kinetics.attention.select` for what they compute.
 """
 
 import triton

@@ -33,13 +33,13 @@ from explore_common import (  # noqa: E402,F401
     timed,
 )
 
-from kinetics import bench
 from kinetics.attention import reference
-from kinetics.attention.gpu import (
+from kinetics.attention.decode import (
     ChunkedBlockTopkDecode,
     FlashinferBlockTopkDecode,
     FlashinferDenseDecode,
 )
+from kinetics.bench import decode as bench
 
 rows = []
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from kinetics import bench
 from kinetics.attention import PagedKVCache
+from kinetics.bench import decode as bench
 
 B, HQ, HKV, D, CTX, PS, K, R = 64, 4, 1, 128, 16384, 16, 64, 4
 cfg = bench.BenchConfig()

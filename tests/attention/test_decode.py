@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from kinetics import bench
+from kinetics.bench import decode as bench
 
 pytestmark = pytest.mark.gpu
 
@@ -22,12 +22,12 @@ if not _OK:
 import torch  # noqa: E402
 
 from kinetics.attention import PagedKVCache, reference  # noqa: E402
-from kinetics.attention.gpu import (  # noqa: E402
+from kinetics.attention.decode import (  # noqa: E402
     ChunkedBlockTopkDecode,
     FlashinferBlockTopkDecode,
     FlashinferDenseDecode,
 )
-from kinetics.attention.triton_select import PageSelector  # noqa: E402
+from kinetics.attention.select import PageSelector  # noqa: E402
 
 DIM = 128
 CASES = [  # batch, q heads, kv heads, page size, lens (tokens), topk pages, local pages

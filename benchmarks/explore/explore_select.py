@@ -30,9 +30,9 @@ from explore_common import (  # noqa: E402,F401
     timed,
 )
 
-from kinetics import bench
 from kinetics.attention import reference
-from kinetics.attention.gpu import FlashinferBlockTopkDecode, FlashinferDenseDecode
+from kinetics.attention.decode import FlashinferBlockTopkDecode, FlashinferDenseDecode
+from kinetics.bench import decode as bench
 
 rows = []
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 @functools.lru_cache(maxsize=1)
 def _kernels() -> dict[str, Any]:
-    from kinetics.attention import _triton_kernels as k
+    from kinetics.attention.kernels import select as k
 
     return {"score": k._score_kernel, "select": k._select_kernel, "fused": k._fused_kernel,
             "score_select": k._score_select_kernel}

@@ -18,9 +18,9 @@ torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 mp = pytest.importorskip("torch.multiprocessing")
 
-from kinetics.distributed import _call_factory, format_tp_result, run_tp_bench  # noqa: E402
+from kinetics.bench.tp import _call_factory, format_tp_result, run_tp_bench  # noqa: E402
 from kinetics.errors import InputError  # noqa: E402
-from kinetics.layer import DenseKVAttend, GraphedDecodeStep, ShardedDecoderLayer  # noqa: E402
+from kinetics.model.layer import DenseKVAttend, GraphedDecodeStep, ShardedDecoderLayer  # noqa: E402
 from kinetics.models import ModelSpec  # noqa: E402
 
 TINY = ModelSpec(name="tiny", num_layers=2, hidden_size=64, num_q_heads=4, num_kv_heads=2,
@@ -137,7 +137,7 @@ def test_nccl_one_gpu_group_smoke(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_weights_equal_cpu_and_graphed_step_equals_eager():
-    from kinetics.layer import hashed_uniform
+    from kinetics.model.layer import hashed_uniform
 
     rows, cols = torch.arange(300), torch.arange(70)
     cpu = hashed_uniform(4, 2, rows, cols, 0.1, torch.float32, "cpu")
@@ -211,7 +211,7 @@ def _has(module: str) -> bool:
                     reason="needs a CUDA device with flashinfer and triton")
 @pytest.mark.parametrize("method", ["dense", "blocktopk"])
 def test_paged_flashinfer_factory_one_gpu(method, monkeypatch):
-    from kinetics.distributed import paged_attend_factory
+    from kinetics.bench.tp import paged_attend_factory
 
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)

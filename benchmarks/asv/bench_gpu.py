@@ -16,7 +16,7 @@ class DecodeAttention:
 
     def setup_cache(self):
         try:
-            from kinetics.bench import gpu_available, measure_decode
+            from kinetics.bench.decode import gpu_available, measure_decode
         except ImportError as exc:  # torch missing
             return {"skip": str(exc)}
         ok, reason = gpu_available()

@@ -1,0 +1,7 @@
+"""A Qwen3 decoder layer for decode steps, tensor parallel (needs torch).
+
+* :mod:`kinetics.model.layer`: :class:`~kinetics.model.layer.ShardedDecoderLayer`,
+  :class:`~kinetics.model.layer.GraphedDecodeStep`, the dense reference attend.
+
+Nothing is imported here, so ``import kinetics.model`` needs no torch.
+"""
