@@ -22,7 +22,7 @@ def _install(session: nox.Session, *extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The CPU suite (what .ci/run runs) and the frontier regression gate."""
-    _install(session, "ingest")
+    _install(session, "ingest", "kernels")
     session.run("pytest", "-m", "not gpu", "-q", *session.posargs)
     if os.path.exists("benchmarks/baseline/frontier.json"):
         session.run("kinetics", "check", "--baseline", "benchmarks/baseline/frontier.json")

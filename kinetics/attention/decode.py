@@ -1,18 +1,22 @@
-"""GPU decode over a :class:`PagedKVCache`: flashinfer paged decode, dense and block top-k.
+"""GPU decode over a :class:`PagedKVCache`: dense, and block top-k in two steps.
 
-Both classes plan once (``use_cuda_graph=True`` with buffers they own), so a step is
-a fixed sequence of kernel launches that a CUDA graph can capture and replay.
+Every class plans once into buffers it owns, so a step is a fixed sequence of kernel
+launches that a CUDA graph can capture and replay.
 
-* :class:`FlashinferDenseDecode`: one request per batch row with all its KV heads;
-  the page list of request ``r`` is its page table row.
-* :class:`FlashinferBlockTopkDecode`: each (request, KV head) pair is its own
-  flashinfer request with one KV head and the group's query heads (``q`` viewed as
+* :class:`FlashinferDenseDecode`: flashinfer paged decode, one request per batch row
+  with all its KV heads; the page list of request ``r`` is its page table row.
+* Block top-k = :class:`TopkPageSelection` (Triton scoring + top-k,
+  :mod:`kinetics.attention.select`, writes ``topk_pages`` page ids per (request, KV
+  head) into its index buffer) followed by one sparse attention over those pages:
+  :class:`FlashinferSparseAttention` (flashinfer paged decode) or
+  :class:`TritonSparseAttention` (our split-KV Triton decode,
+  :mod:`kinetics.attention.kernels.sparse_decode`). Both treat each (request, KV head)
+  pair as a row with one KV head and the group's query heads (``q`` viewed as
   ``[batch * kv_heads, group, dim]``), over the cache viewed as one-head pages
-  (``k_pages.view(-1, 1, page_size, dim)``, row ``page * kv_heads + head``). Its page
-  list holds only the ``topk_pages`` selected pages, written each step by the Triton
-  selection kernels (:mod:`kinetics.attention.select`) straight into the
-  wrapper's page-index buffer; the last listed page is the request's last, partial
-  page. Every request must hold at least ``topk_pages`` pages.
+  (``k_pages.view(-1, 1, page_size, dim)``, row ``page * kv_heads + head``); the last
+  listed page is the request's last, partial page. :class:`BlockTopkDecode` runs the
+  two; :func:`flashinfer_blocktopk_decode` and :func:`triton_blocktopk_decode` build
+  it. Every request must hold at least ``topk_pages`` pages.
 
 flashinfer and triton import lazily (inside ``__init__``), so importing this module
 needs only torch.
@@ -20,7 +24,10 @@ needs only torch.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
+
+from kinetics.attention.select import next_pow2
 
 if TYPE_CHECKING:
     import torch
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
     from kinetics.attention.cache import PagedKVCache
 
 WORKSPACE_BYTES = 128 * 1024 * 1024  # flashinfer's recommended float workspace
+LOG2_E = 1.4426950408889634
 
 
 class FlashinferDenseDecode:
@@ -71,38 +79,28 @@ class FlashinferDenseDecode:
         return out
 
 
-class FlashinferBlockTopkDecode:
-    """Block top-k decode: Triton page selection, then flashinfer over the chosen pages.
+class TopkPageSelection:
+    """The selection step of block top-k: page ids chosen by the Triton kernels.
 
     Args:
         cache: the KV cache (CUDA); every request must hold >= ``topk_pages`` pages.
-        num_q_heads: query heads.
+        num_q_heads: query heads (a multiple of the cache's KV heads).
         topk_pages: pages attended per (request, KV head), the local ones included.
         local_pages: trailing pages always attended (>= 1: the last, partial page).
-        use_tensor_cores: flashinfer's tensor-core decode path.
-        selector_options: keyword arguments of :class:`PageSelector` (kernel variant).
-        attention: ``"flashinfer"`` (its paged decode over the selected pages) or
-            ``"triton"`` (our split-KV Triton decode, :mod:`._triton_decode`, ``splits``
-            programs per (request, KV head), ``tile_pages`` pages per loop step).
-        fused_merge: (Triton attention) the last split of each row merges it (one launch
-            fewer).
-        fused_select: (Triton attention) the top-k runs inside the attention kernel:
-            :meth:`select` only scores the pages, and every (row, split) program of
-            :meth:`attend` finds its row's top-k pages from the scores by a ``radix``-way
-            threshold search (``_triton_decode.sparse_decode_select``), writes its share
-            of the page list and attends it. Same selection as ``algorithm="bisect"``
-            (chosen pages in page order, ties: lower page first).
+        selector_options: keyword arguments of :class:`PageSelector` (launch sizes).
+
+    Attributes:
+        indices: int32 ``[batch * kv_heads * topk_pages]`` flattened page ids of the last
+            selection (row ``r`` at ``[r * topk_pages, (r + 1) * topk_pages)``).
+        indptr: int32 ``[rows + 1]`` row offsets into :attr:`indices`.
+        last: int32 ``[rows]`` tokens in each row's last (partial) page.
     """
 
     def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
-                 local_pages: int = 1, use_tensor_cores: bool = False,
-                 selector_options: dict | None = None, attention: str = "flashinfer",
-                 splits: int = 8, tile_pages: int = 2, attn_warps: int = 4,
-                 attn_stages: int | None = None, fused_merge: bool = False,
-                 fused_select: bool = False, radix: int = 16) -> None:
+                 local_pages: int = 1, selector_options: dict | None = None) -> None:
         import torch
 
-        from kinetics.attention.select import PageSelector, radix_rounds
+        from kinetics.attention.select import PageSelector
 
         if not 1 <= local_pages <= topk_pages:
             raise ValueError(f"need 1 <= local_pages ({local_pages}) <= topk_pages ({topk_pages})")
@@ -110,118 +108,23 @@ class FlashinferBlockTopkDecode:
         if int(n_pages.min()) < topk_pages:
             raise ValueError(f"every request must hold >= {topk_pages} pages; the shortest "
                              f"holds {int(n_pages.min())}")
-        dev = cache.device
-        h = cache.num_kv_heads
-        rows = cache.batch_size * h
+        dev, h = cache.device, cache.num_kv_heads
+        self.rows = cache.batch_size * h
         self.cache, self.num_q_heads, self.topk_pages = cache, num_q_heads, topk_pages
-        self.group = num_q_heads // h
-        self.indptr = (torch.arange(rows + 1, dtype=torch.int32, device=dev) * topk_pages)
-        self.indices = torch.zeros(rows * topk_pages, dtype=torch.int32, device=dev)
+        self.local_pages, self.group = local_pages, num_q_heads // h
+        self.indptr = torch.arange(self.rows + 1, dtype=torch.int32, device=dev) * topk_pages
+        self.indices = torch.zeros(self.rows * topk_pages, dtype=torch.int32, device=dev)
         self.last = cache.last_page_len().to(torch.int32).repeat_interleave(h).contiguous()
         self.selector = PageSelector(cache.batch_size, num_q_heads, h, cache.head_dim,
                                      cache.page_size, cache.page_table.shape[1], topk_pages,
                                      local_pages, device=dev, **(selector_options or {}))
         self.k_view = cache.k_pages.view(-1, 1, cache.page_size, cache.head_dim)
         self.v_view = cache.v_pages.view(-1, 1, cache.page_size, cache.head_dim)
-        self.fused_select = False
-        if attention not in ("flashinfer", "triton"):
-            raise ValueError(f"attention must be 'flashinfer' or 'triton', got {attention!r}")
-        self.attention = attention
-        if attention == "triton":
-            if topk_pages % splits or (topk_pages // splits) % tile_pages:
-                raise ValueError(f"topk_pages ({topk_pages}) must split into {splits} parts "
-                                 f"of whole tiles of {tile_pages} pages")
-            self.splits, self.tile_pages, self.fused_merge = splits, tile_pages, fused_merge
-            self.fused_select = fused_select
-            if radix < 2 or radix & (radix - 1):
-                raise ValueError(f"radix must be a power of two >= 2, got {radix}")
-            self.radix = radix
-            # rounds of the radix-way search until the 2^32 key range is one value
-            self.rounds = radix_rounds(radix)
-            self.counter = torch.zeros(rows, dtype=torch.int32, device=dev)
-            self.attn_launch = {"num_warps": attn_warps}
-            if attn_stages is not None:
-                self.attn_launch["num_stages"] = attn_stages
-            self.m_rows = max(16, 1 << (self.group - 1).bit_length())
-            self.part_o = torch.empty((rows, splits, self.m_rows, cache.head_dim),
-                                      dtype=torch.float32, device=dev)
-            self.part_ml = torch.empty((rows, splits, self.m_rows, 2), dtype=torch.float32,
-                                       device=dev)
-            return
-        import flashinfer
 
-        self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=dev)
-        self.wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-            self.workspace, "HND", use_cuda_graph=True, use_tensor_cores=use_tensor_cores,
-            paged_kv_indptr_buffer=torch.empty_like(self.indptr),
-            paged_kv_indices_buffer=self.indices,
-            paged_kv_last_page_len_buffer=torch.empty_like(self.last))
-        self.wrapper.plan(self.indptr, self.indices.clone(), self.last, self.group, 1,
-                          cache.head_dim, cache.page_size, q_data_type=cache.dtype,
-                          kv_data_type=cache.dtype)
-
-    def select(self, q: torch.Tensor) -> None:
-        """Run only the selection: page ids into the wrapper's index buffer."""
+    def __call__(self, q: torch.Tensor) -> None:
+        """Select the pages ``q`` ``[batch, q_heads, dim]`` attends into :attr:`indices`."""
         c = self.cache
-        if self.fused_select:  # the top-k runs inside the attention kernel
-            self.selector.score(q, c.key_means, c.page_table, c.seq_lens)
-            return
         self.selector(q, c.key_means, c.page_table, c.seq_lens, self.indices)
-
-    def attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Run only the sparse attention over the pages selected last."""
-        rows = self.cache.batch_size * self.cache.num_kv_heads
-        if self.attention == "triton":
-            return self._triton_attend(q, out)
-        self.wrapper.run(q.view(rows, self.group, -1), (self.k_view, self.v_view),
-                         out=out.view(rows, self.group, -1))
-        return out
-
-    def _triton_attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        import math
-
-        from kinetics.attention.kernels import sparse_decode as k
-
-        c = self.cache
-        rows = c.batch_size * c.num_kv_heads
-        scale = 1.4426950408889634 / math.sqrt(c.head_dim)
-        consts = dict(GROUP=self.group, HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size,
-                      TOPK=self.topk_pages, SPLITS=self.splits, TILE_PAGES=self.tile_pages,
-                      M_ROWS=self.m_rows)
-        g_p2 = max(2, 1 << (self.group - 1).bit_length())
-        if self.fused_select:
-            sel = self.selector
-            k.sparse_decode_select[(rows, self.splits)](
-                sel.scores, c.page_table, c.seq_lens, q, self.k_view, self.v_view,
-                self.indices, self.last, self.part_o, self.part_ml, out, self.counter,
-                scale, c.page_table.stride(0), sel.max_pages, KV_HEADS=c.num_kv_heads,
-                **consts, G_P2=g_p2, LOCAL_PAGES=sel.local_pages,
-                LOCAL_P2=max(2, 1 << (sel.local_pages - 1).bit_length()),
-                BLOCK_N=max(16, 1 << (sel.max_pages - 1).bit_length()), RADIX=self.radix,
-                ROUNDS=self.rounds, FUSED_MERGE=self.fused_merge, **self.attn_launch)
-            if not self.fused_merge:
-                k.sparse_decode_merge[(rows,)](
-                    self.part_o, self.part_ml, out, GROUP=self.group, HEAD_DIM=c.head_dim,
-                    SPLITS=self.splits, M_ROWS=self.m_rows, G_P2=g_p2, num_warps=4)
-            return out
-        if self.fused_merge:
-            k.sparse_decode_fused[(rows, self.splits)](
-                q, self.k_view, self.v_view, self.indices, self.last, self.part_o,
-                self.part_ml, out, self.counter, scale, **consts, G_P2=g_p2,
-                **self.attn_launch)
-            return out
-        k.sparse_decode_partial[(rows, self.splits)](
-            q, self.k_view, self.v_view, self.indices, self.last, self.part_o, self.part_ml,
-            scale, **consts, **self.attn_launch)
-        k.sparse_decode_merge[(rows,)](
-            self.part_o, self.part_ml, out, GROUP=self.group, HEAD_DIM=c.head_dim,
-            SPLITS=self.splits, M_ROWS=self.m_rows, G_P2=g_p2, num_warps=4)
-        return out
-
-    def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Selection then attention of ``q`` ``[batch, q_heads, dim]`` into ``out``."""
-        self.select(q)
-        return self.attend(q, out)
 
     def selected_page_mask(self) -> torch.Tensor:
         """The last selection as a bool ``[batch, kv_heads, max_pages]`` mask over logical
@@ -230,8 +133,7 @@ class FlashinferBlockTopkDecode:
 
         c = self.cache
         b, h, p = c.batch_size, c.num_kv_heads, c.page_table.shape[1]
-        flat = self.indices.view(b, h, self.topk_pages).long()
-        phys = flat // h
+        phys = self.indices.view(b, h, self.topk_pages).long() // h
         # physical page -> logical position, per request
         inverse = torch.full((c.num_pages,), -1, dtype=torch.int64, device=c.device)
         mask = torch.zeros((b, h, p), dtype=torch.bool, device=c.device)
@@ -246,76 +148,130 @@ class FlashinferBlockTopkDecode:
         return mask
 
 
-class ChunkedBlockTopkDecode:
-    """Block top-k decode with the batch split into ``chunks`` parts on as many CUDA
-    streams (fork/join around each step, so it captures into one CUDA graph), so one
-    part's short, under-filled kernels (top-k, merge) overlap another part's loads.
+class FlashinferSparseAttention:
+    """flashinfer paged decode over the pages a :class:`TopkPageSelection` lists.
 
-    Each part is a :class:`FlashinferBlockTopkDecode` (``options`` go to it) over a
-    view of the cache holding requests ``[a, b)``; the K/V pages are shared.
-
-    Args:
-        cache, num_q_heads, topk_pages, local_pages: as for FlashinferBlockTopkDecode.
-        chunks: parts of the batch (each gets ``batch // chunks`` requests, the
-            first ones one more where it does not divide).
+    The wrapper's page-index buffer is the selection's :attr:`~TopkPageSelection.indices`,
+    so a new selection needs no re-plan.
     """
 
-    def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
-                 local_pages: int = 1, chunks: int = 2, **options) -> None:
-        import copy
-
+    def __init__(self, selection: TopkPageSelection, use_tensor_cores: bool = False) -> None:
+        import flashinfer
         import torch
 
-        b = cache.batch_size
-        if not 1 <= chunks <= b:
-            raise ValueError(f"need 1 <= chunks ({chunks}) <= batch size ({b})")
-        sizes = [b // chunks + (i < b % chunks) for i in range(chunks)]
-        self.bounds = []
-        start = 0
-        for n in sizes:
-            self.bounds.append((start, start + n))
-            start += n
-        self.cache = cache
-        self.parts = []
-        for a, e in self.bounds:
-            view = copy.copy(cache)
-            view.batch_size = e - a
-            view.page_table = cache.page_table[a:e]
-            view.seq_lens = cache.seq_lens[a:e]
-            view.key_means = cache.key_means[a:e]
-            self.parts.append(FlashinferBlockTopkDecode(view, num_q_heads, topk_pages,
-                                                        local_pages, **options))
-        self.streams = [torch.cuda.Stream(device=cache.device) for _ in self.parts[1:]]
-
-    def _run(self, what, q: torch.Tensor, out: torch.Tensor | None) -> None:
-        import torch
-
-        main = torch.cuda.current_stream()
-        for s in self.streams:
-            s.wait_stream(main)
-        for i, (part, (a, e)) in enumerate(zip(self.parts, self.bounds, strict=True)):
-            with torch.cuda.stream(main if i == 0 else self.streams[i - 1]):
-                what(part, q[a:e], None if out is None else out[a:e])
-        for s in self.streams:
-            main.wait_stream(s)
-
-    def select(self, q: torch.Tensor) -> None:
-        """Only the selection, every part on its stream."""
-        self._run(lambda part, qq, _: part.select(qq), q, None)
-
-    def attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Only the attention over the pages selected last, every part on its stream."""
-        self._run(lambda part, qq, oo: part.attend(qq, oo), q, out)
-        return out
+        sel, c = selection, selection.cache
+        self.selection = sel
+        self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=c.device)
+        self.wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            self.workspace, "HND", use_cuda_graph=True, use_tensor_cores=use_tensor_cores,
+            paged_kv_indptr_buffer=torch.empty_like(sel.indptr),
+            paged_kv_indices_buffer=sel.indices,
+            paged_kv_last_page_len_buffer=torch.empty_like(sel.last))
+        self.wrapper.plan(sel.indptr, sel.indices.clone(), sel.last, sel.group, 1,
+                          c.head_dim, c.page_size, q_data_type=c.dtype, kv_data_type=c.dtype)
 
     def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Selection then attention, every part on its stream."""
-        self._run(lambda part, qq, oo: part(qq, oo), q, out)
+        """Attention of ``q`` ``[batch, q_heads, dim]`` over the selected pages into ``out``."""
+        sel = self.selection
+        self.wrapper.run(q.view(sel.rows, sel.group, -1), (sel.k_view, sel.v_view),
+                         out=out.view(sel.rows, sel.group, -1))
         return out
 
-    def selected_page_mask(self) -> torch.Tensor:
-        """The last selection, ``[batch, kv_heads, max_pages]`` bool (see
-        :meth:`FlashinferBlockTopkDecode.selected_page_mask`)."""
+
+class TritonSparseAttention:
+    """Our split-KV Triton decode over the pages a :class:`TopkPageSelection` lists.
+
+    Two launches per step: ``splits`` programs per (request, KV head) each attend
+    ``topk_pages / splits`` pages, ``tile_pages`` pages per loop step, then a merge.
+
+    Args:
+        selection: the selection step whose page list is attended.
+        splits: programs per row (default: the largest of 4, 2, 1 dividing topk_pages).
+        tile_pages: pages per loop step (default: the largest of 4, 2, 1 dividing
+            ``topk_pages / splits``). 4 x 4 measured fastest at the standard size.
+        num_warps: warps per partial-attention program.
+    """
+
+    def __init__(self, selection: TopkPageSelection, splits: int | None = None,
+                 tile_pages: int | None = None, num_warps: int = 4) -> None:
         import torch
 
-        return torch.cat([part.selected_page_mask() for part in self.parts], 0)
+        k = selection.topk_pages
+        splits = splits or next(s for s in (4, 2, 1) if k % s == 0)
+        tile_pages = tile_pages or next(t for t in (4, 2, 1) if (k // splits) % t == 0)
+        if k % splits or (k // splits) % tile_pages:
+            raise ValueError(f"topk_pages ({k}) must split into {splits} parts "
+                             f"of whole tiles of {tile_pages} pages")
+        c = selection.cache
+        self.selection, self.splits, self.tile_pages = selection, splits, tile_pages
+        self.num_warps = num_warps
+        self.m_rows = max(16, next_pow2(selection.group))  # tl.dot needs >= 16 rows
+        self.g_p2 = max(2, next_pow2(selection.group))
+        self.part_o = torch.empty((selection.rows, splits, self.m_rows, c.head_dim),
+                                  dtype=torch.float32, device=c.device)
+        self.part_ml = torch.empty((selection.rows, splits, self.m_rows, 2),
+                                   dtype=torch.float32, device=c.device)
+        self.qk_scale = LOG2_E / math.sqrt(c.head_dim)  # the kernel's softmax is base 2
+
+    def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Attention of ``q`` ``[batch, q_heads, dim]`` over the selected pages into ``out``."""
+        from kinetics.attention.kernels.sparse_decode import (
+            sparse_decode_merge,
+            sparse_decode_partial,
+        )
+
+        sel, c = self.selection, self.selection.cache
+        sparse_decode_partial[(sel.rows, self.splits)](
+            q, sel.k_view, sel.v_view, sel.indices, sel.last, self.part_o, self.part_ml,
+            self.qk_scale, GROUP=sel.group, HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size,
+            TOPK=sel.topk_pages, SPLITS=self.splits, TILE_PAGES=self.tile_pages,
+            M_ROWS=self.m_rows, num_warps=self.num_warps)
+        sparse_decode_merge[(sel.rows,)](
+            self.part_o, self.part_ml, out, GROUP=sel.group, HEAD_DIM=c.head_dim,
+            SPLITS=self.splits, M_ROWS=self.m_rows, G_P2=self.g_p2, num_warps=4)
+        return out
+
+
+SparseAttention = FlashinferSparseAttention | TritonSparseAttention
+
+
+class BlockTopkDecode:
+    """Block top-k decode: a selection step, then a sparse attention over its pages."""
+
+    def __init__(self, selection: TopkPageSelection, attention: SparseAttention) -> None:
+        if attention.selection is not selection:
+            raise ValueError("the attention must read this selection's page list")
+        self.selection, self.attention = selection, attention
+        self.cache = selection.cache
+
+    def select(self, q: torch.Tensor) -> None:
+        """Run only the selection."""
+        self.selection(q)
+
+    def attend(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Run only the sparse attention over the pages selected last."""
+        return self.attention(q, out)
+
+    def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Selection then attention of ``q`` ``[batch, q_heads, dim]`` into ``out``."""
+        self.selection(q)
+        return self.attention(q, out)
+
+    def selected_page_mask(self) -> torch.Tensor:
+        """See :meth:`TopkPageSelection.selected_page_mask`."""
+        return self.selection.selected_page_mask()
+
+
+def flashinfer_blocktopk_decode(cache: PagedKVCache, num_q_heads: int, topk_pages: int,
+                                local_pages: int = 1, use_tensor_cores: bool = False
+                                ) -> BlockTopkDecode:
+    """Triton selection + flashinfer paged decode over the selected pages."""
+    selection = TopkPageSelection(cache, num_q_heads, topk_pages, local_pages)
+    return BlockTopkDecode(selection, FlashinferSparseAttention(selection, use_tensor_cores))
+
+
+def triton_blocktopk_decode(cache: PagedKVCache, num_q_heads: int, topk_pages: int,
+                            local_pages: int = 1, **options) -> BlockTopkDecode:
+    """Triton selection + Triton split-KV decode (``options``: :class:`TritonSparseAttention`)."""
+    selection = TopkPageSelection(cache, num_q_heads, topk_pages, local_pages)
+    return BlockTopkDecode(selection, TritonSparseAttention(selection, **options))

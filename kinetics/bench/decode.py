@@ -20,23 +20,26 @@ the ``topk_pages`` selected pages; both read q and write the output; the layer m
 adds the layer's weights.
 
 Public API (also for asv GPU benchmarks): :func:`gpu_available`,
-:func:`measure_decode`, :func:`compare_decode`, :func:`run_gate`.
+:func:`measure_decode`, :func:`compare_decode` (a :class:`DecodeComparison`), built
+from :func:`build_workload`, :func:`check_method`, :func:`decode_steps` and
+:func:`measure_method`; the gate is :mod:`kinetics.bench.gate`, the timer
+:mod:`kinetics.bench.timing`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import importlib.util
-import json
-import math
-import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kinetics.errors import InputError
-from kinetics.jsonfile import read_json_object
+from kinetics.model.parallel import shard_plan
 from kinetics.models import ModelSpec, get_model
+
+if TYPE_CHECKING:
+    from kinetics.attention.checks import SelectionCheck
 
 BENCH_METHODS: tuple[str, ...] = ("dense", "blocktopk", "blocktopk-triton")
 # dense: flashinfer paged decode. blocktopk: Triton selection + flashinfer paged decode
@@ -44,7 +47,6 @@ BENCH_METHODS: tuple[str, ...] = ("dense", "blocktopk", "blocktopk-triton")
 # decode over the selected pages (kinetics.attention._triton_decode).
 TRITON_ATTENTION = {"attention": "triton", "splits": 4, "tile_pages": 4}
 SPEEDUP_KEYS = {"blocktopk": "speedup", "blocktopk-triton": "speedup_triton"}
-FLOOR_KEYS = {"speedup": "min_speedup", "speedup_triton": "min_speedup_triton"}
 REL_TOL = 1e-2  # bf16 GPU output vs float32 reference, ||out - ref|| / ||ref||
 
 
@@ -63,21 +65,10 @@ def gpu_available() -> tuple[bool, str]:
 
 
 def local_heads(model: ModelSpec, tp: int) -> tuple[int, int]:
-    """(query heads, KV heads) one rank of ``tp``-way tensor parallelism holds.
-
-    KV heads are split when ``tp`` divides them and replicated (1 per rank) when they
-    divide ``tp``, as in vLLM/SGLang. Raises InputError otherwise.
-    """
-    if tp < 1:
-        raise InputError(f"--tp must be >= 1, got {tp}")
-    q, kv = model.num_q_heads, model.num_kv_heads
-    if q % tp:
-        raise InputError(f"{model.name}: {q} query heads do not divide by tp {tp}")
-    if kv % tp == 0:
-        return q // tp, kv // tp
-    if tp % kv == 0:
-        return q // tp, 1
-    raise InputError(f"{model.name}: {kv} KV heads neither divide by tp {tp} nor divide it")
+    """(query heads, KV heads) one rank of ``tp``-way tensor parallelism holds
+    (:func:`kinetics.model.parallel.shard_plan`; InputError if ``tp`` does not fit)."""
+    plan = shard_plan(model, tp, 0)
+    return plan.local_q_heads, plan.local_kv_heads
 
 
 @dataclass
@@ -141,56 +132,6 @@ def _step_bytes(cfg: BenchConfig, hq: int, hkv: int, d: int, method: str, weight
     return _Bytes(kv=kv, selection=sel, io=io, weights=weight_bytes)
 
 
-def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
-    """Device-to-device copy bandwidth, GB/s (bytes read + written), median of repeats."""
-    import torch
-
-    src = torch.randn(nbytes // 2, dtype=torch.bfloat16, device="cuda")
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        dst.copy_(src)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    del src, dst
-    return 2 * nbytes / (statistics.median(times) * 1e-3) / 1e9
-
-
-def _time_graph(fn, steps: int, repeats: int, warmup: int = 10) -> dict[str, float]:
-    """Capture ``fn`` (``steps`` decode steps) in a CUDA graph; ms per step over replays."""
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    for _ in range(warmup):
-        graph.replay()
-    events = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        events.append((start, end))
-    torch.cuda.synchronize()
-    per_step = sorted(s.elapsed_time(e) / steps for s, e in events)
-    del graph
-    return {"ms": statistics.median(per_step), "ms_min": per_step[0],
-            "ms_p90": per_step[int(0.9 * (len(per_step) - 1))]}
-
-
 def _rel_err(out, ref) -> float:
     import torch
 
@@ -198,67 +139,244 @@ def _rel_err(out, ref) -> float:
     return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref))
 
 
-def _check_selection(q, cache, decoder, cfg: BenchConfig) -> dict[str, Any]:
-    """Kernel selection vs torch.topk on the reference scores, ties within tolerance."""
-    import torch
-
-    from kinetics.attention import reference
-
-    got = decoder.selected_page_mask()
-    want = reference.select_pages(q, cache, cfg.topk_pages, cfg.local_pages)
-    same = (got == want).all(dim=-1)
-    scores = reference.page_scores(q, cache)  # [B, H, P]
-    n = cache.num_request_pages()
-    pos = torch.arange(scores.shape[-1], device=scores.device)
-    local = pos[None, :] >= (n[:, None] - cfg.local_pages)
-    cand = scores.masked_fill(local[:, None, :], float("-inf"))
-    m = cfg.topk_pages - cfg.local_pages
-    ok = bool((got.sum(-1) == cfg.topk_pages).all()) and bool((got & local[:, None, :]).sum(-1)
-                                                             .eq(cfg.local_pages).all())
-    if m > 0:
-        kth = cand.topk(m, dim=-1).values[..., -1:]  # m-th best candidate score
-        tol = 1e-3 * cand.masked_fill(~torch.isfinite(cand), 0).abs().amax(-1, keepdim=True)
-        chosen = cand.masked_fill(~got | local[:, None, :], float("inf"))
-        ok = ok and bool((chosen >= kth - tol - 1e-6).all())
-    return {"selection_identical_fraction": float(same.float().mean()),
-            "selection_ok": ok}
-
-
-def _triton_attention_options(cfg: BenchConfig) -> dict[str, Any]:
-    """Triton-attention options for ``cfg`` (fewer splits/pages per tile if k needs it)."""
-    opts = dict(TRITON_ATTENTION)
-    k = cfg.topk_pages
-    opts["splits"] = next(s for s in (4, 2, 1) if k % s == 0)
-    opts["tile_pages"] = next(t for t in (4, 2, 1) if (k // opts["splits"]) % t == 0)
-    return opts
-
-
 def make_decoder(method: str, cache, num_q_heads: int, cfg: BenchConfig):
     """The decoder ``method`` times on ``cache`` (one of :data:`BENCH_METHODS`)."""
-    from kinetics.attention.decode import FlashinferBlockTopkDecode, FlashinferDenseDecode
+    from kinetics.attention.decode import (
+        FlashinferDenseDecode,
+        flashinfer_blocktopk_decode,
+        triton_blocktopk_decode,
+    )
 
     if method == "dense":
         return FlashinferDenseDecode(cache, num_q_heads, cfg.use_tensor_cores)
-    extra = _triton_attention_options(cfg) if method == "blocktopk-triton" else {}
-    return FlashinferBlockTopkDecode(cache, num_q_heads, cfg.topk_pages, cfg.local_pages,
-                                     cfg.use_tensor_cores, **extra)
+    if method == "blocktopk-triton":
+        return triton_blocktopk_decode(cache, num_q_heads, cfg.topk_pages, cfg.local_pages)
+    return flashinfer_blocktopk_decode(cache, num_q_heads, cfg.topk_pages, cfg.local_pages,
+                                       cfg.use_tensor_cores)
 
 
-def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
-                   check: bool = True, copy_gbps: float | None = None) -> dict[str, Any]:
-    """Time ``methods`` on the same caches in one run; returns every number as a dict.
+def overwrite_last_slot_attend(cache, decode, out) -> Callable:
+    """An ``attend(q, k, v)`` that writes the new token's K/V over each request's last
+    cached token, then runs ``decode(q, out)``: the KV length stays fixed, so the
+    planned kernels stay valid for any number of steps."""
+    last = cache.seq_lens.long() - 1
+    pages = cache.page_table.gather(1, (last // cache.page_size)[:, None].to(
+        cache.page_table.dtype)).squeeze(1).long()
+    slots = last % cache.page_size
+    if bool((slots == slots[0]).all()):
+        slots = int(slots[0])  # one slot for all: plain indexing
 
-    Keys: ``device``, ``date``, ``config``, ``copy_gbps``, ``methods`` (per method:
-    ``ms_per_step``, ``tokens_per_s``, ``bytes_per_step``, ``gbytes_per_s``,
-    ``fraction_of_copy``; block top-k adds ``selection_ms`` and ``sparse_attention_ms``),
-    ``speedup`` (dense ms / block top-k ms, when both ran; ``speedup_triton``
-    likewise for ``blocktopk-triton``), ``roofline_speedup`` (byte ratio), ``checks`` (relative errors vs the float32 reference and pass flags) and
-    ``checks_passed``. Needs a CUDA GPU with triton and flashinfer.
-    """
+    def attend(q, k, v):
+        cache.k_pages[pages, :, slots] = k
+        cache.v_pages[pages, :, slots] = v
+        return decode(q.contiguous(), out)
+
+    return attend
+
+
+@dataclass
+class DecodeWorkload:
+    """Inputs every method runs on: ``replicas`` caches, queries, outputs (and, for the
+    decoder-layer mode, the layer shard, its inputs and weight bytes)."""
+
+    caches: list
+    queries: list
+    outs: list
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    layer: Any = None
+    hiddens: list = field(default_factory=list)
+    positions: Any = None
+    weight_bytes: float = 0.0
+
+
+def build_workload(cfg: BenchConfig, model: ModelSpec) -> DecodeWorkload:
+    """Random caches and queries (seeded by ``cfg.seed``) for ``cfg`` on the GPU."""
+    import torch
+
+    from kinetics.attention.cache import PagedKVCache
+
+    plan = shard_plan(model, cfg.tp, 0)
+    hq, hkv, d = plan.local_q_heads, plan.local_kv_heads, model.head_dim
+    dtype = torch.bfloat16
+    gen = torch.Generator(device="cuda").manual_seed(cfg.seed)
+    w = DecodeWorkload([], [], [], hq, hkv, d)
+    for i in range(cfg.replicas):
+        w.caches.append(PagedKVCache.random(cfg.batch_size, hkv, d, cfg.context,
+                                            page_size=cfg.page_size, dtype=dtype, device="cuda",
+                                            seed=cfg.seed + i, generator=gen))
+        w.queries.append(torch.randn((cfg.batch_size, hq, d), dtype=dtype, device="cuda",
+                                     generator=gen))
+        w.outs.append(torch.empty((cfg.batch_size, hq, d), dtype=dtype, device="cuda"))
+    if not cfg.attention_only:
+        from kinetics.model.layer import ShardedDecoderLayer
+
+        w.layer = ShardedDecoderLayer(model, tp_size=cfg.tp, tp_rank=0, dtype=dtype,
+                                      device="cuda", seed=cfg.seed)
+        w.weight_bytes = float(sum(p.numel() * p.element_size() for p in w.layer.parameters()))
+        w.hiddens = [torch.randn((cfg.batch_size, model.hidden_size), dtype=dtype,
+                                 device="cuda", generator=gen) for _ in range(cfg.replicas)]
+        w.positions = torch.full((cfg.batch_size,), cfg.context - 1, dtype=torch.int64,
+                                 device="cuda")
+    return w
+
+
+@dataclass(frozen=True)
+class MethodCheck:
+    """One eager step on replica 0 (output poisoned with NaN first) vs the float32 reference."""
+
+    all_written: bool
+    rel_err: float
+    passed: bool
+    selection: SelectionCheck | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"all_written": self.all_written}
+        if self.selection is not None:
+            out["selection_identical_fraction"] = self.selection.identical_fraction
+            out["selection_ok"] = self.selection.passed
+        return {**out, "rel_err": self.rel_err, "passed": self.passed}
+
+
+def check_method(method: str, decoder, w: DecodeWorkload, cfg: BenchConfig) -> MethodCheck:
+    """Correctness of ``decoder`` on replica 0 (output, and the page selection)."""
     import torch
 
     from kinetics.attention import reference
-    from kinetics.attention.cache import PagedKVCache
+    from kinetics.attention.checks import check_selection
+
+    q0, c0, o0 = w.queries[0], w.caches[0], w.outs[0]
+    o0.fill_(float("nan"))
+    decoder(q0, o0)
+    torch.cuda.synchronize()
+    written = bool(torch.isfinite(o0).all())
+    selection = None
+    if method == "dense":
+        ref = reference.dense_decode(q0, c0)
+    else:
+        got = decoder.selected_page_mask()
+        ref = reference.blocktopk_decode(q0, c0, cfg.topk_pages, cfg.local_pages, page_mask=got)
+        selection = check_selection(got, q0, c0, cfg.topk_pages, cfg.local_pages)
+    err = _rel_err(o0, ref)
+    passed = written and err < REL_TOL and (selection is None or selection.passed)
+    return MethodCheck(written, err, passed, selection)
+
+
+def decode_steps(w: DecodeWorkload, decoders: list, rounds: int, only: str | None = None
+                 ) -> Callable[[], None]:
+    """One graph's work: ``rounds`` passes over the replicas, each a full step (through
+    the layer shard when there is one), or only the selection (``only="select"``) or
+    only the sparse attention (``only="attend"``)."""
+    attends = ([overwrite_last_slot_attend(c, d, o)
+                for c, d, o in zip(w.caches, decoders, w.outs, strict=True)]
+               if w.layer is not None else None)
+
+    def step() -> None:
+        for _ in range(rounds):
+            for i, dec in enumerate(decoders):
+                if attends is not None:
+                    w.layer(w.hiddens[i], attends[i], w.positions)
+                elif only == "select":
+                    dec.select(w.queries[i])
+                elif only == "attend":
+                    dec.attend(w.queries[i], w.outs[i])
+                else:
+                    dec(w.queries[i], w.outs[i])
+    return step
+
+
+@dataclass(frozen=True)
+class MethodTiming:
+    """One method's step time and the rates derived from it.
+
+    ms_per_step (ms), tokens_per_s (tokens/s), bytes_per_step (bytes), gbytes_per_s
+    (1e9 bytes/s), fraction_of_copy (of the measured copy bandwidth); block top-k
+    attention-only adds the selection and sparse-attention launches timed alone.
+    """
+
+    ms_per_step: float
+    ms_min: float
+    ms_p90: float
+    tokens_per_s: float
+    bytes_per_step: float
+    gbytes_per_s: float
+    fraction_of_copy: float
+    selection_ms: float | None = None
+    sparse_attention_ms: float | None = None
+    selection_gbytes_per_s: float | None = None
+    sparse_attention_gbytes_per_s: float | None = None
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def measure_method(method: str, decoders: list, w: DecodeWorkload, cfg: BenchConfig,
+                   copy_gbps: float) -> MethodTiming:
+    """Time ``decoders`` (one per replica) as CUDA graphs of 2 rounds over the replicas."""
+    from kinetics.bench.timing import time_graph
+
+    rounds = 2
+    steps = rounds * cfg.replicas
+    t = time_graph(decode_steps(w, decoders, rounds), steps, cfg.repeats)
+    nbytes = _step_bytes(cfg, w.q_heads, w.kv_heads, w.head_dim, method, w.weight_bytes)
+    rate = nbytes.total / (t.ms * 1e-3) / 1e9
+    parts: dict[str, float] = {}
+    if method != "dense" and w.layer is None:
+        sel = time_graph(decode_steps(w, decoders, rounds, "select"), steps, cfg.repeats).ms
+        att = time_graph(decode_steps(w, decoders, rounds, "attend"), steps, cfg.repeats).ms
+        parts = dict(selection_ms=sel, sparse_attention_ms=att,
+                     selection_gbytes_per_s=nbytes.selection / (sel * 1e-3) / 1e9,
+                     sparse_attention_gbytes_per_s=(nbytes.kv + nbytes.io) / (att * 1e-3) / 1e9)
+    return MethodTiming(t.ms, t.ms_min, t.ms_p90, cfg.batch_size / (t.ms * 1e-3), nbytes.total,
+                        rate, rate / copy_gbps, **parts)
+
+
+@dataclass
+class DecodeComparison:
+    """Every number of one :func:`compare_decode` run (``to_dict`` for JSON).
+
+    speedups: ``speedup`` (dense ms / block top-k ms) and ``speedup_triton`` (likewise
+    for blocktopk-triton), when dense ran too; roofline_speedup: the byte ratio.
+    """
+
+    device: str
+    date: str
+    torch: str
+    config: BenchConfig
+    local_q_heads: int
+    local_kv_heads: int
+    head_dim: int
+    copy_gbps: float
+    methods: dict[str, MethodTiming] = field(default_factory=dict)
+    checks: dict[str, MethodCheck] = field(default_factory=dict)
+    speedups: dict[str, float] = field(default_factory=dict)
+    roofline_speedup: float | None = None
+
+    @property
+    def checks_passed(self) -> bool:
+        return all(c.passed for c in self.checks.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "device": self.device, "date": self.date, "torch": self.torch,
+            "config": asdict(self.config), "local_q_heads": self.local_q_heads,
+            "local_kv_heads": self.local_kv_heads, "head_dim": self.head_dim,
+            "copy_gbps": self.copy_gbps,
+            "methods": {k: m.to_dict() for k, m in self.methods.items()},
+            "checks": {k: c.to_dict() for k, c in self.checks.items()}, **self.speedups}
+        if self.roofline_speedup is not None:
+            out["roofline_speedup"] = self.roofline_speedup
+        return {**out, "checks_passed": self.checks_passed}
+
+
+def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
+                   check: bool = True, copy_gbps: float | None = None) -> DecodeComparison:
+    """Time ``methods`` on the same caches in one run (and check each, unless ``check``
+    is False). Needs a CUDA GPU with triton and flashinfer (InputError otherwise)."""
+    import torch
+
+    from kinetics.bench.timing import copy_bandwidth
 
     model = cfg.validate()
     for method in methods:
@@ -267,225 +385,67 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
     ok, why = gpu_available()
     if not ok:
         raise InputError(f"no GPU benchmark possible: {why}")
-    hq, hkv = local_heads(model, cfg.tp)
-    d = model.head_dim
-    dtype = torch.bfloat16
-    gen = torch.Generator(device="cuda").manual_seed(cfg.seed)
     if copy_gbps is None:
         copy_gbps = copy_bandwidth()
-
-    caches, queries, outs = [], [], []
-    for i in range(cfg.replicas):
-        caches.append(PagedKVCache.random(cfg.batch_size, hkv, d, cfg.context,
-                                          page_size=cfg.page_size, dtype=dtype, device="cuda",
-                                          seed=cfg.seed + i, generator=gen))
-        queries.append(torch.randn((cfg.batch_size, hq, d), dtype=dtype, device="cuda",
-                                   generator=gen))
-        outs.append(torch.empty((cfg.batch_size, hq, d), dtype=dtype, device="cuda"))
-
-    layer = None
-    weight_bytes = 0.0
-    hiddens: list = []
-    positions = None
-    if not cfg.attention_only:
-        try:
-            from kinetics.model.layer import ShardedDecoderLayer
-        except ImportError as exc:
-            raise InputError("the decoder-layer mode needs kinetics.model.layer "
-                             f"({exc}); use --attention-only") from None
-        layer = ShardedDecoderLayer(model, tp_size=cfg.tp, tp_rank=0, dtype=dtype,
-                                    device="cuda", seed=cfg.seed)
-        if (layer.local_q_heads, layer.local_kv_heads) != (hq, hkv):
-            raise InputError(f"layer shards {layer.local_q_heads}/{layer.local_kv_heads} heads, "
-                             f"the benchmark expected {hq}/{hkv}")
-        weight_bytes = float(sum(p.numel() * p.element_size() for p in layer.parameters()))
-        hiddens = [torch.randn((cfg.batch_size, model.hidden_size), dtype=dtype, device="cuda",
-                               generator=gen) for _ in range(cfg.replicas)]
-        positions = torch.full((cfg.batch_size,), cfg.context - 1, dtype=torch.int64,
-                               device="cuda")
-
-    result: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(),
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "torch": torch.__version__,
-        "config": asdict(cfg),
-        "local_q_heads": hq, "local_kv_heads": hkv, "head_dim": d,
-        "copy_gbps": copy_gbps,
-        "methods": {},
-        "checks": {},
-    }
-    rounds = 2
-    steps = rounds * cfg.replicas
-
+    w = build_workload(cfg, model)
+    result = DecodeComparison(
+        torch.cuda.get_device_name(),
+        _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), torch.__version__,
+        cfg, w.q_heads, w.kv_heads, w.head_dim, copy_gbps)
     for method in methods:
-        decoders = [make_decoder(method, c, hq, cfg) for c in caches]
-
-        if check:  # poisoned output, one eager step on replica 0, vs the float32 reference
-            q0, c0, o0 = queries[0], caches[0], outs[0]
-            o0.fill_(float("nan"))
-            decoders[0](q0, o0)
-            torch.cuda.synchronize()
-            checks: dict[str, Any] = {"all_written": bool(torch.isfinite(o0).all())}
-            if method == "dense":
-                ref = reference.dense_decode(q0, c0)
-            else:
-                ref = reference.blocktopk_decode(q0, c0, cfg.topk_pages, cfg.local_pages,
-                                                 page_mask=decoders[0].selected_page_mask())
-                checks.update(_check_selection(q0, c0, decoders[0], cfg))
-            checks["rel_err"] = _rel_err(o0, ref)
-            checks["passed"] = (checks["all_written"] and checks["rel_err"] < REL_TOL
-                                and checks.get("selection_ok", True))
-            result["checks"][method] = checks
-            del ref
-
-        def make_step(decs, only: str | None = None):
-            def attend_fn(i):
-                cache, dec = caches[i], decs[i]
-                last_page = cache.page_table[:, (cfg.context - 1) // cfg.page_size].long()
-                slot = (cfg.context - 1) % cfg.page_size
-
-                def attend(q, k, v):
-                    # write the new token over the last slot: sizes stay fixed across steps
-                    cache.k_pages[last_page, :, slot] = k
-                    cache.v_pages[last_page, :, slot] = v
-                    return dec(q.contiguous(), outs[i])
-                return attend
-
-            attends = [attend_fn(i) for i in range(cfg.replicas)] if layer is not None else None
-
-            def step():
-                for _ in range(rounds):
-                    for i in range(cfg.replicas):
-                        if layer is not None:
-                            layer(hiddens[i], attends[i], positions)
-                        elif only == "select":
-                            decs[i].select(queries[i])
-                        elif only == "attend":
-                            decs[i].attend(queries[i], outs[i])
-                        else:
-                            decs[i](queries[i], outs[i])
-            return step
-
-        timing = _time_graph(make_step(decoders), steps, cfg.repeats)
-        nbytes = _step_bytes(cfg, hq, hkv, d, method, weight_bytes)
-        ms = timing["ms"]
-        entry = {
-            "ms_per_step": ms, "ms_min": timing["ms_min"], "ms_p90": timing["ms_p90"],
-            "tokens_per_s": cfg.batch_size / (ms * 1e-3),
-            "bytes_per_step": nbytes.total,
-            "gbytes_per_s": nbytes.total / (ms * 1e-3) / 1e9,
-        }
-        entry["fraction_of_copy"] = entry["gbytes_per_s"] / copy_gbps
-        if method != "dense" and layer is None:
-            sel = _time_graph(make_step(decoders, "select"), steps, cfg.repeats)
-            att = _time_graph(make_step(decoders, "attend"), steps, cfg.repeats)
-            entry["selection_ms"] = sel["ms"]
-            entry["sparse_attention_ms"] = att["ms"]
-            entry["selection_gbytes_per_s"] = nbytes.selection / (sel["ms"] * 1e-3) / 1e9
-            entry["sparse_attention_gbytes_per_s"] = ((nbytes.kv + nbytes.io)
-                                                      / (att["ms"] * 1e-3) / 1e9)
-        result["methods"][method] = entry
+        decoders = [make_decoder(method, c, w.q_heads, cfg) for c in w.caches]
+        if check:
+            result.checks[method] = check_method(method, decoders[0], w, cfg)
+        result.methods[method] = measure_method(method, decoders, w, cfg, copy_gbps)
         del decoders
         torch.cuda.synchronize()
-
-    if "dense" in result["methods"]:
-        dense = result["methods"]["dense"]
-        for name, key in SPEEDUP_KEYS.items():
-            if name in result["methods"]:
-                sparse = result["methods"][name]
-                result[key] = dense["ms_per_step"] / sparse["ms_per_step"]
-                result["roofline_speedup"] = dense["bytes_per_step"] / sparse["bytes_per_step"]
-    result["checks_passed"] = all(c["passed"] for c in result["checks"].values())
+    dense = result.methods.get("dense")
+    for name, key in SPEEDUP_KEYS.items():
+        if dense is not None and name in result.methods:
+            sparse = result.methods[name]
+            result.speedups[key] = dense.ms_per_step / sparse.ms_per_step
+            result.roofline_speedup = dense.bytes_per_step / sparse.bytes_per_step
     return result
 
 
 def measure_decode(model: str = "qwen3-8b", method: str = "blocktopk", context: int = 16384,
                    batch_size: int = 64, page_size: int = 16, topk_pages: int = 64, tp: int = 8,
-                   attention_only: bool = True, **options: Any) -> dict[str, Any]:
-    """Time one method; returns ``ms_per_step`` (ms), ``tokens_per_s`` (tokens/s),
-    ``gbytes_per_s`` (GB/s, 1e9 bytes), ``fraction_of_copy`` (of the measured copy
-    bandwidth), ``bytes_per_step`` (bytes) and, for block top-k attention-only,
-    ``selection_ms``/``sparse_attention_ms``; plus ``device`` and ``copy_gbps``.
+                   attention_only: bool = True, **options: Any) -> MethodTiming:
+    """Time one method (no correctness check); see :class:`MethodTiming`.
     ``options`` go to :class:`BenchConfig` (replicas, repeats, local_pages, ...)."""
     cfg = BenchConfig(model=model, context=context, batch_size=batch_size, page_size=page_size,
                       topk_pages=topk_pages, tp=tp, attention_only=attention_only, **options)
-    full = compare_decode(cfg, (method,), check=False)
-    return {**full["methods"][method], "device": full["device"], "copy_gbps": full["copy_gbps"]}
+    return compare_decode(cfg, (method,), check=False).methods[method]
 
 
-def format_table(result: dict[str, Any]) -> str:
+def format_table(result: DecodeComparison) -> str:
     """A short plain-text table of a :func:`compare_decode` result."""
-    cfg = result["config"]
+    cfg = result.config
     lines = [
-        f"{result['device']}  {result['date']}  copy {result['copy_gbps']:.0f} GB/s",
-        f"{cfg['model']} tp{cfg['tp']} ({result['local_q_heads']} q / {result['local_kv_heads']} "
-        f"kv heads, d {result['head_dim']})  context {cfg['context']}  batch {cfg['batch_size']}"
-        f"  {cfg['topk_pages']} pages of {cfg['page_size']}  "
-        f"{'attention only' if cfg['attention_only'] else 'decoder layer'}",
+        f"{result.device}  {result.date}  copy {result.copy_gbps:.0f} GB/s",
+        f"{cfg.model} tp{cfg.tp} ({result.local_q_heads} q / {result.local_kv_heads} "
+        f"kv heads, d {result.head_dim})  context {cfg.context}  batch {cfg.batch_size}"
+        f"  {cfg.topk_pages} pages of {cfg.page_size}  "
+        f"{'attention only' if cfg.attention_only else 'decoder layer'}",
         f"{'method':<16} {'ms/step':>9} {'tokens/s':>11} {'GB/s':>8} {'of copy':>8}"
         f" {'select ms':>10} {'attn ms':>8} {'rel err':>9} {'check':>6}",
     ]
-    for name, m in result["methods"].items():
-        chk = result["checks"].get(name, {})
-        sel = f"{m['selection_ms']:.4f}" if "selection_ms" in m else "-"
-        att = f"{m['sparse_attention_ms']:.4f}" if "sparse_attention_ms" in m else "-"
-        err = f"{chk['rel_err']:.2e}" if "rel_err" in chk else "-"
-        passed = "-" if not chk else ("ok" if chk["passed"] else "FAIL")
-        lines.append(f"{name:<16} {m['ms_per_step']:>9.4f} {m['tokens_per_s']:>11.0f} "
-                     f"{m['gbytes_per_s']:>8.0f} {100 * m['fraction_of_copy']:>7.1f}% "
-                     f"{sel:>10} {att:>8} {err:>9} {passed:>6}")
-    if "speedup" in result:
+
+    def opt(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    for name, m in result.methods.items():
+        chk = result.checks.get(name)
+        passed = "-" if chk is None else ("ok" if chk.passed else "FAIL")
+        lines.append(f"{name:<16} {m.ms_per_step:>9.4f} {m.tokens_per_s:>11.0f} "
+                     f"{m.gbytes_per_s:>8.0f} {100 * m.fraction_of_copy:>7.1f}% "
+                     f"{opt(m.selection_ms, '.4f'):>10} {opt(m.sparse_attention_ms, '.4f'):>8} "
+                     f"{opt(chk and chk.rel_err, '.2e'):>9} {passed:>6}")
+    if "speedup" in result.speedups:
         lines.append(f"speedup blocktopk (flashinfer attention) over dense: "
-                     f"{result['speedup']:.2f}x (byte roofline {result['roofline_speedup']:.2f}x)")
-    if "speedup_triton" in result:
+                     f"{result.speedups['speedup']:.2f}x (byte roofline "
+                     f"{result.roofline_speedup:.2f}x)")
+    if "speedup_triton" in result.speedups:
         lines.append(f"speedup blocktopk-triton (Triton attention) over dense: "
-                     f"{result['speedup_triton']:.2f}x")
+                     f"{result.speedups['speedup_triton']:.2f}x")
     return "\n".join(lines)
-
-
-def load_baseline(path: str | Path) -> dict[str, Any]:
-    """Read a GPU gate baseline (InputError naming the file and field on problems)."""
-    path = Path(path)
-    data = read_json_object(path)
-    for name in FLOOR_KEYS.values():
-        floor = data.get(name)
-        if floor is None and name != "min_speedup":
-            continue
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) \
-                or not math.isfinite(floor) or floor <= 0:
-            raise InputError("expected a positive number", path=str(path), field=name)
-    config = data.get("config", {})
-    if not isinstance(config, dict):
-        raise InputError("expected an object", path=str(path), field="config")
-    known = set(BenchConfig.__dataclass_fields__)  # other top-level keys are notes
-    unknown = set(config) - known
-    if unknown:
-        raise InputError(f"unknown keys {sorted(unknown)}", path=str(path), field="config")
-    return data
-
-
-def run_gate(baseline_path: str | Path, json_out: str | Path | None = None,
-             printer=print) -> int:
-    """The GPU regression gate: 0 if block top-k's speedup over dense (dense ms / block
-    top-k ms, selection included) is at least the baseline's ``min_speedup`` (and the
-    Triton-attention variant's at least ``min_speedup_triton``, if stored) and every
-    in-run correctness check passed, else 1."""
-    baseline = load_baseline(baseline_path)
-    cfg = BenchConfig(**baseline.get("config", {}))
-    result = compare_decode(cfg, BENCH_METHODS, check=True)
-    floors = {key: float(baseline[name]) for key, name in FLOOR_KEYS.items()
-              if baseline.get(name) is not None}
-    speed = {key: result[key] >= floor for key, floor in floors.items()}
-    passed = all(speed.values()) and result["checks_passed"]
-    result["gate"] = {"baseline": str(baseline_path), "floors": floors, "speedup_ok": speed,
-                      "checks_ok": result["checks_passed"], "passed": passed}
-    printer(format_table(result))
-    for key, floor in floors.items():
-        printer(f"gate: {key} {result[key]:.2f}x vs floor {floor:.2f}x "
-                f"({'ok' if speed[key] else 'BELOW FLOOR'})")
-    printer(f"gate: checks {'ok' if result['checks_passed'] else 'FAILED'} -> "
-            f"{'PASS' if passed else 'FAIL'}")
-    if json_out is not None:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
-    return 0 if passed else 1

@@ -35,19 +35,17 @@ import inspect
 import json
 import os
 import statistics
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from kinetics.bench.timing import Clock
 from kinetics.errors import InputError
+from kinetics.model.parallel import init_distributed, shutdown_distributed
 from kinetics.models import ModelSpec, get_model
 
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
            "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}
-
-# extra keywords handed to an attend_factory whose signature names them (or has **kwargs)
-_FACTORY_EXTRAS = ("method", "page_size", "topk_pages", "kv_head_start")
-
 
 def parse_dtype(dtype: Any):
     """'bfloat16' / 'bf16' / 'float16' / 'fp16' / 'float32' / 'fp32' (or a torch.dtype)."""
@@ -61,92 +59,10 @@ def parse_dtype(dtype: Any):
     return getattr(torch, name)
 
 
-def init_distributed(tp: int) -> dict[str, Any]:
-    """Join (or create) the process group torchrun describes; pick this rank's device.
-
-    Reads RANK, WORLD_SIZE and LOCAL_RANK (torchrun sets them, with MASTER_ADDR and
-    MASTER_PORT). Sets ``NCCL_NVLS_ENABLE=0`` (and
-    ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``) before initializing. Backend: nccl if
-    CUDA is available, else gloo. With tp == 1 and no WORLD_SIZE, no group is made.
-
-    Returns dict(rank, world_size, local_rank, device, backend, group, created), where
-    group is the world group (None without one) and created says whether this call
-    initialized it (then :func:`shutdown_distributed` destroys it).
-    """
-    import torch
-    import torch.distributed as dist
-
-    # NVLink multicast (NVLS) stays off: set before any process group or NCCL comm exists
-    os.environ["NCCL_NVLS_ENABLE"] = "0"
-    os.environ["TORCH_SYMM_MEM_DISABLE_MULTICAST"] = "1"
-    cuda = torch.cuda.is_available()
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local_rank = int(os.environ.get("LOCAL_RANK", rank))
-        created = False
-        cuda = cuda and "nccl" in str(dist.get_backend()).lower()  # a gloo group: CPU tensors
-    else:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        created = world > 1
-    if world != tp:
-        raise InputError(f"--tp {tp} needs {tp} processes, found {world}: launch with "
-                         f"torchrun --nproc-per-node {tp} -m kinetics bench --distributed --tp {tp} ...")
-    if cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise InputError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    backend = "nccl" if cuda else "gloo"
-    if created:
-        kwargs = {"device_id": device} if cuda else {}
-        dist.init_process_group(backend=backend, rank=rank, world_size=world, **kwargs)
-    group = dist.group.WORLD if dist.is_initialized() else None
-    if dist.is_initialized():
-        backend = dist.get_backend()
-    return dict(rank=rank, world_size=world, local_rank=local_rank, device=device,
-                backend=backend if group is not None else "none", group=group, created=created)
-
-
-def shutdown_distributed(info: dict[str, Any]) -> None:
-    """Destroy the process group if :func:`init_distributed` created it."""
-    import torch.distributed as dist
-
-    if info.get("created") and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-class _Clock:
-    """Timestamps: CUDA events on a GPU (recorded on the current stream), else perf_counter."""
-
-    def __init__(self, device) -> None:
-        import torch
-
-        self.torch, self.device = torch, device
-        self.cuda = device.type == "cuda"
-
-    def mark(self):
-        if self.cuda:
-            event = self.torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def sync(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-
-    def elapsed_ms(self, start, end) -> float:
-        return start.elapsed_time(end) if self.cuda else (end - start) * 1e3
-
-
 class _CommTimer:
     """start()/stop() around each all-reduce; total() in ms after the clock syncs."""
 
-    def __init__(self, clock: _Clock) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.clock, self.marks = clock, []
 
     def start(self) -> None:
@@ -178,7 +94,7 @@ def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_
     Each rank gets a :class:`kinetics.attention.cache.PagedKVCache` of ``context``
     random tokens for its own KV heads (pages in random order; seed offset by the
     rank's first KV head) and a ``FlashinferDenseDecode`` (method 'dense') or
-    ``FlashinferBlockTopkDecode`` (method 'blocktopk': page selection and sparse
+    ``flashinfer_blocktopk_decode`` (method 'blocktopk': page selection and sparse
     attention over this rank's KV heads only). As in ``kinetics bench``, the attend
     writes each new token over the last cached slot, so the KV length stays
     ``context`` and the planned kernels stay valid for any number of steps.
@@ -192,7 +108,8 @@ def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_
         import torch
 
         from kinetics.attention.cache import PagedKVCache
-        from kinetics.attention.decode import FlashinferBlockTopkDecode, FlashinferDenseDecode
+        from kinetics.attention.decode import FlashinferDenseDecode, flashinfer_blocktopk_decode
+        from kinetics.bench.decode import overwrite_last_slot_attend
 
         if context < 1:
             raise InputError("the paged attention needs context >= 1")
@@ -202,24 +119,16 @@ def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_
         if method == "dense":
             decode = FlashinferDenseDecode(cache, local_q_heads, use_tensor_cores)
         else:
-            decode = FlashinferBlockTopkDecode(cache, local_q_heads, topk_pages, local_pages,
-                                               use_tensor_cores)
+            decode = flashinfer_blocktopk_decode(cache, local_q_heads, topk_pages, local_pages,
+                                                 use_tensor_cores)
         out = torch.empty(batch_size, local_q_heads, head_dim, dtype=dtype, device=device)
-        last_page = cache.page_table[:, (context - 1) // page_size].long()
-        slot = (context - 1) % page_size
-
-        def attend(q, k, v):
-            cache.k_pages[last_page, :, slot] = k
-            cache.v_pages[last_page, :, slot] = v
-            return decode(q.contiguous(), out)
-
-        return attend
+        return overwrite_last_slot_attend(cache, decode, out)
 
     factory.label = f"flashinfer paged {method}"  # type: ignore[attr-defined]
     return factory
 
 
-def _time_layer(layer, attend, hidden, context: int, steps: int, warmup: int, clock: _Clock,
+def _time_layer(layer, attend, hidden, context: int, steps: int, warmup: int, clock: Clock,
                 barrier: Callable[[], None], time_comm: bool, cuda_graphs: bool) -> dict[str, Any]:
     """Warm up, barrier, then time `steps` decode steps; per-rank numbers in ms."""
     import torch
@@ -250,11 +159,75 @@ def _time_layer(layer, attend, hidden, context: int, steps: int, warmup: int, cl
                 comm_ms=(timer.total_ms() / steps) if timer else 0.0)
 
 
+@dataclass(frozen=True)
+class TpResult:
+    """One :func:`run_tp_bench` run (times in ms per decode step of one layer).
+
+    step_ms: mean step time, max over ranks (step_ms_median likewise for medians;
+    per_rank_step_ms the ranks' means). comm_ms: mean over ranks of the time inside
+    the all-reduces (comm_ms_max the max), comm_share = comm_ms / step_ms.
+    nocomm_step_ms: the step with the all-reduces skipped (None if not timed),
+    comm_overhead_ms = step_ms - nocomm_step_ms. tp1_step_ms: the unsharded layer on
+    one device; speedup = tp1_step_ms / step_ms, scaling_efficiency = speedup / tp.
+    tokens_per_s: batch_size / step time (one layer); est_model_tokens_per_s: the
+    same for all num_layers layers (embedding and LM head excluded).
+    """
+
+    model: str
+    num_layers: int
+    method: str
+    context: int
+    batch_size: int
+    page_size: int
+    topk_pages: int
+    tp: int
+    steps: int
+    warmup: int
+    dtype: str
+    backend: str
+    cuda_graphs: bool
+    attention: str
+    device: str
+    local_q_heads: int
+    local_kv_heads: int
+    kv_replicas: int
+    mlp_width_per_rank: int
+    moe_as_dense: bool
+    step_ms: float
+    step_ms_median: float
+    per_rank_step_ms: list[float]
+    comm_ms: float
+    comm_ms_max: float
+    comm_share: float
+    nocomm_step_ms: float | None
+    comm_overhead_ms: float | None
+    tokens_per_s: float
+    est_model_tokens_per_s: float
+    tp1_step_ms: float | None
+    tp1_tokens_per_s: float | None
+    speedup: float | None
+    scaling_efficiency: float | None
+
+
+def _check_tp_args(context: int, batch_size: int, page_size: int, topk_pages: int, tp: int,
+                   steps: int, warmup: int) -> None:
+    for name, value, low in (("context", context, 0), ("batch_size", batch_size, 1),
+                             ("tp", tp, 1), ("steps", steps, 1), ("warmup", warmup, 0),
+                             ("page_size", page_size, 1), ("topk_pages", topk_pages, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _factory_label(factory: Callable) -> str:
+    return getattr(factory, "label", None) or getattr(factory, "__name__",
+                                                      type(factory).__name__)
+
+
 def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_size: int,
                  page_size: int, topk_pages: int, tp: int, steps: int, warmup: int,
                  dtype: str = "bfloat16", attend_factory: Callable | None = None, *,
                  seed: int = 0, baseline: bool = True, nocomm: bool = True,
-                 cuda_graphs: bool = True) -> dict | None:
+                 cuda_graphs: bool = True) -> TpResult | None:
     """Time one tensor-parallel decoder layer's decode step; call on every rank.
 
     Args:
@@ -280,117 +253,133 @@ def run_tp_bench(model_name: str | ModelSpec, method: str, context: int, batch_s
             (:class:`kinetics.model.layer.GraphedDecodeStep`); False: plain eager PyTorch,
             whose kernel-launch overhead dominates small-batch steps. Ignored on CPU.
 
-    Returns (rank 0; other ranks return None) a dict with, in milliseconds per decode
-    step of one layer: step_ms, step_ms_median, comm_ms, comm_ms_max, nocomm_step_ms,
-    comm_overhead_ms, tp1_step_ms; and comm_share (comm_ms / step_ms), tokens_per_s
-    (batch_size / step time, one layer), est_model_tokens_per_s (all num_layers
-    layers, excluding embedding and LM head), speedup, scaling_efficiency
-    (speedup / tp), per_rank_step_ms, and the settings.
+    Returns a :class:`TpResult` on rank 0, None on the other ranks.
     """
-    import torch
-    import torch.distributed as dist
-
-    from kinetics.model.layer import ShardedDecoderLayer, dense_attend_factory, shard_plan
+    from kinetics.model.layer import dense_attend_factory
+    from kinetics.model.parallel import shard_plan
 
     model = model_name if isinstance(model_name, ModelSpec) else get_model(model_name)
-    for name, value, low in (("context", context, 0), ("batch_size", batch_size, 1),
-                             ("tp", tp, 1), ("steps", steps, 1), ("warmup", warmup, 0),
-                             ("page_size", page_size, 1), ("topk_pages", topk_pages, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+    _check_tp_args(context, batch_size, page_size, topk_pages, tp, steps, warmup)
     torch_dtype = parse_dtype(dtype)
     if attend_factory is None:
         if method != "dense":
             raise InputError(f"method '{method}' needs an attend_factory (kinetics.attention); "
                              "without one only 'dense' runs")
         attend_factory = dense_attend_factory
-    attention_label = getattr(attend_factory, "label", None) or getattr(
-        attend_factory, "__name__", type(attend_factory).__name__)
     shard_plan(model, tp, 0)  # raise InputError on every rank before any communication
-
-    info = init_distributed(tp)
+    run = _TpRun(model, method, context, batch_size, page_size, topk_pages, tp, steps, warmup,
+                 torch_dtype, attend_factory, seed, cuda_graphs)
     try:
-        rank, device, group = info["rank"], info["device"], info["group"]
-        clock = _Clock(device)
-        graphs = cuda_graphs and device.type == "cuda"
+        return run.measure(baseline, nocomm)
+    finally:
+        shutdown_distributed(run.info)
 
-        def barrier() -> None:
-            if group is not None:
-                dist.barrier(group=group)
 
+class _TpRun:
+    """The measurements of one :func:`run_tp_bench` call on this rank."""
+
+    def __init__(self, model: ModelSpec, method: str, context: int, batch_size: int,
+                 page_size: int, topk_pages: int, tp: int, steps: int, warmup: int, dtype,
+                 attend_factory: Callable, seed: int, cuda_graphs: bool) -> None:
+        import torch
+
+        self.model, self.method, self.context, self.batch = model, method, context, batch_size
+        self.page_size, self.topk_pages, self.tp = page_size, topk_pages, tp
+        self.steps, self.warmup, self.dtype, self.seed = steps, warmup, dtype, seed
+        self.factory = attend_factory
+        self.info = init_distributed(tp)
+        self.device, self.group = self.info.device, self.info.group
+        self.clock = Clock(self.device)
+        self.graphs = cuda_graphs and self.device.type == "cuda"
         gen = torch.Generator().manual_seed(seed)
-        hidden = torch.randn(batch_size, model.hidden_size, generator=gen).to(device, torch_dtype)
-        extras = dict(method=method, page_size=page_size, topk_pages=topk_pages)
+        self.hidden = torch.randn(batch_size, model.hidden_size, generator=gen).to(
+            self.device, dtype)
 
-        def build(tp_size: int, tp_rank: int, grp):
-            return ShardedDecoderLayer(model, tp_size, tp_rank, grp, torch_dtype, device, seed)
+    def barrier(self) -> None:
+        import torch.distributed as dist
 
-        def attend_for(layer):
-            return _call_factory(attend_factory, layer.local_q_heads, layer.local_kv_heads,
-                                 model.head_dim, batch_size, context, device, torch_dtype,
-                                 {**extras, "kv_head_start": layer.kv_head_start})
+        if self.group is not None:
+            dist.barrier(group=self.group)
 
-        def free() -> None:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    def build(self, tp_size: int, tp_rank: int, group):
+        from kinetics.model.layer import ShardedDecoderLayer
 
+        return ShardedDecoderLayer(self.model, tp_size, tp_rank, group, self.dtype, self.device,
+                                   self.seed)
+
+    def attend_for(self, layer):
+        extras = dict(method=self.method, page_size=self.page_size, topk_pages=self.topk_pages,
+                      kv_head_start=layer.kv_head_start)
+        return _call_factory(self.factory, layer.local_q_heads, layer.local_kv_heads,
+                             self.model.head_dim, self.batch, self.context, self.device,
+                             self.dtype, extras)
+
+    def time(self, layer, barrier: Callable[[], None], time_comm: bool) -> dict[str, Any]:
+        return _time_layer(layer, self.attend_for(layer), self.hidden, self.context,
+                           self.steps, self.warmup, self.clock, barrier, time_comm=time_comm,
+                           cuda_graphs=self.graphs)
+
+    def free(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def measure(self, baseline: bool, nocomm: bool) -> TpResult | None:
+        rank = self.info.rank
         tp1 = None
-        if baseline and tp > 1:
+        if baseline and self.tp > 1:
             if rank == 0:
-                layer = build(1, 0, None)
-                tp1 = _time_layer(layer, attend_for(layer), hidden, context, steps, warmup,
-                                  clock, lambda: None, time_comm=False, cuda_graphs=graphs)
+                layer = self.build(1, 0, None)
+                tp1 = self.time(layer, lambda: None, time_comm=False)
                 del layer
-                free()
-            barrier()  # the other ranks wait here while rank 0 times tp 1
-
-        layer = build(tp, rank, group)
-        main = _time_layer(layer, attend_for(layer), hidden, context, steps, warmup, clock,
-                           barrier, time_comm=group is not None, cuda_graphs=graphs)
-        free()
+                self.free()
+            self.barrier()  # the other ranks wait here while rank 0 times tp 1
+        layer = self.build(self.tp, rank, self.group)
+        main = self.time(layer, self.barrier, time_comm=self.group is not None)
+        self.free()
         no_comm = None
-        if nocomm and group is not None:
+        if nocomm and self.group is not None:
             layer.communicate = False
-            no_comm = _time_layer(layer, attend_for(layer), hidden, context, steps, warmup,
-                                  clock, barrier, time_comm=False, cuda_graphs=graphs)
+            no_comm = self.time(layer, self.barrier, time_comm=False)
             layer.communicate = True
         local = [main["mean_ms"], main["median_ms"], main["comm_ms"],
                  no_comm["mean_ms"] if no_comm else float("nan")]
-        rows = _gather(local, group, device)
-        barrier()
+        rows = _gather(local, self.group, self.device)
+        self.barrier()
         if rank != 0:
             return None
-        if tp == 1:
-            tp1 = main
+        return self.result(layer, rows, main if self.tp == 1 else tp1, no_comm is not None)
+
+    def result(self, layer, rows: list[list[float]], tp1: dict | None,
+               timed_nocomm: bool) -> TpResult:
+        import torch
+
+        m, batch = self.model, self.batch
         step_ms = max(r[0] for r in rows)
         comm_ms = sum(r[2] for r in rows) / len(rows)
-        nocomm_ms = max(r[3] for r in rows) if no_comm else None
+        nocomm_ms = max(r[3] for r in rows) if timed_nocomm else None
         tp1_ms = tp1["mean_ms"] if tp1 else None
         speedup = tp1_ms / step_ms if tp1_ms else None
-        return dict(
-            model=model.name, num_layers=model.num_layers, method=method, context=context, batch_size=batch_size,
-            page_size=page_size, topk_pages=topk_pages, tp=tp, steps=steps, warmup=warmup,
-            dtype=str(torch_dtype).removeprefix("torch."), backend=info["backend"],
-            cuda_graphs=graphs, attention=attention_label,
-            device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        return TpResult(
+            model=m.name, num_layers=m.num_layers, method=self.method, context=self.context,
+            batch_size=batch, page_size=self.page_size, topk_pages=self.topk_pages,
+            tp=self.tp, steps=self.steps, warmup=self.warmup,
+            dtype=str(self.dtype).removeprefix("torch."), backend=self.info.backend,
+            cuda_graphs=self.graphs, attention=_factory_label(self.factory),
+            device=(torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                    else "cpu"),
             local_q_heads=layer.local_q_heads, local_kv_heads=layer.local_kv_heads,
             kv_replicas=layer.kv_replicas, mlp_width_per_rank=layer.local_mlp,
-            moe_as_dense=model.is_moe,
-            step_ms=step_ms, step_ms_median=max(r[1] for r in rows),
-            per_rank_step_ms=[r[0] for r in rows],
-            comm_ms=comm_ms, comm_ms_max=max(r[2] for r in rows),
-            comm_share=comm_ms / step_ms if step_ms > 0 else 0.0,
-            nocomm_step_ms=nocomm_ms,
+            moe_as_dense=m.is_moe, step_ms=step_ms, step_ms_median=max(r[1] for r in rows),
+            per_rank_step_ms=[r[0] for r in rows], comm_ms=comm_ms,
+            comm_ms_max=max(r[2] for r in rows),
+            comm_share=comm_ms / step_ms if step_ms > 0 else 0.0, nocomm_step_ms=nocomm_ms,
             comm_overhead_ms=(step_ms - nocomm_ms) if nocomm_ms is not None else None,
-            tokens_per_s=batch_size * 1e3 / step_ms,
-            est_model_tokens_per_s=batch_size * 1e3 / (step_ms * model.num_layers),
-            tp1_step_ms=tp1_ms,
-            tp1_tokens_per_s=batch_size * 1e3 / tp1_ms if tp1_ms else None,
-            speedup=speedup,
-            scaling_efficiency=speedup / tp if speedup else None,
-        )
-    finally:
-        shutdown_distributed(info)
+            tokens_per_s=batch * 1e3 / step_ms,
+            est_model_tokens_per_s=batch * 1e3 / (step_ms * m.num_layers),
+            tp1_step_ms=tp1_ms, tp1_tokens_per_s=batch * 1e3 / tp1_ms if tp1_ms else None,
+            speedup=speedup, scaling_efficiency=speedup / self.tp if speedup else None)
 
 
 def _gather(values: list[float], group, device) -> list[list[float]]:
@@ -406,7 +395,7 @@ def _gather(values: list[float], group, device) -> list[list[float]]:
     return [o.cpu().tolist() for o in out]
 
 
-def format_tp_result(result: dict) -> str:
+def format_tp_result(result: TpResult) -> str:
     """Human-readable summary of :func:`run_tp_bench`'s result (a few lines)."""
     def ms(x):
         return "n/a" if x is None else f"{x:.3f} ms"
@@ -415,24 +404,24 @@ def format_tp_result(result: dict) -> str:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     r = result
-    replicated = (f" (each replicated on {r['kv_replicas']} ranks)"
-                  if r["kv_replicas"] > 1 else "")
-    moe = ", MoE as dense active-expert MLP" if r["moe_as_dense"] else ""
-    speedup = "n/a" if r["speedup"] is None else f"{r['speedup']:.2f}x"
-    graphs = ", CUDA graphs" if r["cuda_graphs"] else ""
+    replicated = (f" (each replicated on {r.kv_replicas} ranks)"
+                  if r.kv_replicas > 1 else "")
+    moe = ", MoE as dense active-expert MLP" if r.moe_as_dense else ""
+    speedup = "n/a" if r.speedup is None else f"{r.speedup:.2f}x"
+    graphs = ", CUDA graphs" if r.cuda_graphs else ""
     lines = [
-        f"{r['model']} one decoder layer, tp {r['tp']} ({r['backend']}, {r['device']}{graphs}), "
-        f"{r['dtype']}, {r['attention']} ({r['method']}), batch {r['batch_size']}, "
-        f"context {r['context']}{moe}",
-        f"  per rank: {r['local_q_heads']} q heads, {r['local_kv_heads']} kv heads{replicated}, "
-        f"MLP width {r['mlp_width_per_rank']}",
-        f"  step latency   {ms(r['step_ms'])} (median {ms(r['step_ms_median'])}), "
-        f"{r['tokens_per_s']:.0f} tokens/s per layer, ~{r['est_model_tokens_per_s']:.0f} "
-        f"tokens/s for all {r['num_layers']} layers",
-        f"  all-reduce     {ms(r['comm_ms'])} per step ({pct(r['comm_share'])} of the step); "
-        f"without all-reduce {ms(r['nocomm_step_ms'])}",
-        f"  tp 1 (1 device) {ms(r['tp1_step_ms'])}; speedup {speedup}, "
-        f"scaling efficiency {pct(r['scaling_efficiency'])}",
+        f"{r.model} one decoder layer, tp {r.tp} ({r.backend}, {r.device}{graphs}), "
+        f"{r.dtype}, {r.attention} ({r.method}), batch {r.batch_size}, "
+        f"context {r.context}{moe}",
+        f"  per rank: {r.local_q_heads} q heads, {r.local_kv_heads} kv heads{replicated}, "
+        f"MLP width {r.mlp_width_per_rank}",
+        f"  step latency   {ms(r.step_ms)} (median {ms(r.step_ms_median)}), "
+        f"{r.tokens_per_s:.0f} tokens/s per layer, ~{r.est_model_tokens_per_s:.0f} "
+        f"tokens/s for all {r.num_layers} layers",
+        f"  all-reduce     {ms(r.comm_ms)} per step ({pct(r.comm_share)} of the step); "
+        f"without all-reduce {ms(r.nocomm_step_ms)}",
+        f"  tp 1 (1 device) {ms(r.tp1_step_ms)}; speedup {speedup}, "
+        f"scaling efficiency {pct(r.scaling_efficiency)}",
     ]
     return "\n".join(lines)
 
@@ -468,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kinetics.bench.tp: error: {exc}", flush=True)
         return 2
     if result is not None:
-        print(json.dumps(result, indent=2) if args.json else format_tp_result(result), flush=True)
+        print(json.dumps(asdict(result), indent=2) if args.json else format_tp_result(result),
+              flush=True)
     return 0
 
 

@@ -56,6 +56,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kinetics.bench import decode as bench
+    from kinetics.bench import gate
 
     cfg = bench.BenchConfig(model=args.model, context=args.context, batch_size=args.batch_size,
                             page_size=args.page_size, topk_pages=args.topk_pages, tp=args.tp,
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                             replicas=args.replicas, repeats=args.repeats,
                             use_tensor_cores=args.tensor_cores)
     if args.gate is not None:
-        bench.load_baseline(args.gate)  # bad files are input errors, GPU or not
+        gate.load_baseline(args.gate)  # bad files are input errors, GPU or not
     else:
         cfg.validate()
     ok, why = bench.gpu_available()
@@ -73,18 +74,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"kinetics bench: no GPU benchmark on this machine: {why}", file=sys.stderr)
         return 2
     if args.gate is not None:
-        return bench.run_gate(args.gate, args.json_out)
+        return gate.run_gate(args.gate, args.json_out)
     methods = {"all": bench.BENCH_METHODS, "both": ("dense", "blocktopk")}.get(
         args.method, (args.method,))
     result = bench.compare_decode(cfg, methods, check=True)
     if args.json_out:
         with open(args.json_out, "w") as fh:
-            json.dump(result, fh, indent=2)
+            json.dump(result.to_dict(), fh, indent=2)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result.to_dict()))
     else:
         print(bench.format_table(result))
-    if not result["checks_passed"]:
+    if not result.checks_passed:
         print("kinetics bench: a correctness check failed", file=sys.stderr)
         return 1
     return 0
@@ -97,13 +98,10 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
     Without a GPU: gloo and dense torch attention (method dense only), so the
     sharded code path can be exercised anywhere.
     """
-    from kinetics.bench.tp import (
-        format_tp_result,
-        init_distributed,
-        paged_attend_factory,
-        run_tp_bench,
-        shutdown_distributed,
-    )
+    from dataclasses import asdict
+
+    from kinetics.bench.tp import format_tp_result, paged_attend_factory, run_tp_bench
+    from kinetics.model.parallel import init_distributed, shutdown_distributed
 
     wanted = {"all": ("dense", "blocktopk"), "both": ("dense", "blocktopk")}.get(
         args.method, (args.method,))
@@ -124,7 +122,7 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
                                   args.page_size, args.topk_pages, args.tp, args.repeats, 10,
                                   "bfloat16" if gpu else "float32", factory)
             if result is not None:  # rank 0
-                results[method] = result
+                results[method] = asdict(result)
                 if not args.json:
                     print(format_tp_result(result), flush=True)
     finally:

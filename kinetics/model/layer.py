@@ -50,23 +50,14 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from kinetics.errors import InputError
+from kinetics.model.parallel import shard_plan
+from kinetics.model.weights import KV_PREFILL_TENSOR_BASE, hashed_uniform, layer_weights
 from kinetics.models import ModelSpec
 
 ROPE_THETA = 1_000_000.0
 RMS_EPS = 1e-6
 
-# Tensor ids for the weight hash (part of the weight definition: don't renumber).
-_TENSOR_IDS = {
-    "input_layernorm": 1, "q_proj": 2, "k_proj": 3, "v_proj": 4, "q_norm": 5,
-    "k_norm": 6, "o_proj": 7, "post_attention_layernorm": 8, "gate_proj": 9,
-    "up_proj": 10, "down_proj": 11,
-}
 _SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-_KV_PREFILL_TENSOR_BASE = 1_000  # ids for synthetic KV-cache contents, per KV head
-
-_M31 = 0x7FFFFFFF
-_MUL = 0x45D9F3B  # < 2**27, so a 31-bit value times it stays below 2**58 (no int64 overflow)
-_HASH_CHUNK = 1 << 22  # elements hashed at once (bounds the int64 temporaries: 32 MiB)
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -77,46 +68,6 @@ class CommTimer(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
-
-
-def _mix31(x: torch.Tensor) -> torch.Tensor:
-    """In-place 31-bit integer hash of an int64 tensor holding values in [0, 2**31)."""
-    x.bitwise_xor_(x >> 16)
-    x.mul_(_MUL).bitwise_and_(_M31)
-    x.bitwise_xor_(x >> 16)
-    x.mul_(_MUL).bitwise_and_(_M31)
-    x.bitwise_xor_(x >> 16)
-    return x
-
-
-def hashed_uniform(seed: int, tensor_id: int, rows: torch.Tensor, cols: torch.Tensor,
-                   bound: float, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
-    """Deterministic pseudo-random matrix ``W[i, j] = U(seed, tensor_id, rows[i], cols[j])``.
-
-    Values are uniform in ``[-bound, bound)`` (std ``bound / sqrt(3)``). Each element
-    depends only on its global (row, column) index, so any slice of a matrix can be
-    generated alone and equals the same slice of the whole. The hash runs with int64
-    arithmetic on ``device`` (CPU or GPU give identical bits); result shape
-    ``[len(rows), len(cols)]`` in ``dtype``.
-    """
-    device = torch.device(device)
-    rows = rows.to(device=device, dtype=torch.int64)
-    cols = cols.to(device=device, dtype=torch.int64)
-    key = _mix31(torch.tensor([((seed & _M31) * 31 + tensor_id) & _M31], dtype=torch.int64,
-                              device=device))
-    row_hash = _mix31((rows * 0x2545F491 + key) & _M31).unsqueeze(1)  # [R, 1]
-    col_hash = _mix31((cols * 0x3C6EF35F + 0x1B873593) & _M31).unsqueeze(0)  # [1, C]
-    out = torch.empty(len(rows), len(cols), dtype=dtype, device=device)
-    step = max(1, _HASH_CHUNK // max(1, len(cols)))
-    scale = 2.0 * bound / 2.0**31
-    for start in range(0, len(rows), step):
-        x = _mix31((row_hash[start:start + step] + col_hash) & _M31)
-        out[start:start + step] = (x.to(torch.float32) * scale - bound).to(dtype)
-    return out
-
-
-def _indices(ranges: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
-    return torch.cat([torch.arange(a, b, dtype=torch.int64) for a, b in ranges]).to(device)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = RMS_EPS) -> torch.Tensor:
@@ -139,43 +90,9 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor)
     return x * cos + rotated * sin
 
 
-def mlp_width(model: ModelSpec) -> int:
-    """Dense MLP width the layer runs: intermediate_size, or the active experts' width for MoE."""
-    if model.is_moe:
-        return model.experts_per_token * model.moe_intermediate_size
-    return model.intermediate_size
-
-
-def shard_plan(model: ModelSpec, tp_size: int, tp_rank: int) -> dict[str, int]:
-    """This rank's slice of heads and MLP width; raises InputError if tp_size doesn't fit.
-
-    Returns q_start, local_q_heads, kv_start, local_kv_heads, kv_replicas (ranks that
-    hold a copy of each KV head, 1 unless tp_size > num_kv_heads), mlp_start, local_mlp.
-    """
-    if tp_size < 1:
-        raise InputError(f"tensor-parallel size must be >= 1, got {tp_size}")
-    if not 0 <= tp_rank < tp_size:
-        raise InputError(f"tp_rank {tp_rank} outside [0, {tp_size})")
-    q, kv, width = model.num_q_heads, model.num_kv_heads, mlp_width(model)
-    if q % tp_size:
-        raise InputError(f"{model.name}: {q} query heads do not divide by tp {tp_size}")
-    if kv <= 0 or q % kv:
-        raise InputError(f"{model.name}: {q} query heads are not a multiple of {kv} KV heads")
-    if kv % tp_size == 0:
-        local_kv, replicas = kv // tp_size, 1
-        kv_start = tp_rank * local_kv
-    elif tp_size % kv == 0:
-        local_kv, replicas = 1, tp_size // kv
-        kv_start = tp_rank // replicas
-    else:
-        raise InputError(f"{model.name}: {kv} KV heads neither divide by tp {tp_size} "
-                         "nor divide it (no replication scheme)")
-    if width % tp_size:
-        raise InputError(f"{model.name}: MLP width {width} does not divide by tp {tp_size}")
-    local_q, local_mlp = q // tp_size, width // tp_size
-    return dict(q_start=tp_rank * local_q, local_q_heads=local_q, kv_start=kv_start,
-                local_kv_heads=local_kv, kv_replicas=replicas,
-                mlp_start=tp_rank * local_mlp, local_mlp=local_mlp)
+def param(t: torch.Tensor) -> torch.nn.Parameter:
+    """A frozen parameter (decode only: no gradients)."""
+    return torch.nn.Parameter(t, requires_grad=False)
 
 
 class ShardedDecoderLayer(torch.nn.Module):
@@ -216,53 +133,24 @@ class ShardedDecoderLayer(torch.nn.Module):
         self.model, self.tp_size, self.tp_rank, self.group = model, tp_size, tp_rank, group
         self.dtype, self.seed = dtype, seed
         self.hidden_size, self.head_dim = model.hidden_size, model.head_dim
-        self.q_head_start, self.local_q_heads = plan["q_start"], plan["local_q_heads"]
-        self.kv_head_start, self.local_kv_heads = plan["kv_start"], plan["local_kv_heads"]
-        self.kv_replicas = plan["kv_replicas"]
-        self.mlp_start, self.local_mlp = plan["mlp_start"], plan["local_mlp"]
+        self.plan = plan
+        self.q_head_start, self.local_q_heads = plan.q_start, plan.local_q_heads
+        self.kv_head_start, self.local_kv_heads = plan.kv_start, plan.local_kv_heads
+        self.kv_replicas = plan.kv_replicas
+        self.mlp_start, self.local_mlp = plan.mlp_start, plan.local_mlp
         self.position = 0
         self.communicate = True
         self.comm_timer: CommTimer | None = None
 
-        h, d = self.hidden_size, self.head_dim
-        q_rows = (self.q_head_start * d, (self.q_head_start + self.local_q_heads) * d)
-        kv_rows = (self.kv_head_start * d, (self.kv_head_start + self.local_kv_heads) * d)
-        mlp_rows = (self.mlp_start, self.mlp_start + self.local_mlp)
-        all_h = [(0, h)]
-
-        def gen(name: str, rows: list[tuple[int, int]], cols: list[tuple[int, int]],
-                fan_in: int) -> torch.Tensor:
-            return hashed_uniform(seed, _TENSOR_IDS[name], _indices(rows, device),
-                                  _indices(cols, device), math.sqrt(3.0 / fan_in), dtype, device)
-
-        def norm(name: str, n: int) -> torch.nn.Parameter:
-            # 1 + U[-0.1, 0.1): not all ones, so a wrong norm weight would show in tests
-            w = 1.0 + hashed_uniform(seed, _TENSOR_IDS[name], torch.zeros(1), torch.arange(n),
-                                     0.1, torch.float32, device)[0]
-            return torch.nn.Parameter(w.to(dtype), requires_grad=False)
-
-        def param(t: torch.Tensor) -> torch.nn.Parameter:
-            return torch.nn.Parameter(t, requires_grad=False)
-
-        self.input_layernorm = norm("input_layernorm", h)
-        # fused column-parallel QKV: [(local_q + 2 local_kv) * head_dim, hidden]
-        self.qkv_proj = param(torch.cat([
-            gen("q_proj", [q_rows], all_h, h),
-            gen("k_proj", [kv_rows], all_h, h),
-            gen("v_proj", [kv_rows], all_h, h),
-        ]))
-        self.q_norm = norm("q_norm", d)
-        self.k_norm = norm("k_norm", d)
-        # row-parallel o_proj: [hidden, local_q * head_dim] (this rank's input columns)
-        self.o_proj = param(gen("o_proj", all_h, [q_rows], model.num_q_heads * d))
-        self.post_attention_layernorm = norm("post_attention_layernorm", h)
-        # fused column-parallel gate/up: [2 * local_mlp, hidden]
-        self.gate_up_proj = param(torch.cat([
-            gen("gate_proj", [mlp_rows], all_h, h),
-            gen("up_proj", [mlp_rows], all_h, h),
-        ]))
-        # row-parallel down: [hidden, local_mlp]
-        self.down_proj = param(gen("down_proj", all_h, [mlp_rows], mlp_width(model)))
+        w = layer_weights(model, plan, seed, dtype, device)
+        self.input_layernorm = param(w.input_layernorm)
+        self.qkv_proj = param(w.qkv_proj)
+        self.q_norm, self.k_norm = param(w.q_norm), param(w.k_norm)
+        self.o_proj = param(w.o_proj)
+        self.post_attention_layernorm = param(w.post_attention_layernorm)
+        self.gate_up_proj = param(w.gate_up_proj)
+        self.down_proj = param(w.down_proj)
+        d = self.head_dim
         inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
         self.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
 
@@ -457,7 +345,7 @@ class DenseKVAttend:
             cols = torch.arange(head_dim)
             bound = math.sqrt(3.0)  # unit RMS, like a normed key
             for j in range(local_kv_heads):
-                tid = _KV_PREFILL_TENSOR_BASE + 2 * (kv_head_start + j)
+                tid = KV_PREFILL_TENSOR_BASE + 2 * (kv_head_start + j)
                 for cache, off in ((self.k, 0), (self.v, 1)):
                     vals = hashed_uniform(seed, tid + off, rows, cols, bound, dtype, device)
                     cache[:, j, :context] = vals.view(batch_size, context, head_dim)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kinetics.bench import decode as bench
+from kinetics.bench import gate
 from kinetics.cli import main
 
 
@@ -53,7 +54,7 @@ def test_gate_bad_baseline(tmp_path, no_gpu, capsys):
 
 def test_stored_baseline_is_valid():
     root = Path(__file__).resolve().parents[2]
-    data = bench.load_baseline(root / "benchmarks" / "baseline" / "gpu.json")
+    data = gate.load_baseline(root / "benchmarks" / "baseline" / "gpu.json")
     cfg = bench.BenchConfig(**data["config"])
     cfg.validate()
     assert data["min_speedup"] > 1
@@ -83,20 +84,24 @@ def test_local_heads_and_step_bytes():
     assert 10 < dense.total / sparse.total < 11
 
 
-def test_format_table():
-    method = dict(ms_per_step=0.2, tokens_per_s=320000.0, gbytes_per_s=2700.0,
-                  fraction_of_copy=0.92)
-    result = {
-        "device": "GPU", "date": "today", "copy_gbps": 2900.0, "config": vars(bench.BenchConfig()),
-        "local_q_heads": 4, "local_kv_heads": 1, "head_dim": 128,
-        "methods": {"dense": method,
-                    "blocktopk": dict(method, ms_per_step=0.04, selection_ms=0.015,
-                                      sparse_attention_ms=0.025)},
-        "checks": {"dense": {"rel_err": 1e-3, "passed": True}},
-        "speedup": 5.0, "roofline_speedup": 10.6,
-    }
+def test_format_table_and_json_record():
+    def timing(ms, **parts):
+        return bench.MethodTiming(ms, ms, ms, 64 / (ms * 1e-3), 1e6, 2700.0, 0.92, **parts)
+
+    result = bench.DecodeComparison(
+        "GPU", "today", "2.x", bench.BenchConfig(), 4, 1, 128, 2900.0,
+        methods={"dense": timing(0.2),
+                 "blocktopk": timing(0.04, selection_ms=0.015, sparse_attention_ms=0.025)},
+        checks={"dense": bench.MethodCheck(True, 1e-3, True)},
+        speedups={"speedup": 5.0}, roofline_speedup=10.6)
     text = bench.format_table(result)
     assert "speedup blocktopk" in text and "5.00x" in text and "0.0150" in text
+    assert "1.00e-03" in text and "FAIL" not in text
+    record = json.loads(json.dumps(result.to_dict()))
+    assert record["speedup"] == 5.0 and record["checks_passed"] is True
+    assert record["methods"]["blocktopk"]["selection_ms"] == 0.015
+    assert "selection_ms" not in record["methods"]["dense"]
+    assert record["config"]["topk_pages"] == 64
 
 
 def test_baseline_unknown_config_key(tmp_path):
@@ -105,4 +110,4 @@ def test_baseline_unknown_config_key(tmp_path):
     path = tmp_path / "gpu.json"
     path.write_text(json.dumps({"config": {"contexts": 1}, "min_speedup": 2}))
     with pytest.raises(InputError, match="unknown keys"):
-        bench.load_baseline(path)
+        gate.load_baseline(path)

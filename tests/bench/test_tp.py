@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import asdict
 from datetime import timedelta
 
 import pytest
@@ -18,7 +19,7 @@ torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 mp = pytest.importorskip("torch.multiprocessing")
 
-from kinetics.bench.tp import _call_factory, format_tp_result, run_tp_bench  # noqa: E402
+from kinetics.bench.tp import TpResult, _call_factory, format_tp_result, run_tp_bench  # noqa: E402
 from kinetics.errors import InputError  # noqa: E402
 from kinetics.model.layer import DenseKVAttend, GraphedDecodeStep, ShardedDecoderLayer  # noqa: E402
 from kinetics.models import ModelSpec  # noqa: E402
@@ -77,7 +78,8 @@ def _worker(rank: int, port: int, outdir: str, backend: str, world: int) -> None
                                                          device, graphs=True)
             if rank == 0:
                 result[model.name + "/unsharded"] = _decode(model, 1, 0, None, device)
-        result["bench"] = run_tp_bench(TINY, "dense", 8, 2, 16, 0, world, 3, 1, "float32")
+        bench = run_tp_bench(TINY, "dense", 8, 2, 16, 0, world, 3, 1, "float32")
+        result["bench"] = None if bench is None else asdict(bench)
         torch.save(result, os.path.join(outdir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -113,7 +115,7 @@ def _spawn_and_check(tmp_path, backend: str, world: int = WORLD, tol: float = 1e
         assert bench[key] is not None and bench[key] > 0, key
     assert 0 < bench["comm_share"] < 1
     assert bench["comm_overhead_ms"] is not None
-    assert "scaling efficiency" in format_tp_result(bench)
+    assert "scaling efficiency" in format_tp_result(TpResult(**bench))
 
 
 def test_gloo_two_ranks_match_unsharded(tmp_path):
@@ -137,7 +139,7 @@ def test_nccl_one_gpu_group_smoke(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_weights_equal_cpu_and_graphed_step_equals_eager():
-    from kinetics.model.layer import hashed_uniform
+    from kinetics.model.weights import hashed_uniform
 
     rows, cols = torch.arange(300), torch.arange(70)
     cpu = hashed_uniform(4, 2, rows, cols, 0.1, torch.float32, "cpu")
@@ -158,9 +160,9 @@ def test_single_process_tp1(monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     result = run_tp_bench(TINY, "dense", 4, 2, 16, 0, 1, 2, 1, "float32")
-    assert result["tp"] == 1 and result["backend"] == "none"
-    assert result["speedup"] == pytest.approx(1.0) and result["comm_ms"] == 0.0
-    assert result["nocomm_step_ms"] is None
+    assert result.tp == 1 and result.backend == "none"
+    assert result.speedup == pytest.approx(1.0) and result.comm_ms == 0.0
+    assert result.nocomm_step_ms is None
     assert "tp 1" in format_tp_result(result)
 
 
@@ -219,8 +221,8 @@ def test_paged_flashinfer_factory_one_gpu(method, monkeypatch):
                      num_kv_heads=2, head_dim=128, intermediate_size=512, vocab_size=100)
     factory = paged_attend_factory(method, 16, 4)
     result = run_tp_bench(spec, method, 256, 2, 16, 4, 1, 5, 2, "bfloat16", factory)
-    assert result["attention"] == f"flashinfer paged {method}" and result["cuda_graphs"]
-    assert result["step_ms"] > 0
+    assert result.attention == f"flashinfer paged {method}" and result.cuda_graphs
+    assert result.step_ms > 0
 
 
 def test_cli_distributed_runs_under_torchrun_on_cpu(tmp_path):

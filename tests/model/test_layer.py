@@ -7,13 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kinetics.errors import InputError  # noqa: E402
-from kinetics.model.layer import (  # noqa: E402
-    DenseKVAttend,
-    ShardedDecoderLayer,
-    hashed_uniform,
-    mlp_width,
-    shard_plan,
-)
+from kinetics.model.layer import DenseKVAttend, ShardedDecoderLayer  # noqa: E402
+from kinetics.model.parallel import mlp_width, shard_plan  # noqa: E402
+from kinetics.model.weights import hashed_uniform  # noqa: E402
 from kinetics.models import ModelSpec, get_model  # noqa: E402
 
 TINY = ModelSpec(name="tiny", num_layers=1, hidden_size=64, num_q_heads=4, num_kv_heads=2,
@@ -74,7 +70,7 @@ def test_kv_replication_when_tp_exceeds_kv_heads():
     starts = [ShardedDecoderLayer(TINY, 4, r, dtype=F32).kv_head_start for r in range(4)]
     assert starts == [0, 0, 1, 1]
     plan = shard_plan(TINY, 4, 3)
-    assert plan["kv_replicas"] == 2 and plan["local_kv_heads"] == 1
+    assert plan.kv_replicas == 2 and plan.local_kv_heads == 1
 
 
 @pytest.mark.parametrize("tp", [3, 8])
@@ -147,7 +143,7 @@ def test_rope_positions_matter_and_default_is_shared():
 def test_preset_shard_plans():
     # Qwen3-32B: 64 q / 8 kv heads, 25600 MLP -> tp 8: 8 q, 1 kv, 3200
     plan = shard_plan(get_model("qwen3-32b"), 8, 7)
-    assert (plan["local_q_heads"], plan["local_kv_heads"], plan["local_mlp"]) == (8, 1, 3200)
+    assert (plan.local_q_heads, plan.local_kv_heads, plan.local_mlp) == (8, 1, 3200)
     # Qwen3-30B-A3B: 4 kv heads, tp 8 -> replicated twice
     plan = shard_plan(get_model("qwen3-30b-a3b"), 8, 5)
-    assert (plan["kv_start"], plan["kv_replicas"]) == (2, 2)
+    assert (plan.kv_start, plan.kv_replicas) == (2, 2)

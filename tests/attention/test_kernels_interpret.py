@@ -1,0 +1,69 @@
+"""The Triton kernels on CPU under ``TRITON_INTERPRET=1`` (no GPU needed; needs triton).
+
+Selection then split-KV attention (float32: the interpreter does not model bfloat16
+loads) against the torch reference, in a subprocess because the interpreter is
+chosen when the kernels are decorated, at import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed", allow_module_level=True)
+
+SCRIPT = """
+import json, sys
+import torch
+from kinetics.attention import PagedKVCache, reference
+from kinetics.attention.checks import check_selection
+from kinetics.attention.decode import BlockTopkDecode, TopkPageSelection, TritonSparseAttention
+
+results = []
+for seed, lens, hkv, group, ps, k, local in json.loads(sys.argv[1]):
+    gen = torch.Generator().manual_seed(seed)
+    b, d = len(lens), 16
+    keys = torch.randn((b, max(lens), hkv, d), generator=gen)
+    values = torch.randn((b, max(lens), hkv, d), generator=gen)
+    cache = PagedKVCache.from_dense(keys, values, page_size=ps, seq_lens=lens,
+                                    page_order="random", seed=seed)
+    q = torch.randn((b, hkv * group, d), generator=gen)
+    sel = TopkPageSelection(cache, hkv * group, k, local)
+    dec = BlockTopkDecode(sel, TritonSparseAttention(sel))
+    out = torch.full_like(q, float("nan"))
+    dec(q, out)
+    got = dec.selected_page_mask()
+    check = check_selection(got, q, cache, k, local, rel_tol=1e-4)
+    ref = reference.blocktopk_decode(q, cache, k, local, page_mask=got)
+    results.append(dict(passed=check.passed, identical=check.identical_fraction,
+                        finite=bool(torch.isfinite(out).all()),
+                        rel_err=float((out - ref).norm() / ref.norm())))
+print(json.dumps(results))
+"""
+
+CASES = [  # seed, lens (tokens), kv heads, group, page size, topk pages, local pages
+    (0, [300, 517, 129], 2, 2, 16, 8, 2),
+    (1, [100, 200], 1, 4, 8, 12, 1),
+]
+
+
+def test_selection_and_triton_attention_match_reference_interpreted():
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES)], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == len(CASES)
+    for case, r in zip(CASES, results, strict=True):
+        assert r["passed"] and r["finite"], (case, r)
+        assert r["rel_err"] < 1e-4, (case, r)
