@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from kinetics.hardware import B200_FLOPS_PER_S
 from kinetics.models import ModelSpec
 
 LAWS: tuple[str, ...] = ("kinetics", "flops")
-B200_FLOPS_PER_S = 4.5e15  # "B200 seconds" = eFLOPs / 4.5e15, as the paper plots
 # The paper's grids (eFLOPs): 100 log-spaced points, 45 to 4e4 "TFLOPs" (x1e12)
 # for Best-of-N and 45 to 1e5 for long-CoT.
 GRIDS: dict[str, tuple[float, float]] = {"best_of_n": (45e12, 4e16), "long_cot": (45e12, 1e17),

@@ -33,11 +33,17 @@ class Hardware:
         return self.peak_flops_per_s / self.memory_bytes_per_s
 
 
+# The Kinetics paper and code price a B200 at 4.5 PFLOP/s over 8 TB/s (I = 562.5);
+# its plots read costs as "B200 seconds" = eFLOPs / B200_FLOPS_PER_S.
+B200_FLOPS_PER_S = 4.5e15
+B200_BYTES_PER_S = 8.0e12
+B200_INTENSITY = B200_FLOPS_PER_S / B200_BYTES_PER_S  # 562.5 FLOPs per byte
+
 HARDWARE: dict[str, Hardware] = {
     hw.name: hw
     for hw in (
-        # The Kinetics paper and code: 4.5 PFLOP/s over 8 TB/s = 562.5.
-        Hardware("b200", 4.5e15, 8.0e12, "Kinetics paper (arXiv 2506.05333) and its code"),
+        Hardware("b200", B200_FLOPS_PER_S, B200_BYTES_PER_S,
+                 "Kinetics paper (arXiv 2506.05333) and its code"),
         # NVIDIA H100 SXM datasheet: 989.5 TFLOP/s dense bf16, 3.35 TB/s HBM3.
         Hardware("h100", 989.5e12, 3.35e12, "NVIDIA H100 SXM datasheet"),
         # NVIDIA H200 datasheet: 989.5 TFLOP/s dense bf16, 4.8 TB/s HBM3e.

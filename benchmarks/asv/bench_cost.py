@@ -3,6 +3,7 @@
 import numpy as np
 
 from kinetics.cost import AttentionConfig, query_cost
+from kinetics.hardware import B200_INTENSITY
 from kinetics.models import MODELS
 
 CONFIGS = {
@@ -26,4 +27,4 @@ class QueryCost:
         self.attention = CONFIGS[method]
 
     def time_query_cost(self, method, pairs):
-        query_cost(self.model, self.attention, self.prompt_len, self.gen_len, 8).eflops(562.5)
+        query_cost(self.model, self.attention, self.prompt_len, self.gen_len, 8).eflops(B200_INTENSITY)

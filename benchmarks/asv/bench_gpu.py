@@ -29,17 +29,17 @@ class DecodeAttention:
             raise NotImplementedError(results["skip"])
 
     def track_dense_tokens_per_s(self, results):
-        return results["dense"]["tokens_per_s"]
+        return results["dense"].tokens_per_s
 
     def track_blocktopk_tokens_per_s(self, results):
-        return results["blocktopk"]["tokens_per_s"]
+        return results["blocktopk"].tokens_per_s
 
     def track_blocktopk_speedup(self, results):
-        return results["dense"]["ms_per_step"] / results["blocktopk"]["ms_per_step"]
+        return results["dense"].ms_per_step / results["blocktopk"].ms_per_step
 
     track_blocktopk_speedup.unit = "x"
 
     def track_dense_fraction_of_copy_bandwidth(self, results):
-        return results["dense"]["fraction_of_copy"]
+        return results["dense"].fraction_of_copy
 
     track_dense_fraction_of_copy_bandwidth.unit = "fraction"

@@ -3,14 +3,20 @@
 Standard size: Qwen3-8B tp 8 (4 q / 1 kv head, d 128), 16k context, batch 64, pages
 of 16, 64 selected pages, 4 cache replicas cycled so the working set is not
 L2-resident. Importing this module allocates the replicas on the GPU.
+
+Record of the 2026-11-25 H100 exploration (numbers in benchmarks/RESULTS.md). It
+drives kernel variants that measured slower and have since left the library, so it
+runs against the library of commit 72d6910, where they lived (there under
+benchmarks/gpu/): ``git worktree add ../kinetics-explore 72d6910`` and ``bash
+benchmarks/gpu/device_run.sh explore`` (or ``explore-gate``) in that checkout.
 """
 
 from __future__ import annotations
 
 import torch
 
+from kinetics import bench
 from kinetics.attention import PagedKVCache
-from kinetics.bench import decode as bench
 
 B, HQ, HKV, D, CTX, PS, K, R = 64, 4, 1, 128, 16384, 16, 64, 4
 cfg = bench.BenchConfig()

@@ -7,6 +7,12 @@ per step (median of CUDA-graph replays over 4 cache replicas) for the full step,
 selection launches alone and the attention launches alone; dense in the same run.
 Prints a kernel breakdown, then the table last. Usage:
 python benchmarks/gpu/explore_fused.py
+
+Record of the 2026-11-25 H100 exploration (numbers in benchmarks/RESULTS.md). It
+drives kernel variants that measured slower and have since left the library, so it
+runs against the library of commit 72d6910, where they lived (there under
+benchmarks/gpu/): ``git worktree add ../kinetics-explore 72d6910`` and ``bash
+benchmarks/gpu/device_run.sh explore`` (or ``explore-gate``) in that checkout.
 """
 
 from __future__ import annotations
@@ -32,14 +38,14 @@ from explore_common import (  # noqa: E402,F401
     qs,
     timed,
 )
-
-from kinetics.attention import reference
-from kinetics.attention.decode import (
+from kinetics.attention.gpu import (
     ChunkedBlockTopkDecode,
     FlashinferBlockTopkDecode,
     FlashinferDenseDecode,
 )
-from kinetics.bench import decode as bench
+
+from kinetics import bench
+from kinetics.attention import reference
 
 rows = []
 

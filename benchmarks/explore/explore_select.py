@@ -4,6 +4,12 @@ Standard size (Qwen3-8B tp 8: 4 q / 1 kv head, d 128, 16k context, batch 64, 64 
 of 16). Prints a table of ms per step (median of CUDA-graph replays over 4 cache
 replicas) for select-only and full block top-k steps, plus a kernel breakdown.
 Usage: python benchmarks/gpu/explore_select.py [--tensor-cores]
+
+Record of the 2026-11-25 H100 exploration (numbers in benchmarks/RESULTS.md). It
+drives kernel variants that measured slower and have since left the library, so it
+runs against the library of commit 72d6910, where they lived (there under
+benchmarks/gpu/): ``git worktree add ../kinetics-explore 72d6910`` and ``bash
+benchmarks/gpu/device_run.sh explore`` (or ``explore-gate``) in that checkout.
 """
 
 from __future__ import annotations
@@ -29,10 +35,10 @@ from explore_common import (  # noqa: E402,F401
     qs,
     timed,
 )
+from kinetics.attention.gpu import FlashinferBlockTopkDecode, FlashinferDenseDecode
 
+from kinetics import bench
 from kinetics.attention import reference
-from kinetics.attention.decode import FlashinferBlockTopkDecode, FlashinferDenseDecode
-from kinetics.bench import decode as bench
 
 rows = []
 

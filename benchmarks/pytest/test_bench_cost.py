@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kinetics.cost import AttentionConfig, query_cost
+from kinetics.hardware import B200_INTENSITY
 from kinetics.models import MODELS
 
 PAIRS = 1_000_000
@@ -23,5 +24,5 @@ def lengths():
 ], ids=lambda a: a.label)
 def test_query_cost_million_pairs(benchmark, lengths, attention):
     benchmark.extra_info.update(pairs=PAIRS, model="qwen3-8b", samples=8, device="cpu")
-    cost = benchmark(lambda: query_cost(MODELS["qwen3-8b"], attention, *lengths, 8).eflops(562.5))
+    cost = benchmark(lambda: query_cost(MODELS["qwen3-8b"], attention, *lengths, 8).eflops(B200_INTENSITY))
     assert cost.shape == (PAIRS,) and np.all(cost > 0)

@@ -5,6 +5,7 @@ plain test tests/test_report.py::test_full_embedded_analysis_runs_under_five_sec
 asserts the same work stays under 5 s.
 """
 
+from kinetics.hardware import B200_INTENSITY
 from kinetics.report import analyze, build_summary
 from kinetics.traces import load_trials, resolve_models
 
@@ -13,8 +14,8 @@ def test_full_embedded_analysis(benchmark):
     def work():
         trials, synthetic = load_trials(None)
         models = resolve_models(trials)
-        analysis = analyze(trials, models, 562.5)
-        summary = build_summary(trials, 562.5, hardware="b200", synthetic=synthetic,
+        analysis = analyze(trials, models, B200_INTENSITY)
+        summary = build_summary(trials, B200_INTENSITY, hardware="b200", synthetic=synthetic,
                                 source="embedded", options=analysis.options)
         return analysis, summary
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from kinetics.errors import InputError
-from kinetics.hardware import HARDWARE, resolve_intensity
+from kinetics.hardware import B200_FLOPS_PER_S, HARDWARE, resolve_intensity
 from kinetics.strategies import DEFAULT_GEN_BUDGETS
 
 SYNTHETIC_NOTE = ("NOTE: SYNTHETIC data (the embedded seeded demo set, not real traces); "
@@ -90,7 +90,7 @@ def _terminal_table(summary: dict) -> str:
         def opt(method: str, row: dict = row) -> str:
             return (row[method]["optimal_model"] or "-") if method in row else "-"
 
-        lines.append(f"{law:8} {strategy:9} {budget:8.1e} {budget / 4.5e15:7.3f}  {acc('dense'):>5} "
+        lines.append(f"{law:8} {strategy:9} {budget:8.1e} {budget / B200_FLOPS_PER_S:7.3f}  {acc('dense'):>5} "
                      f"{opt('dense'):16} {acc('topk'):>5} {acc('blocktopk'):>9} "
                      f"{opt('blocktopk'):19}")
     return "\n".join(lines)
