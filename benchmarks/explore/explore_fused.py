@@ -8,11 +8,7 @@ selection launches alone and the attention launches alone; dense in the same run
 Prints a kernel breakdown, then the table last. Usage:
 python benchmarks/gpu/explore_fused.py
 
-Record of the 2026-11-25 H100 exploration (numbers in benchmarks/RESULTS.md). It
-drives kernel variants that measured slower and have since left the library, so it
-runs against the library of commit 72d6910, where they lived (there under
-benchmarks/gpu/): ``git worktree add ../kinetics-explore 72d6910`` and ``bash
-benchmarks/gpu/device_run.sh explore`` (or ``explore-gate``) in that checkout.
+A record: it runs against the library of commit 72d6910 (see explore_common.py).
 """
 
 from __future__ import annotations

@@ -5,11 +5,7 @@ of 16). Prints a table of ms per step (median of CUDA-graph replays over 4 cache
 replicas) for select-only and full block top-k steps, plus a kernel breakdown.
 Usage: python benchmarks/gpu/explore_select.py [--tensor-cores]
 
-Record of the 2026-11-25 H100 exploration (numbers in benchmarks/RESULTS.md). It
-drives kernel variants that measured slower and have since left the library, so it
-runs against the library of commit 72d6910, where they lived (there under
-benchmarks/gpu/): ``git worktree add ../kinetics-explore 72d6910`` and ``bash
-benchmarks/gpu/device_run.sh explore`` (or ``explore-gate``) in that checkout.
+A record: it runs against the library of commit 72d6910 (see explore_common.py).
 """
 
 from __future__ import annotations

@@ -11,26 +11,12 @@ slice of the MLP width); row-parallel projections (o_proj, down) hold the matchi
 input columns, so each rank produces a partial sum of the output and one
 all-reduce per block completes it: two all-reduces per layer per decode step.
 
-Sharding rules (``tp_size`` = tensor-parallel degree):
-
-* query heads: ``num_q_heads % tp_size == 0``; rank ``r`` holds heads
-  ``[r * q/tp, (r + 1) * q/tp)``.
-* KV heads: if ``num_kv_heads % tp_size == 0`` each rank holds ``kv/tp`` of them;
-  if ``tp_size > num_kv_heads`` and ``tp_size % num_kv_heads == 0`` each KV head
-  is **replicated** on ``tp/kv`` ranks (what vLLM does), rank ``r`` holding the
-  one KV head its query heads read. Other combinations raise ``InputError``.
-* MLP width: ``intermediate % tp_size == 0``. MoE models run a *dense* MLP of width
-  ``experts_per_token * moe_intermediate_size``: the active experts' compute and
-  weight bytes of one token (exact at batch 1; a real MoE layer at batch > 1
-  reads more experts and adds a router and token routing, which this ignores).
-
-Weights are deterministic: every element is a pure function of
-``(seed, tensor, row, column)`` (a counter-based integer hash, see
-:func:`hashed_uniform`), so each rank generates exactly its own shard, directly on
-its device, and a shard of any ``tp_size`` equals the same slice of the unsharded
-(``tp_size=1``) layer's weight bit for bit. Summing the ranks' partial outputs
-therefore reproduces the unsharded layer up to float rounding (the order of the
-sum differs).
+Which heads and MLP columns a rank holds: :func:`kinetics.model.parallel.shard_plan`
+(KV heads replicated when ``tp_size`` exceeds them; MoE models run a *dense* MLP of
+the active experts' width). Weights: :mod:`kinetics.model.weights` (each rank
+generates exactly its own shard, equal bit for bit to the same slice of the unsharded
+layer, so summing the ranks' partial outputs reproduces the unsharded layer up to
+float rounding).
 
 ``group=None`` with ``tp_size > 1`` is *simulated* TP on one device (the paper's
 benchmark): the layer has one rank's share of heads and MLP width and skips the
