@@ -36,7 +36,7 @@ from kinetics.frontier import (
     pareto_points,
 )
 from kinetics.models import ModelSpec
-from kinetics.strategies import DEFAULT_GEN_BUDGETS, MAJORITY_DRAWS, best_of_n, long_cot
+from kinetics.strategies import DEFAULT_GEN_BUDGETS, best_of_n, long_cot
 from kinetics.traces import resolve_models
 
 # strategy -> (accuracy column in its options table, option parameter column)
@@ -72,10 +72,10 @@ class Analysis:
 
 def strategy_options(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
                      gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS,
-                     majority_draws: int = MAJORITY_DRAWS) -> dict[str, pd.DataFrame]:
+                     majority: bool = True) -> dict[str, pd.DataFrame]:
     """Options tables per strategy; ``majority_vote`` only when answers are known
-    (and ``majority_draws`` > 0)."""
-    bon = best_of_n(trials, models, majority_draws=majority_draws)
+    (and ``majority``)."""
+    bon = best_of_n(trials, models, majority=majority)
     options = {"best_of_n": bon, "long_cot": long_cot(trials, models, gen_budgets)}
     if bon["majority"].notna().any():
         options["majority_vote"] = bon
@@ -163,7 +163,7 @@ def build_summary(trials: pd.DataFrame, intensity: float, *, hardware: str | Non
     """
     models = resolve_models(trials, model_configs, source)
     if options is None:
-        options = strategy_options(trials, models, majority_draws=0)
+        options = strategy_options(trials, models, majority=False)
     frontiers = _frontiers(options, models, intensity,
                            lambda _s: np.asarray(SUMMARY_BUDGETS), SUMMARY_STRATEGIES)
     return {

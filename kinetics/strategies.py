@@ -12,8 +12,8 @@ Best-of-N, for a query with n recorded samples of lengths T_1..T_n (c correct):
   expectation over the C(n, N) subsets, exact by order statistics: with the lengths
   sorted, P(max = T_(j)) = C(j-1, N-1) / C(n, N);
 * majority vote (where ``answer`` is known): the chance that the most frequent
-  answer among N samples is correct, estimated over seeded random orderings of the
-  query's samples (ties go to the answer that reached the count first).
+  answer among N samples is correct, exactly: the expectation over all N-subsets,
+  ties shared equally, samples without an answer abstaining (see :func:`_majority`).
 
 Long-CoT, for a generation budget G tokens: a sample counts as correct only if
 ``correct`` and ``answer_pos <= G``; its cost is that of one sample of
@@ -34,8 +34,6 @@ from kinetics.traces import attention_of
 
 GROUP = ["model", "config", "query_id"]
 DEFAULT_GEN_BUDGETS: tuple[int, ...] = (2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768)
-MAJORITY_DRAWS = 64
-MAJORITY_SEED = 0
 
 
 def log_factorials(n_max: int) -> np.ndarray:
@@ -100,60 +98,149 @@ def _row_costs(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
     return tuple(out)
 
 
-def _run_starts(key: np.ndarray) -> np.ndarray:
+def _binomial_table(n_max: int) -> np.ndarray:
+    """C(n, k) for 0 <= n, k <= n_max as float64 (exact integers below 2**53)."""
+    table = np.zeros((n_max + 1, n_max + 1))
+    table[:, 0] = 1.0
+    for n in range(1, n_max + 1):
+        table[n, 1:] = table[n - 1, 1:] + table[n - 1, :-1]
+    return table
+
+
+def _times_factor(state: np.ndarray, low: np.ndarray, tie: np.ndarray, x: int) -> np.ndarray:
+    """Multiply generating functions by one class's factor sum_{y<x} low_y z^y + tie u z^x.
+
+    ``state`` (P, S, T): coefficient of z^s u^t (subsets of size s, t classes tied with
+    the target); ``low`` (P, S) with zeros from x on; ``tie`` (P,) = C(c_k, x).
+    """
+    s = state.shape[1]
+    idx = np.arange(s)[:, None] - np.arange(s)[None, :]
+    toeplitz = np.where(idx >= 0, low[:, np.clip(idx, 0, None)], 0.0)  # (P, S, S)
+    out = toeplitz @ state
+    if x < s:
+        out[:, x:, 1:] += tie[:, None, None] * state[:, : s - x, :-1]
+    return out
+
+
+def majority_win_probability(counts: np.ndarray, abstain: np.ndarray,
+                             target: np.ndarray) -> np.ndarray:
+    """Exact P(class ``target`` wins the vote of a random N-subset), N = 1..n_max.
+
+    ``counts`` (P, M): votes recorded per answer class (zero-padded); ``abstain``
+    (P,): samples with no answer; ``target`` (P,): the class column. A subset's
+    winner is the class with the most votes, ties shared equally (uniform random
+    tie-break); abstainers vote for nobody, and an all-abstain subset has no winner.
+    Returns (P, n_max) float64; 0 where N > the row's n = counts.sum() + abstain.
+
+    For each count x the target gets, the other classes' generating function
+    prod_k (sum_{y<x} C(c_k,y) z^y + u C(c_k,x) z^x) * (1+z)^a counts the subsets by
+    size (z) and number of classes tied at x (u); a subset with t ties gives the
+    target 1/(t+1). Counts stay exact integers in float64 up to ~55 samples a query.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    abstain = np.asarray(abstain, dtype=np.int64)
+    rows, m = counts.shape
+    n = counts.sum(axis=1) + abstain
+    n_max = int(n.max(initial=0))
+    out = np.zeros((rows, max(n_max, 1)))
+    if rows == 0 or n_max == 0:
+        return out[:, :n_max]
+    binom = _binomial_table(n_max)
+    own = counts[np.arange(rows), target]
+    others = counts.copy()
+    others[np.arange(rows), target] = 0
+    others = -np.sort(-others, axis=1)  # largest first: the constrained classes lead
+    share = 1.0 / np.arange(1, m + 1)  # target's share with t others tied
+    for x in range(1, int(own.max(initial=0)) + 1):
+        s = n_max - x + 1  # the others fill N - x <= n_max - x places
+        ys = np.arange(s)
+        # classes with fewer than x votes can never tie or beat: a plain (1+z)^c
+        loose = np.where(others < x, others, 0).sum(axis=1) + abstain
+        state = np.zeros((rows, s, m))
+        state[:, :, 0] = binom[loose][:, :s]
+        for k in range(int((others >= x).sum(axis=1).max(initial=0))):
+            c = np.where(others[:, k] >= x, others[:, k], 0)
+            low = np.where(ys[None, :] < x, binom[c][:, :s], 0.0)
+            state = _times_factor(state, low, binom[c, x], x)
+        ways = state @ share  # (P, s): subsets of the others, ties shared
+        out[:, x - 1:] += binom[own, x][:, None] * ways  # N = x..n_max
+    total = binom[n][:, 1:]  # C(n, N), N = 1..n_max
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, out / np.where(total > 0, total, 1.0), 0.0)
+
+
+def _vote_classes(trials: pd.DataFrame, group: np.ndarray, n_groups: int):
+    """Per query: (counts (G, M) per answer class, abstainers (G,), pairs of
+    (group, class column, fraction of the class's samples that are correct)) for
+    the classes with any correct sample."""
+    answer = trials["answer"].to_numpy(dtype=object, na_value=None)
+    voted = np.flatnonzero(pd.notna(answer))
+    cls, _ = pd.factorize(pd.MultiIndex.from_arrays([group[voted], answer[voted]]))
+    n_cls = int(cls.max(initial=-1)) + 1
+    cls_group = np.zeros(n_cls, dtype=np.int64)
+    cls_group[cls] = group[voted]
+    size = np.bincount(cls, minlength=n_cls)
+    right = np.bincount(cls, weights=trials["correct"].to_numpy()[voted], minlength=n_cls)
+    order = np.argsort(cls_group, kind="stable")
+    column = np.empty(n_cls, dtype=np.int64)
+    column[order] = np.arange(n_cls) - _first_of_run(cls_group[order])
+    m = int(column.max(initial=0)) + 1
+    counts = np.zeros((n_groups, m), dtype=np.int64)
+    counts[cls_group, column] = size
+    abstain = np.bincount(group, minlength=n_groups) - counts.sum(axis=1)
+    hit = right > 0
+    return counts, abstain, (cls_group[hit], column[hit], right[hit] / size[hit])
+
+
+def _first_of_run(key: np.ndarray) -> np.ndarray:
     """Index of the first element of each element's run of equal, contiguous keys."""
     start = np.r_[True, key[1:] != key[:-1]]
     return np.maximum.accumulate(np.where(start, np.arange(len(key)), 0))
 
 
-def _majority(trials: pd.DataFrame, group: np.ndarray, n_groups: int, n_max: int,
-              draws: int, seed: int) -> np.ndarray:
-    """(groups, n_max) majority-vote accuracy over ``draws`` seeded orderings; NaN if unknown.
+def _majority(trials: pd.DataFrame, group: np.ndarray, n_groups: int, n_max: int) -> np.ndarray:
+    """(groups, n_max) exact majority-vote accuracy; NaN where N > n or answers unknown.
 
-    For each ordering, the vote leader after the first N samples is the answer with
-    the most votes (the one that reached that count first on ties); the result is
-    the fraction of orderings whose leader is correct.
+    Accuracy = sum over answer classes of (fraction correct) x P(the class wins).
+    Queries with the same vote signature (abstainers, the class's count, the
+    other counts) share one computation.
     """
-    if draws <= 0 or "answer" not in trials.columns or trials["answer"].isna().all():
-        return np.full((n_groups, n_max), np.nan)
-    rows = len(trials)
-    answer = trials["answer"].to_numpy(dtype=object, na_value=None)
-    codes = pd.factorize(answer, use_na_sentinel=True)[0].astype(np.int64)
-    n_codes = int(codes.max()) + 1
-    missing = codes < 0  # a missing answer never pools with another: a code of its own
-    codes[missing] = n_codes + np.flatnonzero(missing)
-    n_codes += rows
-    rng = np.random.default_rng(seed)
-    rep_group = np.tile(group, draws)
-    rep_draw = np.repeat(np.arange(draws), rows)
-    order = np.argsort((rep_draw * n_groups + rep_group) + rng.random(rows * draws))
-    g = rep_group[order]
-    k = rep_draw[order] * n_groups + g  # one (ordering, query) cell, contiguous
-    code = np.tile(codes, draws)[order]
-    right = np.tile(trials["correct"].to_numpy(), draws)[order]
-    position = np.arange(len(k))
-    # votes so far for each sample's answer within its cell
-    answer_key = k * n_codes + code
-    by_answer = np.argsort(answer_key, kind="stable")
-    sorted_key = answer_key[by_answer]
-    votes = np.empty(len(k), dtype=np.int64)
-    votes[by_answer] = position - _run_starts(sorted_key) + 1
-    big = n_max + 1
-    lead = np.maximum.accumulate(k * big + votes) - k * big  # running max within the cell
-    start = _run_starts(k)
-    prev_lead = np.where(position == start, 0, np.r_[0, lead[:-1]])
-    new_leader = votes > prev_lead
-    leader_right = right[np.maximum.accumulate(np.where(new_leader, position, 0))]
-    total = np.bincount(g * n_max + position - start, weights=leader_right,
-                        minlength=n_groups * n_max).reshape(n_groups, n_max)
-    counts = np.bincount(group, minlength=n_groups)
-    out = total / draws
-    out[np.arange(n_max)[None, :] >= counts[:, None]] = np.nan
+    out = np.full((n_groups, n_max), np.nan)
+    if "answer" not in trials.columns or trials["answer"].isna().all():
+        return out
+    counts, abstain, (g, col, weight) = _vote_classes(trials, group, n_groups)
+    out[np.arange(n_max)[None, :] < np.bincount(group, minlength=n_groups)[:, None]] = 0.0
+    if len(g):
+        own = counts[g, col]
+        rest = counts[g].copy()
+        rest[np.arange(len(g)), col] = 0
+        rest = -np.sort(-rest, axis=1)
+        signature = np.column_stack([abstain[g], own, rest])
+        unique, inverse = np.unique(signature, axis=0, return_inverse=True)
+        win = _in_chunks(unique[:, 2:], unique[:, 0], unique[:, 1])
+        wins = np.zeros((len(g), n_max))
+        wins[:, : win.shape[1]] = win[inverse.ravel()]
+        np.add.at(out, g, weight[:, None] * wins)
+    return out
+
+
+def _in_chunks(rest: np.ndarray, abstain: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """:func:`majority_win_probability` of class ``own`` against ``rest``, in row chunks
+    that keep the (rows, n+1, n+1) work arrays near 32 MB."""
+    counts = np.column_stack([own, rest])
+    n_max = int((counts.sum(axis=1) + abstain).max(initial=0))
+    step = max(1, 4_000_000 // (n_max + 1) ** 2)
+    out = np.zeros((len(own), n_max))
+    for lo in range(0, len(own), step):
+        part = slice(lo, lo + step)
+        win = majority_win_probability(counts[part], abstain[part],
+                                       np.zeros(len(own[part]), dtype=np.int64))
+        out[part, : win.shape[1]] = win
     return out
 
 
 def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
-              majority_draws: int = MAJORITY_DRAWS, seed: int = MAJORITY_SEED) -> pd.DataFrame:
+              majority: bool = True) -> pd.DataFrame:
     """Best-of-N options: one row per (model, config, query, N), N = 1..n samples.
 
     Columns: model, method, config, query_id, n, coverage, majority (NaN without
@@ -178,7 +265,10 @@ def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
     exp_sm = np.add.reduceat(weights * sm[:, None], starts, axis=0)
     g_order = group[starts]  # groups are contiguous after the sort
     correct = np.bincount(group, trials["correct"].to_numpy(), n_groups).astype(np.int64)
-    majority = _majority(trials, group, n_groups, n_max, majority_draws, seed)
+    if majority:
+        vote = _majority(trials, group, n_groups, n_max)
+    else:
+        vote = np.full((n_groups, n_max), np.nan)
 
     keep = num[None, :] <= counts[:, None]  # (groups, n_max)
     gi, ni = np.nonzero(keep)
@@ -193,7 +283,7 @@ def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
         "query_id": first["query_id"].to_numpy(),
         "n": nn,
         "coverage": pass_at_n(counts[gi], correct[gi], nn),
-        "majority": majority[gi, ni],
+        "majority": vote[gi, ni],
         "compute_flops": nn * mean_pc[gi] + exp_sc[inv[gi], ni],
         "memory_bytes": nn * mean_pm[gi] + exp_sm[inv[gi], ni],
     })

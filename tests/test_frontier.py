@@ -99,7 +99,7 @@ def small_trials(draw):
 @settings(max_examples=25, deadline=None)
 @given(small_trials(), st.floats(0, 2000))
 def test_flops_law_never_prices_an_option_above_the_kinetics_law(trials, intensity):
-    for options in (best_of_n(trials, MODELS, majority_draws=0), long_cot(trials, MODELS)):
+    for options in (best_of_n(trials, MODELS, majority=False), long_cot(trials, MODELS)):
         kinetics = option_cost(options, law_intensity("kinetics", intensity))
         flops = option_cost(options, law_intensity("flops", intensity))
         assert np.all(flops <= kinetics)

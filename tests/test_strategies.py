@@ -5,16 +5,23 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from kinetics.cost import AttentionConfig, sample_cost, shared_cost
 from kinetics.models import MODELS
-from kinetics.strategies import best_of_n, long_cot, max_order_weights, pass_at_n
+from kinetics.strategies import (
+    best_of_n,
+    long_cot,
+    majority_win_probability,
+    max_order_weights,
+    pass_at_n,
+)
 from kinetics.traces import validate_trials
 
 CONFIGS = [AttentionConfig.dense(), AttentionConfig.topk(64),
@@ -74,7 +81,7 @@ def test_best_of_n_cost_and_coverage_equal_brute_force(samples, attention, promp
     lengths, correct = samples
     model = MODELS[model_name]
     out = best_of_n(table(model_name, attention, prompt, lengths, correct), MODELS,
-                    majority_draws=0).sort_values("n")
+                    majority=False).sort_values("n")
     n = len(lengths)
     assert list(out["n"]) == list(range(1, n + 1))
     for num, row in zip(range(1, n + 1), out.itertuples(), strict=True):
@@ -91,24 +98,87 @@ def test_best_of_n_cost_and_coverage_equal_brute_force(samples, attention, promp
         assert row.coverage == pytest.approx(np.mean(cover), abs=1e-12)
 
 
-def test_majority_vote_matches_subset_enumeration_on_a_small_case():
-    answers = ["7", "7", "3", "3", "3", "5"]
-    correct = [1, 1, 0, 0, 0, 0]
-    out = best_of_n(table("qwen3-0.6b", CONFIGS[0], 10, [100] * 6, correct, answers), MODELS,
-                    majority_draws=4000, seed=1).sort_values("n")
-    for num in (1, 2, 3, 6):
-        # exact expectation over ordered draws with "first to reach the count" ties
-        wins = []
-        for perm in itertools.permutations(range(6), num):
-            votes: Counter = Counter()
-            leader, best = None, 0
-            for i in perm:
-                votes[answers[i]] += 1
-                if votes[answers[i]] > best:
-                    leader, best = answers[i], votes[answers[i]]
-            wins.append(leader == "7")
-        assert out["majority"].iloc[num - 1] == pytest.approx(np.mean(wins), abs=0.03)
-    assert out["majority"].iloc[-1] == 0.0  # "3" wins with 3 of 6 votes
+def brute_majority(answers, correct, num) -> Fraction:
+    """Mean over all num-subsets (and all tie outcomes) of the vote's correctness, with
+    a class scored by the fraction of its samples that are correct; None abstains."""
+    right = {a: Fraction(sum(c for b, c in zip(answers, correct, strict=True) if b == a),
+                         answers.count(a)) for a in set(answers) if a is not None}
+    total = Fraction(0)
+    subsets = list(itertools.combinations(range(len(answers)), num))
+    for subset in subsets:
+        votes = Counter(answers[i] for i in subset if answers[i] is not None)
+        if votes:
+            top = max(votes.values())
+            winners = [a for a, v in votes.items() if v == top]
+            total += sum(right[a] for a in winners) / len(winners)
+    return total / len(subsets)
+
+
+def majority_of(answers, correct) -> np.ndarray:
+    n = len(answers)
+    out = best_of_n(table("qwen3-0.6b", CONFIGS[0], 10, [100] * n, correct, answers), MODELS)
+    return out.sort_values("n")["majority"].to_numpy()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["1", "2", "3", "4", None]), min_size=1, max_size=9),
+       st.sets(st.sampled_from(["1", "2"])))
+def test_majority_vote_equals_enumeration_of_subsets_and_ties(answers, right_answers):
+    assume(any(a is not None for a in answers))  # a table with no answers has no vote
+    correct = [int(a in right_answers) for a in answers]
+    got = majority_of(answers, correct)
+    for num in range(1, len(answers) + 1):
+        assert got[num - 1] == pytest.approx(float(brute_majority(answers, correct, num)),
+                                              abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=4), st.integers(0, 4), st.data())
+def test_win_probability_sums_to_the_chance_someone_votes(counts, abstain, data):
+    assume(sum(counts) + abstain > 0)
+    n = sum(counts) + abstain
+    win = np.array([majority_win_probability(np.array([counts]), np.array([abstain]),
+                                             np.array([k]))[0] for k in range(len(counts))])
+    someone = [1 - math.comb(abstain, num) / math.comb(n, num) for num in range(1, n + 1)]
+    np.testing.assert_allclose(win.sum(axis=0), someone, atol=1e-12)
+    k = data.draw(st.integers(0, len(counts) - 1))
+    np.testing.assert_array_less(-1e-15, win[k])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["1", "2", "3", None]), min_size=1, max_size=12))
+def test_majority_at_one_is_pass_at_one(answers):
+    assume(any(a is not None for a in answers))
+    correct = [int(a == "1") for a in answers]
+    out = best_of_n(table("qwen3-0.6b", CONFIGS[0], 10, [100] * len(answers), correct, answers),
+                    MODELS)
+    first = out[out["n"] == 1].iloc[0]
+    assert first["majority"] == pytest.approx(first["coverage"], abs=1e-12)
+    assert first["majority"] == pytest.approx(sum(correct) / len(answers), abs=1e-15)
+
+
+def test_majority_abstainers_and_three_way_tie():
+    assert majority_of(["42", None, None], [1, 0, 0])[2] == 1.0
+    assert majority_of(["1", "2", "3"], [1, 0, 0])[2] == pytest.approx(1 / 3, abs=1e-15)
+    # "3" holds 3 of 6 votes: it wins every full vote; "7" (2 votes) wins none
+    assert majority_of(["7", "7", "3", "3", "3", "5"], [1, 1, 0, 0, 0, 0])[-1] == 0.0
+
+
+def test_majority_votes_are_not_pooled_across_queries():
+    one = table("qwen3-0.6b", CONFIGS[0], 10, [100] * 3, [1, 0, 0], ["9", "5", "5"])
+    two = table("qwen3-0.6b", CONFIGS[0], 10, [100] * 3, [1, 1, 0], ["9", "9", "6"])
+    two["query_id"] = "r"
+    out = best_of_n(pd.concat([one, two], ignore_index=True), MODELS)
+    full = out[out["n"] == 3].set_index("query_id")["majority"]
+    assert full["q"] == 0.0 and full["r"] == 1.0
+
+
+def test_a_query_where_every_sample_abstains_counts_as_wrong():
+    voted = table("qwen3-0.6b", CONFIGS[0], 10, [100] * 2, [1, 1], ["9", "9"])
+    silent = table("qwen3-0.6b", CONFIGS[0], 10, [100] * 2, [0, 0], [None, None])
+    silent["query_id"] = "r"
+    out = best_of_n(pd.concat([voted, silent], ignore_index=True), MODELS)
+    assert out[out["query_id"] == "r"]["majority"].tolist() == [0.0, 0.0]
 
 
 def test_majority_is_nan_without_answers_and_one_when_unanimous():
