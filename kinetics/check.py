@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from kinetics.errors import InputError
+from kinetics.models import PARAM_COUNTS
 
 SUMMARY_SCHEMA = 1
 KEY_FIELDS = ("law", "strategy", "method", "budget_eflops")
@@ -28,6 +29,9 @@ def validate_summary(summary: Any, source: str) -> dict:
     if summary.get("schema") != SUMMARY_SCHEMA:
         raise InputError(f"unsupported schema {summary.get('schema')!r}, expected {SUMMARY_SCHEMA}",
                          path=source, field="schema")
+    if summary.get("param_count", "published") not in PARAM_COUNTS:
+        raise InputError(f"expected one of {', '.join(PARAM_COUNTS)}, got "
+                         f"{summary['param_count']!r}", path=source, field="param_count")
     entries = summary.get("entries")
     if not isinstance(entries, list) or not entries:
         raise InputError("expected a non-empty list", path=source, field="entries")

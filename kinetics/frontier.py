@@ -7,11 +7,14 @@ FLOPs-only law) an option's cost is eFLOPs = compute_flops + I * memory_bytes.
 
 For a grid of budgets (eFLOPs):
 
-* frontier accuracy = mean over queries of the best accuracy among the options
-  whose cost fits the budget (a query with nothing that fits scores 0);
-* the optimal model = the model whose own frontier (the same, restricted to its
-  options) is highest at that budget, ties to the smaller model; null when no
-  option of any model fits; ``config`` = that model's best config there;
+* frontier accuracy (the paper's single-choice frontier) = the best, over one
+  (model, config) pair used for every query, of the mean over queries of that
+  pair's most accurate option (N or generation budget) whose cost fits the budget
+  (a query with nothing that fits scores 0);
+* the optimal model and ``config`` = that pair, ties to the smaller model (then
+  the config name); null when no option of any model fits;
+* per_query_oracle_accuracy = the mean over queries of each query's best option
+  over all models and configs: what an oracle choosing per query would get;
 * the Pareto set = the (mean cost, mean accuracy) points of options, averaged
   over queries, that no cheaper-or-equal option beats.
 
@@ -20,12 +23,13 @@ All functions are pure and vectorized: one ``np.maximum.at`` scatter per call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from kinetics.errors import InputError
 from kinetics.hardware import B200_FLOPS_PER_S
 from kinetics.models import ModelSpec
 
@@ -77,33 +81,76 @@ class Frontier:
 
     Attributes:
         budgets: eFLOPs, shape (G,).
-        accuracy: mean over queries of the per-query best, (G,).
-        per_query: per-query best over all models, -1 where nothing fits, (Q, G).
+        accuracy: the single-choice frontier (the paper's): the best, over
+            (model, config), of the mean over queries of that pair's best option
+            that fits (0 for a query where none fits; 0 where nothing fits at all), (G,).
+        per_query_oracle_accuracy: mean over queries of each query's own best option
+            over all models and configs (an upper bound, not a frontier), (G,).
+        per_query: per-query best over all options, -1 where nothing fits, (Q, G).
         models: model names, smallest first, (M,).
-        model_accuracy: each model's own frontier, (M, G).
-        optimal_model: name or None, (G,) object array.
-        config: the optimal model's best config or None, (G,) object array.
+        model_accuracy: each model's single-choice frontier (best config), (M, G).
+        model_fits: whether any option of the model fits, (M, G).
+        optimal_model: the chosen model or None where nothing fits, (G,) object array.
+        config: the chosen config or None, (G,) object array.
         queries: query ids, (Q,).
     """
 
     budgets: np.ndarray
     accuracy: np.ndarray
+    per_query_oracle_accuracy: np.ndarray
     per_query: np.ndarray
     models: list[str]
     model_accuracy: np.ndarray
+    model_fits: np.ndarray
     optimal_model: np.ndarray
     config: np.ndarray
     queries: np.ndarray
 
+    @property
+    def fits(self) -> np.ndarray:
+        """(G,) True where some option fits the budget."""
+        return pd.notna(self.optimal_model).astype(bool)
+
+    def smoothed(self, width: int) -> Frontier:
+        """The same frontier with accuracy curves through :func:`moving_average`
+        (choices unchanged); ``width`` 1 returns self."""
+        if width == 1:
+            return self
+        return replace(
+            self,
+            accuracy=moving_average(self.accuracy, self.fits, width),
+            per_query_oracle_accuracy=moving_average(self.per_query_oracle_accuracy, self.fits,
+                                                     width),
+            model_accuracy=np.array([moving_average(a, f, width) for a, f in
+                                     zip(self.model_accuracy, self.model_fits, strict=True)]
+                                    ).reshape(self.model_accuracy.shape))
+
+
+def moving_average(values: np.ndarray, fits: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average of odd ``width`` over grid points (the paper smooths its
+    curves with width 3), the window cut at the grid ends; 0 where ``fits`` is False,
+    so no accuracy is reported at a budget where nothing fits."""
+    if width < 1 or width % 2 == 0:
+        raise InputError(f"--smooth takes an odd width >= 1, got {width}")
+    values = np.asarray(values, dtype=np.float64)
+    half = width // 2
+    padded = np.concatenate([np.zeros(half), values, np.zeros(half)])
+    present = np.concatenate([np.zeros(half), np.ones(len(values)), np.zeros(half)])
+    kernel = np.ones(width)
+    total = np.convolve(padded, kernel, mode="valid")
+    count = np.convolve(present, kernel, mode="valid")
+    return np.where(fits, total / np.maximum(count, 1), 0.0)
+
 
 def compute_frontier(options: pd.DataFrame, budgets: Sequence[float] | np.ndarray,
                      intensity: float, *, metric: str = "accuracy",
-                     model_specs: dict[str, ModelSpec] | None = None) -> Frontier:
+                     model_specs: Mapping[str, ModelSpec] | None = None) -> Frontier:
     """Frontier of one options table (already filtered to one method family).
 
     ``metric`` names the accuracy column; ``intensity`` in FLOPs per byte (0 for
     the FLOPs-only law); budgets in eFLOPs. Models are ordered by active
-    parameters when ``model_specs`` is given, else by name.
+    parameters when ``model_specs`` is given, else by name; ties between
+    (model, config) pairs go to the smaller model, then the config name.
     """
     budgets = np.asarray(budgets, dtype=np.float64)
     options = options[options[metric].notna()]
@@ -113,32 +160,35 @@ def compute_frontier(options: pd.DataFrame, budgets: Sequence[float] | np.ndarra
     else:
         names.sort()
     model_code = pd.Categorical(options["model"], categories=names).codes.astype(np.int64)
-    unit, unit_keys = pd.factorize(pd.MultiIndex.from_arrays(
-        [model_code, options["config"].to_numpy()]))
+    unit_keys = sorted(set(zip(model_code.tolist(), options["config"].astype(str), strict=True)))
+    unit = pd.MultiIndex.from_tuples(unit_keys).get_indexer(
+        pd.MultiIndex.from_arrays([model_code, options["config"].astype(str)])) if unit_keys \
+        else np.zeros(0, dtype=np.int64)
     query, queries = pd.factorize(options["query_id"])
     cost = option_cost(options, intensity)
     acc = options[metric].to_numpy(dtype=np.float64)
     per_unit = best_per_query(cost, acc, query, unit, len(queries), len(unit_keys), budgets)
+    per_query = per_unit.max(axis=0, initial=-1.0)
+    oracle = (np.clip(per_query, 0, None).mean(axis=0) if len(queries)
+              else np.zeros(len(budgets)))
 
-    unit_model = np.asarray(unit_keys.get_level_values(0), dtype=np.int64)
-    unit_config = np.asarray(unit_keys.get_level_values(1), dtype=object)
-    per_model = np.full((len(names),) + per_unit.shape[1:], -1.0)
-    np.maximum.at(per_model, unit_model, per_unit)
-    per_query = per_model.max(axis=0, initial=-1.0)
-    accuracy = np.clip(per_query, 0, None).mean(axis=0) if len(queries) else np.zeros(len(budgets))
-    model_acc = np.clip(per_model, 0, None).mean(axis=1)
-    model_fits = (per_model >= 0).any(axis=1)
-    score = np.where(model_fits, model_acc, -1.0)
-    best_model = score.argmax(axis=0)  # first max: smallest model on ties
-    any_fit = model_fits.any(axis=0)
-    unit_acc = np.where((per_unit >= 0).any(axis=1), np.clip(per_unit, 0, None).mean(axis=1), -1.0)
-    unit_score = np.where(unit_model[:, None] == best_model[None, :], unit_acc, -2.0)
-    best_unit = unit_score.argmax(axis=0)
-    name_arr = np.asarray(names, dtype=object)
-    optimal = np.where(any_fit, name_arr[best_model] if names else None, None)
-    config = np.where(any_fit, unit_config[best_unit] if len(unit_config) else None, None)
-    return Frontier(budgets, accuracy, per_query, names, model_acc, optimal.astype(object),
-                    config.astype(object), np.asarray(queries, dtype=object))
+    unit_model = np.array([m for m, _ in unit_keys], dtype=np.int64)
+    unit_config = np.array([c for _, c in unit_keys] + [None], dtype=object)[:-1]
+    unit_fits = (per_unit >= 0).any(axis=1)  # (U, G)
+    unit_acc = np.clip(per_unit, 0, None).mean(axis=1) if len(queries) else unit_fits * 0.0
+    score = np.where(unit_fits, unit_acc, -1.0)
+    model_acc = np.full((len(names), len(budgets)), -1.0)
+    np.maximum.at(model_acc, unit_model, score)
+    model_fits = model_acc >= 0
+    any_fit = unit_fits.any(axis=0)
+    best_unit = score.argmax(axis=0) if len(unit_keys) else np.zeros(len(budgets), dtype=int)
+    accuracy = np.where(any_fit, score.max(axis=0, initial=0.0), 0.0)
+    name_arr = np.array(names + [None], dtype=object)[:-1]
+    optimal = np.where(any_fit, name_arr[unit_model[best_unit]] if names else None, None)
+    config = np.where(any_fit, unit_config[best_unit] if len(unit_keys) else None, None)
+    return Frontier(budgets, accuracy, oracle, per_query, names, np.clip(model_acc, 0, None),
+                    model_fits, optimal.astype(object), config.astype(object),
+                    np.asarray(queries, dtype=object))
 
 
 def pareto_points(options: pd.DataFrame, intensity: float, *, param: str,
@@ -157,19 +207,13 @@ def pareto_points(options: pd.DataFrame, intensity: float, *, param: str,
     return agg[agg["accuracy"].to_numpy() > prior].reset_index(drop=True)
 
 
-def frontier_table(frontiers: dict[tuple[str, str, str], Frontier]) -> pd.DataFrame:
+def frontier_table(frontiers: Mapping[tuple[str, str, str], Frontier]) -> pd.DataFrame:
     """Long table (law, strategy, method, budget_eflops, b200_seconds, accuracy, model,
-    model_accuracy, config) from frontiers keyed by (law, strategy, method)."""
-    parts = []
-    for (law, strategy, method), f in frontiers.items():
-        known = pd.notna(f.optimal_model)
-        row = pd.Categorical(f.optimal_model, categories=f.models).codes
-        own = np.where(known, f.model_accuracy[np.maximum(row, 0), np.arange(len(row))]
-                       if len(f.models) else np.nan, np.nan)
-        parts.append(pd.DataFrame({
-            "law": law, "strategy": strategy, "method": method,
-            "budget_eflops": f.budgets, "b200_seconds": f.budgets / B200_FLOPS_PER_S,
-            "accuracy": f.accuracy, "model": f.optimal_model, "model_accuracy": own,
-            "config": f.config,
-        }))
+    config, per_query_oracle_accuracy) from frontiers keyed by (law, strategy, method)."""
+    parts = [pd.DataFrame({
+        "law": law, "strategy": strategy, "method": method,
+        "budget_eflops": f.budgets, "b200_seconds": f.budgets / B200_FLOPS_PER_S,
+        "accuracy": f.accuracy, "model": f.optimal_model, "config": f.config,
+        "per_query_oracle_accuracy": f.per_query_oracle_accuracy,
+    }) for (law, strategy, method), f in frontiers.items()]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

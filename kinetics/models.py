@@ -88,6 +88,26 @@ class ModelSpec:
         """Parameters one decoded token touches, from the shapes; = total for dense."""
         return self.shared_params + self.num_layers * self.experts_per_token * self.expert_params
 
+    @property
+    def matmul_params_per_layer(self) -> int:
+        """Weights one layer's matrix products use for one token: q, k, v, o, and the
+        dense MLP or the router plus ``experts_per_token`` experts (no norms)."""
+        d, h = self.head_dim, self.hidden_size
+        attention = h * d * (2 * self.num_q_heads + 2 * self.num_kv_heads)
+        if self.is_moe:
+            return attention + h * self.num_experts + self.experts_per_token * self.expert_params
+        return attention + 3 * h * self.intermediate_size
+
+    @property
+    def decode_matmul_params(self) -> tuple[int, int]:
+        """(total, active) weights a decode step multiplies, from the shapes: the
+        non-embedding matrices plus the LM head once (the embedding is a lookup).
+        Total counts every expert of an MoE model."""
+        head = self.vocab_size * self.hidden_size
+        active = self.num_layers * self.matmul_params_per_layer + head
+        unused = self.num_layers * (self.num_experts - self.experts_per_token) * self.expert_params
+        return active + unused, active
+
     def kv_bytes_per_token(self, bytes_per_element: int = 2) -> int:
         """KV-cache bytes one token occupies across all layers (K and V)."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_element
@@ -172,6 +192,20 @@ MODELS: dict[str, ModelSpec] = {
     )
     for key, cfg in _PRESET_CONFIGS.items()
 }
+
+
+PARAM_COUNTS: tuple[str, ...] = ("published", "derived")
+
+
+def with_param_count(model: ModelSpec, param_count: str) -> ModelSpec:
+    """The model priced with ``param_count`` parameters: 'published' (the paper's
+    counts for presets; unchanged) or 'derived' (:attr:`ModelSpec.decode_matmul_params`)."""
+    if param_count == "published":
+        return model
+    if param_count == "derived":
+        return replace(model, published_params=model.decode_matmul_params)
+    raise InputError(f"unknown parameter count '{param_count}' (choose from "
+                     f"{', '.join(PARAM_COUNTS)})")
 
 
 def load_model_config(path: str | Path) -> ModelSpec:

@@ -18,7 +18,7 @@ Method families: each attention method alone (``dense``, ``topk``, ``blocktopk``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -107,17 +107,20 @@ def _frontiers(options: Mapping[str, pd.DataFrame], models: Mapping[str, ModelSp
 
 def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: float, *,
             gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS, grid_points: int = GRID_POINTS,
-            tick: Callable[[str], None] | None = None) -> Analysis:
+            smooth: int = 1, tick: Callable[[str], None] | None = None) -> Analysis:
     """Run both laws, all strategies and method families over a validated table.
 
-    ``intensity`` in FLOPs per byte; ``tick`` (optional) is called after each step
-    with a short label (the CLI drives a progress bar with it).
+    ``intensity`` in FLOPs per byte; ``smooth`` an odd moving-average width over the
+    grid for the frontier curves (1 = off; see :func:`kinetics.frontier.moving_average`);
+    ``tick`` (optional) is called after each step with a short label (the CLI drives
+    a progress bar with it).
     """
     options = strategy_options(trials, models, gen_budgets=gen_budgets)
     if tick:
         tick("strategies")
     frontiers = _frontiers(options, models, intensity,
                            lambda s: budget_grid(*GRIDS[s], grid_points), list(options), tick)
+    frontiers = {key: f.smoothed(smooth) for key, f in frontiers.items()}
     pareto = []
     for (law, strategy, method), _f in frontiers.items():
         metric, param = STRATEGIES[strategy]
@@ -133,44 +136,66 @@ def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: fl
     return Analysis(options, frontiers, frontier_table(frontiers), pareto_df, float(intensity))
 
 
-def summary_entries(frontiers: Mapping[tuple[str, str, str], Frontier]) -> list[dict]:
+@dataclass(frozen=True)
+class SummaryEntry:
+    """One frontier number of summary.json: law, strategy, method family, budget
+    (eFLOPs), the single-choice frontier accuracy (fraction) and its model and config."""
+
+    law: str
+    strategy: str
+    method: str
+    budget_eflops: float
+    accuracy: float
+    optimal_model: str | None
+    config: str | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The regression-gate payload; :meth:`to_json` is summary.json (schema 1)."""
+
+    synthetic: bool
+    trials_source: str
+    intensity: float
+    hardware: str | None
+    param_count: str
+    entries: tuple[SummaryEntry, ...]
+
+    def to_json(self) -> dict:
+        """The summary.json object (what ``kinetics check`` reads)."""
+        return {"schema": SCHEMA_VERSION, "synthetic": self.synthetic,
+                "trials_source": self.trials_source, "intensity": self.intensity,
+                "hardware": self.hardware, "param_count": self.param_count,
+                "entries": [asdict(e) for e in self.entries]}
+
+
+def summary_entries(frontiers: Mapping[tuple[str, str, str], Frontier]) -> tuple[SummaryEntry, ...]:
     """summary.json entries from frontiers evaluated at the summary budgets."""
-    entries = []
-    for (law, strategy, method), f in frontiers.items():
-        for g, budget in enumerate(f.budgets):
-            model = f.optimal_model[g]
-            config = f.config[g]
-            entries.append({
-                "law": law, "strategy": strategy, "method": method,
-                "budget_eflops": float(budget),
-                "accuracy": round(float(f.accuracy[g]), 10),
-                "optimal_model": None if model is None else str(model),
-                "config": None if config is None else str(config),
-            })
-    return entries
+    return tuple(
+        SummaryEntry(law, strategy, method, float(budget), round(float(f.accuracy[g]), 10),
+                     None if f.optimal_model[g] is None else str(f.optimal_model[g]),
+                     None if f.config[g] is None else str(f.config[g]))
+        for (law, strategy, method), f in frontiers.items() for g, budget in enumerate(f.budgets))
 
 
 def build_summary(trials: pd.DataFrame, intensity: float, *, hardware: str | None,
                   synthetic: bool, source: str,
                   model_configs: Mapping[str, str] | None = None,
-                  options: Mapping[str, pd.DataFrame] | None = None) -> dict:
-    """The summary.json payload (schema 1) of a validated trial table.
+                  param_count: str = "published",
+                  options: Mapping[str, pd.DataFrame] | None = None) -> Summary:
+    """The summary of a validated trial table (summary.json via :meth:`Summary.to_json`).
 
     Entries: for each law (kinetics, flops), strategy (best_of_n, long_cot) and
-    method present, at each of SUMMARY_BUDGETS (eFLOPs): the frontier accuracy, the
-    optimal model and its best config. ``options`` may pass precomputed strategy
-    tables (from :func:`strategy_options`) to skip recomputing them.
+    method present, at each of SUMMARY_BUDGETS (eFLOPs): the single-choice frontier
+    accuracy, the optimal model and its config; never smoothed. ``param_count``
+    ('published' or 'derived') prices the models; ``options`` may pass precomputed
+    strategy tables (from :func:`strategy_options`, same ``param_count``) to skip
+    recomputing them.
     """
-    models = resolve_models(trials, model_configs, source)
+    models = resolve_models(trials, model_configs, source, param_count)
     if options is None:
         options = strategy_options(trials, models, majority=False)
     frontiers = _frontiers(options, models, intensity,
                            lambda _s: np.asarray(SUMMARY_BUDGETS), SUMMARY_STRATEGIES)
-    return {
-        "schema": SCHEMA_VERSION,
-        "synthetic": bool(synthetic),
-        "trials_source": str(source),
-        "intensity": float(intensity),
-        "hardware": hardware,
-        "entries": summary_entries(frontiers),
-    }
+    return Summary(bool(synthetic), str(source), float(intensity), hardware, param_count,
+                   summary_entries(frontiers))

@@ -33,7 +33,7 @@ import pandas as pd
 
 from kinetics.cost import METHODS, AttentionConfig
 from kinetics.errors import InputError
-from kinetics.models import ModelSpec, get_model
+from kinetics.models import ModelSpec, get_model, with_param_count
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "model", "method", "budget", "block_size", "local", "query_id", "trial",
@@ -224,8 +224,9 @@ def attention_of(row: Mapping[str, object]) -> AttentionConfig:
 
 
 def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path] | None = None,
-                   path: str = "<trials>") -> dict[str, ModelSpec]:
-    """ModelSpec for every model in the table: a preset, or ``model_configs[name]``.
+                   path: str = "<trials>", param_count: str = "published") -> dict[str, ModelSpec]:
+    """ModelSpec for every model in the table: a preset, or ``model_configs[name]``,
+    priced with ``param_count`` parameters (see :func:`kinetics.models.with_param_count`).
 
     An unknown model with no config raises InputError naming the first row using it.
     """
@@ -240,7 +241,7 @@ def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path]
                 raise
             raise InputError(f"{exc} (add --model-config {name}=PATH/config.json)", path=path,
                              row=row, field="model") from None
-    return specs
+    return {name: with_param_count(spec, param_count) for name, spec in specs.items()}
 
 
 def load_trials(path: str | Path | None) -> tuple[pd.DataFrame, bool]:

@@ -104,6 +104,22 @@ def test_bad_baseline_exits_2(tmp_path, capsys, content):
     assert str(path) in err and len(err.strip().splitlines()) == 1
 
 
+def test_the_baseline_param_count_is_used_and_a_different_one_moves(baseline_file, tmp_path,
+                                                                       capsys):
+    assert json.loads(baseline_file.read_text())["param_count"] == "published"
+    assert main(["check", "--baseline", str(baseline_file), "--param-count", "derived"]) == 1
+    derived = tmp_path / "derived.json"
+    assert main(["check", "--baseline", str(derived), "--update", "--param-count",
+                 "derived"]) == 0
+    assert main(["check", "--baseline", str(derived)]) == 0  # read from the baseline
+    data = json.loads(derived.read_text())
+    data["param_count"] = "rounded"
+    derived.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["check", "--baseline", str(derived)]) == 2
+    assert "param_count" in capsys.readouterr().err
+
+
 def test_missing_baseline_exits_2(tmp_path, capsys):
     assert main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
     assert "--update" in capsys.readouterr().err

@@ -69,3 +69,18 @@ def test_console_script_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "kinetics", "cost", "--prompt-len", "128",
                            "--gen-len", "1024"], capture_output=True, text=True, check=True)
     assert "eFLOPs" in proc.stdout
+
+
+@pytest.mark.parametrize("model, published, derived", [
+    ("qwen3-30b-a3b", 3_300_000_000, 3_041_656_832), ("qwen3-4b", 4_020_000_000, 4_022_272_000),
+    ("qwen3-8b", 8_190_000_000, 7_568_097_280)])
+def test_param_count_changes_only_the_linear_flops(capsys, model, published, derived):
+    common = ["--model", model, "--prompt-len", "100", "--gen-len", "3000", "--trials", "4"]
+    default = run_json(capsys, *common)
+    pub = run_json(capsys, *common, "--param-count", "published")
+    der = run_json(capsys, *common, "--param-count", "derived")
+    assert default == pub and pub["active_params"] == published
+    assert der["active_params"] == derived and der["param_count"] == "derived"
+    assert der["compute_flops"] - pub["compute_flops"] == pytest.approx(
+        4 * 2 * (derived - published) * 3000, rel=1e-9)
+    assert der["memory_bytes"] == pub["memory_bytes"]

@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kinetics.cost import AttentionConfig
+from kinetics.errors import InputError
 from kinetics.frontier import (
     budget_grid,
     compute_frontier,
     frontier_table,
     law_intensity,
+    moving_average,
     option_cost,
     pareto_points,
 )
@@ -45,29 +47,135 @@ def option_tables(draw):
 budget_lists = st.lists(st.floats(1e11, 1e18, allow_nan=False), min_size=1, max_size=12)
 
 
+def brute_frontier(options: pd.DataFrame, budget: float, intensity: float):
+    """(single-choice accuracy, model, config, per-query oracle, {model: own best}) at
+    one budget, by loops over (model, config) pairs and queries."""
+    cost = option_cost(options, intensity)
+    queries = list(pd.unique(options["query_id"]))
+    fits = options[cost <= budget]
+    pairs = sorted({(MODELS[m].active_params, c, m) for m, c in
+                    zip(options["model"], options["config"], strict=True)})
+    best, choice, own = -1.0, (None, None), {}
+    for _, config, model in pairs:
+        mine = fits[(fits["model"] == model) & (fits["config"] == config)]
+        if mine.empty:
+            continue
+        value = sum(mine.loc[mine["query_id"] == q, "accuracy"].max() if (mine["query_id"] == q)
+                    .any() else 0.0 for q in queries) / len(queries)
+        own[model] = max(own.get(model, -1.0), value)
+        if value > best:
+            best, choice = value, (model, config)
+    oracle = sum(fits.loc[fits["query_id"] == q, "accuracy"].max() if (fits["query_id"] == q)
+                 .any() else 0.0 for q in queries) / len(queries)
+    return max(best, 0.0), choice[0], choice[1], oracle, own
+
+
 @settings(max_examples=60, deadline=None)
 @given(option_tables(), budget_lists, st.floats(0, 1000))
-def test_frontier_is_monotone_and_every_point_is_achievable(options, budgets, intensity):
+def test_frontier_equals_brute_force_single_choice_and_oracle(options, budgets, intensity):
     f = compute_frontier(options, budgets, intensity, model_specs=MODELS)
     order = np.argsort(f.budgets)
     assert np.all(np.diff(f.accuracy[order]) >= -1e-12)
-    cost = option_cost(options, intensity)
-    for q_index, query in enumerate(f.queries):
-        mine = options["query_id"].to_numpy() == query
-        for g, budget in enumerate(f.budgets):
-            fits = mine & (cost <= budget)
-            want = options["accuracy"].to_numpy()[fits].max() if fits.any() else -1.0
-            assert f.per_query[q_index, g] == want  # achieved by a real option row
-    want_mean = np.clip(f.per_query, 0, None).mean(axis=0)
-    np.testing.assert_allclose(f.accuracy, want_mean)
-    for g in range(len(f.budgets)):
-        fit_any = (cost <= f.budgets[g]).any()
-        assert (f.optimal_model[g] is not None) == fit_any
-        if fit_any:
-            best = f.model_accuracy[:, g].max()
-            m = f.models.index(f.optimal_model[g])
-            assert f.model_accuracy[m, g] == best
-            assert f.config[g] in set(options.loc[options["model"] == f.optimal_model[g], "config"])
+    assert np.all(f.per_query_oracle_accuracy >= f.accuracy - 1e-12)
+    for g, budget in enumerate(f.budgets):
+        accuracy, model, config, oracle, own = brute_frontier(options, budget, intensity)
+        assert f.accuracy[g] == pytest.approx(accuracy, abs=1e-12)
+        assert f.per_query_oracle_accuracy[g] == pytest.approx(oracle, abs=1e-12)
+        assert (f.optimal_model[g], f.config[g]) == (model, config)
+        for m, name in enumerate(f.models):
+            assert f.model_fits[m, g] == (name in own)
+            assert f.model_accuracy[m, g] == pytest.approx(own.get(name, 0.0), abs=1e-12)
+
+
+# A fixed options table (2 queries) whose frontier is worked out by hand under both
+# laws at I = 100: kinetics cost = compute + 100 x memory, FLOPs cost = compute.
+#   option              kinetics cost    FLOPs cost   accuracy q1, q2 (mean)
+#   0.6B N=1            2e13             1e13         0.2, 0.8  (0.5)
+#   0.6B N=2            4e13             2e13         0.3, 0.9  (0.6)
+#   0.6B N=3            6e13             3e13         0.35, 0.95 (0.65)
+#   14B  N=1  q1        4.1e13           4e13         1.0
+#   14B  N=1  q2        4.6e13           4.5e13       0.8       (0.9)
+FIXED = pd.DataFrame({
+    "model": ["qwen3-0.6b"] * 6 + ["qwen3-14b"] * 2, "method": "dense", "config": "dense",
+    "query_id": ["q1", "q2"] * 4, "n": [1, 1, 2, 2, 3, 3, 1, 1],
+    "accuracy": [0.2, 0.8, 0.3, 0.9, 0.35, 0.95, 1.0, 0.8],
+    "compute_flops": [1e13, 1e13, 2e13, 2e13, 3e13, 3e13, 4e13, 4.5e13],
+    "memory_bytes": [1e11, 1e11, 2e11, 2e11, 3e11, 3e11, 1e10, 1e10],
+})
+FIXED_BUDGETS = [1.5e13, 3e13, 4.05e13, 4.2e13, 4.55e13, 5e13]
+S, B = "qwen3-0.6b", "qwen3-14b"
+FIXED_WANT = {  # law -> (accuracy, optimal model, per-query oracle, 14B's own frontier)
+    "kinetics": ([0, 0.5, 0.6, 0.6, 0.6, 0.9], [None, S, S, S, S, B],
+                 [0, 0.5, 0.6, 0.95, 0.95, 0.95], [0, 0, 0, 0.5, 0.5, 0.9]),
+    "flops": ([0.5, 0.65, 0.65, 0.65, 0.9, 0.9], [S, S, S, S, B, B],
+              [0.5, 0.65, 0.975, 0.975, 0.975, 0.975], [0, 0, 0.5, 0.5, 0.9, 0.9]),
+}
+
+
+@pytest.mark.parametrize("law", ["kinetics", "flops"])
+def test_fixed_table_frontier_and_optimal_model_under_each_law(law):
+    f = compute_frontier(FIXED, FIXED_BUDGETS, law_intensity(law, 100.0), model_specs=MODELS)
+    accuracy, model, oracle, big = FIXED_WANT[law]
+    np.testing.assert_allclose(f.accuracy, accuracy, atol=1e-12)
+    assert list(f.optimal_model) == model
+    assert list(f.config) == [None if m is None else "dense" for m in model]
+    np.testing.assert_allclose(f.per_query_oracle_accuracy, oracle, atol=1e-12)
+    assert f.models == [S, B]
+    np.testing.assert_allclose(f.model_accuracy[1], big, atol=1e-12)
+    table = frontier_table({(law, "best_of_n", "dense"): f})
+    assert table.columns.tolist() == ["law", "strategy", "method", "budget_eflops",
+                                      "b200_seconds", "accuracy", "model", "config",
+                                      "per_query_oracle_accuracy"]
+    np.testing.assert_allclose(table["accuracy"], accuracy, atol=1e-12)
+    np.testing.assert_allclose(table["per_query_oracle_accuracy"], oracle, atol=1e-12)
+    np.testing.assert_allclose(table["b200_seconds"], np.array(FIXED_BUDGETS) / 4.5e15, rtol=1e-15)
+    assert [None if pd.isna(m) else m for m in table["model"]] == model
+
+
+@pytest.mark.parametrize("law, want", [
+    ("kinetics", [(S, 1, 2e13, 0.5), (S, 2, 4e13, 0.6), (B, 1, 4.35e13, 0.9)]),
+    ("flops", [(S, 1, 1e13, 0.5), (S, 2, 2e13, 0.6), (S, 3, 3e13, 0.65), (B, 1, 4.25e13, 0.9)]),
+])
+def test_fixed_table_pareto_set_under_each_law(law, want):
+    points = pareto_points(FIXED, law_intensity(law, 100.0), param="n")
+    got = list(zip(points["model"], points["n"], points["cost_eflops"], points["accuracy"],
+                   strict=True))
+    assert [(m, n) for m, n, _, _ in got] == [(m, n) for m, n, _, _ in want]
+    np.testing.assert_allclose([c for *_, c, _ in got], [c for *_, c, _ in want], rtol=1e-12)
+    np.testing.assert_allclose([a for *_, a in got], [a for *_, a in want], atol=1e-12)
+
+
+def test_one_config_serves_every_query():
+    # config A solves q1 only, B solves q2 only: one choice scores 0.5, an oracle 1.0
+    options = pd.DataFrame({
+        "model": "qwen3-8b", "method": "topk", "config": ["topkA", "topkA", "topkB", "topkB"],
+        "query_id": ["q1", "q2", "q1", "q2"], "n": 1, "accuracy": [1.0, 0.0, 0.0, 1.0],
+        "compute_flops": 1e13, "memory_bytes": 0.0})
+    f = compute_frontier(options, [1e14], 562.5, model_specs=MODELS)
+    assert f.accuracy.tolist() == [0.5] and f.per_query_oracle_accuracy.tolist() == [1.0]
+    assert f.config.tolist() == ["topkA"] and f.model_accuracy.tolist() == [[0.5]]
+
+
+def test_moving_average_is_centred_and_zero_where_nothing_fits():
+    values = np.array([0.0, 0.3, 0.6, 0.9, 0.9])
+    fits = np.array([False, True, True, True, True])
+    np.testing.assert_allclose(moving_average(values, fits, 3), [0, 0.3, 0.6, 0.8, 0.9])
+    assert moving_average(values, fits, 1).tolist() == values.tolist()
+    with pytest.raises(InputError):
+        moving_average(values, fits, 2)
+
+
+def test_smoothed_frontier_keeps_the_choices():
+    f = compute_frontier(FIXED, FIXED_BUDGETS, 100.0, model_specs=MODELS)
+    smooth = f.smoothed(3)
+    # accuracy [0, .5, .6, .6, .6, .9]; nothing fits at the first budget
+    np.testing.assert_allclose(smooth.accuracy, [0, 1.1 / 3, 1.7 / 3, 1.8 / 3, 2.1 / 3, 1.5 / 2],
+                               atol=1e-12)
+    assert smooth.optimal_model.tolist() == f.optimal_model.tolist()
+    # 14B's own curve [0, 0, 0, .5, .5, .9]: nothing of it fits at the first three budgets
+    np.testing.assert_allclose(smooth.model_accuracy[1], [0, 0, 0, 1 / 3, 1.9 / 3, 0.7],
+                               atol=1e-12)
+    assert f.smoothed(1) is f
 
 
 @settings(max_examples=60, deadline=None)
@@ -113,15 +221,12 @@ def test_flops_law_never_prices_an_option_above_the_kinetics_law(trials, intensi
             assert np.all(b.accuracy >= a.accuracy - 1e-12)  # cheaper prices, same options
 
 
-def test_frontier_table_columns_and_ties_go_to_the_smaller_model():
+def test_ties_go_to_the_smaller_model_not_the_first_name():
+    # "qwen3-14b" sorts before "qwen3-4b" as a string; the 4B has fewer parameters
     options = pd.DataFrame({
-        "model": ["qwen3-14b", "qwen3-0.6b"], "method": "dense", "config": "dense",
+        "model": ["qwen3-14b", "qwen3-4b"], "method": "dense", "config": "dense",
         "query_id": "q", "n": 1, "accuracy": [1.0, 1.0], "compute_flops": [1e13, 1e13],
         "memory_bytes": [0.0, 0.0]})
     f = compute_frontier(options, [1e12, 1e14], 562.5, model_specs=MODELS)
-    assert list(f.optimal_model) == [None, "qwen3-0.6b"]
-    table = frontier_table({("kinetics", "best_of_n", "dense"): f})
-    for column in ("law", "strategy", "method", "budget_eflops", "accuracy", "model", "config",
-                   "b200_seconds"):
-        assert column in table
-    assert table["accuracy"].tolist() == [0.0, 1.0]
+    assert list(f.optimal_model) == [None, "qwen3-4b"]
+    assert f.accuracy.tolist() == [0.0, 1.0]

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from kinetics.errors import InputError
-from kinetics.models import MODELS, PUBLISHED_PARAMS_B, get_model, load_model_config
+from kinetics.models import (
+    MODELS,
+    PUBLISHED_PARAMS_B,
+    get_model,
+    load_model_config,
+    with_param_count,
+)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -70,3 +76,27 @@ def test_bad_config_names_the_file_and_field(tmp_path, content, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         load_model_config(tmp_path / "nope.json")
+
+
+# Independent figures (shared facts): with a tied embedding counted once the three
+# small models are 0.596B, 1.72B and 4.02B; the untied 8B and up are the published
+# count less one vocab x hidden embedding; the MoE shape counts 3.353B and 22.19B
+# (both embeddings) less one embedding.
+@pytest.mark.parametrize("name, want", [
+    ("qwen3-0.6b", 0.596e9), ("qwen3-1.7b", 1.72e9), ("qwen3-4b", 4.02e9),
+    ("qwen3-8b", 8.19e9 - 151936 * 4096), ("qwen3-14b", 14.77e9 - 151936 * 5120),
+    ("qwen3-32b", 32.76e9 - 151936 * 5120), ("qwen3-30b-a3b", 3.353e9 - 151936 * 2048),
+    ("qwen3-235b-a22b", 22.19e9 - 151936 * 4096),
+])
+def test_derived_count_is_the_decode_matmul_weights(name, want):
+    total, active = MODELS[name].decode_matmul_params
+    assert active == pytest.approx(want, rel=2e-3)
+    derived = with_param_count(MODELS[name], "derived")
+    assert derived.active_params == active and derived.total_params == total
+    assert (total == active) == (not MODELS[name].is_moe)
+    assert with_param_count(MODELS[name], "published") is MODELS[name]
+
+
+def test_unknown_param_count_is_an_input_error():
+    with pytest.raises(InputError, match="published, derived"):
+        with_param_count(MODELS["qwen3-8b"], "guessed")

@@ -1,7 +1,8 @@
 """asv: the scaling-law pipeline on the embedded (SYNTHETIC) trial set.
 
 time_*: how long the analysis takes (load + both strategies + both laws + all
-methods). track_*: the frontier numbers themselves, so a change in the science shows
+methods). track_*: the frontier numbers themselves (the paper's single-choice frontier: one
+model and config per budget for all queries), so a change in the science shows
 on the asv graphs like a speed regression: the frontier accuracy and the optimal
 model's active parameters (billions; 0 where nothing fits) at the summary budgets
 (kinetics.report.SUMMARY_BUDGETS, eFLOPs per query), for each law, strategy and
@@ -50,20 +51,20 @@ class FrontierNumbers:
 
     def setup_cache(self):
         summary = _summary()
-        return {(e["law"], e["strategy"], e["method"], f"{e['budget_eflops']:.0e}"): e
-                for e in summary["entries"]}
+        return {(e.law, e.strategy, e.method, f"{e.budget_eflops:.0e}"): e
+                for e in summary.entries}
 
     def setup(self, entries, law, strategy, method, budget):
         if (law, strategy, method, budget) not in entries:
             raise NotImplementedError("no such entry in the summary")
 
     def track_accuracy(self, entries, law, strategy, method, budget):
-        return entries[(law, strategy, method, budget)]["accuracy"]
+        return entries[(law, strategy, method, budget)].accuracy
 
     track_accuracy.unit = "accuracy"
 
     def track_optimal_model_active_params_b(self, entries, law, strategy, method, budget):
-        name = entries[(law, strategy, method, budget)]["optimal_model"]
+        name = entries[(law, strategy, method, budget)].optimal_model
         return 0.0 if name is None else MODELS[name].active_params / 1e9
 
     track_optimal_model_active_params_b.unit = "B params"

@@ -25,6 +25,15 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+def add_param_count(parser: argparse.ArgumentParser, default: str | None = "published") -> None:
+    """The shared ``--param-count published|derived`` flag of the commands that price models."""
+    parser.add_argument(
+        "--param-count", choices=("published", "derived"), default=default,
+        help="parameters P priced at 2P FLOPs a token: 'published' (the paper's counts, e.g. "
+        "Qwen3-30B-A3B 3.3B active) or 'derived' from the shapes (the matrices a decode step "
+        "multiplies: non-embedding weights plus the LM head once; 30B-A3B 3.04B)")
+
+
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show '(default: X)' only where a default says something (not None/False)."""
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from kinetics.check import compare_summaries, validate_summary
+from kinetics.cli import add_param_count
 from kinetics.hardware import HARDWARE, resolve_intensity
 from kinetics.jsonfile import read_json_object
 
@@ -21,8 +22,8 @@ DEFAULT_BASELINE = "benchmarks/baseline/frontier.json"
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
-        "The baseline's own hardware/intensity is used unless --hardware or --intensity is "
-        "given. Update a baseline on purpose with --update and commit the diff."
+        "The baseline's own hardware/intensity and parameter count are used unless --hardware, "
+        "--intensity or --param-count is given. Update a baseline on purpose with --update and commit the diff."
     )
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, metavar="PATH",
                         help="stored summary.json to compare with")
@@ -33,6 +34,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     hw = parser.add_mutually_exclusive_group()
     hw.add_argument("--hardware", choices=sorted(HARDWARE), help="hardware preset (intensity I)")
     hw.add_argument("--intensity", type=float, metavar="I", help="custom intensity, FLOPs/byte")
+    add_param_count(parser, default=None)
     parser.add_argument("--update", action="store_true",
                         help="rewrite the baseline with the recomputed summary and exit 0")
 
@@ -64,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
         if hardware is not None:
             intensity = None
     intensity_value = resolve_intensity(hardware, intensity)
+    param_count = args.param_count or (baseline or {}).get("param_count", "published")
     trials, synthetic = load_trials(args.trials)
     current = build_summary(trials, intensity_value, hardware=hardware if intensity is None else None,
-                            synthetic=synthetic, source=args.trials or "embedded")
+                            synthetic=synthetic, source=args.trials or "embedded",
+                            param_count=param_count).to_json()
     if args.update:
         _write_atomic(path, current)
         print(f"kinetics check: wrote {len(current['entries'])} entries to {path}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from kinetics.cli import add_param_count
 from kinetics.cost import METHODS, AttentionConfig, query_cost
 from kinetics.errors import InputError
 from kinetics.hardware import HARDWARE, resolve_intensity
-from kinetics.models import MODELS, get_model
+from kinetics.models import MODELS, get_model, with_param_count
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, metavar="BS",
                         help="count parameter reads, amortized over this decode batch "
                         "(off by default, as in the paper)")
+    add_param_count(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 0 tokens")
     if args.trials < 1:
         raise InputError("--trials must be at least 1")
-    model = get_model(args.model, args.model_config)
+    model = with_param_count(get_model(args.model, args.model_config), args.param_count)
     attention = attention_from_args(args)
     intensity = resolve_intensity(args.hardware, args.intensity)
     cost = query_cost(model, attention, args.prompt_len, args.gen_len, args.trials,
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "local": attention.local if attention.method == "blocktopk" else None,
         "batch_size": args.batch_size,
         "active_params": model.active_params,
+        "param_count": args.param_count,
         "hardware": None if args.intensity is not None else args.hardware,
         "intensity": intensity,
         "compute_flops": compute,

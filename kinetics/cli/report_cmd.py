@@ -13,10 +13,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from kinetics.cli import add_param_count
 from kinetics.errors import InputError
 from kinetics.hardware import B200_FLOPS_PER_S, HARDWARE, resolve_intensity
 from kinetics.strategies import DEFAULT_GEN_BUDGETS
+
+if TYPE_CHECKING:
+    from kinetics.report import Summary, SummaryEntry
 
 SYNTHETIC_NOTE = ("NOTE: SYNTHETIC data (the embedded seeded demo set, not real traces); "
                   "numbers show the pipeline, not the paper's findings.")
@@ -39,6 +44,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="long-CoT generation budgets, tokens")
     parser.add_argument("--grid-points", type=int, default=100, metavar="G",
                         help="log-spaced budgets in each frontier grid")
+    parser.add_argument("--smooth", type=int, default=1, metavar="W",
+                        help="centred moving average of odd width W over the grid for the "
+                        "frontier curves (frontier.csv, plots; the paper plots W = 3); "
+                        "1 = off; summary.json is never smoothed")
+    add_param_count(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG/SVG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -76,19 +86,20 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def _terminal_table(summary: dict) -> str:
-    """One line per (law, strategy, budget): dense accuracy and optimal model, sparse accuracy."""
-    cells: dict[tuple, dict] = {}
-    for e in summary["entries"]:
-        cells.setdefault((e["law"], e["strategy"], e["budget_eflops"]), {})[e["method"]] = e
+def _terminal_table(summary: Summary) -> str:
+    """One line per (law, strategy, budget): dense accuracy and optimal model, sparse accuracy
+    (the single-choice frontier)."""
+    cells: dict[tuple, dict[str, SummaryEntry]] = {}
+    for e in summary.entries:
+        cells.setdefault((e.law, e.strategy, e.budget_eflops), {})[e.method] = e
     lines = [f"{'law':8} {'strategy':9} {'eFLOPs':>8} {'B200 s':>7}  {'dense':>5} "
              f"{'optimal (dense)':16} {'topk':>5} {'blocktopk':>9} {'optimal (blocktopk)':19}"]
     for (law, strategy, budget), row in cells.items():
         def acc(method: str, row: dict = row) -> str:
-            return f"{row[method]['accuracy']:.3f}" if method in row else "  -"
+            return f"{row[method].accuracy:.3f}" if method in row else "  -"
 
         def opt(method: str, row: dict = row) -> str:
-            return (row[method]["optimal_model"] or "-") if method in row else "-"
+            return (row[method].optimal_model or "-") if method in row else "-"
 
         lines.append(f"{law:8} {strategy:9} {budget:8.1e} {budget / B200_FLOPS_PER_S:7.3f}  {acc('dense'):>5} "
                      f"{opt('dense'):16} {acc('topk'):>5} {acc('blocktopk'):>9} "
@@ -106,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     gen_budgets = parse_gen_budgets(args.gen_budgets)
     if args.grid_points < 2:
         raise InputError("--grid-points must be at least 2")
+    if args.smooth < 1 or args.smooth % 2 == 0:
+        raise InputError(f"--smooth takes an odd width >= 1, got {args.smooth}")
     intensity = resolve_intensity(args.hardware, args.intensity)
     hardware = None if args.intensity is not None else args.hardware
     out = Path(args.out)
@@ -115,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     # Validate the input before the progress bar starts, so an error prints alone.
     trials, synthetic = load_trials(args.trials)
     source = EMBEDDED_SOURCE if args.trials is None else str(args.trials)
-    models = resolve_models(trials, model_configs, source)
+    models = resolve_models(trials, model_configs, source, args.param_count)
 
     steps = 4 + 2 * 3 + (0 if args.no_plots else 3)
     bar = tqdm(total=steps, file=sys.stderr, disable=args.quiet, desc="kinetics report",
@@ -129,10 +142,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         tick("load")
         analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
-                           grid_points=args.grid_points, tick=tick)
+                           grid_points=args.grid_points, smooth=args.smooth, tick=tick)
         summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
                                 source=source, model_configs=model_configs,
-                                options=analysis.options)
+                                param_count=args.param_count, options=analysis.options)
         tick("summary")
 
         out.absolute().parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         (lc.groupby(["model", "method", "config", "gen_budget"], sort=False)
          [["accuracy", "compute_flops", "memory_bytes"]].mean().reset_index()
          .to_csv(tmp / "long_cot.csv", index=False))
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         tick("tables")
         if not args.no_plots:
             import matplotlib.pyplot as plt
@@ -182,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if synthetic:
         print(SYNTHETIC_NOTE)
     print(f"trials: {source} ({len(trials)} rows); I = {intensity:g} FLOPs/byte"
-          + (f" ({hardware})" if hardware else ""))
+          + (f" ({hardware})" if hardware else "") + f"; {args.param_count} parameter counts")
     print(_terminal_table(summary))
     print(f"wrote {out}/: frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv, summary.json"
           + ("" if args.no_plots else ", 3 plots (PNG, SVG)"))
