@@ -159,21 +159,26 @@ def compute_frontier(options: pd.DataFrame, budgets: Sequence[float] | np.ndarra
         names.sort(key=lambda m: (model_specs[m].active_params, m))
     else:
         names.sort()
-    model_code = pd.Categorical(options["model"], categories=names).codes.astype(np.int64)
-    unit_keys = sorted(set(zip(model_code.tolist(), options["config"].astype(str), strict=True)))
-    unit = pd.MultiIndex.from_tuples(unit_keys).get_indexer(
-        pd.MultiIndex.from_arrays([model_code, options["config"].astype(str)])) if unit_keys \
-        else np.zeros(0, dtype=np.int64)
+    code, seen = pd.factorize(options["model"])
+    model_code = np.array([names.index(m) for m in seen], dtype=np.int64)[code]
+    config_code, config_names = pd.factorize(options["config"])
+    by_name = np.argsort(np.asarray(config_names, dtype=str), kind="stable")
+    rank = np.empty(len(config_names), dtype=np.int64)
+    rank[by_name] = np.arange(len(config_names))
+    pair = model_code * max(len(config_names), 1) + rank[config_code]
+    unit_pairs, unit = np.unique(pair, return_inverse=True)  # model, then config name order
+    unit = unit.ravel()
+    unit_model = unit_pairs // max(len(config_names), 1)
+    unit_config = np.asarray(config_names, dtype=object)[by_name][unit_pairs
+                                                                  % max(len(config_names), 1)]
     query, queries = pd.factorize(options["query_id"])
     cost = option_cost(options, intensity)
     acc = options[metric].to_numpy(dtype=np.float64)
-    per_unit = best_per_query(cost, acc, query, unit, len(queries), len(unit_keys), budgets)
+    per_unit = best_per_query(cost, acc, query, unit, len(queries), len(unit_pairs), budgets)
     per_query = per_unit.max(axis=0, initial=-1.0)
     oracle = (np.clip(per_query, 0, None).mean(axis=0) if len(queries)
               else np.zeros(len(budgets)))
 
-    unit_model = np.array([m for m, _ in unit_keys], dtype=np.int64)
-    unit_config = np.array([c for _, c in unit_keys] + [None], dtype=object)[:-1]
     unit_fits = (per_unit >= 0).any(axis=1)  # (U, G)
     unit_acc = np.clip(per_unit, 0, None).mean(axis=1) if len(queries) else unit_fits * 0.0
     score = np.where(unit_fits, unit_acc, -1.0)
@@ -181,11 +186,11 @@ def compute_frontier(options: pd.DataFrame, budgets: Sequence[float] | np.ndarra
     np.maximum.at(model_acc, unit_model, score)
     model_fits = model_acc >= 0
     any_fit = unit_fits.any(axis=0)
-    best_unit = score.argmax(axis=0) if len(unit_keys) else np.zeros(len(budgets), dtype=int)
+    best_unit = score.argmax(axis=0) if len(unit_pairs) else np.zeros(len(budgets), dtype=int)
     accuracy = np.where(any_fit, score.max(axis=0, initial=0.0), 0.0)
     name_arr = np.array(names + [None], dtype=object)[:-1]
     optimal = np.where(any_fit, name_arr[unit_model[best_unit]] if names else None, None)
-    config = np.where(any_fit, unit_config[best_unit] if len(unit_keys) else None, None)
+    config = np.where(any_fit, unit_config[best_unit] if len(unit_pairs) else None, None)
     return Frontier(budgets, accuracy, oracle, per_query, names, np.clip(model_acc, 0, None),
                     model_fits, optimal.astype(object), config.astype(object),
                     np.asarray(queries, dtype=object))

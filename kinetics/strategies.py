@@ -173,9 +173,10 @@ def _vote_classes(trials: pd.DataFrame, group: np.ndarray, n_groups: int):
     """Per query: (counts (G, M) per answer class, abstainers (G,), pairs of
     (group, class column, fraction of the class's samples that are correct)) for
     the classes with any correct sample."""
-    answer = trials["answer"].to_numpy(dtype=object, na_value=None)
-    voted = np.flatnonzero(pd.notna(answer))
-    cls, _ = pd.factorize(pd.MultiIndex.from_arrays([group[voted], answer[voted]]))
+    code, _ = pd.factorize(trials["answer"], use_na_sentinel=True)
+    voted = np.flatnonzero(code >= 0)
+    _, cls = np.unique(group[voted] * (int(code.max()) + 1) + code[voted], return_inverse=True)
+    cls = cls.ravel()
     n_cls = int(cls.max(initial=-1)) + 1
     cls_group = np.zeros(n_cls, dtype=np.int64)
     cls_group[cls] = group[voted]
@@ -190,6 +191,11 @@ def _vote_classes(trials: pd.DataFrame, group: np.ndarray, n_groups: int):
     abstain = np.bincount(group, minlength=n_groups) - counts.sum(axis=1)
     hit = right > 0
     return counts, abstain, (cls_group[hit], column[hit], right[hit] / size[hit])
+
+
+def _group_codes(trials: pd.DataFrame) -> np.ndarray:
+    """0-based (model, config, query) code per row, in order of first appearance."""
+    return trials.groupby(GROUP, sort=False).ngroup().to_numpy(dtype=np.int64)
 
 
 def _first_of_run(key: np.ndarray) -> np.ndarray:
@@ -248,8 +254,8 @@ def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
     decoding N of the query's samples together.
     """
     trials = trials.sort_values(GROUP + ["gen_len"], kind="stable").reset_index(drop=True)
-    group, keys = pd.factorize(pd.MultiIndex.from_frame(trials[GROUP]))
-    n_groups = len(keys)
+    group = _group_codes(trials)
+    n_groups = int(group.max(initial=-1)) + 1
     counts = np.bincount(group, minlength=n_groups)
     n_max = int(counts.max())
     rank = trials.groupby(group, sort=False).cumcount().to_numpy() + 1  # 1-based, by length
@@ -259,11 +265,17 @@ def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
     mean_pc = np.bincount(group, pc, n_groups) / counts
     mean_pm = np.bincount(group, pm, n_groups) / counts
     num = np.arange(1, n_max + 1)
-    weights = max_order_weights(counts[group][:, None], rank[:, None], num[None, :])
+    # P(row is the max of an N-subset) depends on (n, rank, N) only: one small table
+    sizes, size_of_row = np.unique(counts[group], return_inverse=True)
+    table = max_order_weights(sizes[:, None, None], np.arange(1, n_max + 1)[None, :, None],
+                              num[None, None, :])  # (sizes, rank, N)
+    exp_sc = np.empty((n_groups, n_max))
+    exp_sm = np.empty((n_groups, n_max))
+    for j in range(n_max):  # one column at a time: no (rows, n_max) temporaries
+        w = table[size_of_row.ravel(), rank - 1, j]
+        exp_sc[:, j] = np.bincount(group, w * sc, n_groups)
+        exp_sm[:, j] = np.bincount(group, w * sm, n_groups)
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    exp_sc = np.add.reduceat(weights * sc[:, None], starts, axis=0)
-    exp_sm = np.add.reduceat(weights * sm[:, None], starts, axis=0)
-    g_order = group[starts]  # groups are contiguous after the sort
     correct = np.bincount(group, trials["correct"].to_numpy(), n_groups).astype(np.int64)
     if majority:
         vote = _majority(trials, group, n_groups, n_max)
@@ -272,10 +284,10 @@ def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
 
     keep = num[None, :] <= counts[:, None]  # (groups, n_max)
     gi, ni = np.nonzero(keep)
-    inv = np.empty(n_groups, dtype=np.int64)
-    inv[g_order] = np.arange(n_groups)
+    first_row = np.empty(n_groups, dtype=np.int64)
+    first_row[group[starts]] = starts  # groups are contiguous after the sort
     nn = num[ni]
-    first = trials.iloc[starts[inv[gi]]]
+    first = trials.iloc[first_row[gi]]
     return pd.DataFrame({
         "model": first["model"].to_numpy(),
         "method": first["method"].to_numpy(),
@@ -284,8 +296,8 @@ def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
         "n": nn,
         "coverage": pass_at_n(counts[gi], correct[gi], nn),
         "majority": vote[gi, ni],
-        "compute_flops": nn * mean_pc[gi] + exp_sc[inv[gi], ni],
-        "memory_bytes": nn * mean_pm[gi] + exp_sm[inv[gi], ni],
+        "compute_flops": nn * mean_pc[gi] + exp_sc[gi, ni],
+        "memory_bytes": nn * mean_pm[gi] + exp_sm[gi, ni],
     })
 
 
@@ -307,7 +319,7 @@ def long_cot(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
     per_row = pd.DataFrame({"acc": ok.ravel().astype(np.float64),
                             "compute_flops": (pc + sc).ravel(),
                             "memory_bytes": (pm + sm).ravel()})
-    group, keys = pd.factorize(pd.MultiIndex.from_frame(trials[GROUP]))
+    group = _group_codes(trials)
     first_row = pd.Series(np.arange(len(trials))).groupby(group).first().to_numpy()
     k = len(budgets)
     cell = np.repeat(group, k) * k + np.tile(np.arange(k), len(trials))
