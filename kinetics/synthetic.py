@@ -171,3 +171,10 @@ def generate_trials(seed: int = DEFAULT_SEED, spec: SyntheticSpec | None = None)
         "answer_pos": answer_pos,
         "answer": answer,
     })
+
+
+def replicate_queries(trials: pd.DataFrame, copies: int) -> pd.DataFrame:
+    """``copies`` copies of a trial table, the query ids of copy i suffixed ``-c{i}``
+    (a larger table with the same per-query statistics, for scale benchmarks)."""
+    return pd.concat([trials.assign(query_id=trials["query_id"].astype(str) + f"-c{i}")
+                      for i in range(copies)], ignore_index=True)

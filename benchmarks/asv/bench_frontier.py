@@ -9,16 +9,26 @@ model's active parameters (billions; 0 where nothing fits) at the summary budget
 attention method. Hardware: b200 (I = 562.5 FLOPs/byte).
 """
 
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from kinetics.cli import main
 from kinetics.hardware import get_hardware
 from kinetics.models import MODELS
 from kinetics.report import SUMMARY_BUDGETS, build_summary
-from kinetics.traces import load_trials
+from kinetics.synthetic import replicate_queries
+from kinetics.traces import embedded_path, load_trials
 
 LAWS = ["kinetics", "flops"]
 STRATEGIES = ["best_of_n", "long_cot"]
 METHODS = ["dense", "topk", "blocktopk"]
 BUDGETS = [f"{b:.0e}" for b in SUMMARY_BUDGETS]
 INTENSITY = get_hardware("b200").intensity
+
+
 
 
 def _summary():
@@ -68,3 +78,30 @@ class FrontierNumbers:
         return 0.0 if name is None else MODELS[name].active_params / 1e9
 
     track_optimal_model_active_params_b.unit = "B params"
+
+
+class TenfoldReport:
+    """`kinetics report` (with plots) on a 10x copy of the embedded table (554,400 rows):
+    wall time and peak memory (issue 10 target: < 15 s on 2 cores, < 1.5 GB RSS)."""
+
+    timeout = 600
+    number = 1
+    repeat = 1
+
+    def setup_cache(self):
+        folder = Path(tempfile.mkdtemp(prefix="kinetics-asv-"))
+        path = folder / "tenfold.parquet"
+        replicate_queries(pd.read_parquet(embedded_path()), 10).to_parquet(path)
+        return str(path)
+
+    def setup(self, trials):
+        self.out = Path(tempfile.mkdtemp(prefix="kinetics-asv-out-")) / "report"
+
+    def time_report(self, trials):
+        main(["report", "--quiet", "--trials", trials, "--out", str(self.out)])
+
+    def peakmem_report(self, trials):
+        main(["report", "--quiet", "--trials", trials, "--out", str(self.out)])
+
+    def teardown(self, trials):
+        shutil.rmtree(self.out.parent, ignore_errors=True)
