@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kinetics.synthetic import AIME24_ACCURACY, DEFAULT_SEED, generate_trials
+from kinetics.synthetic import AIME24_ACCURACY, DEFAULT_SEED, generate_trials, replicate_queries
 from kinetics.traces import embedded_path, load_trials, validate_trials
 
 
@@ -47,3 +47,16 @@ def test_shape_calibration_and_documented_trends():
 def test_seed_changes_the_draw_only():
     a, b = generate_trials(1), generate_trials(2)
     assert a.shape == b.shape and not a["gen_len"].equals(b["gen_len"])
+
+
+def test_replicated_queries_keep_each_query_and_multiply_the_table():
+    trials, _ = load_trials(None)
+    small = trials[trials["model"] == "qwen3-0.6b"].head(100)
+    big = replicate_queries(small, 3)
+    assert len(big) == 300
+    assert big["query_id"].nunique() == 3 * small["query_id"].nunique()
+    for i in range(3):
+        copy = big.iloc[100 * i: 100 * (i + 1)]
+        assert copy["query_id"].tolist() == (small["query_id"] + f"-c{i}").tolist()
+        pd.testing.assert_frame_equal(copy.drop(columns="query_id").reset_index(drop=True),
+                                      small.drop(columns="query_id").reset_index(drop=True))
