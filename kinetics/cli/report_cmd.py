@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             }
             for name, fig in figures.items():
                 fig.savefig(tmp / f"{name}.png", dpi=110)
+                fig.set_layout_engine("none")  # keep the layout just computed: ~30% faster SVG
                 fig.savefig(tmp / f"{name}.svg")
                 plt.close(fig)
                 tick(name)
