@@ -46,11 +46,12 @@ def add_rms_norm(x, residual, weight, eps):
 
 @triton.jit
 def _qk_norm_rope_kernel(qkv_ptr, qn_ptr, kn_ptr, pos_ptr, freq_ptr, q_ptr, k_ptr, v_ptr,
-                         HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, eps):
+                         HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
+                         eps):
     row = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
-    half = D // 2
-    j = tl.arange(0, half)
+    half = HALF
+    j = tl.arange(0, HALF)
     dt = q_ptr.dtype.element_ty
     src = qkv_ptr + row * (HQ + 2 * HKV) * D + head * D
     x1 = tl.load(src + j)
@@ -90,7 +91,8 @@ def qk_norm_rope(qkv, q_norm, k_norm, positions, inv_freq, num_q_heads, num_kv_h
     v = torch.empty_like(k)
     grid = (batch, num_q_heads + 2 * num_kv_heads)
     _qk_norm_rope_kernel[grid](qkv, q_norm, k_norm, positions, inv_freq, q, k, v,
-                               HQ=num_q_heads, HKV=num_kv_heads, D=d, eps=eps, num_warps=1)
+                               HQ=num_q_heads, HKV=num_kv_heads, D=d, HALF=d // 2, eps=eps,
+                               num_warps=1)
     return q, k, v
 
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One device call for issue 15 (run from the repository root on a 2-GPU machine):
+#   bash benchmarks/gpu/e2e_run.sh [--compile]
+# GPU 0: e2e_run.py single (while the GPU tests of tests/model run on GPU 1), then both
+# GPUs: e2e_run.py tp under torchrun, then the 2-GPU NCCL tests. Wheels (flashinfer,
+# apache-tvm-ffi) from .whl or ../.whl. Logs and JSON under $OUT; tables printed last.
+set -u -o pipefail
+OUT="${OUT:-/tmp/out}"
+mkdir -p "$OUT"
+whl=$(ls -d .whl ../.whl 2>/dev/null | head -1)
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$whl"/*.whl \
+    || exit 1
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 FLASHINFER_WORKSPACE_BASE=/tmp/fiws
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  nvidia-smi topo -m; } > "$OUT/single.log" 2>&1
+CUDA_VISIBLE_DEVICES=1 timeout "${SINGLE_S:-200}" python3 -m pytest -m gpu -q \
+    -p no:cacheprovider tests/model > "$OUT/pytest.log" 2>&1 &
+CUDA_VISIBLE_DEVICES=0 timeout "${SINGLE_S:-200}" python3 benchmarks/gpu/e2e_run.py single \
+    "$OUT" "$@" >> "$OUT/single.log" 2>&1
+wait
+timeout "${TP_S:-150}" torchrun --nproc-per-node 2 benchmarks/gpu/e2e_run.py tp "$OUT" \
+    > "$OUT/tp.log" 2>&1
+timeout "${TEST_S:-60}" python3 -m pytest -m gpu -q -p no:cacheprovider \
+    tests/bench/test_tp.py >> "$OUT/pytest.log" 2>&1
+echo "== tp.log tail"; grep -vE "^\s*$" "$OUT/tp.log" | tail -12
+echo "== pytest"; grep -E "passed|failed|Error|error" "$OUT/pytest.log" | tail -8
+echo "== single"; cat "$OUT/e2e-single-summary.txt" 2>/dev/null || tail -40 "$OUT/single.log"
+echo "== tp"; cat "$OUT/e2e-tp-summary.txt" 2>/dev/null
