@@ -37,6 +37,7 @@ from kinetics.bench.decode import BenchConfig, compare_decode, copy_bandwidth
 from kinetics.bench.model import layer_timings, model_timings, tp_layer_timing
 
 METHODS = ("dense", "blocktopk")
+LAYER_METHODS = (*METHODS, "blocktopk-triton")
 
 
 def _guard(record: dict, name: str, fn):
@@ -100,8 +101,8 @@ def single(out: Path, compile_too: bool) -> dict:
     for batch in (64, 256):
         cfg = BenchConfig(batch_size=batch, attention_only=False, repeats=50)
         _guard(rec, f"layer_b{batch}", lambda cfg=cfg: _asdict(
-            layers.extend(layer_timings(cfg, METHODS, ("reference", "fused"), copy))
-            or layers[-4:]))
+            layers.extend(layer_timings(cfg, LAYER_METHODS, ("reference", "fused"), copy))
+            or layers[-6:]))
         acfg = dataclasses.replace(cfg, attention_only=True)
         _guard(rec, f"attention_b{batch}", lambda acfg=acfg: {
             m: v["ms_per_step"] for m, v in compare_decode(acfg, METHODS, check=False,
@@ -174,11 +175,16 @@ def summary_single(rec: dict) -> str:
     for batch in (64, 256):
         rows = {(r["method"], r["impl"]): r for r in rec.get(f"layer_b{batch}", [])}
         for impl in ("reference", "fused"):
-            d, b = rows.get(("dense", impl)), rows.get(("blocktopk", impl))
-            if d and b:
-                lines.append(f"layer b{batch} {impl:<9} dense {d['ms']:.4f} ms "
-                             f"({100 * d['fraction_of_copy']:.0f}% copy) blocktopk {b['ms']:.4f} "
-                             f"ms  speedup {d['ms'] / b['ms']:.2f}x  err {d['extra']} {b['extra']}")
+            d = rows.get(("dense", impl))
+            for m in LAYER_METHODS[1:]:
+                b = rows.get((m, impl))
+                if d and b:
+                    lines.append(
+                        f"layer b{batch} {impl:<9} dense {d['ms']:.4f} ms "
+                        f"({100 * d['fraction_of_copy']:.0f}% copy) {m} {b['ms']:.4f} ms "
+                        f"speedup {d['ms'] / b['ms']:.2f}x err "
+                        f"{d['extra']['rel_err_vs_reference']:.1e}/"
+                        f"{b['extra']['rel_err_vs_reference']:.1e}")
         lines.append(f"attention only b{batch}: {rec.get(f'attention_b{batch}')}")
     for r in rec.get("layer_b64_compiled", []):
         lines.append(f"layer b64 compiled {r['method']} {r['ms']:.4f} ms {r['extra']}")

@@ -30,6 +30,8 @@ from kinetics.hardware import Hardware, get_hardware
 from kinetics.models import ModelSpec, get_model
 
 SCOPES: tuple[str, ...] = ("layer", "model")
+# block top-k kernels the benchmark times (same cost: they differ in the attention kernel)
+BLOCKTOPK_METHODS: tuple[str, ...] = ("blocktopk", "blocktopk-triton")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class StepCell:
     Attributes:
         label: a short name for tables and plots.
         model: preset name.
-        method: 'dense' or 'blocktopk'.
+        method: 'dense', or a block top-k method ('blocktopk', 'blocktopk-triton').
         scope: 'layer' (one layer shard) or 'model' (all layers, embedding, LM head).
         batch, context: requests, and tokens cached per request.
         tp: tensor-parallel degree (per-rank shard).
@@ -84,7 +86,8 @@ class CostPrediction:
 
 @dataclass(frozen=True)
 class SpeedupComparison:
-    """Dense vs block top-k of one configuration: predicted and measured speedups."""
+    """Dense vs block top-k of one configuration (cells whose labels differ only in the
+    method name): predicted and measured speedups."""
 
     dense: CostPrediction
     blocktopk: CostPrediction
@@ -124,9 +127,10 @@ def attention_config(cell: StepCell) -> AttentionConfig:
     """The cost model's attention config of a cell's method."""
     if cell.method == "dense":
         return AttentionConfig.dense()
-    if cell.method == "blocktopk":
+    if cell.method in BLOCKTOPK_METHODS:
         return AttentionConfig.blocktopk(cell.page_size, topk_blocks=cell.topk_pages)
-    raise InputError(f"unknown method '{cell.method}' (choose from dense, blocktopk)")
+    raise InputError(f"unknown method '{cell.method}' (choose from dense, "
+                     f"{', '.join(BLOCKTOPK_METHODS)})")
 
 
 def step_cost(cell: StepCell) -> tuple[float, float]:
@@ -166,11 +170,11 @@ def speedups(predictions: list[CostPrediction]) -> list[SpeedupComparison]:
     """Pair each block top-k cell with the dense cell of the same configuration."""
     def key(p: CostPrediction):
         c = p.cell
-        return (c.model, c.scope, c.batch, c.context, c.tp)
+        return (c.model, c.scope, c.batch, c.context, c.tp, c.label.replace(c.method, ""))
 
     dense = {key(p): p for p in predictions if p.cell.method == "dense"}
     return [SpeedupComparison(dense[key(p)], p) for p in predictions
-            if p.cell.method == "blocktopk" and key(p) in dense]
+            if p.cell.method in BLOCKTOPK_METHODS and key(p) in dense]
 
 
 def format_predictions(predictions: list[CostPrediction]) -> str:
@@ -196,7 +200,7 @@ def plot_predictions(predictions: list[CostPrediction], path: str, title: str = 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))
-    for method, marker in (("dense", "o"), ("blocktopk", "s")):
+    for method, marker in (("dense", "o"), ("blocktopk", "s"), ("blocktopk-triton", "^")):
         pts = [p for p in predictions if p.cell.method == method]
         ax.scatter([p.predicted_ms_copy for p in pts], [p.cell.measured_ms for p in pts],
                    marker=marker, label=method)
