@@ -6,7 +6,8 @@ fixed) and, under tensor parallelism, the NCCL all-reduces. Implementations:
 
 * ``reference``: ``ShardedDecoderLayer.forward`` (torch ops: ~40 kernels a layer);
 * ``fused``: :func:`kinetics.model.fused.fused_layer_step` (cuBLAS GEMMs + 3 Triton
-  kernels: add+RMSNorm twice, q/k norm + RoPE, SiLU*mul);
+  kernels: add+RMSNorm twice, q/k norm + RoPE writing k/v into the paged cache,
+  SiLU*mul); ``fused-kv-separate`` the same with the cache writes left to the attend;
 * ``compiled``: the reference pieces around attention under ``torch.compile``
   (inductor's own fusion), for comparison.
 
@@ -26,7 +27,7 @@ from typing import Any
 from kinetics.errors import InputError
 from kinetics.models import get_model
 
-IMPLS: tuple[str, ...] = ("reference", "fused", "compiled")
+IMPLS: tuple[str, ...] = ("reference", "fused", "fused-kv-separate", "compiled")
 
 
 @dataclass
@@ -107,9 +108,10 @@ def layer_step_fn(layer, impl: str) -> Callable:
 
     if impl == "reference":
         return layer
-    if impl == "fused":
+    if impl in ("fused", "fused-kv-separate"):
         def fused(hidden, attend, positions):
-            delta, h = fused_layer_step(layer, None, hidden, attend, positions)
+            delta, h = fused_layer_step(layer, None, hidden, attend, positions,
+                                        fuse_kv_write=impl == "fused")
             return delta + h
         return fused
     if impl == "compiled":
@@ -129,15 +131,28 @@ def layer_step_fn(layer, impl: str) -> Callable:
     raise InputError(f"unknown implementation '{impl}' (choose from {', '.join(IMPLS)})")
 
 
-def _paged_attend(cache, decoder, out, context: int, page_size: int):
-    last_page = cache.page_table[:, (context - 1) // page_size].long()
-    slot = (context - 1) % page_size
+class FixedSlotAttend:
+    """Paged attention for timed steps: the new token overwrites the last cached slot.
 
-    def attend(q, k, v):
-        cache.k_pages[last_page, :, slot] = k
-        cache.v_pages[last_page, :, slot] = v
-        return decoder(q.contiguous(), out)
-    return attend
+    So the KV length stays ``context`` and the planned kernels (and a CUDA graph) stay
+    valid for any number of steps. ``slot`` (a PagedSlot) lets the fused layer
+    write k and v from its q/k norm + RoPE kernel, then call ``cached(q)``.
+    """
+
+    def __init__(self, cache, decoder, out, context: int) -> None:
+        from kinetics.model.fused import PagedSlot
+
+        page = cache.page_table[:, (context - 1) // cache.page_size].long()
+        self.slot = PagedSlot(cache.k_pages, cache.v_pages, page, (context - 1) % cache.page_size)
+        self.decoder, self.out = decoder, out
+
+    def cached(self, q):
+        """Attention of q [batch, q_heads, head_dim] over the cache, into ``out``."""
+        return self.decoder(q.contiguous(), self.out)
+
+    def __call__(self, q, k, v):
+        self.slot.write(k, v)
+        return self.cached(q)
 
 
 def layer_timings(cfg, methods: Sequence[str] = ("dense", "blocktopk"),
@@ -171,8 +186,8 @@ def layer_timings(cfg, methods: Sequence[str] = ("dense", "blocktopk"),
     rounds, results = 2, []
     for method in methods:
         outs = [torch.empty(cfg.batch_size, hq, d, dtype=dtype, device=dev) for _ in caches]
-        attends = [_paged_attend(c, make_decoder(method, c, hq, cfg), o, cfg.context,
-                                 cfg.page_size) for c, o in zip(caches, outs, strict=True)]
+        attends = [FixedSlotAttend(c, make_decoder(method, c, hq, cfg), o, cfg.context)
+                   for c, o in zip(caches, outs, strict=True)]
         nbytes = _step_bytes(cfg, hq, hkv, d, method, weight_bytes).total
         with torch.inference_mode():
             ref = layer(hiddens[0], attends[0], positions).clone()
@@ -214,16 +229,32 @@ def _capture(fn: Callable[[], Any], warmup: int = 3):
     return graph
 
 
-def model_attends(model, method: str, batch: int, context: int, page_size: int,
-                  topk_pages: int, seed: int = 0) -> list:
-    """One paged attend per layer (each its own cache of ``context`` random tokens)."""
-    from kinetics.bench.tp import paged_attend_factory
+def layer_attend(layer, method: str, batch: int, context: int, page_size: int,
+                 topk_pages: int, seed: int = 0) -> FixedSlotAttend:
+    """A paged attend for one layer shard: its own cache of ``context`` random tokens
+    for the layer's KV heads, and the ``method`` decoder (kinetics.bench.decode)."""
+    import torch
 
-    factory = paged_attend_factory(method, page_size, topk_pages, seed=seed)
-    spec = model.model
-    return [factory(layer.local_q_heads, layer.local_kv_heads, spec.head_dim, batch, context,
-                    model.device, model.dtype, kv_head_start=layer.kv_head_start)
-            for layer in model.layers]
+    from kinetics.attention.cache import PagedKVCache
+    from kinetics.bench.decode import BenchConfig, make_decoder
+
+    cfg = BenchConfig(model=layer.model.name, context=context, batch_size=batch,
+                      page_size=page_size, topk_pages=topk_pages)
+    device = layer.qkv_proj.device
+    cache = PagedKVCache.random(batch, layer.local_kv_heads, layer.head_dim, context,
+                                page_size=page_size, dtype=layer.dtype, device=device,
+                                seed=seed + layer.kv_head_start)
+    out = torch.empty(batch, layer.local_q_heads, layer.head_dim, dtype=layer.dtype,
+                      device=device)
+    return FixedSlotAttend(cache, make_decoder(method, cache, layer.local_q_heads, cfg), out,
+                           context)
+
+
+def model_attends(model, method: str, batch: int, context: int, page_size: int,
+                  topk_pages: int, seed: int = 0) -> list[FixedSlotAttend]:
+    """One :func:`layer_attend` per layer of ``model`` (a ShardedDecoderModel)."""
+    return [layer_attend(layer, method, batch, context, page_size, topk_pages, seed + 1000 * i)
+            for i, layer in enumerate(model.layers)]
 
 
 def model_step_bytes(model, method: str, batch: int, context: int, page_size: int,
@@ -419,13 +450,11 @@ def tp_layer_timing(model_name: str, method: str, batch: int, context: int, tp: 
     import torch
     import torch.distributed as dist
 
-    from kinetics.bench.tp import paged_attend_factory
     from kinetics.model.layer import ShardedDecoderLayer
 
     spec = get_model(model_name)
     dev = torch.device("cuda", torch.cuda.current_device())
     dtype = torch.bfloat16
-    factory = paged_attend_factory(method, page_size, topk_pages, seed=seed)
     hidden = torch.randn(batch, spec.hidden_size, dtype=dtype, device=dev,
                          generator=torch.Generator(device=dev).manual_seed(seed))
     positions = torch.full((batch,), context - 1, dtype=torch.int64, device=dev)
@@ -435,9 +464,7 @@ def tp_layer_timing(model_name: str, method: str, batch: int, context: int, tp: 
 
     def build(size: int, r: int, grp):
         layer = ShardedDecoderLayer(spec, size, r, grp, dtype, dev, seed)
-        attend = factory(layer.local_q_heads, layer.local_kv_heads, spec.head_dim, batch,
-                         context, dev, dtype, kv_head_start=layer.kv_head_start)
-        return layer, attend
+        return layer, layer_attend(layer, method, batch, context, page_size, topk_pages, seed)
 
     tp1 = None
     if rank == 0:

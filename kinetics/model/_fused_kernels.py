@@ -46,8 +46,8 @@ def add_rms_norm(x, residual, weight, eps):
 
 @triton.jit
 def _qk_norm_rope_kernel(qkv_ptr, qn_ptr, kn_ptr, pos_ptr, freq_ptr, q_ptr, k_ptr, v_ptr,
-                         HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
-                         eps):
+                         page_ptr, slot, HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
+                         HALF: tl.constexpr, PAGE: tl.constexpr, PAGED: tl.constexpr, eps):
     row = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     half = HALF
@@ -56,8 +56,13 @@ def _qk_norm_rope_kernel(qkv_ptr, qn_ptr, kn_ptr, pos_ptr, freq_ptr, q_ptr, k_pt
     src = qkv_ptr + row * (HQ + 2 * HKV) * D + head * D
     x1 = tl.load(src + j)
     x2 = tl.load(src + half + j)
+    if PAGED:  # k and v go straight into the request's cache page (HND layout)
+        page = tl.load(page_ptr + row).to(tl.int64)
+        kv_off = ((page * HKV + (head - HQ) % HKV) * PAGE + slot) * D
+    else:
+        kv_off = (row * HKV + (head - HQ) % HKV) * D
     if head >= HQ + HKV:  # v: copy
-        dst = v_ptr + (row * HKV + head - HQ - HKV) * D
+        dst = v_ptr + kv_off
         tl.store(dst + j, x1)
         tl.store(dst + half + j, x2)
     else:
@@ -66,7 +71,7 @@ def _qk_norm_rope_kernel(qkv_ptr, qn_ptr, kn_ptr, pos_ptr, freq_ptr, q_ptr, k_pt
             dst = q_ptr + (row * HQ + head) * D
         else:
             w_ptr = kn_ptr
-            dst = k_ptr + (row * HKV + head - HQ) * D
+            dst = k_ptr + kv_off
         f1, f2 = x1.to(tl.float32), x2.to(tl.float32)
         rstd = tl.rsqrt((tl.sum(f1 * f1, axis=0) + tl.sum(f2 * f2, axis=0)) / D + eps)
         w1 = tl.load(w_ptr + j).to(tl.float32)
@@ -83,17 +88,24 @@ def _qk_norm_rope_kernel(qkv_ptr, qn_ptr, kn_ptr, pos_ptr, freq_ptr, q_ptr, k_pt
         tl.store(dst + half + j, o2.to(dt))
 
 
-def qk_norm_rope(qkv, q_norm, k_norm, positions, inv_freq, num_q_heads, num_kv_heads, eps):
+def qk_norm_rope(qkv, q_norm, k_norm, positions, inv_freq, num_q_heads, num_kv_heads, eps,
+                 slot=None):
+    """q, k, v (k, v None when ``slot``, a PagedSlot, receives them in its pages)."""
     batch = qkv.shape[0]
     d = qkv.shape[1] // (num_q_heads + 2 * num_kv_heads)
     q = torch.empty(batch, num_q_heads, d, dtype=qkv.dtype, device=qkv.device)
-    k = torch.empty(batch, num_kv_heads, d, dtype=qkv.dtype, device=qkv.device)
-    v = torch.empty_like(k)
+    if slot is None:
+        k = torch.empty(batch, num_kv_heads, d, dtype=qkv.dtype, device=qkv.device)
+        v = torch.empty_like(k)
+        page, index, page_size = positions, 0, 1  # page/index unused
+    else:
+        k, v, page, index = slot.k_pages, slot.v_pages, slot.page, slot.index
+        page_size = k.shape[2]
     grid = (batch, num_q_heads + 2 * num_kv_heads)
-    _qk_norm_rope_kernel[grid](qkv, q_norm, k_norm, positions, inv_freq, q, k, v,
-                               HQ=num_q_heads, HKV=num_kv_heads, D=d, HALF=d // 2, eps=eps,
-                               num_warps=1)
-    return q, k, v
+    _qk_norm_rope_kernel[grid](qkv, q_norm, k_norm, positions, inv_freq, q, k, v, page, index,
+                               HQ=num_q_heads, HKV=num_kv_heads, D=d, HALF=d // 2,
+                               PAGE=page_size, PAGED=slot is not None, eps=eps, num_warps=1)
+    return (q, k, v) if slot is None else (q, None, None)
 
 
 @triton.jit

@@ -20,11 +20,33 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from kinetics.model.layer import RMS_EPS, apply_rope, rms_norm
+
+
+@dataclass(frozen=True)
+class PagedSlot:
+    """Where each request's new token goes in a paged KV cache (HND pages).
+
+    Attributes:
+        k_pages, v_pages: [num_pages, num_kv_heads, page_size, head_dim].
+        page: [batch] int64 physical page of each request's new token.
+        index: the token's slot inside that page (the same for every request).
+    """
+
+    k_pages: torch.Tensor
+    v_pages: torch.Tensor
+    page: torch.Tensor
+    index: int
+
+    def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v [batch, num_kv_heads, head_dim] (torch indexing)."""
+        self.k_pages[self.page, :, self.index] = k
+        self.v_pages[self.page, :, self.index] = v
 
 
 @functools.cache
@@ -54,14 +76,16 @@ def add_rms_norm(x: torch.Tensor | None, residual: torch.Tensor, weight: torch.T
 
 def qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor,
                  positions: torch.Tensor, inv_freq: torch.Tensor, num_q_heads: int,
-                 num_kv_heads: int, eps: float = RMS_EPS
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 num_kv_heads: int, eps: float = RMS_EPS, slot: PagedSlot | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """q, k, v of the new token from the fused QKV projection ``qkv``.
 
     qkv: [batch, (num_q_heads + 2 num_kv_heads) * head_dim]; q_norm, k_norm:
     [head_dim]; positions: [batch] int64; inv_freq: [head_dim / 2] float32.
     Returns contiguous q [batch, num_q_heads, head_dim] and k, v [batch,
     num_kv_heads, head_dim]: q and k RMSNormed per head then rotated (RoPE).
+    With ``slot``, k and v are stored into its pages instead (the same launch on
+    CUDA) and returned as None.
     """
     batch = qkv.shape[0]
     d = qkv.shape[1] // (num_q_heads + 2 * num_kv_heads)
@@ -72,11 +96,14 @@ def qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor,
         v = qkv[:, nq + nkv:].reshape(batch, num_kv_heads, d).contiguous()
         q = apply_rope(rms_norm(q, q_norm, eps), positions, inv_freq)
         k = apply_rope(rms_norm(k, k_norm, eps), positions, inv_freq)
-        return q, k, v
-    from kinetics.model import _fused_kernels as k
+        if slot is None:
+            return q, k, v
+        slot.write(k, v)
+        return q, None, None
+    from kinetics.model import _fused_kernels as kernels
 
-    return k.qk_norm_rope(qkv, q_norm, k_norm, positions, inv_freq, num_q_heads,
-                          num_kv_heads, eps)
+    return kernels.qk_norm_rope(qkv, q_norm, k_norm, positions, inv_freq, num_q_heads,
+                                num_kv_heads, eps, slot)
 
 
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
@@ -90,7 +117,8 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
 
 
 def fused_layer_step(layer, delta: torch.Tensor | None, residual: torch.Tensor, attend,
-                     positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     positions: torch.Tensor, fuse_kv_write: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decode step of ``layer`` (a ``ShardedDecoderLayer``) on the residual stream.
 
     The layer's input is ``residual + delta`` (``delta`` None: just ``residual``, the
@@ -105,11 +133,19 @@ def fused_layer_step(layer, delta: torch.Tensor | None, residual: torch.Tensor, 
 
     Equals ``layer(residual + delta, attend, positions)`` (same roundings: every add
     is the reference's add). Inputs are not modified.
+
+    An ``attend`` with a ``slot`` attribute (a :class:`PagedSlot`) and a
+    ``cached(q)`` method (attention over its cache, the new token already stored)
+    gets k and v written by the q/k norm + RoPE kernel itself, saving the cache
+    writes' launches; ``fuse_kv_write=False`` calls ``attend(q, k, v)`` regardless.
     """
     x, h = add_rms_norm(delta, residual, layer.input_layernorm)
+    slot = getattr(attend, "slot", None) if fuse_kv_write else None
     q, k, v = qk_norm_rope(F.linear(x, layer.qkv_proj), layer.q_norm, layer.k_norm, positions,
-                           layer.inv_freq, layer.local_q_heads, layer.local_kv_heads)
-    attn = layer.all_reduce(layer.post_attention(attend(q, k, v)))
+                           layer.inv_freq, layer.local_q_heads, layer.local_kv_heads,
+                           slot=slot)
+    attn = attend.cached(q) if slot is not None else attend(q, k, v)
+    attn = layer.all_reduce(layer.post_attention(attn))
     x, h = add_rms_norm(attn, h, layer.post_attention_layernorm)
     mlp = F.linear(silu_mul(F.linear(x, layer.gate_up_proj)), layer.down_proj)
     return layer.all_reduce(mlp), h

@@ -11,7 +11,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from kinetics.errors import InputError  # noqa: E402
 from kinetics.model.decoder import ShardedDecoderModel, layer_seed  # noqa: E402
-from kinetics.model.fused import add_rms_norm, qk_norm_rope, silu_mul  # noqa: E402
+from kinetics.model.fused import PagedSlot, add_rms_norm, qk_norm_rope, silu_mul  # noqa: E402
 from kinetics.model.layer import DenseKVAttend, apply_rope, rms_norm  # noqa: E402
 from kinetics.models import ModelSpec  # noqa: E402
 
@@ -164,3 +164,20 @@ def test_decode_matches_transformers_qwen3_forward(impl):
         out = model.step(tokens[:, t], attends, torch.full((batch,), t), impl=impl)
         torch.testing.assert_close(out.logits, want[:, t], rtol=1e-4, atol=1e-4)
         assert torch.equal(out.tokens, want[:, t].argmax(-1))
+
+
+def test_qk_norm_rope_with_paged_slot_writes_k_v_into_pages():
+    gen = torch.Generator().manual_seed(8)
+    hq, hkv, d, batch, page_size = 4, 2, 16, 3, 4
+    qkv = torch.randn(batch, (hq + 2 * hkv) * d, generator=gen)
+    qn, kn = torch.rand(d, generator=gen) + 0.5, torch.rand(d, generator=gen) + 0.5
+    pos, inv = torch.tensor([5, 9, 40]), 1.0 / (1e6 ** (torch.arange(0, d, 2, dtype=F32) / d))
+    k_pages, v_pages = torch.zeros(6, hkv, page_size, d), torch.zeros(6, hkv, page_size, d)
+    page = torch.tensor([4, 0, 2])
+    q, k, v = qk_norm_rope(qkv, qn, kn, pos, inv, hq, hkv,
+                           slot=PagedSlot(k_pages, v_pages, page, 3))
+    want_q, want_k, want_v = qk_norm_rope(qkv, qn, kn, pos, inv, hq, hkv)
+    assert k is None and v is None and torch.equal(q, want_q)
+    assert torch.equal(k_pages[page, :, 3], want_k) and torch.equal(v_pages[page, :, 3], want_v)
+    k_pages[page, :, 3] = 0
+    assert not k_pages.any()  # nothing else written

@@ -50,6 +50,12 @@ def test_qk_norm_rope_and_silu_mul_kernels_match_torch(hq, hkv):
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape and g.is_contiguous() and _err(g.cpu(), w) < 1e-2
     assert torch.equal(got[2].cpu(), want[2])
+    pages = [torch.zeros(40, hkv, 16, 128, dtype=BF16, device="cuda") for _ in "kv"]
+    page = torch.randperm(40, device="cuda")[:9]
+    q, _, _ = fused.qk_norm_rope(qkv, qn, kn, pos, inv, hq, hkv,
+                                 slot=fused.PagedSlot(pages[0], pages[1], page, 5))
+    assert torch.equal(q, got[0])
+    assert torch.equal(pages[0][page, :, 5], got[1]) and torch.equal(pages[1][page, :, 5], got[2])
     gu = torch.randn(9, 2 * 3000, dtype=BF16, device="cuda", generator=gen)
     assert _err(fused.silu_mul(gu).cpu(), fused.silu_mul(gu.cpu())) < 1e-2
 
