@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import sys
 import time
 import traceback
@@ -33,10 +34,12 @@ from kinetics.bench.cost_vs_measured import (
     hardware_for_device,
     predict,
 )
-from kinetics.bench.decode import BenchConfig, compare_decode, copy_bandwidth
+from kinetics.bench.decode import BenchConfig, compare_decode
 from kinetics.bench.model import layer_timings, model_timings, tp_layer_timing
+from kinetics.bench.timing import copy_bandwidth
 
 METHODS = ("dense", "blocktopk")
+_NOT_RANK0 = dataclasses.make_dataclass("NotRank0", [])()  # run_tp_bench's None elsewhere
 LAYER_METHODS = (*METHODS, "blocktopk-triton")
 
 
@@ -125,37 +128,35 @@ def single(out: Path, compile_too: bool) -> dict:
 
 
 def tp(out: Path) -> dict | None:
-    from kinetics.bench.tp import (
-        init_distributed,
-        paged_attend_factory,
-        run_tp_bench,
-        shutdown_distributed,
-    )
+    from kinetics.bench.tp import paged_attend_factory, run_tp_bench
+    from kinetics.model.parallel import init_distributed, shutdown_distributed
 
-    info = init_distributed(2)
-    rank, group = info["rank"], info["group"]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    info = init_distributed(world)
+    rank, group = info.rank, info.group
     rec: dict = {"versions": _versions()}
     if rank == 0:
         rec["_out"] = str(out / "e2e-tp.json")
     def graph_timing(method: str, impl: str, symm: bool) -> dict:
-        t = tp_layer_timing("qwen3-8b", method, 32, 32768, 2, rank, group, impl=impl,
+        t = tp_layer_timing("qwen3-8b", method, 32, 32768, world, rank, group, impl=impl,
                             try_symm=symm)
         return {**dataclasses.asdict(t), "scaling_efficiency": t.scaling_efficiency,
                 "comm_share": t.comm_share}
 
     try:
         for method in METHODS:
-            _guard(rec, f"piecewise_{method}", lambda m=method: run_tp_bench(
-                "qwen3-8b", m, 32768, 32, 16, 64, 2, 50, 10, "bfloat16",
-                paged_attend_factory(m, 16, 64)))
+            _guard(rec, f"piecewise_{method}", lambda m=method: dataclasses.asdict(run_tp_bench(
+                "qwen3-8b", m, 32768, 32, 16, 64, world, 50, 10, "bfloat16",
+                paged_attend_factory(m, 16, 64)) or _NOT_RANK0))
             _guard(rec, f"graph_{method}_fused", lambda m=method: graph_timing(m, "fused", False))
         if rank == 0:
             _guard(rec, "model_tp1", lambda: _asdict(model_timings(
                 "qwen3-8b", METHODS, 32, 16384, impls=("fused",), copy_gbps=1.0)))
         torch.distributed.barrier(group=group)
-        _guard(rec, "model_tp2", lambda: _asdict(model_timings(
-            "qwen3-8b", METHODS, 32, 16384, impls=("fused",), tp=2, rank=rank, group=group,
-            copy_gbps=1.0)))
+        if world > 1:
+            _guard(rec, "model_tp2", lambda: _asdict(model_timings(
+                "qwen3-8b", METHODS, 32, 16384, impls=("fused",), tp=world, rank=rank,
+                group=group, copy_gbps=1.0)))
         for method in METHODS:
             _guard(rec, f"graph_{method}_reference",
                    lambda m=method: graph_timing(m, "reference", False))

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kinetics.bench.timing import capture_graph, copy_bandwidth
 from kinetics.errors import InputError
 from kinetics.models import get_model
 
@@ -131,6 +132,27 @@ def layer_step_fn(layer, impl: str) -> Callable:
     raise InputError(f"unknown implementation '{impl}' (choose from {', '.join(IMPLS)})")
 
 
+class CapturedStep:
+    """A decode step recorded as ONE CUDA graph (attention and all-reduces included).
+
+    ``fn(*inputs)`` returns the step's output (tensors, kept static); ``inputs`` are
+    static tensors to ``copy_`` new values into before a ``replay()``. Warm-up and
+    capture: :func:`kinetics.bench.timing.capture_graph`.
+    """
+
+    def __init__(self, fn: Callable, inputs: Sequence) -> None:
+        self.inputs = list(inputs)
+        held: list = []
+        self.graph = capture_graph(lambda: held.append(fn(*self.inputs)))
+        self.output = held[-1]  # the captured call's output: what each replay rewrites
+        del held[:-1]
+
+    def replay(self):
+        """Run the recorded step; returns its (static, overwritten next time) output."""
+        self.graph.replay()
+        return self.output
+
+
 class FixedSlotAttend:
     """Paged attention for timed steps: the new token overwrites the last cached slot.
 
@@ -167,7 +189,7 @@ def layer_timings(cfg, methods: Sequence[str] = ("dense", "blocktopk"),
     import torch
 
     from kinetics.attention.cache import PagedKVCache
-    from kinetics.bench.decode import _step_bytes, copy_bandwidth, local_heads, make_decoder
+    from kinetics.bench.decode import _step_bytes, local_heads, make_decoder
     from kinetics.model.layer import ShardedDecoderLayer
 
     model = cfg.validate()
@@ -200,7 +222,7 @@ def layer_timings(cfg, methods: Sequence[str] = ("dense", "blocktopk"),
                     for _ in range(rounds):
                         for i in range(cfg.replicas):
                             step(hiddens[i], attends[i], positions)
-                graph = _capture(run)
+                graph = capture_graph(run)
                 t = time_replays(graph.replay, rounds * cfg.replicas, cfg.repeats)
             del graph
             results.append(StepTiming("layer", model.name, method, impl, cfg.batch_size,
@@ -209,24 +231,6 @@ def layer_timings(cfg, methods: Sequence[str] = ("dense", "blocktopk"),
         del attends
         torch.cuda.synchronize()
     return results
-
-
-def _capture(fn: Callable[[], Any], warmup: int = 3):
-    """fn() recorded as a CUDA graph after ``warmup`` eager calls on a side stream."""
-    import torch
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    torch.cuda.synchronize()
-    return graph
 
 
 def layer_attend(layer, method: str, batch: int, context: int, page_size: int,
@@ -288,8 +292,7 @@ def model_timings(model_name: str, methods: Sequence[str], batch: int, context: 
     import torch
     import torch.distributed as dist
 
-    from kinetics.bench.decode import copy_bandwidth
-    from kinetics.model.decoder import CapturedStep, ShardedDecoderModel
+    from kinetics.model.decoder import ShardedDecoderModel
 
     spec = get_model(model_name)
     dev = torch.device("cuda", torch.cuda.current_device())
@@ -408,7 +411,7 @@ def _graphed_layer_ms(layer, attend, hidden, positions, impl: str, inner: int, r
         for _ in range(inner):
             step(hidden, attend, positions)
     with torch.inference_mode():
-        graph = _capture(run)
+        graph = capture_graph(run)
         t = time_replays(graph.replay, inner, repeats, barrier=barrier)
     del graph
     return t["ms"]
@@ -485,7 +488,7 @@ def tp_layer_timing(model_name: str, method: str, batch: int, context: int, tp: 
         for _ in range(inner):
             for _ in range(2):
                 dist.all_reduce(partial, group=group)
-    graph = _capture(reduce_only)
+    graph = capture_graph(reduce_only)
     partial.normal_()
     comm = time_replays(graph.replay, inner, repeats, barrier=barrier)["ms"]
     del graph
@@ -502,7 +505,7 @@ def tp_layer_timing(model_name: str, method: str, batch: int, context: int, tp: 
         def symm_only():
             for _ in range(2 * inner):
                 reducer(partial)
-        graph = _capture(symm_only)
+        graph = capture_graph(symm_only)
         partial.normal_()
         symm_comm = time_replays(graph.replay, inner, repeats, barrier=barrier)["ms"]
         del graph

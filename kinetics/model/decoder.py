@@ -16,8 +16,8 @@ Two implementations of one step, equal up to float rounding:
 * ``impl="fused"``: the residual-stream formulation with the fused kernels of
   :mod:`kinetics.model.fused` (Triton on CUDA, the torch reference elsewhere).
 
-:class:`CapturedStep` records a whole step (every layer, attention and the
-all-reduces included) as one CUDA graph. ``attends[i]`` is layer ``i``'s attention
+``kinetics.bench.model.CapturedStep`` records a whole step (every layer, attention
+and the all-reduces included) as one CUDA graph. ``attends[i]`` is layer ``i``'s attention
 (``attend(q, k, v)``, see ``ShardedDecoderLayer.forward``); it owns that layer's KV
 cache. For a CUDA graph the attends must keep fixed shapes (the paged benchmark
 attends overwrite the last cached slot; see kinetics.bench.tp.paged_attend_factory).
@@ -30,7 +30,7 @@ its own shard and any ``tp`` shards the same full model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 from kinetics.errors import InputError
 from kinetics.model.fused import add_rms_norm, fused_layer_step
-from kinetics.model.layer import Attend, ShardedDecoderLayer, hashed_uniform, rms_norm
+from kinetics.model.layer import Attend, ShardedDecoderLayer, param, rms_norm
+from kinetics.model.weights import hashed_uniform
 from kinetics.models import ModelSpec
 
 IMPLS: tuple[str, ...] = ("fused", "reference")
@@ -97,18 +98,14 @@ class ShardedDecoderModel(torch.nn.Module):
         self.local_vocab = vocab // tp_size
         self.vocab_start = tp_rank * self.local_vocab
         all_h = torch.arange(h)
-        self.embed_tokens = self._param(hashed_uniform(
+        self.embed_tokens = param(hashed_uniform(
             seed, _EMBED_ID, torch.arange(vocab), all_h, math.sqrt(3.0), dtype, device))
         rows = torch.arange(self.vocab_start, self.vocab_start + self.local_vocab)
-        self.lm_head = self._param(hashed_uniform(seed, _LM_HEAD_ID, rows, all_h,
+        self.lm_head = param(hashed_uniform(seed, _LM_HEAD_ID, rows, all_h,
                                                   math.sqrt(3.0 / h), dtype, device))
         norm = 1.0 + hashed_uniform(seed, _FINAL_NORM_ID, torch.zeros(1), all_h, 0.1,
                                     torch.float32, device)[0]
-        self.norm = self._param(norm.to(dtype))
-
-    @staticmethod
-    def _param(t: torch.Tensor) -> torch.nn.Parameter:
-        return torch.nn.Parameter(t, requires_grad=False)
+        self.norm = param(norm.to(dtype))
 
     @property
     def device(self) -> torch.device:
@@ -165,39 +162,3 @@ class ShardedDecoderModel(torch.nn.Module):
     def weight_bytes(self) -> int:
         """Bytes of this rank's parameters (all read once per decode step)."""
         return sum(p.numel() * p.element_size() for p in self.parameters())
-
-
-class CapturedStep:
-    """A decode step recorded as ONE CUDA graph (attention and all-reduces included).
-
-    ``fn(*inputs)`` must return a tensor or a tuple/dataclass of tensors and keep its
-    shapes from call to call; ``inputs`` are static tensors the caller fills before
-    each replay (``copy_inputs``). Capture runs ``warmup`` eager calls on a side
-    stream first (JIT, autotuning, NCCL communicator set-up), as torch requires.
-    """
-
-    def __init__(self, fn: Callable, inputs: Sequence[torch.Tensor], warmup: int = 2) -> None:
-        device = inputs[0].device
-        if device.type != "cuda":
-            raise ValueError("CUDA graphs need CUDA tensors")
-        self.inputs = list(inputs)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                fn(*self.inputs)
-        torch.cuda.current_stream(device).wait_stream(side)
-        torch.cuda.synchronize(device)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.output = fn(*self.inputs)
-        torch.cuda.synchronize(device)
-
-    def copy_inputs(self, *values: torch.Tensor) -> None:
-        for static, value in zip(self.inputs, values, strict=True):
-            static.copy_(value)
-
-    def replay(self):
-        """Run the recorded step; returns the (static, overwritten next time) output."""
-        self.graph.replay()
-        return self.output
