@@ -35,7 +35,7 @@ from kinetics.bench.cost_vs_measured import (
     predict,
 )
 from kinetics.bench.decode import BenchConfig, compare_decode
-from kinetics.bench.model import layer_timings, model_timings, tp_layer_timing
+from kinetics.bench.model import StepTiming, model_timings, tp_layer_timing
 from kinetics.bench.timing import copy_bandwidth
 
 METHODS = ("dense", "blocktopk")
@@ -95,6 +95,47 @@ def _predictions(timings, copy_gbps: float) -> list:
     return preds
 
 
+def _layer_cells(result, sink: list) -> list[dict]:
+    """StepTimings (scope 'layer') of a layer-mode compare_decode result, added to sink."""
+    cfg = result.config
+    cells = [StepTiming("layer", cfg.model, m, cfg.layer_impl + ("-tc" if cfg.use_tensor_cores
+                                                                 else ""),
+                        cfg.batch_size, cfg.context, cfg.tp, t.ms_per_step, t.ms_min, t.ms_p90,
+                        t.bytes_per_step, result.copy_gbps,
+                        {"rel_err_vs_reference": result.layer_rel_errs.get(m),
+                         "checks_passed": result.checks_passed})
+             for m, t in result.methods.items()]
+    sink.extend(cells)
+    return _asdict(cells)
+
+
+def _profile(batch: int, method: str, path: Path) -> str:
+    """Kernel table (torch.profiler, 20 eager fused-layer steps) of one layer shard."""
+    from kinetics.bench.decode import layer_step_fn
+    from kinetics.bench.model import layer_attend
+    from kinetics.model.layer import ShardedDecoderLayer
+    from kinetics.models import get_model
+
+    layer = ShardedDecoderLayer(get_model("qwen3-8b"), 8, 0, dtype=torch.bfloat16,
+                                device="cuda")
+    attend = layer_attend(layer, method, batch, 16384, 16, 64)
+    hidden = torch.randn(batch, layer.hidden_size, dtype=torch.bfloat16, device="cuda")
+    positions = torch.full((batch,), 16383, device="cuda")
+    step = layer_step_fn(layer, "fused")
+    with torch.inference_mode():
+        for _ in range(3):
+            step(hidden, attend, positions)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                step(hidden, attend, positions)
+            torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="device_time_total", row_limit=30)
+    with path.open("a") as fh:
+        fh.write(f"== fused layer, batch {batch}, {method}, 20 eager steps\n{table}\n")
+    return table[:3000]
+
+
 def single(out: Path, compile_too: bool) -> dict:
     rec: dict = {"versions": _versions(), "_out": str(out / "e2e-single.json")}
     rec["copy_gbps"] = copy_bandwidth()
@@ -102,17 +143,25 @@ def single(out: Path, compile_too: bool) -> dict:
     copy = rec["copy_gbps"]
     layers = []
     for batch in (64, 256):
-        cfg = BenchConfig(batch_size=batch, attention_only=False, repeats=50)
-        _guard(rec, f"layer_b{batch}", lambda cfg=cfg: _asdict(
-            layers.extend(layer_timings(cfg, LAYER_METHODS, ("reference", "fused"), copy))
-            or layers[-6:]))
-        acfg = dataclasses.replace(cfg, attention_only=True)
-        _guard(rec, f"attention_b{batch}", lambda acfg=acfg: {
-            m: v["ms_per_step"] for m, v in compare_decode(acfg, METHODS, check=False,
-                                                           copy_gbps=copy)["methods"].items()})
+        for impl in ("reference", "fused", "fused-kv-separate"):
+            cfg = BenchConfig(batch_size=batch, attention_only=False, repeats=50, layer_impl=impl)
+            _guard(rec, f"layer_b{batch}_{impl}", lambda cfg=cfg: _layer_cells(
+                compare_decode(cfg, LAYER_METHODS, check=True, copy_gbps=copy), layers))
+        for tc in (False, True):
+            acfg = BenchConfig(batch_size=batch, attention_only=True, repeats=50,
+                               use_tensor_cores=tc)
+            _guard(rec, f"attention_b{batch}{'_tc' if tc else ''}", lambda acfg=acfg: {
+                m: v.ms_per_step for m, v in compare_decode(
+                    acfg, METHODS, check=False, copy_gbps=copy).methods.items()})
+    tcfg = BenchConfig(batch_size=256, attention_only=False, repeats=50, use_tensor_cores=True)
+    _guard(rec, "layer_b256_fused_tc", lambda: _layer_cells(
+        compare_decode(tcfg, ("dense",), check=True, copy_gbps=copy), []))
+    for batch, method in ((64, "blocktopk-triton"), (256, "dense")):
+        _guard(rec, f"profile_b{batch}_{method}", lambda b=batch, m=method: _profile(
+            b, m, out / "profile.txt"))
     models = []
     _guard(rec, "model", lambda: _asdict(
-        models.extend(model_timings("qwen3-8b", METHODS, 32, 16384,
+        models.extend(model_timings("qwen3-8b", LAYER_METHODS, 32, 16384,
                                     impls=("reference", "fused"), copy_gbps=copy)) or models))
     preds = _predictions(layers + models, copy)
     rec["predictions"] = [{**dataclasses.asdict(p), "measured_over_predicted":
@@ -120,9 +169,9 @@ def single(out: Path, compile_too: bool) -> dict:
     rec["prediction_table"] = format_predictions(preds)
     print(summary_single(rec), flush=True)
     if compile_too:
-        cfg = BenchConfig(batch_size=64, attention_only=False, repeats=50)
-        _guard(rec, "layer_b64_compiled", lambda: _asdict(
-            layer_timings(cfg, METHODS, ("compiled",), copy)))
+        cfg = BenchConfig(batch_size=64, attention_only=False, repeats=50, layer_impl="compiled")
+        _guard(rec, "layer_b64_compiled", lambda: _layer_cells(
+            compare_decode(cfg, METHODS, check=True, copy_gbps=copy), []))
     (out / "e2e-single.json").write_text(json.dumps(rec, indent=1, default=str))
     return rec
 
@@ -174,8 +223,9 @@ def summary_single(rec: dict) -> str:
     lines = [f"{rec['versions']}", f"copy {rec['copy_gbps']:.0f} GB/s, matmul "
              f"{rec.get('matmul_tflops', float('nan')):.0f} TFLOP/s"]
     for batch in (64, 256):
-        rows = {(r["method"], r["impl"]): r for r in rec.get(f"layer_b{batch}", [])}
-        for impl in ("reference", "fused"):
+        rows = {(r["method"], r["impl"]): r for impl in ("reference", "fused", "fused-kv-separate")
+                for r in rec.get(f"layer_b{batch}_{impl}", [])}
+        for impl in ("reference", "fused", "fused-kv-separate"):
             d = rows.get(("dense", impl))
             for m in LAYER_METHODS[1:]:
                 b = rows.get((m, impl))
@@ -185,8 +235,13 @@ def summary_single(rec: dict) -> str:
                         f"({100 * d['fraction_of_copy']:.0f}% copy) {m} {b['ms']:.4f} ms "
                         f"speedup {d['ms'] / b['ms']:.2f}x err "
                         f"{d['extra']['rel_err_vs_reference']:.1e}/"
-                        f"{b['extra']['rel_err_vs_reference']:.1e}")
-        lines.append(f"attention only b{batch}: {rec.get(f'attention_b{batch}')}")
+                        f"{b['extra']['rel_err_vs_reference']:.1e} ok "
+                        f"{b['extra']['checks_passed']}")
+        lines.append(f"attention only b{batch}: {rec.get(f'attention_b{batch}')} tensor cores: "
+                     f"{rec.get(f'attention_b{batch}_tc')}")
+    for r in rec.get("layer_b256_fused_tc", []):
+        lines.append(f"layer b256 fused, dense tensor cores {r['ms']:.4f} ms "
+                     f"({100 * r['fraction_of_copy']:.0f}% copy)")
     for r in rec.get("layer_b64_compiled", []):
         lines.append(f"layer b64 compiled {r['method']} {r['ms']:.4f} ms {r['extra']}")
     for r in rec.get("model", []):
@@ -240,8 +295,7 @@ def main(argv: list[str]) -> int:
         if rec is None:
             return 0
         text = summary_tp(rec)
-    (out / f"e2e-{mode}-summary.txt").write_text(text + "\n")
-    print(text, flush=True)
+    print("==== summary\n" + text, flush=True)
     return 0
 
 

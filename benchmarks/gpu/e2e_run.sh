@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One device call for issue 15 (run from the repository root on a 2-GPU machine):
+# One device call for issue 15 (run from the repository root, 1 or 2 GPUs):
 #   bash benchmarks/gpu/e2e_run.sh [--compile]
-# GPU 0: e2e_run.py single (while the GPU tests of tests/model run on GPU 1), then both
-# GPUs: e2e_run.py tp under torchrun, then the 2-GPU NCCL tests. Wheels (flashinfer,
-# apache-tvm-ffi) from .whl or ../.whl. Logs and JSON under $OUT; tables printed last.
+# GPU 0: e2e_run.py single (the GPU tests of tests/model run on GPU 1 meanwhile), the
+# GPU gate; both GPUs: e2e_run.py tp under torchrun, then the 2-GPU NCCL tests.
+# Wheels (flashinfer, apache-tvm-ffi) from .whl or ../.whl. Logs and JSON under $OUT
+# (8 files at most); the summaries are printed last.
 set -u -o pipefail
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
@@ -22,17 +23,21 @@ fi
 CUDA_VISIBLE_DEVICES=0 timeout "${SINGLE_S:-200}" python3 benchmarks/gpu/e2e_run.py single \
     "$OUT" "$@" >> "$OUT/single.log" 2>&1
 wait
+CUDA_VISIBLE_DEVICES=0 timeout "${GATE_S:-90}" python3 -m kinetics bench \
+    --gate benchmarks/baseline/gpu.json --json-out "$OUT/gate.json" > "$OUT/gate.log" 2>&1
+echo "gate exit $?" >> "$OUT/gate.log"
 if [ "$gpus" -ge 2 ]; then
     timeout "${TP_S:-150}" torchrun --nproc-per-node 2 benchmarks/gpu/e2e_run.py tp "$OUT" \
         > "$OUT/tp.log" 2>&1
+    timeout "${TEST_S:-60}" python3 -m pytest -m gpu -q -p no:cacheprovider \
+        tests/bench/test_tp.py >> "$OUT/pytest.log" 2>&1
 else
     timeout "${TEST_S:-60}" python3 -m pytest -m gpu -q -p no:cacheprovider tests/model \
-        > "$OUT/pytest.log" 2>&1
-    echo "one GPU: no tensor-parallel run" > "$OUT/tp.log"
+        tests/bench/test_tp.py > "$OUT/pytest.log" 2>&1
+    timeout "${TP_S:-150}" torchrun --nproc-per-node 1 benchmarks/gpu/e2e_run.py tp "$OUT" \
+        > "$OUT/tp.log" 2>&1
 fi
-timeout "${TEST_S:-60}" python3 -m pytest -m gpu -q -p no:cacheprovider \
-    tests/bench/test_tp.py >> "$OUT/pytest.log" 2>&1
-echo "== tp.log tail"; grep -vE "^\s*$" "$OUT/tp.log" | tail -12
-echo "== pytest"; grep -E "passed|failed|Error|error" "$OUT/pytest.log" | tail -8
-echo "== single"; cat "$OUT/e2e-single-summary.txt" 2>/dev/null || tail -40 "$OUT/single.log"
-echo "== tp"; cat "$OUT/e2e-tp-summary.txt" 2>/dev/null
+echo "== pytest"; grep -E "passed|failed|Error" "$OUT/pytest.log" | tail -6
+echo "== gate"; grep -E "^gate|exit" "$OUT/gate.log"
+echo "== tp"; sed -n '/==== summary/,$p' "$OUT/tp.log"; grep -E "FAILED|Error" "$OUT/tp.log" | head -5
+echo "== single"; sed -n '/==== summary/,$p' "$OUT/single.log"

@@ -19,6 +19,12 @@ block top-k reads the page means of the candidate pages (selection) plus K and V
 the ``topk_pages`` selected pages; both read q and write the output; the layer mode
 adds the layer's weights.
 
+Decoder-layer mode (``attention_only=False``) runs ``cfg.layer_impl``: ``fused``
+(default: :func:`kinetics.model.fused.fused_layer_step`, the non-attention path in
+4 Triton kernels + 4 GEMMs, k/v written by the RoPE kernel) or ``reference`` (the
+layer's torch forward), each step in the one CUDA graph; the in-run check adds the
+implementation's output vs the reference layer's (``layer_rel_errs``).
+
 Public API (also for asv GPU benchmarks): :func:`gpu_available`,
 :func:`measure_decode`, :func:`compare_decode` (a :class:`DecodeComparison`), built
 from :func:`build_workload`, :func:`check_method`, :func:`decode_steps` and
@@ -48,6 +54,10 @@ BENCH_METHODS: tuple[str, ...] = ("dense", "blocktopk", "blocktopk-triton")
 TRITON_ATTENTION = {"attention": "triton", "splits": 4, "tile_pages": 4}
 SPEEDUP_KEYS = {"blocktopk": "speedup", "blocktopk-triton": "speedup_triton"}
 REL_TOL = 1e-2  # bf16 GPU output vs float32 reference, ||out - ref|| / ||ref||
+# decoder-layer mode: the layer's reference forward, or the fused path (kinetics.model.fused;
+# fused-kv-separate leaves the cache writes to the attend; compiled: torch.compile of the
+# reference pieces around attention)
+LAYER_IMPLS: tuple[str, ...] = ("fused", "reference", "fused-kv-separate", "compiled")
 
 
 def gpu_available() -> tuple[bool, str]:
@@ -87,6 +97,7 @@ class BenchConfig:
     repeats: int = 100
     use_tensor_cores: bool = False
     seed: int = 0
+    layer_impl: str = "fused"
 
     def validate(self) -> ModelSpec:
         """Check the sizes; returns the model spec (InputError on bad input)."""
@@ -101,6 +112,9 @@ class BenchConfig:
                              f"({self.topk_pages}) <= pages of the context ({pages})")
         if self.replicas < 1 or self.repeats < 1:
             raise InputError("replicas and repeats must be >= 1")
+        if self.layer_impl not in LAYER_IMPLS:
+            raise InputError(f"unknown layer implementation '{self.layer_impl}' (choose from "
+                             f"{', '.join(LAYER_IMPLS)})")
         local_heads(model, self.tp)
         return model
 
@@ -155,23 +169,65 @@ def make_decoder(method: str, cache, num_q_heads: int, cfg: BenchConfig):
                                        cfg.use_tensor_cores)
 
 
-def overwrite_last_slot_attend(cache, decode, out) -> Callable:
+class FixedSlotAttend:
     """An ``attend(q, k, v)`` that writes the new token's K/V over each request's last
     cached token, then runs ``decode(q, out)``: the KV length stays fixed, so the
-    planned kernels stay valid for any number of steps."""
-    last = cache.seq_lens.long() - 1
-    pages = cache.page_table.gather(1, (last // cache.page_size)[:, None].to(
-        cache.page_table.dtype)).squeeze(1).long()
-    slots = last % cache.page_size
-    if bool((slots == slots[0]).all()):
-        slots = int(slots[0])  # one slot for all: plain indexing
+    planned kernels (and a CUDA graph of the step) stay valid for any number of steps.
 
-    def attend(q, k, v):
-        cache.k_pages[pages, :, slots] = k
-        cache.v_pages[pages, :, slots] = v
-        return decode(q.contiguous(), out)
+    ``slot`` (a :class:`kinetics.model.fused.PagedSlot`) tells the fused layer where
+    k and v go, so its q/k norm + RoPE kernel writes them itself and then calls
+    ``cached(q)``.
+    """
 
-    return attend
+    def __init__(self, cache, decode, out) -> None:
+        from kinetics.model.fused import PagedSlot
+
+        last = cache.seq_lens.long() - 1
+        pages = cache.page_table.gather(1, (last // cache.page_size)[:, None].to(
+            cache.page_table.dtype)).squeeze(1).long()
+        slots = last % cache.page_size
+        if bool((slots == slots[0]).all()):
+            slots = int(slots[0])  # one slot for all: plain indexing (and the fused write)
+        self.slot = PagedSlot(cache.k_pages, cache.v_pages, pages, slots)
+        self.decode, self.out = decode, out
+
+    def cached(self, q):
+        """Attention of q [batch, q_heads, head_dim] over the cache (token already stored)."""
+        return self.decode(q.contiguous(), self.out)
+
+    def __call__(self, q, k, v):
+        self.slot.write(k, v)
+        return self.cached(q)
+
+
+def layer_step_fn(layer, impl: str) -> Callable:
+    """``step(hidden, attend, positions) -> output`` of ``layer`` (one of LAYER_IMPLS)."""
+    from kinetics.model.fused import fused_layer_step
+
+    if impl == "reference":
+        return layer
+    if impl in ("fused", "fused-kv-separate"):
+        def fused(hidden, attend, positions):
+            delta, h = fused_layer_step(layer, None, hidden, attend, positions,
+                                        fuse_kv_write=impl == "fused")
+            return delta + h
+        return fused
+    if impl == "compiled":
+        import torch
+
+        pre = torch.compile(layer.pre_attention, fullgraph=True, dynamic=False)
+
+        def post(hidden, attn):
+            h = hidden + layer.all_reduce(layer.post_attention(attn))
+            return h + layer.all_reduce(layer.mlp_partial(h))
+
+        post_c = torch.compile(post, fullgraph=True, dynamic=False)
+
+        def compiled(hidden, attend, positions):
+            return post_c(hidden, attend(*pre(hidden, positions)))
+        return compiled
+    raise InputError(f"unknown layer implementation '{impl}' (choose from "
+                     f"{', '.join(LAYER_IMPLS)})")
 
 
 @dataclass
@@ -263,20 +319,33 @@ def check_method(method: str, decoder, w: DecodeWorkload, cfg: BenchConfig) -> M
     return MethodCheck(written, err, passed, selection)
 
 
-def decode_steps(w: DecodeWorkload, decoders: list, rounds: int, only: str | None = None
-                 ) -> Callable[[], None]:
+def check_layer(decoder, w: DecodeWorkload, cfg: BenchConfig) -> float:
+    """||impl - reference|| / ||reference|| of one eager decoder-layer step on replica 0
+    (``cfg.layer_impl`` vs the layer's reference forward, same inputs and cache)."""
+    import torch
+
+    attend = FixedSlotAttend(w.caches[0], decoder, w.outs[0])
+    with torch.inference_mode():
+        ref = w.layer(w.hiddens[0], attend, w.positions).clone()
+        out = layer_step_fn(w.layer, cfg.layer_impl)(w.hiddens[0], attend, w.positions)
+    return _rel_err(out, ref)
+
+
+def decode_steps(w: DecodeWorkload, decoders: list, rounds: int, only: str | None = None,
+                 layer_impl: str = "fused") -> Callable[[], None]:
     """One graph's work: ``rounds`` passes over the replicas, each a full step (through
-    the layer shard when there is one), or only the selection (``only="select"``) or
-    only the sparse attention (``only="attend"``)."""
-    attends = ([overwrite_last_slot_attend(c, d, o)
-                for c, d, o in zip(w.caches, decoders, w.outs, strict=True)]
+    the layer shard when there is one, as ``layer_impl``), or only the selection
+    (``only="select"``) or only the sparse attention (``only="attend"``)."""
+    attends = ([FixedSlotAttend(c, d, o) for c, d, o in zip(w.caches, decoders, w.outs,
+                                                              strict=True)]
                if w.layer is not None else None)
+    layer_step = layer_step_fn(w.layer, layer_impl) if w.layer is not None else None
 
     def step() -> None:
         for _ in range(rounds):
             for i, dec in enumerate(decoders):
                 if attends is not None:
-                    w.layer(w.hiddens[i], attends[i], w.positions)
+                    layer_step(w.hiddens[i], attends[i], w.positions)
                 elif only == "select":
                     dec.select(w.queries[i])
                 elif only == "attend":
@@ -318,7 +387,8 @@ def measure_method(method: str, decoders: list, w: DecodeWorkload, cfg: BenchCon
 
     rounds = 2
     steps = rounds * cfg.replicas
-    t = time_graph(decode_steps(w, decoders, rounds), steps, cfg.repeats)
+    t = time_graph(decode_steps(w, decoders, rounds, layer_impl=cfg.layer_impl), steps,
+                   cfg.repeats)
     nbytes = _step_bytes(cfg, w.q_heads, w.kv_heads, w.head_dim, method, w.weight_bytes)
     rate = nbytes.total / (t.ms * 1e-3) / 1e9
     parts: dict[str, float] = {}
@@ -352,10 +422,12 @@ class DecodeComparison:
     checks: dict[str, MethodCheck] = field(default_factory=dict)
     speedups: dict[str, float] = field(default_factory=dict)
     roofline_speedup: float | None = None
+    layer_rel_errs: dict[str, float] = field(default_factory=dict)
 
     @property
     def checks_passed(self) -> bool:
-        return all(c.passed for c in self.checks.values())
+        return (all(c.passed for c in self.checks.values())
+                and all(e < REL_TOL for e in self.layer_rel_errs.values()))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -365,6 +437,8 @@ class DecodeComparison:
             "copy_gbps": self.copy_gbps,
             "methods": {k: m.to_dict() for k, m in self.methods.items()},
             "checks": {k: c.to_dict() for k, c in self.checks.items()}, **self.speedups}
+        if self.layer_rel_errs:
+            out["layer_rel_err_vs_reference"] = dict(self.layer_rel_errs)
         if self.roofline_speedup is not None:
             out["roofline_speedup"] = self.roofline_speedup
         return {**out, "checks_passed": self.checks_passed}
@@ -396,6 +470,8 @@ def compare_decode(cfg: BenchConfig, methods: tuple[str, ...] = BENCH_METHODS,
         decoders = [make_decoder(method, c, w.q_heads, cfg) for c in w.caches]
         if check:
             result.checks[method] = check_method(method, decoders[0], w, cfg)
+            if w.layer is not None:
+                result.layer_rel_errs[method] = check_layer(decoders[0], w, cfg)
         result.methods[method] = measure_method(method, decoders, w, cfg, copy_gbps)
         del decoders
         torch.cuda.synchronize()

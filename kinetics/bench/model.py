@@ -1,19 +1,17 @@
-"""GPU timings of the fused decoder layer and of the whole-model decode step.
+"""GPU timings of the whole-model decode step and of one layer under real TP.
 
-Every timed step is ONE CUDA graph: the layer's (or all layers') non-attention work,
+Every timed step is ONE CUDA graph: all layers' (or one layer's) non-attention work
+(``impl``, :data:`kinetics.bench.decode.LAYER_IMPLS`: the fused path by default),
 the paged attention (the new token overwrites the last cached slot, so shapes stay
-fixed) and, under tensor parallelism, the NCCL all-reduces. Implementations:
+fixed) and, under tensor parallelism, the NCCL all-reduces.
 
-* ``reference``: ``ShardedDecoderLayer.forward`` (torch ops: ~40 kernels a layer);
-* ``fused``: :func:`kinetics.model.fused.fused_layer_step` (cuBLAS GEMMs + 3 Triton
-  kernels: add+RMSNorm twice, q/k norm + RoPE writing k/v into the paged cache,
-  SiLU*mul); ``fused-kv-separate`` the same with the cache writes left to the attend;
-* ``compiled``: the reference pieces around attention under ``torch.compile``
-  (inductor's own fusion), for comparison.
+* :func:`model_timings`: the whole model (embedding, L layers, final norm, LM head,
+  greedy), one GPU or a torch.distributed group, as :class:`StepTiming`;
+* :func:`tp_layer_timing`: one layer at tp vs tp 1 in the same run, whole-step graph
+  vs the piecewise scheme, as :class:`TpLayerTiming`.
 
-Results are :class:`StepTiming` dataclasses (ms per step, bytes per step, fraction of
-the device-to-device copy bandwidth measured in the same run). Needs CUDA, triton and
-flashinfer; torch imports lazily.
+The decoder layer alone on one GPU is ``kinetics.bench.decode.compare_decode`` (layer
+mode). Needs CUDA, triton and flashinfer; torch imports lazily.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kinetics.bench.timing import capture_graph, copy_bandwidth
-from kinetics.errors import InputError
 from kinetics.models import get_model
 
 IMPLS: tuple[str, ...] = ("reference", "fused", "fused-kv-separate", "compiled")
@@ -95,43 +92,6 @@ def time_replays(replay: Callable[[], Any], steps: int, repeats: int, warmup: in
             "ms_p90": per_step[int(0.9 * (len(per_step) - 1))]}
 
 
-def rel_err(out, ref) -> float:
-    """||out - ref|| / ||ref|| in float32."""
-    import torch
-
-    out, ref = out.float(), ref.float()
-    return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref))
-
-
-def layer_step_fn(layer, impl: str) -> Callable:
-    """``step(hidden, attend, positions) -> output`` of ``layer`` for ``impl``."""
-    from kinetics.model.fused import fused_layer_step
-
-    if impl == "reference":
-        return layer
-    if impl in ("fused", "fused-kv-separate"):
-        def fused(hidden, attend, positions):
-            delta, h = fused_layer_step(layer, None, hidden, attend, positions,
-                                        fuse_kv_write=impl == "fused")
-            return delta + h
-        return fused
-    if impl == "compiled":
-        import torch
-
-        pre = torch.compile(layer.pre_attention, fullgraph=True, dynamic=False)
-
-        def post(hidden, attn):
-            h = hidden + layer.all_reduce(layer.post_attention(attn))
-            return h + layer.all_reduce(layer.mlp_partial(h))
-
-        post_c = torch.compile(post, fullgraph=True, dynamic=False)
-
-        def compiled(hidden, attend, positions):
-            return post_c(hidden, attend(*pre(hidden, positions)))
-        return compiled
-    raise InputError(f"unknown implementation '{impl}' (choose from {', '.join(IMPLS)})")
-
-
 class CapturedStep:
     """A decode step recorded as ONE CUDA graph (attention and all-reduces included).
 
@@ -153,94 +113,21 @@ class CapturedStep:
         return self.output
 
 
-class FixedSlotAttend:
-    """Paged attention for timed steps: the new token overwrites the last cached slot.
+def rel_err(out, ref) -> float:
+    """||out - ref|| / ||ref|| in float32."""
+    from kinetics.bench.decode import _rel_err
 
-    So the KV length stays ``context`` and the planned kernels (and a CUDA graph) stay
-    valid for any number of steps. ``slot`` (a PagedSlot) lets the fused layer
-    write k and v from its q/k norm + RoPE kernel, then call ``cached(q)``.
-    """
-
-    def __init__(self, cache, decoder, out, context: int) -> None:
-        from kinetics.model.fused import PagedSlot
-
-        page = cache.page_table[:, (context - 1) // cache.page_size].long()
-        self.slot = PagedSlot(cache.k_pages, cache.v_pages, page, (context - 1) % cache.page_size)
-        self.decoder, self.out = decoder, out
-
-    def cached(self, q):
-        """Attention of q [batch, q_heads, head_dim] over the cache, into ``out``."""
-        return self.decoder(q.contiguous(), self.out)
-
-    def __call__(self, q, k, v):
-        self.slot.write(k, v)
-        return self.cached(q)
-
-
-def layer_timings(cfg, methods: Sequence[str] = ("dense", "blocktopk"),
-                  impls: Sequence[str] = ("reference", "fused"),
-                  copy_gbps: float | None = None) -> list[StepTiming]:
-    """Time one decoder-layer shard (``cfg``: a kinetics.bench.decode.BenchConfig).
-
-    Each step cycles ``cfg.replicas`` independent caches and inputs (so the working
-    set is not L2-resident), all in one CUDA graph. ``extra['rel_err_vs_reference']``:
-    the implementation's output vs the reference layer's, one eager step, same inputs.
-    """
-    import torch
-
-    from kinetics.attention.cache import PagedKVCache
-    from kinetics.bench.decode import _step_bytes, local_heads, make_decoder
-    from kinetics.model.layer import ShardedDecoderLayer
-
-    model = cfg.validate()
-    hq, hkv = local_heads(model, cfg.tp)
-    d, dtype, dev = model.head_dim, torch.bfloat16, torch.device("cuda")
-    copy_gbps = copy_gbps or copy_bandwidth()
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    caches = [PagedKVCache.random(cfg.batch_size, hkv, d, cfg.context, page_size=cfg.page_size,
-                                  dtype=dtype, device=dev, seed=cfg.seed + i, generator=gen)
-              for i in range(cfg.replicas)]
-    hiddens = [torch.randn(cfg.batch_size, model.hidden_size, dtype=dtype, device=dev,
-                           generator=gen) for _ in range(cfg.replicas)]
-    positions = torch.full((cfg.batch_size,), cfg.context - 1, dtype=torch.int64, device=dev)
-    layer = ShardedDecoderLayer(model, cfg.tp, 0, dtype=dtype, device=dev, seed=cfg.seed)
-    weight_bytes = float(sum(p.numel() * p.element_size() for p in layer.parameters()))
-    rounds, results = 2, []
-    for method in methods:
-        outs = [torch.empty(cfg.batch_size, hq, d, dtype=dtype, device=dev) for _ in caches]
-        attends = [FixedSlotAttend(c, make_decoder(method, c, hq, cfg), o, cfg.context)
-                   for c, o in zip(caches, outs, strict=True)]
-        nbytes = _step_bytes(cfg, hq, hkv, d, method, weight_bytes).total
-        with torch.inference_mode():
-            ref = layer(hiddens[0], attends[0], positions).clone()
-        for impl in impls:
-            step = layer_step_fn(layer, impl)
-            with torch.inference_mode():
-                err = rel_err(step(hiddens[0], attends[0], positions), ref)
-
-                def run(step=step, attends=attends):
-                    for _ in range(rounds):
-                        for i in range(cfg.replicas):
-                            step(hiddens[i], attends[i], positions)
-                graph = capture_graph(run)
-                t = time_replays(graph.replay, rounds * cfg.replicas, cfg.repeats)
-            del graph
-            results.append(StepTiming("layer", model.name, method, impl, cfg.batch_size,
-                                      cfg.context, cfg.tp, t["ms"], t["ms_min"], t["ms_p90"],
-                                      nbytes, copy_gbps, {"rel_err_vs_reference": err}))
-        del attends
-        torch.cuda.synchronize()
-    return results
+    return _rel_err(out, ref)
 
 
 def layer_attend(layer, method: str, batch: int, context: int, page_size: int,
-                 topk_pages: int, seed: int = 0) -> FixedSlotAttend:
+                 topk_pages: int, seed: int = 0):
     """A paged attend for one layer shard: its own cache of ``context`` random tokens
     for the layer's KV heads, and the ``method`` decoder (kinetics.bench.decode)."""
     import torch
 
     from kinetics.attention.cache import PagedKVCache
-    from kinetics.bench.decode import BenchConfig, make_decoder
+    from kinetics.bench.decode import BenchConfig, FixedSlotAttend, make_decoder
 
     cfg = BenchConfig(model=layer.model.name, context=context, batch_size=batch,
                       page_size=page_size, topk_pages=topk_pages)
@@ -250,12 +137,11 @@ def layer_attend(layer, method: str, batch: int, context: int, page_size: int,
                                 seed=seed + layer.kv_head_start)
     out = torch.empty(batch, layer.local_q_heads, layer.head_dim, dtype=layer.dtype,
                       device=device)
-    return FixedSlotAttend(cache, make_decoder(method, cache, layer.local_q_heads, cfg), out,
-                           context)
+    return FixedSlotAttend(cache, make_decoder(method, cache, layer.local_q_heads, cfg), out)
 
 
 def model_attends(model, method: str, batch: int, context: int, page_size: int,
-                  topk_pages: int, seed: int = 0) -> list[FixedSlotAttend]:
+                  topk_pages: int, seed: int = 0) -> list:
     """One :func:`layer_attend` per layer of ``model`` (a ShardedDecoderModel)."""
     return [layer_attend(layer, method, batch, context, page_size, topk_pages, seed + 1000 * i)
             for i, layer in enumerate(model.layers)]
@@ -405,6 +291,8 @@ def _graphed_layer_ms(layer, attend, hidden, positions, impl: str, inner: int, r
     """ms per step of ``inner`` layer steps captured as one graph."""
     import torch
 
+    from kinetics.bench.decode import layer_step_fn
+
     step = layer_step_fn(layer, impl)
 
     def run():
@@ -463,7 +351,8 @@ def tp_layer_timing(model_name: str, method: str, batch: int, context: int, tp: 
     positions = torch.full((batch,), context - 1, dtype=torch.int64, device=dev)
 
     def barrier():
-        dist.barrier(group=group)
+        if group is not None:
+            dist.barrier(group=group)
 
     def build(size: int, r: int, grp):
         layer = ShardedDecoderLayer(spec, size, r, grp, dtype, dev, seed)

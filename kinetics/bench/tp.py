@@ -109,7 +109,7 @@ def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_
 
         from kinetics.attention.cache import PagedKVCache
         from kinetics.attention.decode import FlashinferDenseDecode, flashinfer_blocktopk_decode
-        from kinetics.bench.decode import overwrite_last_slot_attend
+        from kinetics.bench.decode import FixedSlotAttend
 
         if context < 1:
             raise InputError("the paged attention needs context >= 1")
@@ -122,7 +122,7 @@ def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_
             decode = flashinfer_blocktopk_decode(cache, local_q_heads, topk_pages, local_pages,
                                                  use_tensor_cores)
         out = torch.empty(batch_size, local_q_heads, head_dim, dtype=dtype, device=device)
-        return overwrite_last_slot_attend(cache, decode, out)
+        return FixedSlotAttend(cache, decode, out)
 
     factory.label = f"flashinfer paged {method}"  # type: ignore[attr-defined]
     return factory

@@ -111,3 +111,64 @@ def test_baseline_unknown_config_key(tmp_path):
     path.write_text(json.dumps({"config": {"contexts": 1}, "min_speedup": 2}))
     with pytest.raises(InputError, match="unknown keys"):
         gate.load_baseline(path)
+
+
+def _comparison(dense_ms: float, sparse_ms: float, fraction: float, layer_err: float = 1e-3):
+    def timing(ms, frac):
+        return bench.MethodTiming(ms, ms, ms, 64 / (ms * 1e-3), 1e6, 2700.0, frac)
+
+    methods = {"dense": timing(dense_ms, fraction), "blocktopk": timing(sparse_ms, 0.2),
+               "blocktopk-triton": timing(sparse_ms, 0.2)}
+    return bench.DecodeComparison(
+        "GPU", "today", "2.x", bench.BenchConfig(), 4, 1, 128, 2900.0, methods=methods,
+        speedups={"speedup": dense_ms / sparse_ms, "speedup_triton": dense_ms / sparse_ms},
+        roofline_speedup=6.0, layer_rel_errs={"dense": layer_err})
+
+
+@pytest.mark.parametrize("layer_ms,fraction,layer_err,code", [
+    (0.05, 0.7, 1e-3, 0),     # layer speedup 4x, 70% of copy: above the floors
+    (0.1, 0.7, 1e-3, 1),      # layer speedup 2x: below min_speedup 3
+    (0.05, 0.4, 1e-3, 1),     # dense layer at 40% of copy: below 0.5
+    (0.05, 0.7, 5e-2, 1),     # fused layer disagrees with the reference layer
+])
+def test_gate_layer_floors(tmp_path, monkeypatch, layer_ms, fraction, layer_err, code):
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps({"config": {}, "min_speedup": 3, "layer": [
+        {"batch_size": 256, "min_speedup": 3, "min_dense_fraction_of_copy": 0.5}]}))
+    calls = []
+
+    def fake_compare(cfg, methods, check=True, copy_gbps=None):
+        calls.append(cfg)
+        if cfg.attention_only:
+            return _comparison(0.2, 0.04, 0.9)
+        return _comparison(0.2, layer_ms, fraction, layer_err)
+
+    monkeypatch.setattr(gate, "compare_decode", fake_compare)
+    out = tmp_path / "gate.json"
+    assert gate.run_gate(path, out, printer=lambda *_: None) == code
+    assert [c.attention_only for c in calls] == [True, False]
+    assert calls[1].batch_size == 256 and calls[1].layer_impl == "fused"
+    record = json.loads(out.read_text())
+    assert record["gate"]["layer"][0]["passed"] is (code == 0)
+
+
+@pytest.mark.parametrize("layer,field", [
+    ({"min_speedup": 2}, "layer[0].batch_size"),
+    ({"batch_size": 64, "min_dense_fraction_of_copy": -1}, "layer[0].min_dense_fraction_of_copy"),
+    ("fast", "layer[0]"),
+])
+def test_baseline_bad_layer_gate(tmp_path, layer, field):
+    from kinetics.errors import InputError
+
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps({"config": {}, "min_speedup": 2, "layer": [layer]}))
+    with pytest.raises(InputError, match="expected") as err:
+        gate.load_baseline(path)
+    assert field in str(err.value)
+
+
+def test_bad_layer_impl_is_input_error():
+    from kinetics.errors import InputError
+
+    with pytest.raises(InputError, match="layer implementation"):
+        bench.BenchConfig(layer_impl="magic").validate()
