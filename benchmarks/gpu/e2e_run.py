@@ -35,8 +35,9 @@ from kinetics.bench.cost_vs_measured import (
     predict,
 )
 from kinetics.bench.decode import BenchConfig, compare_decode
-from kinetics.bench.model import StepTiming, model_timings, tp_layer_timing
+from kinetics.bench.model import StepTiming, model_timings
 from kinetics.bench.timing import copy_bandwidth
+from kinetics.bench.tp import tp_layer_timing
 
 METHODS = ("dense", "blocktopk")
 _NOT_RANK0 = dataclasses.make_dataclass("NotRank0", [])()  # run_tp_bench's None elsewhere

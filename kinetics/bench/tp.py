@@ -25,6 +25,15 @@ What is timed (see docs/tensor-parallel.md):
   run (the other ranks wait at a barrier); ``speedup = tp1_step_ms / step_ms`` and
   ``scaling_efficiency = speedup / tp``.
 
+That loop (:func:`run_tp_bench`) runs attention eagerly between CUDA graphs (or all
+eager, and on CPU over gloo). On GPUs, :func:`tp_layer_timing` records the WHOLE
+step (non-attention work, paged attention, both NCCL all-reduces) as one CUDA graph
+and times ``inner`` steps per replay; it reports the step, the step without
+all-reduces, the two all-reduces alone (the in-run NCCL test), tp 1 on rank 0, and
+the piecewise scheme's GPU vs host time per step, as a :class:`TpLayerTiming`. At
+small per-step GPU time the piecewise loop is bound by the host's launches, and the
+all-reduce events then also time the wait for the other rank: docs/tensor-parallel.md.
+
 torch is imported lazily, so ``import kinetics.bench.tp`` needs no torch.
 """
 
@@ -33,13 +42,15 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kinetics.bench.timing import Clock
+from kinetics.bench.model import _gather_floats, time_replays
+from kinetics.bench.timing import Clock, capture_graph
 from kinetics.errors import InputError
 from kinetics.model.parallel import init_distributed, shutdown_distributed
 from kinetics.models import ModelSpec, get_model
@@ -424,6 +435,241 @@ def format_tp_result(result: TpResult) -> str:
         f"scaling efficiency {pct(r.scaling_efficiency)}",
     ]
     return "\n".join(lines)
+
+
+@dataclass
+class TpLayerTiming:
+    """One decoder layer under real tensor parallelism, whole step in one CUDA graph.
+
+    Attributes (ms per decode step of one layer; max over ranks unless said):
+        model, method, impl, batch, context, tp: the configuration.
+        step_ms: the step with its two all-reduces.
+        nocomm_ms: the same graph without the all-reduces (``layer.communicate = False``).
+        allreduce_ms: the two all-reduces alone ([batch, hidden] each), one graph.
+        tp1_ms: the unsharded layer on rank 0's GPU alone, same run.
+        symm_step_ms, symm_allreduce_ms: step_ms and allreduce_ms with the all-reduces
+            done by torch symmetric memory's one-shot kernel (:class:`OneShotAllReduce`,
+            NVLink peer loads, no multicast) instead of NCCL; None if it failed.
+        piecewise_gpu_ms, piecewise_host_ms: the previous scheme (graphs around eager
+            attention, ``GraphedDecodeStep``): GPU time per step and host time to
+            enqueue one step; host >= GPU means the step is launch (CPU) bound.
+        per_rank_ms: step_ms of each rank.
+    """
+
+    model: str
+    method: str
+    impl: str
+    batch: int
+    context: int
+    tp: int
+    step_ms: float
+    nocomm_ms: float
+    allreduce_ms: float
+    tp1_ms: float | None
+    piecewise_gpu_ms: float
+    piecewise_host_ms: float
+    per_rank_ms: list[float]
+    symm_step_ms: float | None = None
+    symm_allreduce_ms: float | None = None
+    symm_error: str | None = None
+
+    @property
+    def speedup(self) -> float | None:
+        return self.tp1_ms / self.step_ms if self.tp1_ms else None
+
+    @property
+    def scaling_efficiency(self) -> float | None:
+        return self.speedup / self.tp if self.speedup else None
+
+    @property
+    def comm_share(self) -> float:
+        """(step - no-communication step) / step."""
+        return (self.step_ms - self.nocomm_ms) / self.step_ms
+
+
+def _graphed_layer_ms(layer, attend, hidden, positions, impl: str, inner: int, repeats: int,
+                      barrier) -> float:
+    """ms per step of ``inner`` layer steps captured as one graph."""
+    import torch
+
+    from kinetics.bench.decode import layer_step_fn
+
+    step = layer_step_fn(layer, impl)
+
+    def run():
+        for _ in range(inner):
+            step(hidden, attend, positions)
+    with torch.inference_mode():
+        graph = capture_graph(run)
+        t = time_replays(graph.replay, inner, repeats, barrier=barrier)
+    del graph
+    return t["ms"]
+
+
+def _piecewise_ms(layer, attend, hidden, positions, steps: int, barrier) -> tuple[float, float]:
+    """(GPU ms, host ms) per step of GraphedDecodeStep with eager attention."""
+    import time
+
+    import torch
+
+    from kinetics.model.layer import GraphedDecodeStep
+
+    with torch.inference_mode():
+        step = GraphedDecodeStep(layer, hidden.shape[0])
+        for _ in range(5):
+            step(hidden, attend, positions)
+        torch.cuda.synchronize()
+        barrier()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        host0 = time.perf_counter()
+        start.record()
+        for _ in range(steps):
+            step(hidden, attend, positions)
+        end.record()
+        host = (time.perf_counter() - host0) * 1e3 / steps
+        torch.cuda.synchronize()
+    return start.elapsed_time(end) / steps, host
+
+
+def tp_layer_timing(model_name: str, method: str, batch: int, context: int, tp: int,
+                    rank: int, group, *, page_size: int = 16, topk_pages: int = 64,
+                    impl: str = "fused", inner: int = 8, repeats: int = 30,
+                    seed: int = 0, try_symm: bool = False) -> TpLayerTiming:
+    """Time one layer at ``tp`` over ``group`` (call on every rank; same result on all).
+
+    ``try_symm``: also time the step with :class:`OneShotAllReduce` all-reduces.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from kinetics.bench.model import layer_attend
+    from kinetics.model.layer import ShardedDecoderLayer
+
+    spec = get_model(model_name)
+    dev = torch.device("cuda", torch.cuda.current_device())
+    dtype = torch.bfloat16
+    hidden = torch.randn(batch, spec.hidden_size, dtype=dtype, device=dev,
+                         generator=torch.Generator(device=dev).manual_seed(seed))
+    positions = torch.full((batch,), context - 1, dtype=torch.int64, device=dev)
+
+    def barrier():
+        if group is not None:
+            dist.barrier(group=group)
+
+    def build(size: int, r: int, grp):
+        layer = ShardedDecoderLayer(spec, size, r, grp, dtype, dev, seed)
+        return layer, layer_attend(layer, method, batch, context, page_size, topk_pages, seed)
+
+    tp1 = None
+    if rank == 0:
+        layer, attend = build(1, 0, None)
+        tp1 = _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats, None)
+        del layer, attend
+        torch.cuda.empty_cache()
+    barrier()
+    layer, attend = build(tp, rank, group)
+    step = _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats, barrier)
+    layer.communicate = False
+    nocomm = _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats, barrier)
+    layer.communicate = True
+    piece_gpu, piece_host = _piecewise_ms(layer, attend, hidden, positions, 50, barrier)
+    partial = torch.randn(batch, spec.hidden_size, dtype=dtype, device=dev)
+
+    def reduce_only():
+        for _ in range(inner):
+            for _ in range(2):
+                dist.all_reduce(partial, group=group)
+    graph = capture_graph(reduce_only)
+    partial.normal_()
+    comm = time_replays(graph.replay, inner, repeats, barrier=barrier)["ms"]
+    del graph
+    symm_step = symm_comm = float("nan")
+    symm_error = None if try_symm else "not tried"
+    try:
+        if not try_symm:
+            raise _Skipped
+        reducer = OneShotAllReduce(group, (batch, spec.hidden_size), dtype, dev)
+        layer.all_reduce = reducer.layer_hook(layer)
+        symm_step = _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats,
+                                      barrier)
+
+        def symm_only():
+            for _ in range(2 * inner):
+                reducer(partial)
+        graph = capture_graph(symm_only)
+        partial.normal_()
+        symm_comm = time_replays(graph.replay, inner, repeats, barrier=barrier)["ms"]
+        del graph
+    except _Skipped:
+        pass
+    except Exception as exc:  # noqa: BLE001 - an optional path; the NCCL numbers stand
+        symm_error = f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        layer.__dict__.pop("all_reduce", None)
+    rows = _gather_floats([step, nocomm, comm, piece_gpu, piece_host, tp1 or 0.0, symm_step,
+                           symm_comm], group, dev)
+    table = [rows[i:i + 8] for i in range(0, len(rows), 8)]
+
+    def worst(i: int) -> float:
+        return max(r[i] for r in table)
+    symm_ok = not any(math.isnan(r[6]) or math.isnan(r[7]) for r in table)
+    return TpLayerTiming(spec.name, method, impl, batch, context, tp, worst(0), worst(1),
+                         worst(2), table[0][5] or None, worst(3), worst(4),
+                         [r[0] for r in table], worst(6) if symm_ok else None,
+                         worst(7) if symm_ok else None, symm_error)
+
+
+class _Skipped(Exception):
+    pass
+
+
+class OneShotAllReduce:
+    """Sum of a [batch, hidden] tensor over a group by torch symmetric memory.
+
+    The partial sum is copied into a symmetric buffer (allocated on every rank and
+    exchanged once, ``rendezvous``); ``torch.ops.symm_mem.one_shot_all_reduce_out``
+    then has each rank read its peers' buffers over NVLink and add them: one kernel,
+    no NCCL protocol set-up, no multicast (NVLS stays off). Graph-capturable.
+    """
+
+    def __init__(self, group, shape: tuple[int, ...], dtype, device) -> None:
+        import torch
+        import torch.distributed._symmetric_memory as symm_mem
+
+        self.group_name = group.group_name
+        try:
+            symm_mem.enable_symm_mem_for_group(self.group_name)
+        except Exception:  # noqa: BLE001 - deprecated / not needed in newer torch
+            pass
+        self.buffer = symm_mem.empty(shape, dtype=dtype, device=device)
+        symm_mem.rendezvous(self.buffer, self.group_name)
+        self.op = torch.ops.symm_mem.one_shot_all_reduce_out
+
+    def __call__(self, partial):
+        self.buffer.copy_(partial)
+        self.op(self.buffer, "sum", self.group_name, partial)
+        return partial
+
+    def layer_hook(self, layer):
+        """A replacement for ``layer.all_reduce`` that honours ``layer.communicate``."""
+        def all_reduce(partial):
+            return self(partial) if layer.communicate else partial
+        return all_reduce
+
+
+def format_tp_layer_timing(t: TpLayerTiming) -> str:
+    """Summary of :func:`tp_layer_timing` (a few lines, ms per step of one layer)."""
+    eff = "n/a" if t.scaling_efficiency is None else f"{100 * t.scaling_efficiency:.1f}%"
+    tp1 = "n/a" if t.tp1_ms is None else f"{t.tp1_ms:.4f} ms"
+    return "\n".join([
+        f"{t.model} one decoder layer ({t.impl}), {t.method}, tp {t.tp}, batch {t.batch}, "
+        f"context {t.context}, whole step in one CUDA graph",
+        f"  step {t.step_ms:.4f} ms (ranks {', '.join(f'{x:.4f}' for x in t.per_rank_ms)}); "
+        f"without all-reduce {t.nocomm_ms:.4f} ms; the two all-reduces alone "
+        f"{t.allreduce_ms:.4f} ms ({100 * t.comm_share:.1f}% of the step)",
+        f"  tp 1 (1 device) {tp1}; scaling efficiency {eff}",
+        f"  piecewise graphs (eager attention): GPU {t.piecewise_gpu_ms:.4f} ms, host "
+        f"{t.piecewise_host_ms:.4f} ms per step"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

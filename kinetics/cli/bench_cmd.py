@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from kinetics.bench.decode import LAYER_IMPLS
 from kinetics.errors import InputError
 from kinetics.models import MODELS
 
@@ -47,11 +48,22 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "both methods; exit 1 if the speedup is under its min_speedup or a "
                         "correctness check fails")
     parser.add_argument("--json-out", metavar="PATH", help="also write the numbers to PATH")
+    parser.add_argument("--layer-impl", choices=LAYER_IMPLS, default="fused",
+                        help="decoder layer outside attention: fused (Triton add+RMSNorm, "
+                        "q/k norm+RoPE writing the KV cache, SiLU*mul; cuBLAS GEMMs) or the "
+                        "reference torch layer (fused-kv-separate, compiled: for comparison)")
+    parser.add_argument("--whole-model", action="store_true",
+                        help="time the whole model's decode step (embedding, all layers, "
+                        "final norm, LM head, greedy sampling) as one CUDA graph; with "
+                        "--tp 1 the full model on one GPU (default --tp 8: one rank's share)")
     parser.add_argument("--distributed", action="store_true",
                         help="real tensor parallelism: run under torchrun --nproc-per-node TP; "
-                        "times one decoder layer per rank over torch.distributed "
-                        "(kinetics.bench.tp.run_tp_bench, paged cache + flashinfer; "
-                        "methods dense and blocktopk)")
+                        "on GPUs times one decoder layer (or, with --whole-model, the whole "
+                        "model) per rank over NCCL, the whole step in one CUDA graph "
+                        "(kinetics.bench.tp); without a GPU: gloo, eager, dense")
+    parser.add_argument("--piecewise", action="store_true",
+                        help="with --distributed on GPUs: the older scheme, CUDA graphs around "
+                        "eager attention with each all-reduce timed (run_tp_bench)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                             page_size=args.page_size, topk_pages=args.topk_pages, tp=args.tp,
                             attention_only=args.attention_only, local_pages=args.local_pages,
                             replicas=args.replicas, repeats=args.repeats,
-                            use_tensor_cores=args.tensor_cores)
+                            use_tensor_cores=args.tensor_cores, layer_impl=args.layer_impl)
     if args.gate is not None:
         gate.load_baseline(args.gate)  # bad files are input errors, GPU or not
     else:
@@ -77,13 +89,11 @@ def run(args: argparse.Namespace) -> int:
         return gate.run_gate(args.gate, args.json_out)
     methods = {"all": bench.BENCH_METHODS, "both": ("dense", "blocktopk")}.get(
         args.method, (args.method,))
+    if args.whole_model:
+        return _run_whole_model(args, methods, cfg.tp, 0, None)
     result = bench.compare_decode(cfg, methods, check=True)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(result.to_dict(), fh, indent=2)
-    if args.json:
-        print(json.dumps(result.to_dict()))
-    else:
+    _write(args, result.to_dict())
+    if not args.json:
         print(bench.format_table(result))
     if not result.checks_passed:
         print("kinetics bench: a correctness check failed", file=sys.stderr)
@@ -91,10 +101,58 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
-    """``--distributed``: one tensor-parallel layer per rank (kinetics.bench.tp).
+def _write(args: argparse.Namespace, record) -> None:
+    if args.json:
+        print(json.dumps(record), flush=True)
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(record, fh, indent=2)
 
-    On GPUs: NCCL, paged KV cache, flashinfer dense / Triton-selected block top-k.
+
+def _run_whole_model(args: argparse.Namespace, methods, tp: int, rank: int, group) -> int:
+    """``--whole-model``: one CUDA graph per step of all layers (kinetics.bench.model)."""
+    from dataclasses import asdict
+
+    from kinetics.bench.model import format_step_timings, model_timings
+
+    timings = model_timings(args.model, methods, args.batch_size, args.context,
+                            page_size=args.page_size, topk_pages=args.topk_pages,
+                            impls=(args.layer_impl,), tp=tp, rank=rank, group=group,
+                            repeats=args.repeats)
+    if rank == 0:
+        if not args.json:
+            print(format_step_timings(timings), flush=True)
+        _write(args, [{**asdict(t), "tokens_per_s": t.tokens_per_s} for t in timings])
+    return 0
+
+
+def _run_tp_graphs(args: argparse.Namespace, wanted, info) -> int:
+    """``--distributed`` on GPUs: whole-step graphs (layer, or --whole-model)."""
+    from dataclasses import asdict
+
+    from kinetics.bench.tp import format_tp_layer_timing, tp_layer_timing
+
+    if args.whole_model:
+        return _run_whole_model(args, wanted, args.tp, info.rank, info.group)
+    results = {}
+    for method in wanted:
+        t = tp_layer_timing(args.model, method, args.batch_size, args.context, args.tp,
+                            info.rank, info.group, page_size=args.page_size,
+                            topk_pages=args.topk_pages, impl=args.layer_impl,
+                            repeats=args.repeats)
+        results[method] = {**asdict(t), "scaling_efficiency": t.scaling_efficiency}
+        if info.rank == 0 and not args.json:
+            print(format_tp_layer_timing(t), flush=True)
+    if info.rank == 0:
+        _write(args, results)
+    return 0
+
+
+def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
+    """``--distributed``: one tensor-parallel layer (or model) per rank (kinetics.bench.tp).
+
+    On GPUs: NCCL, paged KV cache, flashinfer dense / Triton-selected block top-k,
+    each whole step one CUDA graph (``--piecewise``: graphs around eager attention).
     Without a GPU: gloo and dense torch attention (method dense only), so the
     sharded code path can be exercised anywhere.
     """
@@ -103,16 +161,23 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
     from kinetics.bench.tp import format_tp_result, paged_attend_factory, run_tp_bench
     from kinetics.model.parallel import init_distributed, shutdown_distributed
 
-    wanted = {"all": ("dense", "blocktopk"), "both": ("dense", "blocktopk")}.get(
+    graphs = gpu and not args.piecewise
+    wanted = {"all": ("dense", "blocktopk", "blocktopk-triton") if graphs else
+              ("dense", "blocktopk"), "both": ("dense", "blocktopk")}.get(
         args.method, (args.method,))
-    if "blocktopk-triton" in wanted:
-        raise InputError("--distributed times dense and blocktopk only")
+    if "blocktopk-triton" in wanted and not graphs:
+        raise InputError("--distributed --piecewise (or without a GPU) times dense and "
+                         "blocktopk only")
+    if not gpu and args.whole_model:
+        raise InputError("no GPU here: --whole-model needs a GPU")
     if not gpu and wanted != ("dense",):
         raise InputError("no GPU here: --distributed without a GPU runs --method dense only "
                          "(gloo, torch attention); block top-k needs a GPU")
     info = init_distributed(args.tp)  # once: every method reuses this process group
     results = {}
     try:
+        if graphs:
+            return _run_tp_graphs(args, wanted, info)
         for method in wanted:
             factory = (paged_attend_factory(method, args.page_size, args.topk_pages,
                                             local_pages=args.local_pages,
@@ -127,9 +192,6 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
                     print(format_tp_result(result), flush=True)
     finally:
         shutdown_distributed(info)
-    if results and args.json:
-        print(json.dumps(results), flush=True)
-    if results and args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(results, fh, indent=2)
+    if results:
+        _write(args, results)
     return 0

@@ -23,6 +23,9 @@ def no_gpu(monkeypatch):
      "--attention-only", "--json"],
     ["bench", "--gate", "benchmarks/baseline/gpu.json", "--json-out", "unused.json"],
     ["bench", "--distributed", "--tp", "8", "--method", "both"],
+    ["bench", "--whole-model", "--tp", "1", "--batch-size", "8"],
+    ["bench", "--distributed", "--whole-model", "--method", "dense"],
+    ["bench", "--layer-impl", "reference", "--batch-size", "256"],
 ])
 def test_bench_without_gpu_exits_2_with_one_line(argv, no_gpu, capsys, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
