@@ -146,7 +146,8 @@ def _step_bytes(cfg: BenchConfig, hq: int, hkv: int, d: int, method: str, weight
     return _Bytes(kv=kv, selection=sel, io=io, weights=weight_bytes)
 
 
-def _rel_err(out, ref) -> float:
+def rel_err(out, ref) -> float:
+    """||out - ref|| / ||ref|| in float32."""
     import torch
 
     out, ref = out.to(torch.float32), ref.to(torch.float32)
@@ -314,7 +315,7 @@ def check_method(method: str, decoder, w: DecodeWorkload, cfg: BenchConfig) -> M
         got = decoder.selected_page_mask()
         ref = reference.blocktopk_decode(q0, c0, cfg.topk_pages, cfg.local_pages, page_mask=got)
         selection = check_selection(got, q0, c0, cfg.topk_pages, cfg.local_pages)
-    err = _rel_err(o0, ref)
+    err = rel_err(o0, ref)
     passed = written and err < REL_TOL and (selection is None or selection.passed)
     return MethodCheck(written, err, passed, selection)
 
@@ -328,7 +329,7 @@ def check_layer(decoder, w: DecodeWorkload, cfg: BenchConfig) -> float:
     with torch.inference_mode():
         ref = w.layer(w.hiddens[0], attend, w.positions).clone()
         out = layer_step_fn(w.layer, cfg.layer_impl)(w.hiddens[0], attend, w.positions)
-    return _rel_err(out, ref)
+    return rel_err(out, ref)
 
 
 def decode_steps(w: DecodeWorkload, decoders: list, rounds: int, only: str | None = None,

@@ -5,20 +5,20 @@ embedding, every layer's non-attention work (``impl``, one of
 :data:`kinetics.bench.decode.LAYER_IMPLS`: the fused path by default), each layer's
 paged attention (the new token overwrites the last cached slot, so shapes stay
 fixed), under tensor parallelism the NCCL all-reduces, final norm, LM head and greedy
-sampling; results are :class:`StepTiming` dataclasses. The helpers here
-(:func:`time_replays`, :func:`layer_attend`) also serve the whole-step TP layer timing
-in :mod:`kinetics.bench.tp`; one layer on one GPU is ``kinetics.bench.decode``.
+sampling; results are :class:`StepTiming` dataclasses. :func:`layer_attend` also
+serves the whole-step TP layer timing in :mod:`kinetics.bench.tp`; one layer on one
+GPU is ``kinetics.bench.decode``.
 Needs CUDA, triton and flashinfer; torch imports lazily.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kinetics.bench.timing import capture_graph, copy_bandwidth
+from kinetics.bench.timing import capture_graph, copy_bandwidth, time_replays
+from kinetics.model.parallel import gather_rows
 from kinetics.models import get_model
 
 IMPLS: tuple[str, ...] = ("reference", "fused", "fused-kv-separate", "compiled")
@@ -61,33 +61,6 @@ class StepTiming:
         return self.bytes_per_step / (self.ms * 1e-3) / 1e9 / self.copy_gbps
 
 
-def time_replays(replay: Callable[[], Any], steps: int, repeats: int, warmup: int = 5,
-                 barrier: Callable[[], None] | None = None) -> dict[str, float]:
-    """Median / min / p90 ms per step of ``replay()`` (``steps`` decode steps each).
-
-    Events on the current stream bracket each replay; ``barrier`` (ranks of a group)
-    runs after the warm-up so all ranks start the timed replays together.
-    """
-    import torch
-
-    for _ in range(warmup):
-        replay()
-    torch.cuda.synchronize()
-    if barrier is not None:
-        barrier()
-    events = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        replay()
-        end.record()
-        events.append((start, end))
-    torch.cuda.synchronize()
-    per_step = sorted(s.elapsed_time(e) / steps for s, e in events)
-    return {"ms": statistics.median(per_step), "ms_min": per_step[0],
-            "ms_p90": per_step[int(0.9 * (len(per_step) - 1))]}
-
-
 class CapturedStep:
     """A decode step recorded as ONE CUDA graph (attention and all-reduces included).
 
@@ -107,13 +80,6 @@ class CapturedStep:
         """Run the recorded step; returns its (static, overwritten next time) output."""
         self.graph.replay()
         return self.output
-
-
-def rel_err(out, ref) -> float:
-    """||out - ref|| / ||ref|| in float32."""
-    from kinetics.bench.decode import _rel_err
-
-    return _rel_err(out, ref)
 
 
 def layer_attend(layer, method: str, batch: int, context: int, page_size: int,
@@ -174,6 +140,7 @@ def model_timings(model_name: str, methods: Sequence[str], batch: int, context: 
     import torch
     import torch.distributed as dist
 
+    from kinetics.bench.decode import rel_err
     from kinetics.model.decoder import ShardedDecoderModel
 
     spec = get_model(model_name)
@@ -204,10 +171,10 @@ def model_timings(model_name: str, methods: Sequence[str], batch: int, context: 
                 agree = float((out.tokens == ref_tokens).float().mean())
                 t = time_replays(graph.graph.replay, 1, repeats, barrier=barrier)
                 del graph
-                per_rank = _gather_floats([t["ms"]], group, dev)
+                per_rank = [row[0] for row in gather_rows([t.ms], group, dev)]
                 results.append(StepTiming(
                     "model", spec.name, method, impl, batch, context, tp, max(per_rank),
-                    t["ms_min"], t["ms_p90"], nbytes, copy_gbps,
+                    t.ms_min, t.ms_p90, nbytes, copy_gbps,
                     {"per_rank_ms": per_rank, "logits_rel_err": err, "tokens_agree": agree,
                      "layers": len(model.layers)}))
         del attends
@@ -216,20 +183,6 @@ def model_timings(model_name: str, methods: Sequence[str], batch: int, context: 
     del model
     torch.cuda.empty_cache()
     return results
-
-
-def _gather_floats(values: list[float], group, device) -> list[float]:
-    """All ranks' values (one per rank when each gives one); ``values`` without a group."""
-    import torch
-    import torch.distributed as dist
-
-    if group is None:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    out = torch.empty(dist.get_world_size(group) * len(values), dtype=torch.float64,
-                      device=device)
-    dist.all_gather_into_tensor(out, t, group=group)
-    return out.cpu().tolist()
 
 
 def format_step_timings(timings: Sequence[StepTiming]) -> str:

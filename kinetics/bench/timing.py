@@ -1,7 +1,8 @@
 """GPU timing shared by the benchmarks and the GPU tests (needs torch; CUDA for graphs).
 
 * :func:`capture_graph`: warm a callable up on a side stream, capture it in a CUDA graph.
-* :func:`time_graph`: the one CUDA-graph timer (median ms per step over replays).
+* :func:`time_graph`: the one CUDA-graph timer (median ms per step over replays);
+  :func:`time_replays` times replays of a graph captured elsewhere (ranks in step).
 * :class:`Clock`: timestamps, CUDA events on a GPU or ``perf_counter`` on CPU, for
   loops that cannot be one graph (the tensor-parallel layer, whose attention is eager).
 * :func:`copy_bandwidth`: device-to-device copy GB/s, the achievable-bandwidth roofline.
@@ -43,27 +44,39 @@ def capture_graph(fn: Callable[[], Any], warmup: int = 3):
     return graph
 
 
-def time_graph(fn: Callable[[], Any], steps: int, repeats: int, warmup: int = 10
-               ) -> GraphTiming:
-    """Capture ``fn`` (``steps`` decode steps) in a CUDA graph, replay it ``warmup`` times
-    untimed and ``repeats`` times each between CUDA events; ms per step."""
+def time_replays(replay: Callable[[], Any], steps: int, repeats: int, warmup: int = 10,
+                 barrier: Callable[[], None] | None = None) -> GraphTiming:
+    """Call ``replay()`` (``steps`` decode steps each) ``warmup`` times untimed, then
+    ``repeats`` times each between CUDA events; ms per step. ``barrier`` (the ranks of a
+    process group) runs after the warm-up, so all ranks start the timed replays together."""
     import torch
 
-    graph = capture_graph(fn)
     for _ in range(warmup):
-        graph.replay()
+        replay()
+    torch.cuda.synchronize()
+    if barrier is not None:
+        barrier()
     events = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        graph.replay()
+        replay()
         end.record()
         events.append((start, end))
     torch.cuda.synchronize()
     per_step = sorted(s.elapsed_time(e) / steps for s, e in events)
-    del graph
     return GraphTiming(ms=statistics.median(per_step), ms_min=per_step[0],
                        ms_p90=per_step[int(0.9 * (len(per_step) - 1))])
+
+
+def time_graph(fn: Callable[[], Any], steps: int, repeats: int, warmup: int = 10
+               ) -> GraphTiming:
+    """Capture ``fn`` (``steps`` decode steps) in a CUDA graph and time its replays
+    (:func:`time_replays`); ms per step."""
+    graph = capture_graph(fn)
+    timing = time_replays(graph.replay, steps, repeats, warmup)
+    del graph
+    return timing
 
 
 class Clock:

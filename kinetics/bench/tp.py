@@ -49,10 +49,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kinetics.bench.model import _gather_floats, time_replays
-from kinetics.bench.timing import Clock, capture_graph
+from kinetics.bench.timing import Clock, capture_graph, time_replays
 from kinetics.errors import InputError
-from kinetics.model.parallel import init_distributed, shutdown_distributed
+from kinetics.model.parallel import gather_rows, init_distributed, shutdown_distributed
 from kinetics.models import ModelSpec, get_model
 
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
@@ -356,7 +355,7 @@ class _TpRun:
             layer.communicate = True
         local = [main["mean_ms"], main["median_ms"], main["comm_ms"],
                  no_comm["mean_ms"] if no_comm else float("nan")]
-        rows = _gather(local, self.group, self.device)
+        rows = gather_rows(local, self.group, self.device)
         self.barrier()
         if rank != 0:
             return None
@@ -391,19 +390,6 @@ class _TpRun:
             est_model_tokens_per_s=batch * 1e3 / (step_ms * m.num_layers),
             tp1_step_ms=tp1_ms, tp1_tokens_per_s=batch * 1e3 / tp1_ms if tp1_ms else None,
             speedup=speedup, scaling_efficiency=speedup / self.tp if speedup else None)
-
-
-def _gather(values: list[float], group, device) -> list[list[float]]:
-    """All ranks' `values` (rank order); one row without a group."""
-    import torch
-    import torch.distributed as dist
-
-    if group is None:
-        return [values]
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    out = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(out, t, group=group)
-    return [o.cpu().tolist() for o in out]
 
 
 def format_tp_result(result: TpResult) -> str:
@@ -503,7 +489,7 @@ def _graphed_layer_ms(layer, attend, hidden, positions, impl: str, inner: int, r
         graph = capture_graph(run)
         t = time_replays(graph.replay, inner, repeats, barrier=barrier)
     del graph
-    return t["ms"]
+    return t.ms
 
 
 def _piecewise_ms(layer, attend, hidden, positions, steps: int, barrier) -> tuple[float, float]:
@@ -529,6 +515,32 @@ def _piecewise_ms(layer, attend, hidden, positions, steps: int, barrier) -> tupl
         host = (time.perf_counter() - host0) * 1e3 / steps
         torch.cuda.synchronize()
     return start.elapsed_time(end) / steps, host
+
+
+def _allreduce_ms(reduce, inner: int, repeats: int, barrier) -> float:
+    """ms per step of the two all-reduces alone (``reduce()`` = one), one graph of ``inner``."""
+    def run():
+        for _ in range(2 * inner):
+            reduce()
+    graph = capture_graph(run)
+    return time_replays(graph.replay, inner, repeats, barrier=barrier).ms
+
+
+def _symm_timing(layer, attend, hidden, positions, impl: str, inner: int, repeats: int,
+                 barrier) -> tuple[float, float, str | None]:
+    """(step ms, all-reduce pair ms, error) with :class:`OneShotAllReduce` in the layer."""
+    import torch
+
+    try:
+        reducer = OneShotAllReduce(layer.group, tuple(hidden.shape), hidden.dtype, hidden.device)
+        layer.all_reduce = reducer.layer_hook(layer)
+        step = _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats, barrier)
+        partial = torch.randn_like(hidden)
+        return step, _allreduce_ms(lambda: reducer(partial), inner, repeats, barrier), None
+    except Exception as exc:  # noqa: BLE001 - an optional path; the NCCL numbers stand
+        return float("nan"), float("nan"), f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        layer.__dict__.pop("all_reduce", None)
 
 
 def tp_layer_timing(model_name: str, method: str, batch: int, context: int, tp: int,
@@ -560,67 +572,35 @@ def tp_layer_timing(model_name: str, method: str, batch: int, context: int, tp: 
         layer = ShardedDecoderLayer(spec, size, r, grp, dtype, dev, seed)
         return layer, layer_attend(layer, method, batch, context, page_size, topk_pages, seed)
 
+    def graphed(layer, attend, sync) -> float:
+        return _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats, sync)
+
     tp1 = None
     if rank == 0:
         layer, attend = build(1, 0, None)
-        tp1 = _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats, None)
+        tp1 = graphed(layer, attend, None)
         del layer, attend
         torch.cuda.empty_cache()
     barrier()
     layer, attend = build(tp, rank, group)
-    step = _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats, barrier)
+    step = graphed(layer, attend, barrier)
     layer.communicate = False
-    nocomm = _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats, barrier)
+    nocomm = graphed(layer, attend, barrier)
     layer.communicate = True
     piece_gpu, piece_host = _piecewise_ms(layer, attend, hidden, positions, 50, barrier)
-    partial = torch.randn(batch, spec.hidden_size, dtype=dtype, device=dev)
+    partial = torch.randn_like(hidden)
+    comm = _allreduce_ms(lambda: dist.all_reduce(partial, group=group), inner, repeats, barrier)
+    symm = (_symm_timing(layer, attend, hidden, positions, impl, inner, repeats, barrier)
+            if try_symm else (float("nan"), float("nan"), "not tried"))
+    rows = gather_rows(
+        [step, nocomm, comm, piece_gpu, piece_host, tp1 or 0.0, symm[0], symm[1]], group, dev)
 
-    def reduce_only():
-        for _ in range(inner):
-            for _ in range(2):
-                dist.all_reduce(partial, group=group)
-    graph = capture_graph(reduce_only)
-    partial.normal_()
-    comm = time_replays(graph.replay, inner, repeats, barrier=barrier)["ms"]
-    del graph
-    symm_step = symm_comm = float("nan")
-    symm_error = None if try_symm else "not tried"
-    try:
-        if not try_symm:
-            raise _Skipped
-        reducer = OneShotAllReduce(group, (batch, spec.hidden_size), dtype, dev)
-        layer.all_reduce = reducer.layer_hook(layer)
-        symm_step = _graphed_layer_ms(layer, attend, hidden, positions, impl, inner, repeats,
-                                      barrier)
-
-        def symm_only():
-            for _ in range(2 * inner):
-                reducer(partial)
-        graph = capture_graph(symm_only)
-        partial.normal_()
-        symm_comm = time_replays(graph.replay, inner, repeats, barrier=barrier)["ms"]
-        del graph
-    except _Skipped:
-        pass
-    except Exception as exc:  # noqa: BLE001 - an optional path; the NCCL numbers stand
-        symm_error = f"{type(exc).__name__}: {exc}"[:300]
-    finally:
-        layer.__dict__.pop("all_reduce", None)
-    rows = _gather_floats([step, nocomm, comm, piece_gpu, piece_host, tp1 or 0.0, symm_step,
-                           symm_comm], group, dev)
-    table = [rows[i:i + 8] for i in range(0, len(rows), 8)]
-
-    def worst(i: int) -> float:
-        return max(r[i] for r in table)
-    symm_ok = not any(math.isnan(r[6]) or math.isnan(r[7]) for r in table)
+    def worst(i: int) -> float | None:
+        values = [r[i] for r in rows]
+        return None if any(math.isnan(v) for v in values) else max(values)
     return TpLayerTiming(spec.name, method, impl, batch, context, tp, worst(0), worst(1),
-                         worst(2), table[0][5] or None, worst(3), worst(4),
-                         [r[0] for r in table], worst(6) if symm_ok else None,
-                         worst(7) if symm_ok else None, symm_error)
-
-
-class _Skipped(Exception):
-    pass
+                         worst(2), rows[0][5] or None, worst(3), worst(4),
+                         [r[0] for r in rows], worst(6), worst(7), symm[2])
 
 
 class OneShotAllReduce:

@@ -154,3 +154,16 @@ def shutdown_distributed(info: ParallelInfo) -> None:
 
     if info.created and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_rows(values: list[float], group, device) -> list[list[float]]:
+    """Every rank's ``values`` (rank order, float64 via all_gather); one row without a group."""
+    import torch
+    import torch.distributed as dist
+
+    if group is None:
+        return [list(values)]
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(out, t, group=group)
+    return [o.cpu().tolist() for o in out]
