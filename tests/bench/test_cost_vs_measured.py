@@ -96,3 +96,22 @@ def test_bad_inputs():
     with pytest.raises(InputError, match="copy bandwidth"):
         predict(StepCell("x", "qwen3-8b", "dense", "layer", 1, 10, 1, 1.0),
                 get_hardware("h200"), 0.0)
+
+
+def test_step_and_tp_timing_records():
+    from kinetics.bench.model import StepTiming, format_step_timings
+    from kinetics.bench.tp import TpLayerTiming, format_tp_layer_timing
+
+    t = StepTiming("model", "qwen3-8b", "blocktopk", "fused", 32, 16384, 1, 8.0, 7.9, 8.1,
+                   2.4e10, 4000.0)
+    assert t.tokens_per_s == pytest.approx(4000.0)
+    assert t.fraction_of_copy == pytest.approx(2.4e10 / 8e-3 / 1e9 / 4000.0)
+    assert "blocktopk" in format_step_timings([t]) and "75.0%" in format_step_timings([t])
+    tp = TpLayerTiming("qwen3-8b", "blocktopk", "fused", 32, 32768, 2, 0.16, 0.14, 0.025,
+                       0.24, 0.31, 0.30, [0.16, 0.16])
+    assert tp.speedup == pytest.approx(1.5) and tp.scaling_efficiency == pytest.approx(0.75)
+    assert tp.comm_share == pytest.approx(0.125)
+    text = format_tp_layer_timing(tp)
+    assert "scaling efficiency 75.0%" in text and "host 0.3000 ms" in text
+    assert TpLayerTiming("m", "dense", "fused", 1, 1, 2, 1.0, 1.0, 0.0, None, 1.0, 1.0,
+                         [1.0]).scaling_efficiency is None
