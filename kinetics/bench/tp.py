@@ -589,7 +589,8 @@ def tp_layer_timing(model_name: str, method: str, batch: int, context: int, tp: 
     layer.communicate = True
     piece_gpu, piece_host = _piecewise_ms(layer, attend, hidden, positions, 50, barrier)
     partial = torch.randn_like(hidden)
-    comm = _allreduce_ms(lambda: dist.all_reduce(partial, group=group), inner, repeats, barrier)
+    comm = (_allreduce_ms(lambda: dist.all_reduce(partial, group=group), inner, repeats,
+                          barrier) if group is not None else 0.0)
     symm = (_symm_timing(layer, attend, hidden, positions, impl, inner, repeats, barrier)
             if try_symm else (float("nan"), float("nan"), "not tried"))
     rows = gather_rows(
