@@ -123,3 +123,14 @@ def test_the_baseline_param_count_is_used_and_a_different_one_moves(baseline_fil
 def test_missing_baseline_exits_2(tmp_path, capsys):
     assert main(["check", "--baseline", str(tmp_path / "none.json")]) == 2
     assert "--update" in capsys.readouterr().err
+
+
+def test_bare_check_uses_the_packaged_baseline(tmp_path, monkeypatch, capsys):
+    """From any folder (an installed wheel has no benchmarks/), `kinetics check` with no
+    --baseline gates the embedded data on the baseline shipped as package data."""
+    from kinetics.cli.check_cmd import PACKAGED_BASELINE
+
+    monkeypatch.chdir(tmp_path)
+    assert PACKAGED_BASELINE.is_file()
+    assert main(["check"]) == 0
+    assert str(PACKAGED_BASELINE) in capsys.readouterr().out

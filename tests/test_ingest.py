@@ -140,3 +140,22 @@ def test_prompt_length_uses_the_chat_template(tokenizer_dir):
     tokenizer.chat_template = ("{% for m in messages %}user : {{ m['content'] }}{% endfor %}"
                                "{% if add_generation_prompt %} assistant :{% endif %}")
     assert _prompt_lengths(tokenizer, [QUERY_B]) == {QUERY_B: len(QUERY_B.split()) + 4}
+
+
+def test_chat_template_without_jinja2_exits_2(raw_dir, tokenizer_dir, tmp_path, monkeypatch, capsys):
+    """The `ingest` extra carries jinja2; where it is missing anyway, one line, exit 2."""
+    import sys
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.chat_template = "{% for m in messages %}user : {{ m['content'] }}{% endfor %}"
+    templated = tmp_path / "templated"
+    tokenizer.save_pretrained(templated)
+    monkeypatch.setitem(sys.modules, "jinja2", None)  # `import jinja2` now raises ImportError
+    out = tmp_path / "t.parquet"
+    assert main(["ingest", str(raw_dir), "--tokenizer", str(templated), "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "jinja2" in err[0] and "kinetics-tts[ingest]" in err[0]
+    assert not out.exists()

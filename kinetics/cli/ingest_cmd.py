@@ -27,17 +27,26 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+INSTALL_HINT = "pip install 'kinetics-tts[ingest]'"
+
+
 def _load_tokenizer(name: str):
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        raise InputError("kinetics ingest needs transformers and datasets "
-                         "(pip install 'kinetics[ingest]')") from None
+        raise InputError(f"kinetics ingest needs transformers and datasets ({INSTALL_HINT})") from None
     try:
-        return AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as exc:  # missing folder, offline hub id, bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load the tokenizer: {first}", path=name) from None
+    if getattr(tokenizer, "chat_template", None):
+        try:  # transformers renders chat templates with jinja2 but does not depend on it
+            import jinja2  # noqa: F401
+        except ImportError:
+            raise InputError(f"the tokenizer's chat template needs jinja2 ({INSTALL_HINT})",
+                             path=name) from None
+    return tokenizer
 
 
 def _write_table(frame, out: Path) -> None:
