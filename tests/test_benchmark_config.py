@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(f"asv_{name}", ROOT / "benchmarks" / f"{name}.py")
+    path = ROOT / "benchmarks" / "asv" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"asv_suite_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
