@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -199,12 +200,10 @@ def asv_gpu(session: nox.Session) -> None:
     .asv/results/<machine>/ (KINETICS_ASV_MACHINE, default the host name): copy that
     folder next to the CPU results and `asv publish` (docs/ci.md).
     """
-    import platform
-
     config = _asv_config()
     revisions, *asv_args = session.posargs or ["HEAD^!"]
-    commits = subprocess.run(["git", "rev-list", "--reverse", revisions], check=True,
-                             capture_output=True, text=True).stdout.split()
+    commits = subprocess.run(["git", "rev-list", "--reverse", "--end-of-options", revisions],
+                             check=True, capture_output=True, text=True).stdout.split()
     machine = os.environ.get("KINETICS_ASV_MACHINE") or platform.node()
     session.run("python", "-m", "asv", "machine", "--yes", "--machine", machine, "--config", config)
     source = Path(config).parent / "gpu-source"
