@@ -1,0 +1,50 @@
+"""Packaging metadata that `nox -s wheel` exercises end to end (build, install the wheel
+with only `[ingest]`, run the CLI from another folder); these checks run in every CI
+run without building anything."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def project():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower() for req in requirements}
+
+
+def test_distribution_name_is_not_the_taken_one_but_the_command_is_kinetics(project):
+    assert project["name"] == "kinetics-tts"  # `kinetics` on PyPI is another project
+    assert project["scripts"] == {"kinetics": "kinetics.cli:main"}
+
+
+def test_license_file_is_the_declared_license(project):
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text  # the full text, not a stub
+
+
+def test_extras(project):
+    extras = {name: _names(reqs) for name, reqs in project["optional-dependencies"].items()}
+    assert {"datasets", "transformers", "jinja2"} <= extras["ingest"]  # chat templates need jinja2
+    assert {"flashinfer-python", "triton"} <= extras["gpu"]
+    assert {"nox", "asv", "ruff", "build"} <= extras["dev"]
+    assert {"check-jsonschema", "zizmor"} <= extras["test"]  # tests/test_ci_workflows.py
+    assert all("torch" not in names for names in extras.values())  # no multi-GB CUDA wheel
+    assert "torch" not in _names(project["dependencies"])
+
+
+def test_sdist_manifest_carries_the_test_suite():
+    grafts = {line.split()[1] for line in (ROOT / "MANIFEST.in").read_text().splitlines()
+              if line.startswith("graft ")}
+    assert {"tests", "benchmarks", "scripts", ".github"} <= grafts
