@@ -37,7 +37,10 @@ def test_pytest_benchmark_baseline_covers_the_suite():
     assert collected.returncode == 0, collected.stdout + collected.stderr
     names = {line for line in collected.stdout.splitlines() if "::" in line}
     baseline = json.loads((ROOT / "benchmarks" / "baseline" / "pytest-cpu.json").read_text())
-    assert names and names == {bench["fullname"] for bench in baseline["benchmarks"]}
+    recorded = {bench["fullname"] for bench in baseline["benchmarks"]}
+    assert names and names == recorded, (
+        f"not in the baseline: {sorted(names - recorded)}, stale: {sorted(recorded - names)}; "
+        "re-record it with `nox -s bench -- --save-baseline` and commit it")
     assert all(bench["stats"]["min"] > 0 for bench in baseline["benchmarks"])
 
 
