@@ -83,7 +83,7 @@ def test_every_frontier_track_is_positive(frontier, entries):
 
 def test_only_budgets_where_nothing_fits_are_skipped(frontier, entries):
     tracked = _tracked(frontier.FrontierNumbers(), entries)
-    assert set(tracked) == {key for key, e in entries.items() if e["accuracy"] > 0}
+    assert set(tracked) == {key for key, e in entries.items() if e.accuracy > 0}
     assert len(tracked) < len(entries)  # the embedded data has budgets where nothing fits
 
 
@@ -91,5 +91,5 @@ def test_reach_is_the_smallest_budget_with_a_fit(frontier, entries):
     reach = _tracked(frontier.FrontierReach(), entries)
     assert len(reach) == len(frontier.LAWS) * len(frontier.STRATEGIES) * len(frontier.METHODS)
     for curve, tracks in reach.items():
-        fits = [e["budget_eflops"] for key, e in entries.items() if key[:3] == curve and e["accuracy"] > 0]
+        fits = [e.budget_eflops for key, e in entries.items() if key[:3] == curve and e.accuracy > 0]
         assert tracks["track_smallest_feasible_budget_eflops"] == min(fits)
