@@ -1,7 +1,8 @@
 """Report figures (matplotlib, Agg). Each function returns a Figure; the CLI saves it.
 
-Costs are eFLOPs on the x axis (log), with B200 seconds (eFLOPs / 4.5e15) on a
-secondary axis.
+Costs are eFLOPs on the x axis (log; FLOPs for the FLOPs-only law), with seconds at the
+chosen hardware's peak FLOP/s on a secondary axis (none for a custom intensity, which
+names no peak).
 """
 
 from __future__ import annotations
@@ -16,62 +17,79 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from kinetics.frontier import B200_FLOPS_PER_S, LAWS, option_cost  # noqa: E402
+from kinetics.frontier import LAWS, option_cost  # noqa: E402
+from kinetics.hardware import Hardware  # noqa: E402
 from kinetics.models import ModelSpec  # noqa: E402
 from kinetics.report import STRATEGIES, Analysis  # noqa: E402
 
 LAW_TITLES = {"kinetics": "Kinetics law (eFLOPs, I = {I:g})", "flops": "FLOPs-only law (I = 0)"}
+LAW_UNITS = {"kinetics": "eFLOPs", "flops": "FLOPs"}
+STRATEGY_NAMES = {"best_of_n": "Best-of-N", "long_cot": "long CoT"}
+METHOD_NAMES = {"dense": "dense", "topk": "top-k", "blocktopk": "block top-k"}
 METHOD_STYLE = {"dense": ("black", "-"), "topk": ("tab:blue", "--"), "blocktopk": ("tab:red", "-.")}
 
 
-def _b200_axis(ax: plt.Axes) -> None:
-    sec = ax.secondary_xaxis("top", functions=(lambda x: x / B200_FLOPS_PER_S,
-                                               lambda s: s * B200_FLOPS_PER_S))
-    sec.set_xlabel("B200 seconds")
+def _seconds_axis(ax: plt.Axes, hardware: Hardware | None) -> None:
+    """Secondary x axis: cost / the hardware's peak FLOP/s; none without a preset."""
+    if hardware is None:
+        return
+    peak = hardware.peak_flops_per_s
+    sec = ax.secondary_xaxis("top", functions=(lambda x: x / peak, lambda s: s * peak))
+    sec.set_xlabel(f"{hardware.name.upper()} seconds (at {peak / 1e15:.3g} PFLOP/s)", fontsize=8)
 
 
 def _title(fig: Figure, text: str, synthetic: bool) -> None:
-    fig.suptitle(("SYNTHETIC data -- " if synthetic else "") + text, fontsize=11,
+    fig.suptitle(("SYNTHETIC data: " if synthetic else "") + text, fontsize=11,
                  color="darkred" if synthetic else "black")
 
 
+def _strategies(analysis: Analysis) -> list[str]:
+    return [s for s in ("best_of_n", "long_cot") if s in analysis.options]
+
+
 def accuracy_vs_cost(analysis: Analysis, models: Mapping[str, ModelSpec], *,
-                     synthetic: bool) -> Figure:
-    """Per model, dense: accuracy vs mean cost over N (Best-of-N) and budgets (long-CoT)."""
-    strategies = [s for s in ("best_of_n", "long_cot") if s in analysis.options]
+                     synthetic: bool, hardware: Hardware | None = None) -> Figure:
+    """Per model: accuracy vs mean cost over N (Best-of-N) and budgets (long-CoT), for
+    dense attention; a table without dense rows shows its first attention method and
+    says so in the panel titles."""
+    strategies = _strategies(analysis)
     fig, axes = plt.subplots(len(strategies), len(LAWS), figsize=(12, 4.5 * len(strategies)),
                              squeeze=False, constrained_layout=True)
     names = sorted({m for o in analysis.options.values() for m in o["model"].unique()},
                    key=lambda m: models[m].active_params)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(names), 1)))
+    colors = plt.cm.tab10(np.arange(len(names)) % 10)  # qualitative: sizes easy to tell apart
     for r, strategy in enumerate(strategies):
         metric, param = STRATEGIES[strategy]
         table = analysis.options[strategy]
-        dense = table[table["method"] == "dense"]
+        present = [m for m in METHOD_STYLE if (table["method"] == m).any()]
+        method = "dense" if "dense" in present or not present else present[0]
+        shown = table[table["method"] == method]
+        note = "dense" if method == "dense" else f"no dense rows, showing {METHOD_NAMES[method]}"
         for c, law in enumerate(LAWS):
             ax = axes[r, c]
             intensity = analysis.intensity if law == "kinetics" else 0.0
-            agg = (dense.assign(cost=option_cost(dense, intensity))
+            agg = (shown.assign(cost=option_cost(shown, intensity))
                    .groupby(["model", param]).agg(cost=("cost", "mean"), acc=(metric, "mean"))
                    .reset_index())
             for color, name in zip(colors, names, strict=False):
                 part = agg[agg["model"] == name].sort_values(param)
                 ax.plot(part["cost"], part["acc"], marker=".", color=color, label=name)
             ax.set_xscale("log")
-            ax.set_xlabel("cost per query, eFLOPs" if law == "kinetics" else "cost per query, FLOPs")
+            ax.set_xlabel(f"cost per query, {LAW_UNITS[law]}")
             ax.set_ylabel("coverage (pass@N)" if strategy == "best_of_n" else "accuracy")
-            ax.set_title(f"{strategy}, dense -- " + LAW_TITLES[law].format(I=analysis.intensity),
-                         fontsize=9)
+            ax.set_title(f"{STRATEGY_NAMES[strategy]}, {note}: "
+                         + LAW_TITLES[law].format(I=analysis.intensity), fontsize=9)
             ax.grid(alpha=0.3)
-            _b200_axis(ax)
+            _seconds_axis(ax, hardware)
             ax.legend(fontsize=7)
     _title(fig, "accuracy vs cost per model", synthetic)
     return fig
 
 
-def pareto_dense_vs_sparse(analysis: Analysis, *, synthetic: bool) -> Figure:
+def pareto_dense_vs_sparse(analysis: Analysis, *, synthetic: bool,
+                           hardware: Hardware | None = None) -> Figure:
     """Frontier accuracy vs budget: dense vs each sparse method, per law and strategy."""
-    strategies = [s for s in ("best_of_n", "long_cot") if s in analysis.options]
+    strategies = _strategies(analysis)
     fig, axes = plt.subplots(len(strategies), len(LAWS), figsize=(12, 4.5 * len(strategies)),
                              squeeze=False, constrained_layout=True)
     for r, strategy in enumerate(strategies):
@@ -81,48 +99,50 @@ def pareto_dense_vs_sparse(analysis: Analysis, *, synthetic: bool) -> Figure:
                 f = analysis.frontiers.get((law, strategy, method))
                 if f is None:
                     continue
-                ax.plot(f.budgets, f.accuracy, style, color=color, label=method)
+                ax.plot(f.budgets, f.accuracy, style, color=color, label=METHOD_NAMES[method])
             ax.set_xscale("log")
             ax.set_ylim(0, 1.02)
-            ax.set_xlabel("budget per query, eFLOPs")
+            ax.set_xlabel(f"budget per query, {LAW_UNITS[law]}")
             ax.set_ylabel("frontier accuracy")
-            ax.set_title(f"{strategy} -- " + LAW_TITLES[law].format(I=analysis.intensity),
+            ax.set_title(f"{STRATEGY_NAMES[strategy]}: " + LAW_TITLES[law].format(I=analysis.intensity),
                          fontsize=9)
             ax.grid(alpha=0.3)
-            _b200_axis(ax)
+            _seconds_axis(ax, hardware)
             ax.legend(fontsize=8)
     _title(fig, "Pareto frontier, dense vs sparse attention", synthetic)
     return fig
 
 
 def optimal_model_size(analysis: Analysis, models: Mapping[str, ModelSpec], *,
-                       synthetic: bool) -> Figure:
-    """Optimal model's active parameters vs budget, Kinetics vs FLOPs-only law."""
-    strategies = [s for s in ("best_of_n", "long_cot") if s in analysis.options]
-    fig, axes = plt.subplots(1, len(strategies), figsize=(6 * len(strategies), 4.5),
+                       synthetic: bool, hardware: Hardware | None = None) -> Figure:
+    """The optimal model vs budget, one panel per law (rows) and strategy (columns), one
+    step line per attention method; y ticks name the models at their active parameters."""
+    strategies = _strategies(analysis)
+    fig, axes = plt.subplots(len(LAWS), len(strategies), figsize=(6 * len(strategies), 8),
                              squeeze=False, constrained_layout=True)
-    for c, strategy in enumerate(strategies):
-        ax = axes[0, c]
-        for law, color in (("kinetics", "tab:green"), ("flops", "tab:orange")):
-            for method, (_color, style) in METHOD_STYLE.items():
+    shown = {m for o in analysis.options.values() for m in o["model"].unique()}
+    ticks = sorted((models[m].active_params / 1e9, m) for m in shown)
+    for r, law in enumerate(LAWS):
+        for c, strategy in enumerate(strategies):
+            ax = axes[r, c]
+            for method, (color, style) in METHOD_STYLE.items():
                 f = analysis.frontiers.get((law, strategy, method))
                 if f is None:
                     continue
                 size = pd.Series(f.optimal_model).map(
                     lambda m: np.nan if pd.isna(m) else models[m].active_params / 1e9)
                 ax.step(f.budgets, size.to_numpy(dtype=float), style, where="post", color=color,
-                        label=f"{law}, {method}", alpha=1.0 if method == "dense" else 0.6)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        sizes = sorted({models[m].active_params / 1e9 for m in models})
-        ax.set_yticks(sizes, [f"{s:g}B" for s in sizes], minor=False)
-        ax.set_yticks([], minor=True)
-        ax.set_xlabel("budget per query, eFLOPs (FLOPs for the FLOPs-only law)")
-        ax.set_ylabel("optimal model, billions of active parameters")
-        ax.set_title(strategy, fontsize=9)
-        ax.grid(alpha=0.3)
-        _b200_axis(ax)
-        ax.legend(fontsize=7)
-    _title(fig, f"optimal model size vs budget (Kinetics I = {analysis.intensity:g} vs FLOPs)",
-           synthetic)
+                        label=METHOD_NAMES[method], linewidth=2.2 if method == "dense" else 1.4)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_yticks([t for t, _ in ticks], [name for _, name in ticks], minor=False)
+            ax.set_yticks([], minor=True)
+            ax.set_xlabel(f"budget per query, {LAW_UNITS[law]}")
+            ax.set_ylabel("optimal model")
+            ax.set_title(f"{STRATEGY_NAMES[strategy]}: "
+                         + LAW_TITLES[law].format(I=analysis.intensity), fontsize=9)
+            ax.grid(alpha=0.3)
+            _seconds_axis(ax, hardware)
+            ax.legend(fontsize=7)
+    _title(fig, "optimal model vs budget, Kinetics law vs FLOPs-only law", synthetic)
     return fig

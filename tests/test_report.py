@@ -17,7 +17,7 @@ from kinetics.traces import load_trials, resolve_models
 FILES = ["frontier.csv", "pareto.csv", "best_of_n.csv", "long_cot.csv", "summary.json",
          "SYNTHETIC.txt"] + [f"{name}.{ext}" for name in
                              ("accuracy_vs_cost", "pareto_dense_vs_sparse", "optimal_model_size")
-                             for ext in ("png", "svg")]
+                             for ext in ("png", "svg", "pdf")]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from kinetics.cli import add_param_count
 from kinetics.errors import InputError
-from kinetics.hardware import B200_FLOPS_PER_S, HARDWARE, resolve_intensity
+from kinetics.hardware import HARDWARE, Hardware, get_hardware, resolve_intensity
 from kinetics.strategies import DEFAULT_GEN_BUDGETS
 
 if TYPE_CHECKING:
@@ -49,7 +49,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "frontier curves (frontier.csv, plots; the paper plots W = 3); "
                         "1 = off; summary.json is never smoothed")
     add_param_count(parser)
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG/SVG figures")
+    parser.add_argument("--no-plots", action="store_true", help="skip the figures")
+    parser.add_argument("--formats", default="png,svg,pdf", metavar="EXT,..",
+                        help="figure formats to write (any of png, svg, pdf)")
+    parser.add_argument("--dpi", type=int, default=110, help="resolution of the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -86,13 +89,27 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def _terminal_table(summary: Summary) -> str:
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def parse_formats(text: str) -> list[str]:
+    """'png,pdf' -> ['png', 'pdf'] (InputError on an unknown or empty list)."""
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FIGURE_FORMATS]
+    if unknown or not formats:
+        raise InputError(f"--formats takes some of {', '.join(FIGURE_FORMATS)}, got {text!r}")
+    return formats
+
+
+def _terminal_table(summary: Summary, hardware: Hardware | None) -> str:
     """One line per (law, strategy, budget): dense accuracy and optimal model, sparse accuracy
-    (the single-choice frontier)."""
+    (the single-choice frontier); the budget also in seconds at the hardware's peak FLOP/s
+    when there is a hardware preset."""
     cells: dict[tuple, dict[str, SummaryEntry]] = {}
     for e in summary.entries:
         cells.setdefault((e.law, e.strategy, e.budget_eflops), {})[e.method] = e
-    lines = [f"{'law':8} {'strategy':9} {'eFLOPs':>8} {'B200 s':>7}  {'dense':>5} "
+    seconds = f"{hardware.name.upper() + ' s':>7} " if hardware else ""
+    lines = [f"{'law':8} {'strategy':9} {'eFLOPs':>8} {seconds} {'dense':>5} "
              f"{'optimal (dense)':16} {'topk':>5} {'blocktopk':>9} {'optimal (blocktopk)':19}"]
     for (law, strategy, budget), row in cells.items():
         def acc(method: str, row: dict = row) -> str:
@@ -101,7 +118,8 @@ def _terminal_table(summary: Summary) -> str:
         def opt(method: str, row: dict = row) -> str:
             return (row[method].optimal_model or "-") if method in row else "-"
 
-        lines.append(f"{law:8} {strategy:9} {budget:8.1e} {budget / B200_FLOPS_PER_S:7.3f}  {acc('dense'):>5} "
+        secs = f"{budget / hardware.peak_flops_per_s:7.3f} " if hardware else ""
+        lines.append(f"{law:8} {strategy:9} {budget:8.1e} {secs} {acc('dense'):>5} "
                      f"{opt('dense'):16} {acc('topk'):>5} {acc('blocktopk'):>9} "
                      f"{opt('blocktopk'):19}")
     return "\n".join(lines)
@@ -121,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--smooth takes an odd width >= 1, got {args.smooth}")
     intensity = resolve_intensity(args.hardware, args.intensity)
     hardware = None if args.intensity is not None else args.hardware
+    preset = get_hardware(hardware) if hardware else None
+    formats = [] if args.no_plots else parse_formats(args.formats)
+    if args.dpi < 10:
+        raise InputError(f"--dpi must be at least 10, got {args.dpi}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", path=str(out))
@@ -170,17 +192,17 @@ def run(args: argparse.Namespace) -> int:
 
             from kinetics import plots
 
+            style = {"synthetic": synthetic, "hardware": preset}
             figures = {
-                "accuracy_vs_cost": plots.accuracy_vs_cost(analysis, models, synthetic=synthetic),
-                "pareto_dense_vs_sparse": plots.pareto_dense_vs_sparse(analysis,
-                                                                       synthetic=synthetic),
-                "optimal_model_size": plots.optimal_model_size(analysis, models,
-                                                               synthetic=synthetic),
+                "accuracy_vs_cost": plots.accuracy_vs_cost(analysis, models, **style),
+                "pareto_dense_vs_sparse": plots.pareto_dense_vs_sparse(analysis, **style),
+                "optimal_model_size": plots.optimal_model_size(analysis, models, **style),
             }
             for name, fig in figures.items():
-                fig.savefig(tmp / f"{name}.png", dpi=110)
-                fig.set_layout_engine("none")  # keep the layout just computed: ~30% faster SVG
-                fig.savefig(tmp / f"{name}.svg")
+                for i, ext in enumerate(formats):
+                    fig.savefig(tmp / f"{name}.{ext}", dpi=args.dpi)
+                    if i == 0:  # keep the layout just computed: ~30% faster further saves
+                        fig.set_layout_engine("none")
                 plt.close(fig)
                 tick(name)
         if synthetic:
@@ -197,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         print(SYNTHETIC_NOTE)
     print(f"trials: {source} ({len(trials)} rows); I = {intensity:g} FLOPs/byte"
           + (f" ({hardware})" if hardware else "") + f"; {args.param_count} parameter counts")
-    print(_terminal_table(summary))
+    print(_terminal_table(summary, preset))
     print(f"wrote {out}/: frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv, summary.json"
-          + ("" if args.no_plots else ", 3 plots (PNG, SVG)"))
+          + ("" if args.no_plots else f", 3 plots ({', '.join(f.upper() for f in formats)})"))
     return 0
