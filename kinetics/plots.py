@@ -43,6 +43,22 @@ def _title(fig: Figure, text: str, synthetic: bool) -> None:
                  color="darkred" if synthetic else "black")
 
 
+def _finish_panel(ax: plt.Axes, *, xlabel: str, ylabel: str, title: str,
+                  hardware: Hardware | None, legend_size: int = 7) -> None:
+    """Log x axis, labels, grid, seconds axis and legend of one panel."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    _seconds_axis(ax, hardware)
+    ax.legend(fontsize=legend_size)
+
+
+def _panel_title(analysis: Analysis, strategy: str, law: str, note: str = "") -> str:
+    return f"{STRATEGY_NAMES[strategy]}{note}: " + LAW_TITLES[law].format(I=analysis.intensity)
+
+
 def _strategies(analysis: Analysis) -> list[str]:
     return [s for s in ("best_of_n", "long_cot") if s in analysis.options]
 
@@ -74,14 +90,10 @@ def accuracy_vs_cost(analysis: Analysis, models: Mapping[str, ModelSpec], *,
             for color, name in zip(colors, names, strict=False):
                 part = agg[agg["model"] == name].sort_values(param)
                 ax.plot(part["cost"], part["acc"], marker=".", color=color, label=name)
-            ax.set_xscale("log")
-            ax.set_xlabel(f"cost per query, {LAW_UNITS[law]}")
-            ax.set_ylabel("coverage (pass@N)" if strategy == "best_of_n" else "accuracy")
-            ax.set_title(f"{STRATEGY_NAMES[strategy]}, {note}: "
-                         + LAW_TITLES[law].format(I=analysis.intensity), fontsize=9)
-            ax.grid(alpha=0.3)
-            _seconds_axis(ax, hardware)
-            ax.legend(fontsize=7)
+            _finish_panel(ax, xlabel=f"cost per query, {LAW_UNITS[law]}",
+                          ylabel="coverage (pass@N)" if strategy == "best_of_n" else "accuracy",
+                          title=_panel_title(analysis, strategy, law, f", {note}"),
+                          hardware=hardware)
     _title(fig, "accuracy vs cost per model", synthetic)
     return fig
 
@@ -100,15 +112,10 @@ def pareto_dense_vs_sparse(analysis: Analysis, *, synthetic: bool,
                 if f is None:
                     continue
                 ax.plot(f.budgets, f.accuracy, style, color=color, label=METHOD_NAMES[method])
-            ax.set_xscale("log")
             ax.set_ylim(0, 1.02)
-            ax.set_xlabel(f"budget per query, {LAW_UNITS[law]}")
-            ax.set_ylabel("frontier accuracy")
-            ax.set_title(f"{STRATEGY_NAMES[strategy]}: " + LAW_TITLES[law].format(I=analysis.intensity),
-                         fontsize=9)
-            ax.grid(alpha=0.3)
-            _seconds_axis(ax, hardware)
-            ax.legend(fontsize=8)
+            _finish_panel(ax, xlabel=f"budget per query, {LAW_UNITS[law]}",
+                          ylabel="frontier accuracy", title=_panel_title(analysis, strategy, law),
+                          hardware=hardware, legend_size=8)
     _title(fig, "Pareto frontier, dense vs sparse attention", synthetic)
     return fig
 
@@ -133,16 +140,11 @@ def optimal_model_size(analysis: Analysis, models: Mapping[str, ModelSpec], *,
                     lambda m: np.nan if pd.isna(m) else models[m].active_params / 1e9)
                 ax.step(f.budgets, size.to_numpy(dtype=float), style, where="post", color=color,
                         label=METHOD_NAMES[method], linewidth=2.2 if method == "dense" else 1.4)
-            ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_yticks([t for t, _ in ticks], [name for _, name in ticks], minor=False)
             ax.set_yticks([], minor=True)
-            ax.set_xlabel(f"budget per query, {LAW_UNITS[law]}")
-            ax.set_ylabel("optimal model")
-            ax.set_title(f"{STRATEGY_NAMES[strategy]}: "
-                         + LAW_TITLES[law].format(I=analysis.intensity), fontsize=9)
-            ax.grid(alpha=0.3)
-            _seconds_axis(ax, hardware)
-            ax.legend(fontsize=7)
+            _finish_panel(ax, xlabel=f"budget per query, {LAW_UNITS[law]}",
+                          ylabel="optimal model", title=_panel_title(analysis, strategy, law),
+                          hardware=hardware)
     _title(fig, "optimal model vs budget, Kinetics law vs FLOPs-only law", synthetic)
     return fig
