@@ -32,6 +32,13 @@ def validate_summary(summary: Any, source: str) -> dict:
     if summary.get("param_count", "published") not in PARAM_COUNTS:
         raise InputError(f"expected one of {', '.join(PARAM_COUNTS)}, got "
                          f"{summary['param_count']!r}", path=source, field="param_count")
+    hardware, intensity = summary.get("hardware"), summary.get("intensity")
+    if hardware is not None and not isinstance(hardware, str):
+        raise InputError(f"expected a hardware name or null, got {hardware!r}", path=source,
+                         field="hardware")
+    if intensity is not None and not _is_finite_number(intensity):
+        raise InputError(f"expected a finite number or null, got {intensity!r}", path=source,
+                         field="intensity")
     entries = summary.get("entries")
     if not isinstance(entries, list) or not entries:
         raise InputError("expected a non-empty list", path=source, field="entries")
@@ -42,10 +49,20 @@ def validate_summary(summary: Any, source: str) -> dict:
             if name not in entry:
                 raise InputError("missing", path=source, row=i, field=name)
         for name in ("budget_eflops", "accuracy"):
+            if not _is_finite_number(entry[name]):
+                raise InputError(f"expected a finite number, got {entry[name]!r}", path=source,
+                                 row=i, field=name)
+        for name in ("law", "strategy", "method", "optimal_model"):
             value = entry[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InputError(f"expected a finite number, got {value!r}", path=source, row=i, field=name)
+            if not isinstance(value, str) and not (value is None and name == "optimal_model"):
+                raise InputError(f"expected a string, got {value!r}", path=source, row=i,
+                                 field=name)
     return summary
+
+
+def _is_finite_number(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value))
 
 
 def _key(entry: dict) -> tuple:
@@ -59,8 +76,8 @@ def compare_summaries(current: dict, baseline: dict, tolerance: float) -> pd.Dat
 
     Returns a DataFrame with columns DIFF_COLUMNS; empty when all agree.
     """
-    if tolerance < 0:
-        raise InputError(f"--tolerance must be >= 0, got {tolerance}")
+    if not tolerance >= 0 or not math.isfinite(tolerance):
+        raise InputError(f"--tolerance must be a finite number >= 0, got {tolerance}")
     now = {_key(e): e for e in current["entries"]}
     then = {_key(e): e for e in baseline["entries"]}
     rows: list[dict] = []

@@ -6,6 +6,7 @@ prices one byte of memory traffic as I FLOPs: eFLOPs = compute FLOPs + I * bytes
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from kinetics.errors import InputError
@@ -67,7 +68,7 @@ def get_hardware(name: str) -> Hardware:
 def resolve_intensity(hardware: str | None = None, intensity: float | None = None) -> float:
     """The intensity I in FLOPs per byte: a custom value wins over a preset name."""
     if intensity is not None:
-        if not intensity >= 0:
-            raise InputError(f"--intensity must be a non-negative number, got {intensity}")
+        if not (intensity >= 0 and math.isfinite(intensity)):
+            raise InputError(f"--intensity must be a finite number >= 0, got {intensity}")
         return float(intensity)
     return get_hardware(hardware or DEFAULT_HARDWARE).intensity

@@ -18,8 +18,10 @@ def read_json_object(path: str | Path, missing_hint: str = "") -> dict[str, Any]
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (FileNotFoundError, IsADirectoryError):
+    except FileNotFoundError:
         raise InputError(f"no such file{missing_hint}", path=str(path)) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, expected a JSON file", path=str(path)) from None
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)) from None
     except UnicodeDecodeError:

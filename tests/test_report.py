@@ -14,8 +14,8 @@ from kinetics.models import MODELS
 from kinetics.report import SUMMARY_BUDGETS, analyze, build_summary
 from kinetics.traces import load_trials, resolve_models
 
-FILES = ["frontier.csv", "pareto.csv", "best_of_n.csv", "long_cot.csv", "summary.json",
-         "SYNTHETIC.txt"] + [f"{name}.{ext}" for name in
+FILES = [".kinetics-report", "frontier.csv", "pareto.csv", "best_of_n.csv", "long_cot.csv",
+         "summary.json", "SYNTHETIC.txt"] + [f"{name}.{ext}" for name in
                              ("accuracy_vs_cost", "pareto_dense_vs_sparse", "optimal_model_size")
                              for ext in ("png", "svg", "pdf")]
 
@@ -23,15 +23,16 @@ FILES = ["frontier.csv", "pareto.csv", "best_of_n.csv", "long_cot.csv", "summary
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("rep") / "kinetics-report"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an older run")
-    assert main(["report", "--quiet", "--out", str(out)]) == 0
+    assert main(["report", "--quiet", "--no-plots", "--intensity", "1", "--out", str(out)]) == 0
+    assert main(["report", "--quiet", "--out", str(out)]) == 0  # replaces the earlier report
     return out
 
 
 def test_report_on_embedded_data_writes_every_file(report_dir, capsys):
     assert sorted(p.name for p in report_dir.iterdir()) == sorted(FILES)
-    assert not (report_dir / "stale.txt").exists()  # the folder is replaced as a whole
+    assert json.loads((report_dir / "summary.json").read_text())["hardware"] == "b200"
+    assert sorted((report_dir / ".kinetics-report").read_text().splitlines()[1:]) == sorted(
+        FILES[1:])
     for name in ("accuracy_vs_cost", "pareto_dense_vs_sparse", "optimal_model_size"):
         assert (report_dir / f"{name}.png").stat().st_size > 10_000
         assert "SYNTHETIC data" in (report_dir / f"{name}.svg").read_text()
@@ -166,8 +167,8 @@ def test_a_failure_while_writing_leaves_the_old_report_untouched(tmp_path, monke
     from kinetics import plots
 
     out = tmp_path / "rep"
-    out.mkdir()
-    (out / "old.txt").write_text("keep me")
+    assert main(["report", "--quiet", "--no-plots", "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def boom(*args, **kwargs):
         raise RuntimeError("plotting failed")
@@ -175,5 +176,5 @@ def test_a_failure_while_writing_leaves_the_old_report_untouched(tmp_path, monke
     monkeypatch.setattr(plots, "pareto_dense_vs_sparse", boom)
     with pytest.raises(RuntimeError):
         main(["report", "--quiet", "--out", str(out)])
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temp folder left behind

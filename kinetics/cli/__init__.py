@@ -2,14 +2,20 @@
 
 Each subcommand module defines ``add_parser(subparsers)`` and ``run(args) -> int``.
 Input errors (``kinetics.errors.InputError``) and bad flags print one line on
-stderr and exit 2; no traceback reaches the user.
+stderr and exit 2; no traceback reaches the user. Ctrl-C exits 130 and SIGTERM 143,
+both after removing the run's temporary output; a closed stdout pipe
+(``kinetics report | head -1``) ends the run quietly with 141, as a shell reports
+a process killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from kinetics.errors import InputError
@@ -32,6 +38,14 @@ def add_param_count(parser: argparse.ArgumentParser, default: str | None = "publ
         help="parameters P priced at 2P FLOPs a token: 'published' (the paper's counts, e.g. "
         "Qwen3-30B-A3B 3.3B active) or 'derived' from the shapes (the matrices a decode step "
         "multiplies: non-embedding weights plus the LM head once; 30B-A3B 3.04B)")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt, so temporaries are removed."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -78,20 +92,42 @@ def _module(name: str):
         raise
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the exit flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
     except InputError as exc:
         print(f"kinetics {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kinetics {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"kinetics {args.command}: terminated", file=sys.stderr)
+        return 143
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

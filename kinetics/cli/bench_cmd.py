@@ -7,6 +7,7 @@ import json
 import sys
 
 from kinetics.bench.decode import LAYER_IMPLS
+from kinetics.cli._output import write_json_file
 from kinetics.errors import InputError
 from kinetics.models import MODELS
 
@@ -105,8 +106,7 @@ def _write(args: argparse.Namespace, record) -> None:
     if args.json:
         print(json.dumps(record), flush=True)
     if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump(record, fh, indent=2)
+        write_json_file(args.json_out, record)
 
 
 def _run_whole_model(args: argparse.Namespace, methods, tp: int, rank: int, group) -> int:

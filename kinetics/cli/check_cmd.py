@@ -7,13 +7,12 @@ what moved, 2 on bad input. ``--update`` rewrites the baseline deliberately.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from kinetics.check import compare_summaries, validate_summary
 from kinetics.cli import add_param_count
+from kinetics.cli._args import finite_float
+from kinetics.cli._output import write_json_file
 from kinetics.hardware import HARDWARE, resolve_intensity
 from kinetics.jsonfile import read_json_object
 
@@ -34,11 +33,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         f"{PACKAGED_BASELINE.name})")
     parser.add_argument("--trials", metavar="PATH",
                         help="trial table (CSV, JSONL or Parquet); default: the embedded set")
-    parser.add_argument("--tolerance", type=float, default=0.005,
+    parser.add_argument("--tolerance", type=finite_float, default=0.005,
                         help="largest accepted absolute change in accuracy (fraction)")
     hw = parser.add_mutually_exclusive_group()
     hw.add_argument("--hardware", choices=sorted(HARDWARE), help="hardware preset (intensity I)")
-    hw.add_argument("--intensity", type=float, metavar="I", help="custom intensity, FLOPs/byte")
+    hw.add_argument("--intensity", type=finite_float, metavar="I",
+                    help="custom intensity, FLOPs/byte")
     add_param_count(parser, default=None)
     parser.add_argument("--update", action="store_true",
                         help="rewrite the baseline with the recomputed summary and exit 0")
@@ -47,16 +47,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def _read_baseline(path: Path) -> dict:
     data = read_json_object(path, missing_hint=" (create one with --update)")
     return validate_summary(data, str(path))
-
-
-def _write_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                             synthetic=synthetic, source=args.trials or "embedded",
                             param_count=param_count).to_json()
     if args.update:
-        _write_atomic(path, current)
+        write_json_file(path, current, indent=1, sort_keys=True)
         print(f"kinetics check: wrote {len(current['entries'])} entries to {path}")
         return 0
     diffs = compare_summaries(current, baseline, args.tolerance)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from kinetics.cli import add_param_count
+from kinetics.cli._args import finite_float
+from kinetics.cli._output import dumps_json
 from kinetics.cost import METHODS, AttentionConfig, query_cost
 from kinetics.errors import InputError
 from kinetics.hardware import HARDWARE, resolve_intensity
@@ -17,10 +18,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "Example: kinetics cost --model qwen3-8b --method blocktopk --prompt-len 128 "
         "--gen-len 32768 --trials 8 --block-size 16 --topk-blocks 64 --json"
     )
-    parser.add_argument("--model", default="qwen3-8b",
-                        help=f"model preset ({', '.join(MODELS)})")
-    parser.add_argument("--model-config", metavar="PATH",
-                        help="a local HF config.json (or its folder) for any other model")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", default="qwen3-8b",
+                       help=f"model preset ({', '.join(MODELS)})")
+    which.add_argument("--model-config", metavar="PATH",
+                       help="a local HF config.json (or its folder) for any other model")
     parser.add_argument("--method", choices=METHODS, default="dense",
                         help="decode attention: dense, oracle token top-k, or block top-k")
     parser.add_argument("--prompt-len", type=int, required=True, metavar="S",
@@ -32,7 +34,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     hw = parser.add_mutually_exclusive_group()
     hw.add_argument("--hardware", choices=sorted(HARDWARE), default="b200",
                     help="preset giving the intensity I = peak FLOP/s / bandwidth")
-    hw.add_argument("--intensity", type=float, metavar="I",
+    hw.add_argument("--intensity", type=finite_float, metavar="I",
                     help="custom intensity, FLOPs per byte (0 gives the FLOPs-only law)")
     parser.add_argument("--budget", type=int, metavar="B",
                         help="tokens attended per step (topk; blocktopk: local + k*block)")
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         "memory_share": intensity * memory / (compute + intensity * memory) if compute else 0.0,
     }
     if args.json:
-        print(json.dumps(result))
+        print(dumps_json(result))
         return 0
     print(f"{model.name}  {attention.label}  S={args.prompt_len} T={args.gen_len} N={args.trials}"
           f"  I={intensity:g} FLOPs/byte")

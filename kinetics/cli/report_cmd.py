@@ -1,21 +1,20 @@
 """``kinetics report``: trial table -> frontiers, summary.json and plots in one folder.
 
 Everything is written into a temporary folder beside ``--out`` and moved into place
-at the end, so an error leaves no half-written report.
+at the end, so an error leaves no half-written report; ``--out`` may replace only an
+empty folder or an earlier report (see :mod:`kinetics.cli._output`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kinetics.cli import add_param_count
+from kinetics.cli._args import finite_float, parse_model_configs
+from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
 from kinetics.errors import InputError
 from kinetics.hardware import HARDWARE, Hardware, get_hardware, resolve_intensity
 from kinetics.strategies import DEFAULT_GEN_BUDGETS
@@ -35,8 +34,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     hw = parser.add_mutually_exclusive_group()
     hw.add_argument("--hardware", choices=sorted(HARDWARE), default="b200",
                     help="preset giving I = peak FLOP/s / bandwidth")
-    hw.add_argument("--intensity", type=float, metavar="I", help="custom intensity, FLOPs per byte")
-    parser.add_argument("--out", default="kinetics-report", metavar="DIR", help="output folder")
+    hw.add_argument("--intensity", type=finite_float, metavar="I",
+                    help="custom intensity, FLOPs per byte")
+    parser.add_argument("--out", default="kinetics-report", metavar="DIR",
+                        help="output folder: a new or empty one, or an earlier report "
+                        "(anything else is refused, never overwritten)")
     parser.add_argument("--model-config", action="append", default=[], metavar="NAME=PATH",
                         help="config.json for a model that is not a preset (repeatable)")
     parser.add_argument("--gen-budgets", metavar="T1,T2,..",
@@ -56,17 +58,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def parse_model_configs(values: list[str]) -> dict[str, str]:
-    """NAME=PATH pairs -> dict (InputError on a malformed one)."""
-    out = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise InputError(f"--model-config expects NAME=PATH, got {value!r}")
-        out[name.strip()] = path.strip()
-    return out
-
-
 def parse_gen_budgets(text: str) -> list[int]:
     try:
         budgets = [int(v) for v in text.split(",") if v.strip()]
@@ -75,18 +66,6 @@ def parse_gen_budgets(text: str) -> list[int]:
     if not budgets or min(budgets) < 1:
         raise InputError(f"--gen-budgets needs positive token counts, got {text!r}")
     return budgets
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", path=str(out))
-    backup = None
-    if out.exists():
-        backup = out.with_name(out.name + f".old-{os.getpid()}")
-        os.replace(out, backup)
-    os.replace(tmp, out)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
 
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -125,6 +104,43 @@ def _terminal_table(summary: Summary, hardware: Hardware | None) -> str:
     return "\n".join(lines)
 
 
+def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: bool,
+                  preset: Hardware | None, formats: list[str], dpi: int, tick) -> None:
+    """Every report file into the (temporary) folder ``tmp``; no figures without ``formats``."""
+    analysis.frontier.assign(synthetic=synthetic).to_csv(tmp / "frontier.csv", index=False)
+    analysis.pareto.to_csv(tmp / "pareto.csv", index=False)
+    bon = analysis.options["best_of_n"]
+    (bon.groupby(["model", "method", "config", "n"], sort=False)
+     [["coverage", "majority", "compute_flops", "memory_bytes"]].mean().reset_index()
+     .to_csv(tmp / "best_of_n.csv", index=False))
+    lc = analysis.options["long_cot"]
+    (lc.groupby(["model", "method", "config", "gen_budget"], sort=False)
+     [["accuracy", "compute_flops", "memory_bytes"]].mean().reset_index()
+     .to_csv(tmp / "long_cot.csv", index=False))
+    (tmp / "summary.json").write_text(dumps_json(summary.to_json(), indent=2) + "\n")
+    tick("tables")
+    if formats:
+        import matplotlib.pyplot as plt
+
+        from kinetics import plots
+
+        style = {"synthetic": synthetic, "hardware": preset}
+        figures = {
+            "accuracy_vs_cost": plots.accuracy_vs_cost(analysis, models, **style),
+            "pareto_dense_vs_sparse": plots.pareto_dense_vs_sparse(analysis, **style),
+            "optimal_model_size": plots.optimal_model_size(analysis, models, **style),
+        }
+        for name, fig in figures.items():
+            for i, ext in enumerate(formats):
+                fig.savefig(tmp / f"{name}.{ext}", dpi=dpi)
+                if i == 0:  # keep the layout just computed: ~30% faster further saves
+                    fig.set_layout_engine("none")
+            plt.close(fig)
+            tick(name)
+    if synthetic:
+        (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -143,9 +159,7 @@ def run(args: argparse.Namespace) -> int:
     formats = [] if args.no_plots else parse_formats(args.formats)
     if args.dpi < 10:
         raise InputError(f"--dpi must be at least 10, got {args.dpi}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", path=str(out))
+    out = check_output_folder(args.out)  # refuse a user's folder before any work
 
     # Validate the input before the progress bar starts, so an error prints alone.
     trials, synthetic = load_trials(args.trials)
@@ -160,58 +174,20 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(label, refresh=False)
         bar.update(1)
 
-    tmp = None
     try:
-        tick("load")
-        analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
-                           grid_points=args.grid_points, smooth=args.smooth, tick=tick)
-        summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
-                                source=source, model_configs=model_configs,
-                                param_count=args.param_count, options=analysis.options)
-        tick("summary")
-
-        out.absolute().parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
-        umask = os.umask(0o22)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a report is not
-        analysis.frontier.assign(synthetic=synthetic).to_csv(tmp / "frontier.csv", index=False)
-        analysis.pareto.to_csv(tmp / "pareto.csv", index=False)
-        bon = analysis.options["best_of_n"]
-        (bon.groupby(["model", "method", "config", "n"], sort=False)
-         [["coverage", "majority", "compute_flops", "memory_bytes"]].mean().reset_index()
-         .to_csv(tmp / "best_of_n.csv", index=False))
-        lc = analysis.options["long_cot"]
-        (lc.groupby(["model", "method", "config", "gen_budget"], sort=False)
-         [["accuracy", "compute_flops", "memory_bytes"]].mean().reset_index()
-         .to_csv(tmp / "long_cot.csv", index=False))
-        (tmp / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
-        tick("tables")
-        if not args.no_plots:
-            import matplotlib.pyplot as plt
-
-            from kinetics import plots
-
-            style = {"synthetic": synthetic, "hardware": preset}
-            figures = {
-                "accuracy_vs_cost": plots.accuracy_vs_cost(analysis, models, **style),
-                "pareto_dense_vs_sparse": plots.pareto_dense_vs_sparse(analysis, **style),
-                "optimal_model_size": plots.optimal_model_size(analysis, models, **style),
-            }
-            for name, fig in figures.items():
-                for i, ext in enumerate(formats):
-                    fig.savefig(tmp / f"{name}.{ext}", dpi=args.dpi)
-                    if i == 0:  # keep the layout just computed: ~30% faster further saves
-                        fig.set_layout_engine("none")
-                plt.close(fig)
-                tick(name)
-        if synthetic:
-            (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + "\n")
-        _move_into_place(tmp, out)
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged_folder(out) as tmp:
+            tick("load")
+            analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
+                               grid_points=args.grid_points, smooth=args.smooth,
+                               tick=tick)
+            summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
+                                    source=source, model_configs=model_configs,
+                                    param_count=args.param_count,
+                                    options=analysis.options)
+            tick("summary")
+            _write_report(tmp, analysis, summary, models, synthetic=synthetic,
+                          preset=preset, formats=formats, dpi=args.dpi,
+                          tick=tick)
     finally:
         bar.close()
 
@@ -220,6 +196,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"trials: {source} ({len(trials)} rows); I = {intensity:g} FLOPs/byte"
           + (f" ({hardware})" if hardware else "") + f"; {args.param_count} parameter counts")
     print(_terminal_table(summary, preset))
-    print(f"wrote {out}/: frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv, summary.json"
+    print(f"wrote {args.out}/: frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv, summary.json"
           + ("" if args.no_plots else f", 3 plots ({', '.join(f.upper() for f in formats)})"))
     return 0
