@@ -7,18 +7,21 @@ class InputError(ValueError):
     """Bad user input: the CLI prints the message on one line and exits 2.
 
     Messages name the file, the row (1-based data row, as a person counts lines in
-    a spreadsheet) and the field whenever those exist.
+    a spreadsheet) or, for line-oriented raw files, the 1-based line, and the field
+    whenever those exist.
     """
 
     def __init__(self, message: str, *, path: str | None = None, row: int | None = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, line: int | None = None) -> None:
         where = []
         if path is not None:
             where.append(str(path))
+        if line is not None:
+            where.append(f"line {line}")
         if row is not None:
             where.append(f"row {row}")
         if field is not None:
             where.append(f"field '{field}'")
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
-        self.path, self.row, self.field = path, row, field
+        self.path, self.row, self.field, self.line = path, row, field, line

@@ -15,14 +15,19 @@ Per row this module derives (lengths in tokens of the model's tokenizer):
 * ``answer``: the last ``\\boxed{...}`` value, normalized (AIME-style);
 * ``answer_pos``: generated tokens up to and including the one holding that
   box's closing brace (empty when there is no box);
-* ``correct``: ``score > 0`` when a score is present, else the normalized boxed
-  answer equals a normalized gold choice;
+* ``correct``: ``score > 0`` when the row has a score, else the row's normalized
+  boxed answer equals one of its normalized gold choices;
 * ``query_id``: a hash of the query text (stable across files and models);
   ``trial``: the sample's index among the file's rows for that query.
 
+Every data row needs ``query`` and ``prediction``, and a ``score`` or gold
+``choices``: grading is decided per row (the score when the row has one, else its
+answer against its own choices). A row without them, or a line that is not JSON,
+is an error naming the file, line and field; no row is dropped silently.
+
 The transforms (:func:`config_from_metadata`, :func:`last_boxed`,
 :func:`trial_rows`, ...) are pure; :func:`raw_files` and :func:`read_raw_file`
-are the I/O edge (HF ``datasets`` for JSONL, ``huggingface_hub`` for hub ids).
+are the I/O edge (stdlib ``json`` line by line, ``huggingface_hub`` for hub ids).
 """
 
 from __future__ import annotations
@@ -182,31 +187,72 @@ def _generation_tokens(tokenizer: Any, texts: list[str], ends: list[int | None]
     return gen, np.minimum(pos, gen)
 
 
-def trial_rows(meta: dict, rows: pd.DataFrame, tokenizer: Any, *, model: str,
-               config: AttentionConfig, source: str = "<raw>") -> pd.DataFrame:
-    """Canonical trial rows of one raw file (``rows``: its data lines as a DataFrame)."""
-    for column in ("query", "prediction"):
-        if column not in rows.columns:
-            raise InputError("missing field in the trace rows", path=source, field=column)
-    texts: list[str] = []
-    for i, pred in enumerate(rows["prediction"].tolist()):
+def _row_texts(rows: pd.DataFrame, source: str, lines: Sequence[int]
+               ) -> tuple[list[str], list[str]]:
+    """(query, generated text) per row; InputError names file, line and field of a
+    row without them."""
+    queries, texts = [], []
+    for i, (query, pred) in enumerate(zip(_column(rows, "query"), _column(rows, "prediction"),
+                                          strict=True)):
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("missing" if query is None else f"expected the query text, got "
+                             f"{query!r}"[:200], path=source, line=lines[i], field="query")
         if isinstance(pred, (list, tuple, np.ndarray)):
             pred = pred[0] if len(pred) else ""
         if not isinstance(pred, str):
-            raise InputError(f"expected the generated text (a list of one string), got {pred!r}"
-                             [:200], path=source, row=i + 1, field="prediction")
+            raise InputError("missing" if pred is None else "expected the generated text (a list "
+                             f"of one string), got {pred!r}"[:200], path=source, line=lines[i],
+                             field="prediction")
+        queries.append(query)
         texts.append(pred)
-    queries = rows["query"].astype(str).tolist()
+    return queries, texts
+
+
+def _column(rows: pd.DataFrame, name: str) -> list[Any]:
+    """Values of a column, None where absent or NaN (a JSON row without the key)."""
+    if name not in rows.columns:
+        return [None] * len(rows)
+    return [None if _is_missing(v) else v for v in rows[name].tolist()]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def grade_rows(rows: pd.DataFrame, answers: Sequence[str | None], source: str,
+               lines: Sequence[int]) -> np.ndarray:
+    """``correct`` (0/1) per row, decided row by row: ``score > 0`` when the row has a
+    score, else the normalized answer against its gold ``choices``. A row with
+    neither (or a score that is not a number) raises InputError."""
+    correct = np.zeros(len(rows), dtype=np.int64)
+    for i, (score, choices) in enumerate(zip(_column(rows, "score"), _column(rows, "choices"),
+                                             strict=True)):
+        if score is not None:
+            if isinstance(score, bool) or not isinstance(score, (int, float)):
+                raise InputError(f"expected a number, got {score!r}"[:200], path=source,
+                                 line=lines[i], field="score")
+            correct[i] = score > 0
+        elif choices is not None:
+            gold = [choices] if isinstance(choices, (str, int, float)) else list(choices)
+            correct[i] = grade(answers[i], gold)
+        else:
+            raise InputError("no score and no gold choices to grade the answer against",
+                             path=source, line=lines[i], field="score")
+    return correct
+
+
+def trial_rows(meta: dict, rows: pd.DataFrame, tokenizer: Any, *, model: str,
+               config: AttentionConfig, source: str = "<raw>") -> pd.DataFrame:
+    """Canonical trial rows of one raw file (``rows``: its data lines as a DataFrame;
+    an optional ``line`` column gives each row's line in the file for messages)."""
+    lines = (rows["line"].tolist() if "line" in rows.columns
+             else list(range(1, len(rows) + 1)))
+    queries, texts = _row_texts(rows, source, lines)
     boxed = [last_boxed(t) for t in texts]
     answers = [None if b is None else normalize_answer(b[0]) for b in boxed]
+    correct = grade_rows(rows, answers, source, lines)
     gen, pos = _generation_tokens(tokenizer, texts, [None if b is None else b[1] for b in boxed])
     prompt = _prompt_lengths(tokenizer, queries)
-    if "score" in rows.columns and rows["score"].notna().all():
-        correct = (pd.to_numeric(rows["score"], errors="coerce").fillna(0).to_numpy() > 0)
-    else:
-        choices = rows["choices"] if "choices" in rows.columns else pd.Series([[]] * len(rows))
-        correct = np.array([grade(a, c if c is not None else []) for a, c in
-                            zip(answers, choices, strict=True)])
     qid = [query_id(q) for q in queries]
     n = len(rows)
     return pd.DataFrame({
@@ -219,7 +265,7 @@ def trial_rows(meta: dict, rows: pd.DataFrame, tokenizer: Any, *, model: str,
         "trial": pd.Series(qid).groupby(qid, sort=False).cumcount().to_numpy(),
         "prompt_len": [prompt[q] for q in queries],
         "gen_len": gen,
-        "correct": correct.astype(np.int64),
+        "correct": correct,
         "answer_pos": pd.Series(pos, dtype="Int64").where(pos >= 0, pd.NA).array,
         "answer": pd.array(answers, dtype="string"),
     })
@@ -250,6 +296,31 @@ def describe_file(path: Path, meta: dict, model_override: str | None = None
 
 # --- I/O edge ----------------------------------------------------------------------------
 
+def looks_like_path(text: str) -> bool:
+    """True when ``text`` can only be a local path (not a hub id like 'Qwen/Qwen3-8B')."""
+    return (text.startswith((".", "/", "~")) or text.count("/") > 1 or text.endswith("/")
+            or "\\" in text or not text.strip())
+
+
+def require_hub(source: str, what: str, timeout_s: float = 3.0) -> None:
+    """Raise InputError within ``timeout_s`` seconds when the HF hub cannot be reached
+    (offline mode, no DNS, no route), instead of the hub client's retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise InputError(f"no such local {what}, and HF_HUB_OFFLINE is set", path=source)
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise InputError(f"no such local {what}, and the HF hub ({host}) cannot be reached "
+                         f"({exc.strerror or type(exc).__name__})", path=source) from None
+
+
 def raw_files(source: str, include: str = "**/*.jsonl") -> list[Path]:
     """JSONL files under a local folder (or the file itself), else a HF hub dataset
     id downloaded with ``huggingface_hub.snapshot_download`` (needs network)."""
@@ -257,14 +328,15 @@ def raw_files(source: str, include: str = "**/*.jsonl") -> list[Path]:
     if path.is_file():
         return [path]
     if not path.exists():
-        if source.count("/") != 1 or source.startswith((".", "/")):
+        if looks_like_path(source) or source.count("/") != 1:
             raise InputError("no such file or folder", path=source)
+        require_hub(source, "file or folder")
         try:
             from huggingface_hub import snapshot_download
 
             path = Path(snapshot_download(repo_id=source, repo_type="dataset",
                                           allow_patterns=[include.replace("**/", "*")]))
-        except Exception as exc:  # offline, unknown repo, auth: one message
+        except Exception as exc:  # unknown repo, auth: one message
             raise InputError("not a local path, and fetching it as a HF hub dataset failed: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                              path=source) from None
@@ -274,36 +346,52 @@ def raw_files(source: str, include: str = "**/*.jsonl") -> list[Path]:
     return files
 
 
+def _is_metadata(record: dict) -> bool:
+    """A first line without the trace fields is the file's metadata."""
+    return not {"prediction", "query"} & set(record)
+
+
+def read_metadata(path: Path) -> dict:
+    """The metadata dict of a raw file (its first line; {} when that is a trace row)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            first = next((line for line in handle if line.strip()), "")
+    except UnicodeDecodeError:
+        raise InputError("not a UTF-8 text file", path=str(path)) from None
+    try:
+        record = json.loads(first) if first else {}
+    except json.JSONDecodeError:
+        return {}  # read_raw_file names the bad line
+    return record if isinstance(record, dict) and _is_metadata(record) else {}
+
+
 def read_raw_file(path: Path) -> tuple[dict, pd.DataFrame]:
-    """(metadata dict, data rows) of one raw JSONL file, rows loaded with HF datasets."""
-    with path.open(encoding="utf-8") as handle:
-        first = handle.readline()
-    if not first.strip():
-        raise InputError("empty file", path=str(path))
-    try:
-        head = json.loads(first)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"line 1 is not JSON ({exc.msg})", path=str(path)) from None
-    if not isinstance(head, dict):
-        raise InputError("line 1 is not a JSON object", path=str(path))
-    meta = {} if "prediction" in head else head
-    try:
-        import tempfile
+    """(metadata dict, data rows) of one raw JSONL file.
 
-        import datasets
-
-        datasets.disable_progress_bars()
-        with tempfile.TemporaryDirectory() as cache:
-            frame = datasets.load_dataset("json", data_files=str(path), split="train",
-                                          cache_dir=cache, keep_in_memory=True).to_pandas()
-    except Exception:  # a schema datasets cannot unify: read it line by line instead
-        try:
-            frame = pd.read_json(path, lines=True, dtype=False)
-        except ValueError as exc:
-            raise InputError(f"not JSON lines ({str(exc).splitlines()[0]})", path=str(path)) from None
-    if "prediction" not in frame.columns:
-        raise InputError("no trace rows (no 'prediction' field)", path=str(path), field="prediction")
-    frame = frame[frame["prediction"].notna()].reset_index(drop=True)
-    if frame.empty:
-        raise InputError("no trace rows after the metadata line", path=str(path))
-    return meta, frame
+    Rows keep their 1-based line in the file in a ``line`` column; blank lines are
+    skipped; a line that is not a JSON object raises InputError naming it.
+    """
+    meta: dict | None = None
+    records: list[dict] = []
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"not JSON ({exc.msg}, column {exc.colno})", path=str(path),
+                                     line=number) from None
+                if not isinstance(record, dict):
+                    raise InputError("expected a JSON object", path=str(path), line=number)
+                if meta is None and not records and _is_metadata(record):
+                    meta = record
+                    continue
+                records.append({**record, "line": number})
+    except UnicodeDecodeError:
+        raise InputError("not a UTF-8 text file", path=str(path)) from None
+    if not records:
+        raise InputError("no trace rows (after the metadata line)" if meta else "empty file",
+                         path=str(path))
+    return meta or {}, pd.DataFrame.from_records(records)

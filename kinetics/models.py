@@ -145,32 +145,44 @@ def model_from_config(config: dict[str, Any], name: str) -> ModelSpec:
 
     Raises InputError naming the missing or malformed field.
     """
-    def field(key: str, default: int | None = None) -> int:
+    def field(key: str, default: int | None = None, *, minimum: int = 0) -> int:
         value = config.get(key, default)
         if value is None:
             raise InputError("missing required field", path=name, field=key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InputError(f"expected a non-negative integer, got {value!r}", path=name, field=key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            kind = "a positive" if minimum == 1 else "a non-negative"
+            raise InputError(f"expected {kind} integer, got {value!r}", path=name, field=key)
         return value
 
     if "text_config" in config and "num_hidden_layers" not in config:
         config = config["text_config"]
-    num_layers = field("num_hidden_layers")
-    hidden = field("hidden_size")
-    q_heads = field("num_attention_heads")
+        if not isinstance(config, dict):
+            raise InputError(f"expected an object, got {type(config).__name__}", path=name,
+                             field="text_config")
+    num_layers = field("num_hidden_layers", minimum=1)
+    hidden = field("hidden_size", minimum=1)
+    q_heads = field("num_attention_heads", minimum=1)
+    kv_heads = field("num_key_value_heads", q_heads, minimum=1)
+    if q_heads % kv_heads:
+        raise InputError(f"{q_heads} query heads do not divide into {kv_heads} KV-head groups",
+                         path=name, field="num_key_value_heads")
     num_experts = field("num_experts", 0) or field("num_local_experts", 0)
+    experts_per_token = field("num_experts_per_tok", minimum=1) if num_experts else 0
+    if experts_per_token > num_experts:
+        raise InputError(f"{experts_per_token} experts per token but only {num_experts} experts",
+                         path=name, field="num_experts_per_tok")
     moe_intermediate = field("moe_intermediate_size", 0) if num_experts else 0
     return ModelSpec(
         name=name,
         num_layers=num_layers,
         hidden_size=hidden,
         num_q_heads=q_heads,
-        num_kv_heads=field("num_key_value_heads", q_heads),
-        head_dim=field("head_dim", hidden // max(q_heads, 1)),
+        num_kv_heads=kv_heads,
+        head_dim=field("head_dim", hidden // q_heads, minimum=1),
         intermediate_size=0 if num_experts else field("intermediate_size"),
-        vocab_size=field("vocab_size"),
+        vocab_size=field("vocab_size", minimum=1),
         num_experts=num_experts,
-        experts_per_token=field("num_experts_per_tok", 0) if num_experts else 0,
+        experts_per_token=experts_per_token,
         moe_intermediate_size=moe_intermediate or (field("intermediate_size") if num_experts else 0),
     )
 
@@ -221,10 +233,16 @@ def get_model(name: str, config_path: str | Path | None = None) -> ModelSpec:
     """A preset by name (case-insensitive, 'Qwen/Qwen3-8B' also accepted), or a config.json."""
     if config_path is not None:
         return load_model_config(config_path)
-    key = name.lower().split("/")[-1]
-    if key not in MODELS:
+    key = preset_key(name)
+    if key is None:
         raise InputError(
             f"unknown model '{name}' (presets: {', '.join(MODELS)}; "
             "or pass --model-config path/to/config.json)"
         )
     return MODELS[key]
+
+
+def preset_key(name: str) -> str | None:
+    """The preset a model name means ('Qwen/Qwen3-8B', 'QWEN3-8B' -> 'qwen3-8b'), else None."""
+    key = str(name).strip().lower().split("/")[-1]
+    return key if key in MODELS else None

@@ -3,7 +3,8 @@
 Canonical columns (lengths in tokens):
 
 ==============  ========================================================================
-``model``       model preset name (``qwen3-8b``) or a name given a ``--model-config``
+``model``       model preset name (``qwen3-8b``; ``Qwen/Qwen3-8B`` is read as that) or a
+                name given a ``--model-config``
 ``method``      ``dense`` | ``topk`` | ``blocktopk``
 ``budget``      tokens attended per decode step, B (empty for dense)
 ``block_size``  block top-k block size in tokens (empty for dense and top-k)
@@ -33,7 +34,7 @@ import pandas as pd
 
 from kinetics.cost import METHODS, AttentionConfig
 from kinetics.errors import InputError
-from kinetics.models import ModelSpec, get_model, with_param_count
+from kinetics.models import ModelSpec, get_model, preset_key, with_param_count
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "model", "method", "budget", "block_size", "local", "query_id", "trial",
@@ -96,21 +97,28 @@ def _bad_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0]) + 1
 
 
+def _shown(value: object) -> object:
+    """A cell as a person wrote it: numpy scalars as plain Python values."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _as_int(frame: pd.DataFrame, column: str, path: str, *, nullable: bool) -> pd.Series:
     raw = frame[column]
     empty = raw.isna() | (raw.astype(str).str.strip() == "")
     if raw.dtype == bool or str(raw.dtype) == "boolean":
         raw = raw.astype("Int64")
     values = pd.to_numeric(raw.where(~empty), errors="coerce")
+    infinite = (values.abs() == np.inf).fillna(False)
+    values = values.mask(infinite)  # 'inf' / 1e999 is no token count: reported below
     bad = (values.isna() & ~empty).to_numpy()
     if bad.any():
         row = _bad_row(bad)
-        raise InputError(f"expected an integer, got {raw.iloc[row - 1]!r}", path=path, row=row,
+        raise InputError(f"expected an integer, got {_shown(raw.iloc[row - 1])!r}", path=path, row=row,
                          field=column)
     nonint = (values.notna() & (values != np.floor(values.fillna(0)))).to_numpy()
     if nonint.any():
         row = _bad_row(nonint)
-        raise InputError(f"expected an integer, got {raw.iloc[row - 1]!r}", path=path, row=row,
+        raise InputError(f"expected an integer, got {_shown(raw.iloc[row - 1])!r}", path=path, row=row,
                          field=column)
     if not nullable and empty.any():
         row = _bad_row(empty.to_numpy())
@@ -143,6 +151,9 @@ def validate_trials(frame: pd.DataFrame, path: str = "<trials>") -> pd.DataFrame
             raise InputError("missing value", path=path, row=_bad_row(empty), field=column)
         out[column] = raw.astype(str).str.strip()
     out["method"] = out["method"].str.lower()
+    # one name per preset: 'Qwen/Qwen3-8B' and 'qwen3-8b' are the same model
+    names = pd.unique(out["model"])
+    out["model"] = out["model"].map({n: preset_key(n) or n for n in names})
     bad_method = ~out["method"].isin(METHODS).to_numpy()
     if bad_method.any():
         row = _bad_row(bad_method)

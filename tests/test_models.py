@@ -63,7 +63,16 @@ def test_moe_config_counts_active_experts(tmp_path):
     ("{", "not valid JSON"),
     ("[1, 2]", "expected a JSON object"),
     (json.dumps({"hidden_size": 8}), "field 'num_hidden_layers'"),
-    (json.dumps({"num_hidden_layers": -1, "hidden_size": 8}), "non-negative integer"),
+    (json.dumps({"num_hidden_layers": -1, "hidden_size": 8}), "positive integer"),
+    (json.dumps({"text_config": [1]}), "field 'text_config': expected an object"),
+    (json.dumps({"num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 0}),
+     "field 'num_attention_heads': expected a positive integer, got 0"),
+    (json.dumps({"num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 4,
+                 "num_key_value_heads": 3}), "field 'num_key_value_heads'"),
+    (json.dumps({"num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 2,
+                 "vocab_size": 10, "num_experts": 4, "num_experts_per_tok": 5,
+                 "moe_intermediate_size": 2}),
+     "field 'num_experts_per_tok': 5 experts per token but only 4 experts"),
 ])
 def test_bad_config_names_the_file_and_field(tmp_path, content, message):
     path = tmp_path / "config.json"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from kinetics.cli._args import parse_model_configs
+from kinetics.cli._output import check_output_file, staged_file
 from kinetics.errors import InputError
+
+TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -19,11 +21,17 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", required=True, metavar="PATH_OR_ID",
                         help="tokenizer folder or hub id (transformers AutoTokenizer)")
     parser.add_argument("--out", default="trials.parquet", metavar="PATH",
-                        help="output trial table (.parquet, .csv or .jsonl)")
+                        help="output trial table (.parquet, .csv or .jsonl); an existing file "
+                        "is refused unless --force")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     parser.add_argument("--include", default="**/*.jsonl", metavar="GLOB",
                         help="which files under the folder to read")
     parser.add_argument("--model", metavar="NAME",
-                        help="model name for every file (unset: from the metadata or the file name)")
+                        help="model name for every file (unset: from the metadata or the file "
+                        "name); a preset, or a name given a --model-config")
+    parser.add_argument("--model-config", action="append", default=[], metavar="NAME=PATH",
+                        help="config.json for a model that is not a preset (repeatable; "
+                        "pass the same to kinetics report)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -31,13 +39,32 @@ INSTALL_HINT = "pip install 'kinetics-tts[ingest]'"
 
 
 def _load_tokenizer(name: str):
+    """A local tokenizer folder, else a hub id (from the local cache first, and fetched
+    only when the hub answers within seconds)."""
     try:
         from transformers import AutoTokenizer
     except ImportError:
         raise InputError(f"kinetics ingest needs transformers and datasets ({INSTALL_HINT})") from None
+    from kinetics.ingest import looks_like_path, require_hub
+
+    path = Path(name).expanduser()
+    local = path.exists()
+    if local and not path.is_dir():
+        raise InputError("expected a tokenizer folder, got a file", path=name)
+    if not local and looks_like_path(name):
+        raise InputError("no such tokenizer folder", path=name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except Exception as exc:  # missing folder, offline hub id, bad files
+        if local:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        else:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)  # cache
+            except Exception:  # not cached: fetch it when the hub answers
+                require_hub(name, "tokenizer folder")
+                tokenizer = AutoTokenizer.from_pretrained(name)
+    except InputError:
+        raise
+    except Exception as exc:  # bad files, unknown repo, auth
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load the tokenizer: {first}", path=name) from None
     if getattr(tokenizer, "chat_template", None):
@@ -49,43 +76,60 @@ def _load_tokenizer(name: str):
     return tokenizer
 
 
+def _check_model(model: str, model_configs: dict[str, str], path: Path) -> str:
+    """The model's name in the table (a preset's key); InputError, as ``kinetics report``
+    would give, for a name that is neither a preset nor given a --model-config."""
+    from kinetics.models import get_model, preset_key
+
+    if model in model_configs:
+        get_model(model, model_configs[model])  # a bad config fails now, not in report
+        return model
+    key = preset_key(model)
+    if key is None:
+        raise InputError(f"unknown model '{model}' (presets: qwen3-0.6b ... qwen3-235b-a22b; "
+                         f"or pass --model-config {model}=PATH/config.json)", path=str(path),
+                         field="model")
+    return key
+
+
 def _write_table(frame, out: Path) -> None:
     suffix = out.suffix.lower()
-    if suffix not in (".parquet", ".csv", ".jsonl"):
-        raise InputError("output must end in .parquet, .csv or .jsonl", path=str(out))
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.absolute().parent, prefix=f".{out.name}.", suffix=suffix)
-    os.close(fd)
-    try:
+    with staged_file(out) as tmp:
         if suffix == ".parquet":
             frame.to_parquet(tmp, index=False)
         elif suffix == ".csv":
             frame.to_csv(tmp, index=False)
         else:
             frame.to_json(tmp, orient="records", lines=True)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from kinetics.ingest import describe_file, raw_files, read_raw_file, trial_rows
+    from kinetics.ingest import (
+        describe_file,
+        raw_files,
+        read_metadata,
+        read_raw_file,
+        trial_rows,
+    )
     from kinetics.traces import REQUIRED_COLUMNS, validate_trials
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".parquet", ".csv", ".jsonl"):
-        raise InputError("output must end in .parquet, .csv or .jsonl", path=str(out))
+    if Path(args.out).suffix.lower() not in TABLE_SUFFIXES:
+        raise InputError("output must end in .parquet, .csv or .jsonl", path=args.out)
+    out = check_output_file(args.out, replace=args.force)
+    model_configs = parse_model_configs(args.model_config)
     files = raw_files(args.source, args.include)
+    described = []
+    for path in files:  # every file's model and config before the slow tokenizing
+        model, config = describe_file(path, read_metadata(path), args.model)
+        described.append((path, _check_model(model, model_configs, path), config))
     tokenizer = _load_tokenizer(args.tokenizer)
     parts = []
-    for path in tqdm(files, file=sys.stderr, disable=args.quiet, desc="kinetics ingest",
-                     unit="file", leave=False):
+    for path, model, config in tqdm(described, file=sys.stderr, disable=args.quiet,
+                                    desc="kinetics ingest", unit="file", leave=False):
         meta, rows = read_raw_file(path)
-        model, config = describe_file(path, meta, args.model)
         parts.append(trial_rows(meta, rows, tokenizer, model=model, config=config,
                                 source=str(path)))
     frame = pd.concat(parts, ignore_index=True)
@@ -96,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     validate_trials(frame, str(out))  # duplicates across files, bad lengths: fail before writing
     _write_table(frame[columns], out)
     summary = frame.groupby(["model", "method"]).size()
-    print(f"wrote {out}: {len(frame)} trials from {len(files)} file(s), "
+    print(f"wrote {args.out}: {len(frame)} trials from {len(files)} file(s), "
           f"{frame['query_id'].nunique()} queries, accuracy {frame['correct'].mean():.3f}")
     for (model, method), count in summary.items():
         print(f"  {model:16} {method:10} {count} trials")
