@@ -159,3 +159,100 @@ def test_chat_template_without_jinja2_exits_2(raw_dir, tokenizer_dir, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "jinja2" in err[0] and "kinetics-tts[ingest]" in err[0]
     assert not out.exists()
+
+
+def _raw_lines(*rows) -> str:
+    meta = {"attn_local": None, "attn_topk": None, "attn_block_size": None,
+            "attn_block_topk": None}
+    return "\n".join([json.dumps(meta), *(r if isinstance(r, str) else json.dumps(r)
+                                          for r in rows)]) + "\n"
+
+
+GOOD_ROW = {"query": QUERY_A, "choices": ["70"], "prediction": ["\\boxed{70}"], "score": 100.0}
+BAD_RAW = [
+    # (data rows after the metadata line, what stderr must say)
+    ([GOOD_ROW, {"query": QUERY_A, "choices": ["70"], "score": 0.0}],
+     "line 3, field 'prediction': missing"),
+    ([GOOD_ROW, {"choices": ["70"], "prediction": ["x"], "score": 0.0}],
+     "line 3, field 'query': missing"),
+    ([GOOD_ROW, {"query": QUERY_A, "prediction": ["x"], "score": None}],
+     "line 3, field 'score': no score and no gold choices"),
+    ([GOOD_ROW, {**GOOD_ROW, "score": "high"}], "line 3, field 'score': expected a number"),
+    ([GOOD_ROW, GOOD_ROW, '{"query": "q", "prediction": '], "line 4: not JSON"),
+]
+
+
+@pytest.mark.parametrize("rows, message", BAD_RAW, ids=[m for _, m in BAD_RAW])
+def test_a_bad_raw_row_names_file_line_and_field(tmp_path, tokenizer_dir, capsys, rows, message):
+    raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
+    raw.write_text(_raw_lines(*rows))
+    out = tmp_path / "t.parquet"
+    assert main(["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{raw}, {message}" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [raw.name]  # nothing written
+
+
+def test_grading_is_decided_per_row(tmp_path, tokenizer_dir):
+    # a null score grades that row by its gold choices; the next row keeps its score
+    raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
+    raw.write_text(_raw_lines({**GOOD_ROW, "score": None},
+                              {**GOOD_ROW, "prediction": ["\\boxed{5}"], "score": 100.0},
+                              {**GOOD_ROW, "prediction": ["\\boxed{5}"], "score": None}))
+    out = tmp_path / "t.csv"
+    assert main(["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                 "--quiet"]) == 0
+    assert list(pd.read_csv(out)["correct"]) == [1, 1, 0]
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tokenizer", "./no/such/tok"], "./no/such/tok: no such tokenizer folder"),
+    (["--tokenizer", "Org/not-cached-anywhere"], "HF_HUB_OFFLINE is set"),
+    (["--model", "Qwen3-7B"], "unknown model 'Qwen3-7B'"),
+])
+def test_ingest_flag_errors_are_one_line(raw_dir, tokenizer_dir, tmp_path, capsys, offline,
+                                         argv, message):
+    args = ["ingest", str(raw_dir), "--tokenizer", str(tokenizer_dir), "--out",
+            str(tmp_path / "t.parquet"), "--quiet", *argv]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_an_unreachable_hub_fails_at_once(monkeypatch):
+    from kinetics.errors import InputError
+    from kinetics.ingest import require_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
+    with pytest.raises(InputError, match="cannot be reached"):
+        require_hub("Org/name", "tokenizer folder")
+
+
+def test_ingest_never_replaces_an_existing_file_or_folder(raw_dir, tokenizer_dir, tmp_path,
+                                                         capsys):
+    mine = tmp_path / "mine.parquet"
+    mine.write_text("user data")
+    base = ["ingest", str(raw_dir), "--tokenizer", str(tokenizer_dir), "--quiet", "--out"]
+    assert main([*base, str(mine)]) == 2
+    assert "--force" in capsys.readouterr().err and mine.read_text() == "user data"
+    folder = tmp_path / "f.csv"
+    folder.mkdir()
+    assert main([*base, str(folder)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main([*base, str(mine), "--force"]) == 0
+    assert len(load_trials(mine)[0]) == 6
+
+
+def test_model_aliases_become_one_preset_name(raw_dir, tokenizer_dir, tmp_path):
+    out = tmp_path / "t.csv"
+    assert main(["ingest", str(raw_dir), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                 "--quiet", "--model", "Qwen/Qwen3-8B"]) == 0
+    assert set(pd.read_csv(out)["model"]) == {"qwen3-8b"}

@@ -76,6 +76,7 @@ BAD_CASES = {
     "wrong type": (lambda f: _mutate(f, "gen_len", "lots"), 2, "gen_len"),
     "negative length": (lambda f: _mutate(f, "prompt_len", -5, row=3), 3, "prompt_len"),
     "fractional length": (lambda f: _mutate(f, "gen_len", 10.5), 2, "gen_len"),
+    "infinite length": (lambda f: _mutate(f, "gen_len", float("inf")), 2, "gen_len"),
     "correct not 0/1": (lambda f: _mutate(f, "correct", 2, row=4), 4, "correct"),
     "unknown method": (lambda f: _mutate(f, "method", "sliding"), 2, "method"),
     "answer after end": (lambda f: _mutate(f, "answer_pos", 10**6), 2, "answer_pos"),
@@ -157,3 +158,11 @@ def test_a_zero_local_window_is_accepted_for_dense_and_topk(raw_trials):
     frame.loc[frame["method"] == "dense", "local"] = 16
     with pytest.raises(InputError, match="field 'local'"):
         validate_trials(frame, "f.csv")
+
+
+def test_preset_aliases_are_one_model(raw_trials):
+    frame = raw_trials.copy()
+    small = frame["model"] == "qwen3-0.6b"
+    frame.loc[small & (frame["trial"] % 2 == 0), "model"] = "Qwen/Qwen3-0.6B"
+    frame.loc[small & (frame["trial"] % 2 == 1), "model"] = " QWEN3-0.6b"
+    assert set(validate_trials(frame)["model"]) == {"qwen3-0.6b", "qwen3-4b"}
