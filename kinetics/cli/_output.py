@@ -84,6 +84,26 @@ def remove_stale_temporaries(parent: Path, name: str) -> list[Path]:
     return removed
 
 
+def _check_parents(target: Path, text: str) -> None:
+    """The nearest existing parent of ``target`` must be a folder we may write in."""
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write here ({parent} is not a folder)", path=text)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write here (no permission in {parent})", path=text)
+
+
+@contextmanager
+def _os_errors_as_input(target: Path) -> Iterator[None]:
+    """A parent that is a file, no permission, a full disk: one line, exit 2."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(f"cannot write here ({exc.strerror or exc})", path=str(target)) from None
+
+
 # --- folders ----------------------------------------------------------------------------
 
 def _read_marker(folder: Path) -> set[str] | None:
@@ -125,6 +145,7 @@ def check_output_folder(text: str) -> Path:
                          path=text)
     if Path(text).is_symlink() and not target.exists():
         raise InputError("is a broken symbolic link", path=text)
+    _check_parents(target, text)
     if target.exists():
         if not target.is_dir():
             raise InputError("exists and is not a folder", path=text)
@@ -171,9 +192,10 @@ def staged_folder(target: Path) -> Iterator[Path]:
     any exception (Ctrl-C and SIGTERM included) it is removed and ``target`` is left
     as it was. Stale temporaries of dead runs are removed first.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target.parent, target.name)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target.name), dir=target.parent))
+    with _os_errors_as_input(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target.parent, target.name)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target.name), dir=target.parent))
     try:
         _make_shareable(tmp)
         _write_marker(tmp)  # ours from the first moment (stale cleanup relies on it)
@@ -195,6 +217,7 @@ def check_output_file(text: str, *, replace: bool = False) -> Path:
     target = Path(os.path.realpath(text))
     if target.is_dir():
         raise InputError("is a folder; expected a file name", path=text)
+    _check_parents(target, text)
     if target.exists() and not replace:
         raise InputError("already exists; pass --force to replace it", path=text)
     return target
@@ -207,10 +230,11 @@ def staged_file(target: Path) -> Iterator[Path]:
     target = Path(os.path.realpath(target))
     if target.is_dir():
         raise InputError("is a folder; expected a file name", path=str(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target.parent, target.name)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=_temp_prefix(target.name),
-                                suffix=target.suffix)
+    with _os_errors_as_input(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target.parent, target.name)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=_temp_prefix(target.name),
+                                    suffix=target.suffix)
     os.close(fd)
     tmp = Path(name)
     try:

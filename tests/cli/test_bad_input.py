@@ -61,6 +61,7 @@ BAD_INPUT = [
     (["report", "--out", ""], "--out is empty"),
     (["report", "--out", ".."], "current folder or one above it"),
     (["report", "--out", "d/notes.txt"], "exists and is not a folder"),
+    (["report", "--out", "d/notes.txt/rep"], "notes.txt is not a folder"),
     (["report", "--intensity", "inf"], "expected a finite number"),
     (["report", "--intensity", "nan"], "expected a finite number"),
     (["report", "--trials", "inf.csv", "--out", "r"], "inf.csv, row 5, field 'gen_len'"),
