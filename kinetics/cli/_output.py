@@ -149,7 +149,8 @@ def check_output_folder(text: str) -> Path:
     if target.exists():
         if not target.is_dir():
             raise InputError("exists and is not a folder", path=text)
-        foreign = _foreign_entries(target)
+        with _os_errors_as_input(target):
+            foreign = _foreign_entries(target)
         if foreign:
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise InputError(f"holds files kinetics did not write ({shown}); --out replaces only "

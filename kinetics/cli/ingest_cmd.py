@@ -84,12 +84,11 @@ def _check_model(model: str, model_configs: dict[str, str], path: Path) -> str:
     if model in model_configs:
         get_model(model, model_configs[model])  # a bad config fails now, not in report
         return model
-    key = preset_key(model)
-    if key is None:
-        raise InputError(f"unknown model '{model}' (presets: qwen3-0.6b ... qwen3-235b-a22b; "
-                         f"or pass --model-config {model}=PATH/config.json)", path=str(path),
-                         field="model")
-    return key
+    try:
+        get_model(model)
+    except InputError as exc:  # the message report would give
+        raise InputError(str(exc), path=str(path), field="model") from None
+    return preset_key(model)
 
 
 def _write_table(frame, out: Path) -> None:
