@@ -205,15 +205,14 @@ def _first_of_run(key: np.ndarray) -> np.ndarray:
 
 
 def _majority(trials: pd.DataFrame, group: np.ndarray, n_groups: int, n_max: int) -> np.ndarray:
-    """(groups, n_max) exact majority-vote accuracy; NaN where N > n or answers unknown.
+    """(groups, n_max) exact majority-vote accuracy; NaN where N > n.
 
     Accuracy = sum over answer classes of (fraction correct) x P(the class wins).
     Queries with the same vote signature (abstainers, the class's count, the
-    other counts) share one computation.
+    other counts) share one computation. Whether answers are known at all is the
+    caller's (whole table's) decision: here a missing answer abstains.
     """
     out = np.full((n_groups, n_max), np.nan)
-    if "answer" not in trials.columns or trials["answer"].isna().all():
-        return out
     counts, abstain, (g, col, weight) = _vote_classes(trials, group, n_groups)
     out[np.arange(n_max)[None, :] < np.bincount(group, minlength=n_groups)[:, None]] = 0.0
     if len(g):
@@ -245,15 +244,44 @@ def _in_chunks(rest: np.ndarray, abstain: np.ndarray, own: np.ndarray) -> np.nda
     return out
 
 
+# Blocks of whole queries keep every per-row work array near BLOCK_CELLS float64
+# values (32 MB), so memory grows only with the input and output tables.
+BLOCK_CELLS = 4_000_000
+
+
+def query_blocks(trials: pd.DataFrame, cells_per_row: int) -> list[np.ndarray]:
+    """Row indices of consecutive blocks of whole queries ((model, config, query_id)
+    groups, in order of first appearance), each about ``BLOCK_CELLS / cells_per_row``
+    rows (a single query may exceed it); rows keep their order within a block."""
+    group = _group_codes(trials)
+    rows_per_block = max(1, BLOCK_CELLS // max(1, cells_per_row))
+    ends = np.cumsum(np.bincount(group))  # rows up to and including each group
+    block = ((ends - 1) // rows_per_block)[group]  # non-decreasing in the group code
+    order = np.argsort(block, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(block[order])) + 1)
+
+
 def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
               majority: bool = True) -> pd.DataFrame:
     """Best-of-N options: one row per (model, config, query, N), N = 1..n samples.
 
     Columns: model, method, config, query_id, n, coverage, majority (NaN without
     answers), compute_flops (FLOPs), memory_bytes (bytes) -- the expected cost of
-    decoding N of the query's samples together.
+    decoding N of the query's samples together. Computed over blocks of whole
+    queries (:func:`query_blocks`): the result does not depend on the blocking.
     """
     trials = trials.sort_values(GROUP + ["gen_len"], kind="stable").reset_index(drop=True)
+    # majority vote needs answers somewhere in the table (NaN otherwise, not 0)
+    majority = majority and "answer" in trials.columns and bool(trials["answer"].notna().any())
+    n_max = int(np.bincount(_group_codes(trials)).max(initial=1))
+    parts = [_best_of_n_sorted(trials.iloc[rows].reset_index(drop=True), models, majority)
+             for rows in query_blocks(trials, n_max)]
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def _best_of_n_sorted(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
+                      majority: bool) -> pd.DataFrame:
+    """:func:`best_of_n` of trials sorted by (model, config, query_id, gen_len)."""
     group = _group_codes(trials)
     n_groups = int(group.max(initial=-1)) + 1
     counts = np.bincount(group, minlength=n_groups)
@@ -307,10 +335,18 @@ def long_cot(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
 
     Columns: model, method, config, query_id, gen_budget, accuracy, compute_flops,
     memory_bytes -- means over the query's samples of one-sample decodes of
-    min(T, G) tokens.
+    min(T, G) tokens. Computed over blocks of whole queries (:func:`query_blocks`).
     """
     budgets = np.asarray(sorted(set(int(b) for b in gen_budgets)), dtype=np.int64)
     trials = trials.reset_index(drop=True)
+    parts = [_long_cot_block(trials.iloc[rows].reset_index(drop=True), models, budgets)
+             for rows in query_blocks(trials, len(budgets))]
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def _long_cot_block(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
+                    budgets: np.ndarray) -> pd.DataFrame:
+    """:func:`long_cot` of whole queries at sorted, distinct ``budgets`` (tokens)."""
     gen = trials["gen_len"].to_numpy()[:, None]
     clipped = np.minimum(gen, budgets[None, :])
     pc, pm, sc, sm = _row_costs(trials, models, clipped)

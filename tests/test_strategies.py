@@ -208,3 +208,26 @@ def test_long_cot_accuracy_grows_with_budget_and_costs_clip(samples, attention, 
         cost = sample_cost(model, attention, 40, clipped) + shared_cost(model, attention, 40, clipped)
         assert row.compute_flops == pytest.approx(cost.compute_flops.mean(), rel=1e-12)
         assert row.memory_bytes == pytest.approx(cost.memory_bytes.mean(), rel=1e-12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 200), st.integers(0, 2**16))
+def test_blocks_of_whole_queries_do_not_change_the_options(block_cells, seed):
+    """best_of_n / long_cot over blocks of queries (any block size, shuffled rows)
+    equal one pass over the whole table."""
+    from kinetics import strategies
+    from kinetics.synthetic import SyntheticSpec, generate_trials
+
+    spec = SyntheticSpec(accuracy={"qwen3-0.6b": 0.4, "qwen3-4b": 0.7}, num_queries=4,
+                         default_trials=5, max_len=3000,
+                         configs=(AttentionConfig.dense(), AttentionConfig.topk(256)))
+    trials = validate_trials(generate_trials(seed % 97, spec)).sample(frac=1, random_state=seed)
+    whole = best_of_n(trials, MODELS), long_cot(trials, MODELS, (512, 2048))
+    saved = strategies.BLOCK_CELLS
+    try:
+        strategies.BLOCK_CELLS = block_cells
+        assert len(strategies.query_blocks(trials, 5)) > 1  # 80 rows, <= 40 a block
+        pd.testing.assert_frame_equal(best_of_n(trials, MODELS), whole[0])
+        pd.testing.assert_frame_equal(long_cot(trials, MODELS, (512, 2048)), whole[1])
+    finally:
+        strategies.BLOCK_CELLS = saved
