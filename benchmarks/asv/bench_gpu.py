@@ -1,45 +1,64 @@
-"""asv: GPU decode attention throughput, dense vs block top-k (Qwen3-8B shapes, tp 8).
+"""asv: GPU decode attention over the regime grid of ``kinetics bench --grid``.
 
-Size: 16k context, batch 64, page size 16, 64 selected pages (budget 1024 tokens),
-4 query heads over 1 KV head per GPU, d = 128, bf16. Skipped (NotImplementedError in
-setup) where there is no CUDA GPU, triton or flashinfer. Run on a GPU machine with
+One asv parameter per grid cell (model shard tp 8, context, batch size, budget in
+pages of 16), so each cell's history shows: dense fraction of the copy bandwidth,
+block top-k speedup over dense and its share of the byte roofline. setup_cache runs
+the whole grid once (kinetics.bench.grid.run_grid, a few minutes on an H200). Skipped
+(NotImplementedError in setup) where there is no CUDA GPU, triton or flashinfer; a
+cell the grid skipped (memory) reads NaN. Run on a GPU machine with
 `asv run --environment existing:python3 --set-commit-hash $(git rev-parse HEAD)`.
 """
 
-SHAPE = dict(model="qwen3-8b", context=16384, batch_size=64, page_size=16, topk_pages=64,
-             tp=8, attention_only=True)
+import math
 
 
-class DecodeAttention:
-    timeout = 600
-    unit = "tokens/s"
+def _cell_names():
+    try:
+        from kinetics.bench.grid import GridSpec, grid_cells
+    except ImportError:  # the package is not importable here
+        return ["unavailable"]
+    spec = GridSpec()
+    cells, skipped = grid_cells(spec)
+    every = cells + [s.cell for s in skipped]
+    return [f"{c.model}/{c.context}/{c.batch_size}/{c.topk_pages}" for c in every]
+
+
+class DecodeGrid:
+    timeout = 1800
+    params = _cell_names()
+    param_names = ["model/context/batch/pages"]
 
     def setup_cache(self):
         try:
-            from kinetics.bench.decode import gpu_available, measure_decode
+            from kinetics.bench.decode import gpu_available
+            from kinetics.bench.grid import run_grid
         except ImportError as exc:  # torch missing
             return {"skip": str(exc)}
         ok, reason = gpu_available()
         if not ok:
             return {"skip": reason}
-        return {m: measure_decode(method=m, **SHAPE) for m in ("dense", "blocktopk")}
+        result = run_grid(progress=lambda line: None)
+        return {f"{r.cell.model}/{r.cell.context}/{r.cell.batch_size}/{r.cell.topk_pages}": r
+                for r in result.cells}
 
-    def setup(self, results):
+    def setup(self, results, cell):
         if "skip" in results:
             raise NotImplementedError(results["skip"])
 
-    def track_dense_tokens_per_s(self, results):
-        return results["dense"].tokens_per_s
+    def track_dense_fraction_of_copy(self, results, cell):
+        r = results.get(cell)
+        return r.dense_fraction_of_copy if r else math.nan
 
-    def track_blocktopk_tokens_per_s(self, results):
-        return results["blocktopk"].tokens_per_s
+    track_dense_fraction_of_copy.unit = "fraction"
 
-    def track_blocktopk_speedup(self, results):
-        return results["dense"].ms_per_step / results["blocktopk"].ms_per_step
+    def track_blocktopk_speedup(self, results, cell):
+        r = results.get(cell)
+        return r.speedup if r else math.nan
 
     track_blocktopk_speedup.unit = "x"
 
-    def track_dense_fraction_of_copy_bandwidth(self, results):
-        return results["dense"].fraction_of_copy
+    def track_share_of_byte_roofline(self, results, cell):
+        r = results.get(cell)
+        return r.share_of_roofline if r else math.nan
 
-    track_dense_fraction_of_copy_bandwidth.unit = "fraction"
+    track_share_of_byte_roofline.unit = "fraction"

@@ -6,6 +6,10 @@
 # full: GPU tests (+ pytest-benchmark), the attention-only bench, the decoder-layer bench.
 # gate: `nox -s gpu` (GPU tests, then `kinetics bench --gate benchmarks/baseline/gpu.json`),
 #   then the decoder-layer bench.
+# grid: `kinetics bench --grid` (time budget GRID_S seconds, default 150), the gate
+#   baseline's attention cells written from that run (benchmarks/baseline/gpu.json,
+#   floors 80%; its layer gates kept), the gate
+#   on it, then the GPU tests (time limit TESTS_S, default 100; TESTS_K: a -k subset).
 # The exploration modes (explore, explore-gate) drive kernel variants that left the
 # library: run them from a checkout of commit 72d6910 (see benchmarks/explore/).
 # Needs the wheels in .whl/ (carried: flashinfer-python, apache-tvm-ffi, nox and its deps).
@@ -44,7 +48,28 @@ elif [ "$mode" = gate ]; then
     python3 -m kinetics bench --json-out "$OUT/bench-layer.json" 2>&1 | tee "$OUT/bench-layer.txt"
     echo "== nox -s gpu summary"
     grep -E " passed| failed|gate:|speedup|Session|^(dense|blocktopk)" "$OUT/nox-gpu.log"
+elif [ "$mode" = grid ]; then
+    # 8 files come back: nvidia-smi, versions, grid.{txt,json,png}, gpu.json, gate.json, log
+    python3 -m kinetics bench --grid --time-budget "${GRID_S:-150}" --json-out "$OUT/grid.json" \
+        --plot "$OUT/grid.png" >"$OUT/grid.txt" 2>&1
+    status=$?
+    # new attention cells from this grid; the layer gates of the old baseline kept
+    python3 -c "import json, sys; from kinetics.bench.gate import baseline_from_grid; \
+old = json.load(open(sys.argv[2])); new = baseline_from_grid(json.load(open(sys.argv[1]))); \
+new.update({k: old[k] for k in ('layer', 'layer_how_set') if k in old}); \
+json.dump(new, open(sys.argv[2], 'w'), indent=2)" \
+        "$OUT/grid.json" benchmarks/baseline/gpu.json && cp benchmarks/baseline/gpu.json "$OUT/"
+    python3 -m kinetics bench --gate benchmarks/baseline/gpu.json --json-out "$OUT/gate.json" \
+        >"$OUT/gate-tests.log" 2>&1
+    status=$((status | $?))
+    # TESTS_K: a pytest -k expression to run a subset of the GPU tests
+    timeout "${TESTS_S:-100}" python3 -m pytest -m gpu tests -q -p no:cacheprovider \
+        ${TESTS_K:+-k "$TESTS_K"} >>"$OUT/gate-tests.log" 2>&1
+    status=$((status | $?))
+    echo "== grid"; grep -vE " ms, block top-k " "$OUT/grid.txt"
+    echo "== gate"; grep -E "gate:|^speedup" "$OUT/gate-tests.log"
+    echo "== tests"; grep -E "passed|failed|FAILED|Error" "$OUT/gate-tests.log" | tail -15
 else
-    echo "unknown mode '$mode' (full or gate)"; status=2
+    echo "unknown mode '$mode' (full, gate or grid)"; status=2
 fi
 exit $status

@@ -41,7 +41,7 @@ from kinetics.bench.tp import tp_layer_timing
 
 METHODS = ("dense", "blocktopk")
 _NOT_RANK0 = dataclasses.make_dataclass("NotRank0", [])()  # run_tp_bench's None elsewhere
-LAYER_METHODS = (*METHODS, "blocktopk-triton")
+LAYER_METHODS = METHODS  # blocktopk-triton joined blocktopk (issue 14)
 
 
 def _guard(record: dict, name: str, fn):
@@ -157,7 +157,7 @@ def single(out: Path, compile_too: bool) -> dict:
     tcfg = BenchConfig(batch_size=256, attention_only=False, repeats=50, use_tensor_cores=True)
     _guard(rec, "layer_b256_fused_tc", lambda: _layer_cells(
         compare_decode(tcfg, ("dense",), check=True, copy_gbps=copy), []))
-    for batch, method in ((64, "blocktopk-triton"), (256, "dense")):
+    for batch, method in ((64, "blocktopk"), (256, "dense")):
         _guard(rec, f"profile_b{batch}_{method}", lambda b=batch, m=method: _profile(
             b, m, out / "profile.txt"))
     models = []

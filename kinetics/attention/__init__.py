@@ -5,7 +5,7 @@
 * :mod:`kinetics.attention.reference`: torch reference (CPU or GPU, float32 math) of
   dense, oracle token top-k and block top-k decode; the tests' ground truth.
 * :mod:`kinetics.attention.select`: the Triton block top-k page selection.
-* :mod:`kinetics.attention.decode`: flashinfer paged decode, dense and block top-k.
+* :mod:`kinetics.attention.decode`: dense (flashinfer) and block top-k (Triton) GPU decode.
 
 Only the cache and the reference are imported here; the GPU modules import triton
 and flashinfer lazily. See docs/attention.md.

@@ -4,19 +4,18 @@ Every class plans once into buffers it owns, so a step is a fixed sequence of ke
 launches that a CUDA graph can capture and replay.
 
 * :class:`FlashinferDenseDecode`: flashinfer paged decode, one request per batch row
-  with all its KV heads; the page list of request ``r`` is its page table row.
-* Block top-k = :class:`TopkPageSelection` (Triton scoring + top-k,
-  :mod:`kinetics.attention.select`, writes ``topk_pages`` page ids per (request, KV
-  head) into its index buffer) followed by one sparse attention over those pages:
-  :class:`FlashinferSparseAttention` (flashinfer paged decode) or
-  :class:`TritonSparseAttention` (our split-KV Triton decode,
-  :mod:`kinetics.attention.kernels.sparse_decode`). Both treat each (request, KV head)
-  pair as a row with one KV head and the group's query heads (``q`` viewed as
-  ``[batch * kv_heads, group, dim]``), over the cache viewed as one-head pages
-  (``k_pages.view(-1, 1, page_size, dim)``, row ``page * kv_heads + head``); the last
-  listed page is the request's last, partial page. :class:`BlockTopkDecode` runs the
-  two; :func:`flashinfer_blocktopk_decode` and :func:`triton_blocktopk_decode` build
-  it. Every request must hold at least ``topk_pages`` pages.
+  with all its KV heads; the page list of request ``r`` is its page table row. By
+  default its tensor-core path with the ``fa2`` backend, which streams K/V at 87-107%
+  of copy bandwidth on an H200 from 268 MB of K/V up, for both GQA groups (4 and 8),
+  where the CUDA-core path reached 34-66% (benchmarks/RESULTS.md).
+* Block top-k = :class:`TopkPageSelection` (Triton scoring + a top-k kernel,
+  :mod:`kinetics.attention.select`; writes ``topk_pages`` physical page ids per
+  (request, KV head) row) followed by :class:`TritonSparseAttention` (split-KV
+  Triton decode over those pages, :mod:`kinetics.attention.kernels.sparse_decode`);
+  :class:`BlockTopkDecode` runs the two and :func:`build_blocktopk_decode` builds it.
+  flashinfer's paged decode over the selected pages measured 1.4-2.5x slower than the
+  Triton attention on every cell tried and left the library. Every request must hold
+  at least ``topk_pages`` pages.
 
 flashinfer and triton import lazily (inside ``__init__``), so importing this module
 needs only torch.
@@ -36,6 +35,17 @@ if TYPE_CHECKING:
 
 WORKSPACE_BYTES = 128 * 1024 * 1024  # flashinfer's recommended float workspace
 LOG2_E = 1.4426950408889634
+PROGRAMS_PER_SM = 8  # split-KV programs per SM the default split count aims at
+MIN_TILES_PER_SPLIT = 2  # tiles a split streams at least, where the list allows
+
+
+def choose_splits(rows: int, list_len: int, tile_pages: int, sms: int) -> int:
+    """Splits per row, a power of two: enough for ``rows * splits`` to reach
+    ``PROGRAMS_PER_SM`` programs per SM, each split streaming ``MIN_TILES_PER_SPLIT``
+    tiles of ``tile_pages`` pages or more (measured on an H200: benchmarks/RESULTS.md)."""
+    tiles = -(-list_len // tile_pages)
+    want = next_pow2(-(-PROGRAMS_PER_SM * sms // rows))
+    return max(1, min(want, next_pow2(tiles) // MIN_TILES_PER_SPLIT))
 
 
 class FlashinferDenseDecode:
@@ -45,11 +55,13 @@ class FlashinferDenseDecode:
         cache: the KV cache (CUDA, HND layout); its page table and lengths are read at
             construction (plan) time.
         num_q_heads: query heads (a multiple of the cache's KV heads).
-        use_tensor_cores: flashinfer's tensor-core decode path (default: CUDA cores).
+        use_tensor_cores: flashinfer's tensor-core decode path (default) or its CUDA-core one.
+        backend: flashinfer backend of the tensor-core path (``"fa2"``; ``"auto"`` picks
+            ``fa3`` on Hopper, measured at 17-35% of copy bandwidth on an H100).
     """
 
-    def __init__(self, cache: PagedKVCache, num_q_heads: int, use_tensor_cores: bool = False
-                 ) -> None:
+    def __init__(self, cache: PagedKVCache, num_q_heads: int, use_tensor_cores: bool = True,
+                 backend: str = "fa2") -> None:
         import flashinfer
         import torch
 
@@ -68,7 +80,8 @@ class FlashinferDenseDecode:
         self.wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
             self.workspace, "HND", use_cuda_graph=True, use_tensor_cores=use_tensor_cores,
             paged_kv_indptr_buffer=self._indptr, paged_kv_indices_buffer=self._indices,
-            paged_kv_last_page_len_buffer=self._last)
+            paged_kv_last_page_len_buffer=self._last,
+            backend=backend if use_tensor_cores else "auto")
         self.wrapper.plan(indptr, indices, last, num_q_heads, cache.num_kv_heads,
                           cache.head_dim, cache.page_size, q_data_type=cache.dtype,
                           kv_data_type=cache.dtype)
@@ -80,24 +93,23 @@ class FlashinferDenseDecode:
 
 
 class TopkPageSelection:
-    """The selection step of block top-k: page ids chosen by the Triton kernels.
+    """The selection step of block top-k: page ids chosen by the selection kernels.
 
     Args:
         cache: the KV cache (CUDA); every request must hold >= ``topk_pages`` pages.
         num_q_heads: query heads (a multiple of the cache's KV heads).
         topk_pages: pages attended per (request, KV head), the local ones included.
         local_pages: trailing pages always attended (>= 1: the last, partial page).
-        selector_options: keyword arguments of :class:`PageSelector` (launch sizes).
+        topk: the top-k kernel, ``"auto"``, ``"bitonic"`` or ``"flashinfer"``
+            (:class:`kinetics.attention.select.PageSelector`).
 
     Attributes:
-        indices: int32 ``[batch * kv_heads * topk_pages]`` flattened page ids of the last
-            selection (row ``r`` at ``[r * topk_pages, (r + 1) * topk_pages)``).
-        indptr: int32 ``[rows + 1]`` row offsets into :attr:`indices`.
-        last: int32 ``[rows]`` tokens in each row's last (partial) page.
+        pages: int32 ``[batch * kv_heads, topk_pages]`` physical page ids of the last
+            selection, row ``request * kv_heads + head``, in no fixed order.
     """
 
     def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
-                 local_pages: int = 1, selector_options: dict | None = None) -> None:
+                 local_pages: int = 1, topk: str = "auto") -> None:
         import torch
 
         from kinetics.attention.select import PageSelector
@@ -108,23 +120,19 @@ class TopkPageSelection:
         if int(n_pages.min()) < topk_pages:
             raise ValueError(f"every request must hold >= {topk_pages} pages; the shortest "
                              f"holds {int(n_pages.min())}")
-        dev, h = cache.device, cache.num_kv_heads
+        h = cache.num_kv_heads
         self.rows = cache.batch_size * h
         self.cache, self.num_q_heads, self.topk_pages = cache, num_q_heads, topk_pages
         self.local_pages, self.group = local_pages, num_q_heads // h
-        self.indptr = torch.arange(self.rows + 1, dtype=torch.int32, device=dev) * topk_pages
-        self.indices = torch.zeros(self.rows * topk_pages, dtype=torch.int32, device=dev)
-        self.last = cache.last_page_len().to(torch.int32).repeat_interleave(h).contiguous()
+        self.pages = torch.zeros((self.rows, topk_pages), dtype=torch.int32, device=cache.device)
         self.selector = PageSelector(cache.batch_size, num_q_heads, h, cache.head_dim,
                                      cache.page_size, cache.page_table.shape[1], topk_pages,
-                                     local_pages, device=dev, **(selector_options or {}))
-        self.k_view = cache.k_pages.view(-1, 1, cache.page_size, cache.head_dim)
-        self.v_view = cache.v_pages.view(-1, 1, cache.page_size, cache.head_dim)
+                                     local_pages, device=cache.device, topk=topk)
 
     def __call__(self, q: torch.Tensor) -> None:
-        """Select the pages ``q`` ``[batch, q_heads, dim]`` attends into :attr:`indices`."""
+        """Select the pages ``q`` ``[batch, q_heads, dim]`` attends into :attr:`pages`."""
         c = self.cache
-        self.selector(q, c.key_means, c.page_table, c.seq_lens, self.indices)
+        self.selector(q, c.key_means, c.page_table, c.seq_lens, self.pages)
 
     def selected_page_mask(self) -> torch.Tensor:
         """The last selection as a bool ``[batch, kv_heads, max_pages]`` mask over logical
@@ -133,7 +141,7 @@ class TopkPageSelection:
 
         c = self.cache
         b, h, p = c.batch_size, c.num_kv_heads, c.page_table.shape[1]
-        phys = self.indices.view(b, h, self.topk_pages).long() // h
+        phys = self.pages.view(b, h, self.topk_pages).long()
         # physical page -> logical position, per request
         inverse = torch.full((c.num_pages,), -1, dtype=torch.int64, device=c.device)
         mask = torch.zeros((b, h, p), dtype=torch.bool, device=c.device)
@@ -148,97 +156,64 @@ class TopkPageSelection:
         return mask
 
 
-class FlashinferSparseAttention:
-    """flashinfer paged decode over the pages a :class:`TopkPageSelection` lists.
-
-    The wrapper's page-index buffer is the selection's :attr:`~TopkPageSelection.indices`,
-    so a new selection needs no re-plan.
-    """
-
-    def __init__(self, selection: TopkPageSelection, use_tensor_cores: bool = False) -> None:
-        import flashinfer
-        import torch
-
-        sel, c = selection, selection.cache
-        self.selection = sel
-        self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=c.device)
-        self.wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-            self.workspace, "HND", use_cuda_graph=True, use_tensor_cores=use_tensor_cores,
-            paged_kv_indptr_buffer=torch.empty_like(sel.indptr),
-            paged_kv_indices_buffer=sel.indices,
-            paged_kv_last_page_len_buffer=torch.empty_like(sel.last))
-        self.wrapper.plan(sel.indptr, sel.indices.clone(), sel.last, sel.group, 1,
-                          c.head_dim, c.page_size, q_data_type=c.dtype, kv_data_type=c.dtype)
-
-    def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Attention of ``q`` ``[batch, q_heads, dim]`` over the selected pages into ``out``."""
-        sel = self.selection
-        self.wrapper.run(q.view(sel.rows, sel.group, -1), (sel.k_view, sel.v_view),
-                         out=out.view(sel.rows, sel.group, -1))
-        return out
-
-
 class TritonSparseAttention:
-    """Our split-KV Triton decode over the pages a :class:`TopkPageSelection` lists.
+    """Split-KV Triton decode over the pages a :class:`TopkPageSelection` lists.
 
-    Two launches per step: ``splits`` programs per (request, KV head) each attend
-    ``topk_pages / splits`` pages, ``tile_pages`` pages per loop step, then a merge.
+    Two launches per step: ``splits`` programs per (request, KV head) row each attend
+    ``tiles`` tiles of ``tile_pages`` listed pages (the row's whole query group in one
+    tile, online softmax), then a merge. The request's last page is found by its id,
+    so the list may come in any order.
 
     Args:
         selection: the selection step whose page list is attended.
-        splits: programs per row (default: the largest of 4, 2, 1 dividing topk_pages).
-        tile_pages: pages per loop step (default: the largest of 4, 2, 1 dividing
-            ``topk_pages / splits``). 4 x 4 measured fastest at the standard size.
+        splits: programs per row (default :func:`choose_splits` on the device's SMs).
+        tile_pages: pages per loop step, at least 16 tokens (4 measured fastest on an
+            H200, 1-4 tried).
         num_warps: warps per partial-attention program.
     """
 
     def __init__(self, selection: TopkPageSelection, splits: int | None = None,
-                 tile_pages: int | None = None, num_warps: int = 4) -> None:
+                 tile_pages: int = 4, num_warps: int = 4) -> None:
         import torch
 
-        k = selection.topk_pages
-        splits = splits or next(s for s in (4, 2, 1) if k % s == 0)
-        tile_pages = tile_pages or next(t for t in (4, 2, 1) if (k // splits) % t == 0)
-        if k % splits or (k // splits) % tile_pages:
-            raise ValueError(f"topk_pages ({k}) must split into {splits} parts "
-                             f"of whole tiles of {tile_pages} pages")
-        c = selection.cache
-        self.selection, self.splits, self.tile_pages = selection, splits, tile_pages
-        self.num_warps = num_warps
-        self.m_rows = max(16, next_pow2(selection.group))  # tl.dot needs >= 16 rows
-        self.g_p2 = max(2, next_pow2(selection.group))
-        self.part_o = torch.empty((selection.rows, splits, self.m_rows, c.head_dim),
+        c, k = selection.cache, selection.topk_pages
+        if tile_pages < 1 or tile_pages * c.page_size < 16:
+            raise ValueError(f"a tile of {tile_pages} pages of {c.page_size} tokens is under "
+                             "the 16 tokens tl.dot needs")
+        if splits is None:
+            sms = torch.cuda.get_device_properties(c.device).multi_processor_count
+            splits = choose_splits(selection.rows, k, tile_pages, sms)
+        self.selection, self.tile_pages, self.num_warps = selection, tile_pages, num_warps
+        self.tiles = -(-k // (splits * tile_pages))  # tiles per split
+        self.splits = -(-k // (self.tiles * tile_pages))
+        self.part_o = torch.empty((selection.rows, self.splits, selection.group, c.head_dim),
                                   dtype=torch.float32, device=c.device)
-        self.part_ml = torch.empty((selection.rows, splits, self.m_rows, 2),
+        self.part_ml = torch.empty((selection.rows, self.splits, selection.group, 2),
                                    dtype=torch.float32, device=c.device)
         self.qk_scale = LOG2_E / math.sqrt(c.head_dim)  # the kernel's softmax is base 2
 
     def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Attention of ``q`` ``[batch, q_heads, dim]`` over the selected pages into ``out``."""
-        from kinetics.attention.kernels.sparse_decode import (
-            sparse_decode_merge,
-            sparse_decode_partial,
-        )
+        from kinetics.attention.kernels.sparse_decode import merge_splits, split_decode_partial
 
         sel, c = self.selection, self.selection.cache
-        sparse_decode_partial[(sel.rows, self.splits)](
-            q, sel.k_view, sel.v_view, sel.indices, sel.last, self.part_o, self.part_ml,
-            self.qk_scale, GROUP=sel.group, HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size,
-            TOPK=sel.topk_pages, SPLITS=self.splits, TILE_PAGES=self.tile_pages,
-            M_ROWS=self.m_rows, num_warps=self.num_warps)
-        sparse_decode_merge[(sel.rows,)](
-            self.part_o, self.part_ml, out, GROUP=sel.group, HEAD_DIM=c.head_dim,
-            SPLITS=self.splits, M_ROWS=self.m_rows, G_P2=self.g_p2, num_warps=4)
+        split_decode_partial[(sel.rows, self.splits)](
+            q, c.k_pages, c.v_pages, sel.pages, c.page_table, c.seq_lens, self.part_o,
+            self.part_ml, self.qk_scale, c.page_table.stride(0), KV_HEADS=c.num_kv_heads,
+            GROUP=sel.group, HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size,
+            LIST_LEN=sel.topk_pages, TILE_PAGES=self.tile_pages, TILES=self.tiles,
+            M_ROWS=max(16, next_pow2(sel.group)), num_warps=self.num_warps)
+        merge_splits[(sel.rows,)](
+            self.part_o, self.part_ml, out, GROUP=sel.group, G_P2=max(2, next_pow2(sel.group)),
+            HEAD_DIM=c.head_dim, SPLITS=self.splits,
+            SPLIT_BLOCK=min(16, max(2, next_pow2(self.splits))), num_warps=4)
         return out
-
-
-SparseAttention = FlashinferSparseAttention | TritonSparseAttention
 
 
 class BlockTopkDecode:
     """Block top-k decode: a selection step, then a sparse attention over its pages."""
 
-    def __init__(self, selection: TopkPageSelection, attention: SparseAttention) -> None:
+    def __init__(self, selection: TopkPageSelection, attention: TritonSparseAttention) -> None:
         if attention.selection is not selection:
             raise ValueError("the attention must read this selection's page list")
         self.selection, self.attention = selection, attention
@@ -262,16 +237,10 @@ class BlockTopkDecode:
         return self.selection.selected_page_mask()
 
 
-def flashinfer_blocktopk_decode(cache: PagedKVCache, num_q_heads: int, topk_pages: int,
-                                local_pages: int = 1, use_tensor_cores: bool = False
-                                ) -> BlockTopkDecode:
-    """Triton selection + flashinfer paged decode over the selected pages."""
-    selection = TopkPageSelection(cache, num_q_heads, topk_pages, local_pages)
-    return BlockTopkDecode(selection, FlashinferSparseAttention(selection, use_tensor_cores))
-
-
-def triton_blocktopk_decode(cache: PagedKVCache, num_q_heads: int, topk_pages: int,
-                            local_pages: int = 1, **options) -> BlockTopkDecode:
-    """Triton selection + Triton split-KV decode (``options``: :class:`TritonSparseAttention`)."""
-    selection = TopkPageSelection(cache, num_q_heads, topk_pages, local_pages)
+def build_blocktopk_decode(cache: PagedKVCache, num_q_heads: int, topk_pages: int,
+                           local_pages: int = 1, topk: str = "auto", **options
+                           ) -> BlockTopkDecode:
+    """Selection (``topk``: :class:`TopkPageSelection`) + Triton split-KV attention
+    (``options``: :class:`TritonSparseAttention`)."""
+    selection = TopkPageSelection(cache, num_q_heads, topk_pages, local_pages, topk)
     return BlockTopkDecode(selection, TritonSparseAttention(selection, **options))

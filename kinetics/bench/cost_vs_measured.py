@@ -30,7 +30,8 @@ from kinetics.hardware import Hardware, get_hardware
 from kinetics.models import ModelSpec, get_model
 
 SCOPES: tuple[str, ...] = ("layer", "model")
-# block top-k kernels the benchmark times (same cost: they differ in the attention kernel)
+# block top-k methods the benchmark times (kinetics.bench.decode.BENCH_METHODS; records of
+# earlier runs also hold "blocktopk-triton", the same selection with Triton attention)
 BLOCKTOPK_METHODS: tuple[str, ...] = ("blocktopk", "blocktopk-triton")
 
 

@@ -1,21 +1,26 @@
 """The GPU regression gate (``kinetics bench --gate BASELINE``, ``nox -s gpu``).
 
-The baseline JSON (benchmarks/baseline/gpu.json) holds a :class:`BenchConfig` and the
-speedup floors; one run of :func:`kinetics.bench.decode.compare_decode` at that
-configuration must reach them with every in-run correctness check passing.
+The baseline JSON (benchmarks/baseline/gpu.json) holds the settings shared by its
+cells (``config``: :class:`BenchConfig` fields) and a list of ``cells``, each one
+object with its ``model``, ``context``, ``batch_size``, ``topk_pages`` (optionally
+``replicas``), the ``speedup`` and ``byte_roofline`` of the run that set it (so its
+share of the roofline reads off the file) and its floor ``min_speedup``. One
+:func:`kinetics.bench.decode.compare_decode` run per cell must reach the floor with
+every in-run correctness check passing.
 
-An optional ``layer`` list adds decoder-layer gates: each entry names a
-``batch_size`` and floors for the fused layer (``layer_impl`` of the config, default
-fused) at that batch, attention included: ``min_speedup`` / ``min_speedup_triton``
-(dense layer ms / block top-k layer ms) and ``min_dense_fraction_of_copy`` (the dense
-layer's bytes per second over the copy bandwidth of the same run).
+An optional ``layer`` list adds decoder-layer gates at the shared ``config`` (model,
+context and budget default to the standard point): each entry names a ``batch_size``
+and floors for the fused layer (``layer_impl`` of the config, default fused) at that
+batch, attention included: ``min_speedup`` (dense layer ms / block top-k layer ms) and
+``min_dense_fraction_of_copy`` (the dense layer's bytes per second over the copy
+bandwidth of the same run).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +28,62 @@ from kinetics.bench.decode import BENCH_METHODS, BenchConfig, compare_decode, fo
 from kinetics.errors import InputError
 from kinetics.jsonfile import read_json_object
 
-FLOOR_KEYS = {"speedup": "min_speedup", "speedup_triton": "min_speedup_triton"}
-LAYER_FLOOR_KEYS = {**FLOOR_KEYS, "dense_fraction_of_copy": "min_dense_fraction_of_copy"}
+CELL_SIZES = ("context", "batch_size", "topk_pages")
+CELL_NUMBERS = ("speedup", "byte_roofline", "min_speedup")
+CELL_KEYS = frozenset(("model", "replicas", *CELL_SIZES, *CELL_NUMBERS))
+LAYER_FLOOR_KEYS = {"speedup": "min_speedup", "dense_fraction_of_copy": "min_dense_fraction_of_copy"}
 
 
-def _positive(value: Any) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float))
-            and math.isfinite(value) and value > 0)
+@dataclass(frozen=True)
+class GateCell:
+    """One gated configuration with its recorded speedup and floor."""
+
+    config: BenchConfig
+    speedup: float
+    byte_roofline: float
+    min_speedup: float
 
 
-def _check_layer_gates(data: dict[str, Any], path: Path) -> None:
+def _positive(value: Any, integer: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return False
+    return math.isfinite(value) and value > 0
+
+
+def _cell(raw: Any, i: int, common: dict[str, Any], path: Path) -> GateCell:
+    where = f"cells[{i}]"
+    if not isinstance(raw, dict):
+        raise InputError("expected an object", path=str(path), field=where)
+    unknown = set(raw) - CELL_KEYS
+    if unknown:
+        raise InputError(f"unknown keys {sorted(unknown)}", path=str(path), field=where)
+    if not isinstance(raw.get("model"), str):
+        raise InputError("expected a model name", path=str(path), field=f"{where}.model")
+    optional = {"replicas"} - set(raw)
+    for key in sorted(set(CELL_KEYS) - {"model"} - optional):
+        if not _positive(raw.get(key), integer=key not in CELL_NUMBERS):
+            raise InputError("expected a positive number", path=str(path),
+                             field=f"{where}.{key}")
+    sizes = {k: raw[k] for k in ("model", "replicas", *CELL_SIZES) if k in raw}
+    cfg = BenchConfig(**{**common, **sizes})
+    try:
+        cfg.validate()
+    except InputError as exc:
+        raise InputError(str(exc), path=str(path), field=where) from None
+    return GateCell(cfg, float(raw["speedup"]), float(raw["byte_roofline"]),
+                    float(raw["min_speedup"]))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A parsed gate baseline: attention-only cells, the shared config, layer gates."""
+
+    cells: list[GateCell]
+    config: BenchConfig
+    layer: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _check_layer_gates(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     gates = data.get("layer", [])
     if not isinstance(gates, list):
         raise InputError("expected a list", path=str(path), field="layer")
@@ -40,42 +91,41 @@ def _check_layer_gates(data: dict[str, Any], path: Path) -> None:
         where = f"layer[{i}]"
         if not isinstance(gate, dict):
             raise InputError("expected an object", path=str(path), field=where)
-        batch = gate.get("batch_size")
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        if not _positive(gate.get("batch_size"), integer=True):
             raise InputError("expected a positive integer", path=str(path),
                              field=f"{where}.batch_size")
+        unknown = set(gate) - {"batch_size", *LAYER_FLOOR_KEYS.values()}
+        if unknown:
+            raise InputError(f"unknown keys {sorted(unknown)}", path=str(path), field=where)
         for name in LAYER_FLOOR_KEYS.values():
-            if name in gate and not _positive(gate[name]):
+            if name in gate and not _positive(gate[name], integer=False):
                 raise InputError("expected a positive number", path=str(path),
                                  field=f"{where}.{name}")
+    return gates
 
 
-def load_baseline(path: str | Path) -> dict[str, Any]:
+def load_baseline(path: str | Path) -> Baseline:
     """Read a GPU gate baseline (InputError naming the file and field on problems)."""
     path = Path(path)
     data = read_json_object(path)
-    for name in FLOOR_KEYS.values():
-        floor = data.get(name)
-        if floor is None and name != "min_speedup":
-            continue
-        if not _positive(floor):
-            raise InputError("expected a positive number", path=str(path), field=name)
-    config = data.get("config", {})
-    if not isinstance(config, dict):
+    common = data.get("config", {})
+    if not isinstance(common, dict):
         raise InputError("expected an object", path=str(path), field="config")
-    known = set(BenchConfig.__dataclass_fields__)  # other top-level keys are notes
-    unknown = set(config) - known
+    unknown = set(common) - set(BenchConfig.__dataclass_fields__)
     if unknown:
         raise InputError(f"unknown keys {sorted(unknown)}", path=str(path), field="config")
-    _check_layer_gates(data, path)
-    return data
+    cells = data.get("cells")
+    if not isinstance(cells, list) or not cells:
+        raise InputError("expected a non-empty list of cells", path=str(path), field="cells")
+    return Baseline([_cell(raw, i, common, path) for i, raw in enumerate(cells)],
+                    BenchConfig(**common), _check_layer_gates(data, path))
 
 
 def _layer_gate(cfg: BenchConfig, gate: dict[str, Any], printer) -> tuple[bool, dict]:
     """One decoder-layer gate: (passed, record)."""
     lcfg = replace(cfg, attention_only=False, batch_size=gate["batch_size"])
     result = compare_decode(lcfg, BENCH_METHODS, check=True)
-    values = {**result.speedups,
+    values = {"speedup": result.speedups["speedup"],
               "dense_fraction_of_copy": result.methods["dense"].fraction_of_copy}
     floors = {key: float(gate[name]) for key, name in LAYER_FLOOR_KEYS.items() if name in gate}
     ok = {key: values[key] >= floor for key, floor in floors.items()}
@@ -91,30 +141,67 @@ def _layer_gate(cfg: BenchConfig, gate: dict[str, Any], printer) -> tuple[bool, 
 
 def run_gate(baseline_path: str | Path, json_out: str | Path | None = None,
              printer=print) -> int:
-    """The GPU regression gate: 0 if block top-k's speedup over dense (dense ms / block
-    top-k ms, selection included) is at least the baseline's ``min_speedup`` (and the
-    Triton-attention variant's at least ``min_speedup_triton``, if stored) and every
-    in-run correctness check passed, else 1."""
+    """The GPU regression gate: 0 if, in every baseline cell, block top-k's speedup over
+    dense (dense ms / block top-k ms, selection included) is at least the cell's
+    ``min_speedup``, every layer gate holds and every in-run correctness check passed,
+    else 1."""
     baseline = load_baseline(baseline_path)
-    cfg = BenchConfig(**baseline.get("config", {}))
-    result = compare_decode(cfg, BENCH_METHODS, check=True)
-    floors = {key: float(baseline[name]) for key, name in FLOOR_KEYS.items()
-              if baseline.get(name) is not None}
-    speed = {key: result.speedups[key] >= floor for key, floor in floors.items()}
-    passed = all(speed.values()) and result.checks_passed
-    printer(format_table(result))
-    for key, floor in floors.items():
-        printer(f"gate: {key} {result.speedups[key]:.2f}x vs floor {floor:.2f}x "
-                f"({'ok' if speed[key] else 'BELOW FLOOR'})")
-    layers = [_layer_gate(cfg, gate, printer) for gate in baseline.get("layer", [])]
+    records, passed = [], True
+    for cell in baseline.cells:
+        result = compare_decode(cell.config, BENCH_METHODS, check=True)
+        speedup = result.speedups["speedup"]
+        ok = speedup >= cell.min_speedup and result.checks_passed
+        passed = passed and ok
+        printer(format_table(result))
+        printer(f"gate: speedup {speedup:.2f}x vs floor {cell.min_speedup:.2f}x "
+                f"(recorded {cell.speedup:.2f}x of {cell.byte_roofline:.2f}x), checks "
+                f"{'ok' if result.checks_passed else 'FAILED'} -> {'ok' if ok else 'FAIL'}")
+        records.append({**result.to_dict(), "gate": {
+            "min_speedup": cell.min_speedup, "recorded_speedup": cell.speedup, "passed": ok}})
+    layers = [_layer_gate(baseline.config, gate, printer) for gate in baseline.layer]
     passed = passed and all(ok for ok, _ in layers)
-    printer(f"gate: checks {'ok' if result.checks_passed else 'FAILED'} -> "
+    printer(f"gate: {len(baseline.cells)} cells, {len(layers)} layer gates -> "
             f"{'PASS' if passed else 'FAIL'}")
     if json_out is not None:
-        record = {**result.to_dict(), "gate": {
-            "baseline": str(baseline_path), "floors": floors, "speedup_ok": speed,
-            "checks_ok": result.checks_passed, "passed": passed,
-            "layer": [rec for _, rec in layers]}}
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(record, indent=2) + "\n")
+        Path(json_out).write_text(json.dumps(
+            {"baseline": str(baseline_path), "passed": passed, "cells": records,
+             "layer": [rec for _, rec in layers]}, indent=2) + "\n")
     return 0 if passed else 1
+
+
+GATE_CELLS = (("qwen3-8b", 16384, 64, 64), ("qwen3-8b", 65536, 16, 64),
+              ("qwen3-32b", 16384, 64, 64))  # standard point, long-CoT, GQA group 8
+FLOOR_FRACTION = 0.8
+
+
+def baseline_from_grid(grid: dict[str, Any], cells=GATE_CELLS,
+                       fraction: float = FLOOR_FRACTION) -> dict[str, Any]:
+    """A gate baseline from a recorded grid run (``GridResult.to_dict()``): each of
+    ``cells`` (model, context, batch size, pages) with its recorded speedup, byte
+    roofline and replicas, floor ``min_speedup`` = ``fraction`` x the speedup rounded
+    down to 0.1. KeyError if a cell is missing from the run."""
+    ran = {(c["model"], c["context"], c["batch_size"], c["topk_pages"]): c
+           for c in grid["cells"]}
+    spec = grid["spec"]
+    out = []
+    for key in cells:
+        c = ran[tuple(key)]
+        out.append({"model": c["model"], "context": c["context"],
+                    "batch_size": c["batch_size"], "topk_pages": c["topk_pages"],
+                    "replicas": c["replicas"], "speedup": round(c["speedup"], 3),
+                    "byte_roofline": round(c["byte_roofline"], 3),
+                    "min_speedup": math.floor(fraction * c["speedup"] * 10) / 10})
+    return {"description": "GPU regression gate for `kinetics bench --gate` (nox -s gpu): "
+                           "in every cell, block top-k decode attention (selection included) "
+                           "must be at least min_speedup times faster than dense decode, in "
+                           "one run, with every in-run correctness check passing.",
+            "config": {"page_size": spec["page_size"], "tp": spec["tp"],
+                       "local_pages": spec["local_pages"], "attention_only": True,
+                       "repeats": 100},
+            "cells": out,
+            "how_set": f"min_speedup = {fraction:g} x the speedup of the grid run of "
+                       f"{grid['date']} on {grid['device']} "
+                       f"({', '.join(f'{k} {v}' for k, v in sorted(grid['versions'].items()))}),"
+                       " rounded down to 0.1 (kinetics.bench.gate.baseline_from_grid); "
+                       "see benchmarks/RESULTS.md."}

@@ -98,13 +98,13 @@ def _call_factory(factory: Callable, lq: int, lkv: int, head_dim: int, batch: in
 
 
 def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_pages: int = 1,
-                         use_tensor_cores: bool = False, seed: int = 0) -> Callable:
-    """An ``attend_factory`` over kinetics.attention's paged cache and flashinfer kernels.
+                         use_tensor_cores: bool = True, seed: int = 0) -> Callable:
+    """An ``attend_factory`` over kinetics.attention's paged cache and GPU decoders.
 
     Each rank gets a :class:`kinetics.attention.cache.PagedKVCache` of ``context``
     random tokens for its own KV heads (pages in random order; seed offset by the
     rank's first KV head) and a ``FlashinferDenseDecode`` (method 'dense') or
-    ``flashinfer_blocktopk_decode`` (method 'blocktopk': page selection and sparse
+    ``build_blocktopk_decode`` (method 'blocktopk': page selection and Triton sparse
     attention over this rank's KV heads only). As in ``kinetics bench``, the attend
     writes each new token over the last cached slot, so the KV length stays
     ``context`` and the planned kernels stay valid for any number of steps.
@@ -118,7 +118,7 @@ def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_
         import torch
 
         from kinetics.attention.cache import PagedKVCache
-        from kinetics.attention.decode import FlashinferDenseDecode, flashinfer_blocktopk_decode
+        from kinetics.attention.decode import FlashinferDenseDecode, build_blocktopk_decode
         from kinetics.bench.decode import FixedSlotAttend
 
         if context < 1:
@@ -129,12 +129,11 @@ def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_
         if method == "dense":
             decode = FlashinferDenseDecode(cache, local_q_heads, use_tensor_cores)
         else:
-            decode = flashinfer_blocktopk_decode(cache, local_q_heads, topk_pages, local_pages,
-                                                 use_tensor_cores)
+            decode = build_blocktopk_decode(cache, local_q_heads, topk_pages, local_pages)
         out = torch.empty(batch_size, local_q_heads, head_dim, dtype=dtype, device=device)
         return FixedSlotAttend(cache, decode, out)
 
-    factory.label = f"flashinfer paged {method}"  # type: ignore[attr-defined]
+    factory.label = f"paged {method}"  # type: ignore[attr-defined]
     return factory
 
 

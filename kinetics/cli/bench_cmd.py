@@ -16,14 +16,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Example: kinetics bench --model qwen3-8b --context 16384 --batch-size 64 "
         "--page-size 16 --topk-pages 64 --tp 8 --attention-only. "
-        "Gate: kinetics bench --gate benchmarks/baseline/gpu.json --json-out gate.json"
+        "Gate: kinetics bench --gate benchmarks/baseline/gpu.json --json-out gate.json. "
+        "Grid: kinetics bench --grid --json-out grid.json --plot grid.png"
     )
     parser.add_argument("--model", default="qwen3-8b", help=f"model preset ({', '.join(MODELS)})")
-    parser.add_argument("--method", choices=("dense", "blocktopk", "blocktopk-triton", "both",
-                                             "all"), default="all",
-                        help="decode attention to time: 'both' = dense + blocktopk (flashinfer "
-                        "attention), 'all' adds blocktopk-triton (our Triton attention); "
-                        "speedups over dense are reported whenever dense runs too")
+    parser.add_argument("--method", choices=("dense", "blocktopk", "both"), default="both",
+                        help="decode attention to time: dense (flashinfer), blocktopk (page "
+                        "selection + Triton sparse attention) or both (and the speedup)")
     parser.add_argument("--context", type=int, default=16384, metavar="T",
                         help="tokens in each request's KV cache")
     parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="requests")
@@ -38,8 +37,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="tensor-parallel degree simulated on one GPU (heads / tp)")
     parser.add_argument("--attention-only", action="store_true",
                         help="time attention alone (default: one decoder layer shard)")
-    parser.add_argument("--tensor-cores", action="store_true",
-                        help="flashinfer's tensor-core decode kernels (default: CUDA cores)")
+    parser.add_argument("--cuda-cores", action="store_true",
+                        help="dense: flashinfer's CUDA-core decode (default: its tensor-core "
+                        "decode, fa2 backend)")
+    parser.add_argument("--topk", choices=("auto", "bitonic", "flashinfer"), default="auto",
+                        help="block top-k selection's top-k kernel (auto: bitonic for rows of "
+                        "<= 1024 pages, else flashinfer's radix top-k)")
     parser.add_argument("--replicas", type=int, default=4,
                         help="independent caches cycled through, to defeat the L2 cache")
     parser.add_argument("--repeats", type=int, default=100, help="timed CUDA graph replays")
@@ -65,6 +68,21 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--piecewise", action="store_true",
                         help="with --distributed on GPUs: the older scheme, CUDA graphs around "
                         "eager attention with each all-reduce timed (run_tp_bench)")
+    grid = parser.add_argument_group(
+        "grid", "--grid: every cell of models x contexts x batch sizes x budgets (tp, page "
+        "size and local pages from the flags above); prints a table, --json-out writes the "
+        "numbers, --plot the figure")
+    grid.add_argument("--grid", action="store_true", help="run the regime grid")
+    grid.add_argument("--grid-models", default="qwen3-8b,qwen3-32b", metavar="LIST")
+    grid.add_argument("--grid-contexts", default="8192,16384,32768,65536,131072",
+                      metavar="LIST", help="tokens per request")
+    grid.add_argument("--grid-batches", default="1,4,16,64,256", metavar="LIST")
+    grid.add_argument("--grid-budgets", default="1024,2048", metavar="LIST",
+                      help="block top-k tokens attended per request and KV head")
+    grid.add_argument("--grid-repeats", type=int, default=20, help="timed replays per number")
+    grid.add_argument("--time-budget", type=float, metavar="S",
+                      help="list the cells not reached after S seconds as skipped")
+    grid.add_argument("--plot", metavar="PATH", help="grid figure (PNG/PDF/SVG)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
                             page_size=args.page_size, topk_pages=args.topk_pages, tp=args.tp,
                             attention_only=args.attention_only, local_pages=args.local_pages,
                             replicas=args.replicas, repeats=args.repeats,
-                            use_tensor_cores=args.tensor_cores, layer_impl=args.layer_impl)
+                            use_tensor_cores=not args.cuda_cores, topk_kernel=args.topk,
+                            layer_impl=args.layer_impl)
+    if args.grid:
+        return _run_grid(args)
     if args.gate is not None:
         gate.load_baseline(args.gate)  # bad files are input errors, GPU or not
     else:
@@ -88,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.gate is not None:
         return gate.run_gate(args.gate, args.json_out)
-    methods = {"all": bench.BENCH_METHODS, "both": ("dense", "blocktopk")}.get(
-        args.method, (args.method,))
+    methods = bench.BENCH_METHODS if args.method == "both" else (args.method,)
     if args.whole_model:
         return _run_whole_model(args, methods, cfg.tp, 0, None)
     result = bench.compare_decode(cfg, methods, check=True)
@@ -162,12 +182,7 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
     from kinetics.model.parallel import init_distributed, shutdown_distributed
 
     graphs = gpu and not args.piecewise
-    wanted = {"all": ("dense", "blocktopk", "blocktopk-triton") if graphs else
-              ("dense", "blocktopk"), "both": ("dense", "blocktopk")}.get(
-        args.method, (args.method,))
-    if "blocktopk-triton" in wanted and not graphs:
-        raise InputError("--distributed --piecewise (or without a GPU) times dense and "
-                         "blocktopk only")
+    wanted = ("dense", "blocktopk") if args.method == "both" else (args.method,)
     if not gpu and args.whole_model:
         raise InputError("no GPU here: --whole-model needs a GPU")
     if not gpu and wanted != ("dense",):
@@ -181,7 +196,7 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
         for method in wanted:
             factory = (paged_attend_factory(method, args.page_size, args.topk_pages,
                                             local_pages=args.local_pages,
-                                            use_tensor_cores=args.tensor_cores)
+                                            use_tensor_cores=not args.cuda_cores)
                        if gpu else None)
             result = run_tp_bench(args.model, method, args.context, args.batch_size,
                                   args.page_size, args.topk_pages, args.tp, args.repeats, 10,
@@ -194,4 +209,47 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
         shutdown_distributed(info)
     if results:
         _write(args, results)
+    return 0
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise InputError(f"{flag} takes positive integers, got {text!r}")
+    return values
+
+
+def _run_grid(args: argparse.Namespace) -> int:
+    """``--grid``: the regime grid (kinetics.bench.grid); table on stdout, progress on
+    stderr, numbers to --json-out, figure to --plot."""
+    from pathlib import Path
+
+    from kinetics.bench import grid
+    from kinetics.bench.decode import gpu_available
+
+    if args.grid_repeats < 1:
+        raise InputError("--grid-repeats must be >= 1")
+    spec = grid.GridSpec(
+        models=tuple(m.strip() for m in args.grid_models.split(",")),
+        contexts=_int_list(args.grid_contexts, "--grid-contexts"),
+        batch_sizes=_int_list(args.grid_batches, "--grid-batches"),
+        budgets=_int_list(args.grid_budgets, "--grid-budgets"), page_size=args.page_size,
+        tp=args.tp, local_pages=args.local_pages, repeats=args.grid_repeats)
+    grid.grid_cells(spec)  # bad names and sizes are input errors, GPU or not
+    ok, why = gpu_available()
+    if not ok:
+        print(f"kinetics bench: no GPU benchmark on this machine: {why}", file=sys.stderr)
+        return 2
+    result = grid.run_grid(spec, progress=lambda line: print(line, file=sys.stderr,
+                                                             flush=True),
+                           deadline_s=args.time_budget)
+    print(grid.format_grid(result))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if args.plot:
+        grid.grid_figure(result).savefig(args.plot, dpi=120)
+    if not all(r.checks_passed for r in result.cells):
+        print("kinetics bench: a correctness check failed", file=sys.stderr)
+        return 1
     return 0

@@ -1,4 +1,5 @@
-"""GPU tests: flashinfer dense / block top-k and the Triton selection vs the torch reference.
+"""GPU tests: flashinfer dense, block top-k (both top-k kernels, Triton attention) and the
+selection kernels vs the torch reference.
 
 Marked ``gpu``; skipped with the reason where there is no CUDA GPU, triton or
 flashinfer. Inputs are fresh random draws per case (never zeros); outputs are
@@ -25,11 +26,12 @@ from kinetics.attention import PagedKVCache, reference  # noqa: E402
 from kinetics.attention.checks import check_selection  # noqa: E402
 from kinetics.attention.decode import (  # noqa: E402
     FlashinferDenseDecode,
-    flashinfer_blocktopk_decode,
-    triton_blocktopk_decode,
+    build_blocktopk_decode,
 )
 from kinetics.attention.select import PageSelector  # noqa: E402
+from kinetics.bench.grid import GridSpec, grid_cells  # noqa: E402
 from kinetics.bench.timing import capture_graph  # noqa: E402
+from kinetics.models import get_model  # noqa: E402
 
 DIM = 128
 CASES = [  # batch, q heads, kv heads, page size, lens (tokens), topk pages, local pages
@@ -58,10 +60,11 @@ def _rel(out, ref):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_flashinfer_dense_matches_reference(case, seed):
+@pytest.mark.parametrize("tensor_cores", [True, False], ids=["tc-fa2", "cuda-cores"])
+def test_flashinfer_dense_matches_reference(case, seed, tensor_cores):
     batch, hq, hkv, ps, lens, _, _ = case
     cache, q = _problem(batch, hq, hkv, ps, lens, seed)
-    dec = FlashinferDenseDecode(cache, hq)
+    dec = FlashinferDenseDecode(cache, hq, tensor_cores)
     out = torch.full_like(q, float("nan"))
     dec(q, out)
     torch.cuda.synchronize()
@@ -69,7 +72,9 @@ def test_flashinfer_dense_matches_reference(case, seed):
     assert _rel(out, reference.dense_decode(q, cache)) < 1e-2
 
 
-BACKENDS = {"flashinfer": flashinfer_blocktopk_decode, "triton": triton_blocktopk_decode}
+TOPK = ("bitonic", "flashinfer")
+ATTENTION = {"default": {}, "one-split": dict(splits=1, tile_pages=2),
+             "splits-2x2": dict(splits=2, tile_pages=2)}
 
 
 def _assert_selection_ok(got, q, cache, k, local):
@@ -80,11 +85,12 @@ def _assert_selection_ok(got, q, cache, k, local):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("backend", list(BACKENDS))
-def test_blocktopk_matches_reference(case, seed, backend):
+@pytest.mark.parametrize("topk", TOPK)
+@pytest.mark.parametrize("attention", list(ATTENTION))
+def test_blocktopk_matches_reference(case, seed, topk, attention):
     batch, hq, hkv, ps, lens, k, local = case
     cache, q = _problem(batch, hq, hkv, ps, lens, seed)
-    dec = BACKENDS[backend](cache, hq, k, local)
+    dec = build_blocktopk_decode(cache, hq, k, local, topk=topk, **ATTENTION[attention])
     out = torch.full_like(q, float("nan"))
     for _ in range(2):  # twice: a step must not depend on the previous one's scratch
         out.fill_(float("nan"))
@@ -99,6 +105,35 @@ def test_blocktopk_matches_reference(case, seed, backend):
         assert _rel(out, reference.blocktopk_decode(q, cache, k, local)) < 1e-2
 
 
+def _means_only_cache(batch, hkv, page_size, lens, seed):
+    """A cache whose page means are random (scoring reads only them; K/V stay zero)."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    cache = PagedKVCache(batch, hkv, DIM, page_size=page_size, max_tokens=max(lens),
+                         dtype=torch.bfloat16, device="cuda")
+    perm = torch.randperm(cache.num_pages, generator=torch.Generator().manual_seed(seed))
+    cache.page_table.copy_(perm.view(batch, -1).to(torch.int32))
+    cache.seq_lens.copy_(torch.tensor(lens))
+    cache.key_means.normal_(generator=gen)
+    return cache, gen
+
+
+def _selected_mask(pages, cache, k):
+    """bool [batch, kv_heads, max_pages] of the physical ids ``pages`` [rows, k]; each
+    row's ids must be distinct pages of its request."""
+    b, h = cache.batch_size, cache.num_kv_heads
+    got = torch.zeros((b, h, cache.page_table.shape[1]), dtype=torch.bool, device="cuda")
+    ids = pages.view(b, h, k).long()
+    for r in range(b):
+        n = int(cache.num_request_pages()[r])
+        inverse = torch.full((cache.num_pages,), -1, dtype=torch.long, device="cuda")
+        inverse[cache.page_table[r, :n].long()] = torch.arange(n, device="cuda")
+        pos = inverse[ids[r]]
+        assert (pos >= 0).all(), f"request {r}: a listed page is not its own"
+        assert (pos.sort(-1).values.diff(dim=-1) > 0).all(), f"request {r}: a page twice"
+        got[r].scatter_(-1, pos, True)
+    return got
+
+
 @pytest.mark.parametrize("page_size,lens,k,local", [
     (16, [16384] * 8, 64, 1),
     (16, [1024, 5000, 16383, 777], 48, 4),
@@ -106,39 +141,51 @@ def test_blocktopk_matches_reference(case, seed, backend):
     (64, [65536, 32768], 64, 2),
 ])
 @pytest.mark.parametrize("hq,hkv", [(4, 1), (8, 2)])
+@pytest.mark.parametrize("topk", TOPK)
 @pytest.mark.parametrize("variant", [dict(), dict(block_p=32, score_warps=4, select_warps=4)],
                          ids=["default", "small-blocks"])
-def test_selection_kernel_picks_topk_pages(page_size, lens, k, local, hq, hkv, variant):
-    gen = torch.Generator(device="cuda").manual_seed(sum(lens) + k)
+def test_selection_kernel_picks_topk_pages(page_size, lens, k, local, hq, hkv, topk, variant):
     batch = len(lens)
-    cache = PagedKVCache(batch, hkv, DIM, page_size=page_size, max_tokens=max(lens),
-                         dtype=torch.bfloat16, device="cuda", page_order="random", seed=k)
-    perm = torch.randperm(cache.num_pages, generator=torch.Generator().manual_seed(k))
-    cache.page_table.copy_(perm.view(batch, -1).to(torch.int32))
-    cache.seq_lens.copy_(torch.tensor(lens))
-    cache.key_means.normal_(generator=gen)  # scoring reads only the page means
+    cache, gen = _means_only_cache(batch, hkv, page_size, lens, sum(lens) + k)
     q = torch.randn((batch, hq, DIM), generator=gen, device="cuda").to(torch.bfloat16)
     sel = PageSelector(batch, hq, hkv, DIM, page_size, cache.page_table.shape[1], k, local,
-                       device="cuda", **variant)
-    out = torch.full((batch * hkv * k,), -1, dtype=torch.int32, device="cuda")
+                       device="cuda", topk=topk, **variant)
+    out = torch.full((batch * hkv, k), -1, dtype=torch.int32, device="cuda")
     sel(q, cache.key_means, cache.page_table, cache.seq_lens, out)
     torch.cuda.synchronize()
-    assert (out >= 0).all(), "page-index buffer not fully written"
-    flat = out.view(batch, hkv, k).long()
-    assert (flat % hkv == torch.arange(hkv, device="cuda")[None, :, None]).all()
+    assert (out >= 0).all(), "page list not fully written"
+    got = _selected_mask(out, cache, k)
     scores = reference.page_scores(q, cache)
-    got = torch.zeros_like(reference.select_pages(q, cache, k, local))
+    n = cache.num_request_pages()
     for b in range(batch):
-        n = int(cache.num_request_pages()[b])
-        inverse = {int(p): j for j, p in enumerate(cache.page_table[b, :n].tolist())}
-        for h in range(hkv):
-            pos = [inverse[int(p) // hkv] for p in flat[b, h].tolist()]
-            assert len(set(pos)) == k
-            assert pos[-1] == n - 1, "the last (partial) page must be listed last"
-            got[b, h, pos] = True
-        torch.testing.assert_close(sel.scores.view(batch, hkv, -1)[b, :, :n - local],
-                                   scores[b, :, :n - local], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(sel.scores.view(batch, hkv, -1)[b, :, :int(n[b]) - local],
+                                   scores[b, :, :int(n[b]) - local], rtol=1e-4, atol=1e-4)
+    assert (sel.row_pages.view(batch, hkv) == n[:, None]).all()
     _assert_selection_ok(got, q, cache, k, local)
+
+
+def _grid_shapes():
+    """(q heads, kv heads, context, batch, pages) of the grid's cells up to batch 64."""
+    cells, _ = grid_cells(GridSpec(batch_sizes=(1, 4, 16, 64)))
+    out = []
+    for c in cells:
+        hq, hkv = bench.local_heads(get_model(c.model), 8)
+        out.append((hq, hkv, c.context, c.batch_size, c.topk_pages))
+    return sorted(set(out))
+
+
+@pytest.mark.parametrize("hq,hkv,context,batch,k", _grid_shapes())
+@pytest.mark.parametrize("topk", TOPK)
+def test_selection_on_grid_cells(hq, hkv, context, batch, k, topk):
+    """Selection == torch.topk up to ties on every grid shape (batch <= 64), both kernels."""
+    cache, gen = _means_only_cache(batch, hkv, 16, [context] * batch, context + batch + k)
+    q = torch.randn((batch, hq, DIM), generator=gen, device="cuda").to(torch.bfloat16)
+    sel = PageSelector(batch, hq, hkv, DIM, 16, cache.page_table.shape[1], k, 1,
+                       device="cuda", topk=topk)
+    out = torch.full((batch * hkv, k), -1, dtype=torch.int32, device="cuda")
+    sel(q, cache.key_means, cache.page_table, cache.seq_lens, out)
+    torch.cuda.synchronize()
+    _assert_selection_ok(_selected_mask(out, cache, k), q, cache, k, 1)
 
 
 # --------------------------------------------------------------- pytest-benchmark (timed)
@@ -154,7 +201,7 @@ def _graph_step(decoders, queries, outs):
     return replay
 
 
-@pytest.mark.parametrize("method", ["dense", "blocktopk", "blocktopk-triton"])
+@pytest.mark.parametrize("method", ["dense", "blocktopk"])
 def test_benchmark_decode(benchmark, method):
     """Standard size (Qwen3-8B tp 8: 4 q / 1 kv heads, 16k context, batch 64, 64 pages of
     16), 4 cache replicas cycled in one CUDA graph (wall time per replay of 4 steps)."""

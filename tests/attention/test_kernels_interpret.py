@@ -1,8 +1,10 @@
 """The Triton kernels on CPU under ``TRITON_INTERPRET=1`` (no GPU needed; needs triton).
 
-Selection then split-KV attention (float32: the interpreter does not model bfloat16
-loads) against the torch reference, in a subprocess because the interpreter is
-chosen when the kernels are decorated, at import.
+Selection (scoring + bitonic top-k) then split-KV attention (float32: the interpreter
+does not model bfloat16 loads) against the torch reference, in a subprocess because
+the interpreter is chosen when the kernels are decorated, at import. The attention
+runs again over each row's page list shuffled: it finds the partial last page by its
+id, so the order must not matter.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import json, sys
 import torch
 from kinetics.attention import PagedKVCache, reference
 from kinetics.attention.checks import check_selection
-from kinetics.attention.decode import BlockTopkDecode, TopkPageSelection, TritonSparseAttention
+from kinetics.attention.decode import build_blocktopk_decode
 
 results = []
-for seed, lens, hkv, group, ps, k, local in json.loads(sys.argv[1]):
+for seed, lens, hkv, group, ps, k, local, splits, tile in json.loads(sys.argv[1]):
     gen = torch.Generator().manual_seed(seed)
     b, d = len(lens), 16
     keys = torch.randn((b, max(lens), hkv, d), generator=gen)
@@ -36,22 +38,29 @@ for seed, lens, hkv, group, ps, k, local in json.loads(sys.argv[1]):
     cache = PagedKVCache.from_dense(keys, values, page_size=ps, seq_lens=lens,
                                     page_order="random", seed=seed)
     q = torch.randn((b, hkv * group, d), generator=gen)
-    sel = TopkPageSelection(cache, hkv * group, k, local)
-    dec = BlockTopkDecode(sel, TritonSparseAttention(sel))
+    dec = build_blocktopk_decode(cache, hkv * group, k, local, topk="bitonic",
+                                 splits=splits, tile_pages=tile)
     out = torch.full_like(q, float("nan"))
     dec(q, out)
     got = dec.selected_page_mask()
     check = check_selection(got, q, cache, k, local, rel_tol=1e-4)
     ref = reference.blocktopk_decode(q, cache, k, local, page_mask=got)
+    pages = dec.selection.pages
+    pages.copy_(pages.gather(1, torch.rand(pages.shape, generator=gen).argsort(1)))
+    shuffled = torch.full_like(q, float("nan"))
+    dec.attend(q, shuffled)
     results.append(dict(passed=check.passed, identical=check.identical_fraction,
                         finite=bool(torch.isfinite(out).all()),
-                        rel_err=float((out - ref).norm() / ref.norm())))
+                        rel_err=float((out - ref).norm() / ref.norm()),
+                        shuffled_rel_err=float((shuffled - ref).norm() / ref.norm())))
 print(json.dumps(results))
 """
 
-CASES = [  # seed, lens (tokens), kv heads, group, page size, topk pages, local pages
-    (0, [300, 517, 129], 2, 2, 16, 8, 2),
-    (1, [100, 200], 1, 4, 8, 12, 1),
+CASES = [  # seed, lens (tokens), kv heads, group, page size, topk pages, local pages,
+    # attention splits, pages per tile
+    (0, [300, 517, 129], 2, 2, 16, 8, 2, 2, 2),
+    (1, [100, 200], 1, 4, 8, 12, 1, 2, 4),  # 12 pages = 2 splits x 2 tiles of 4, 4 unused
+    (2, [160, 177, 250, 199], 1, 8, 16, 5, 1, 1, 4),  # group 8, one split, partial tiles
 ]
 
 
@@ -66,4 +75,4 @@ def test_selection_and_triton_attention_match_reference_interpreted():
     assert len(results) == len(CASES)
     for case, r in zip(CASES, results, strict=True):
         assert r["passed"] and r["finite"], (case, r)
-        assert r["rel_err"] < 1e-4, (case, r)
+        assert r["rel_err"] < 1e-4 and r["shuffled_rel_err"] < 1e-4, (case, r)

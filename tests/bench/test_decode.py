@@ -26,6 +26,7 @@ def no_gpu(monkeypatch):
     ["bench", "--whole-model", "--tp", "1", "--batch-size", "8"],
     ["bench", "--distributed", "--whole-model", "--method", "dense"],
     ["bench", "--layer-impl", "reference", "--batch-size", "256"],
+    ["bench", "--grid", "--grid-contexts", "16384", "--json-out", "unused.json"],
 ])
 def test_bench_without_gpu_exits_2_with_one_line(argv, no_gpu, capsys, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
@@ -41,26 +42,64 @@ def test_bench_without_gpu_exits_2_with_one_line(argv, no_gpu, capsys, monkeypat
     ["bench", "--topk-pages", "0"],
     ["bench", "--tp", "3"],
     ["bench", "--model", "nope"],
+    ["bench", "--grid", "--grid-contexts", "16k"],
+    ["bench", "--grid", "--grid-batches", "0"],
+    ["bench", "--grid", "--grid-models", "qwen3-8b,nope"],
+    ["bench", "--grid", "--grid-budgets", "1000"],
+    ["bench", "--grid", "--grid-repeats", "0"],
 ])
 def test_bench_bad_flags_exit_2(argv, no_gpu, capsys):
     assert main(argv) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_gate_bad_baseline(tmp_path, no_gpu, capsys):
+GOOD_CELL = {"model": "qwen3-8b", "context": 16384, "batch_size": 64, "topk_pages": 64,
+             "speedup": 4.5, "byte_roofline": 10.6, "min_speedup": 3.6}
+
+
+@pytest.mark.parametrize("cell,field", [
+    ({**GOOD_CELL, "min_speedup": "fast"}, "cells[0].min_speedup"),
+    ({**GOOD_CELL, "context": 0}, "cells[0].context"),
+    ({**GOOD_CELL, "batch_size": 2.5}, "cells[0].batch_size"),
+    ({k: v for k, v in GOOD_CELL.items() if k != "byte_roofline"}, "cells[0].byte_roofline"),
+    ({**GOOD_CELL, "model": 8}, "cells[0].model"),
+    ({**GOOD_CELL, "replicas": True}, "cells[0].replicas"),
+    ({**GOOD_CELL, "speed": 1}, "cells[0]"),
+    ({**GOOD_CELL, "topk_pages": 5000}, "cells[0]"),
+])
+def test_gate_bad_baseline(cell, field, tmp_path, no_gpu, capsys):
     path = tmp_path / "gpu.json"
-    path.write_text(json.dumps({"config": {}, "min_speedup": "fast"}))
+    path.write_text(json.dumps({"config": {}, "cells": [cell]}))
     assert main(["bench", "--gate", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "min_speedup" in err and len(err.strip().splitlines()) == 1
+    assert f"field '{field}'" in err and str(path) in err and len(err.strip().splitlines()) == 1
 
 
 def test_stored_baseline_is_valid():
     root = Path(__file__).resolve().parents[2]
-    data = gate.load_baseline(root / "benchmarks" / "baseline" / "gpu.json")
-    cfg = bench.BenchConfig(**data["config"])
-    cfg.validate()
-    assert data["min_speedup"] > 1
+    baseline = gate.load_baseline(root / "benchmarks" / "baseline" / "gpu.json")
+    cells = baseline.cells
+    assert len(cells) >= 3
+    keys = {(c.config.model, c.config.context, c.config.batch_size, c.config.topk_pages)
+            for c in cells}
+    assert set(gate.GATE_CELLS) <= keys  # standard point, long-CoT, GQA group 8
+    for c in cells:
+        assert 1 < c.min_speedup <= c.speedup <= c.byte_roofline
+
+
+def test_baseline_from_grid_round_trips(tmp_path):
+    grid = {"device": "GPU", "date": "today", "versions": {"torch": "2"},
+            "spec": {"page_size": 16, "tp": 8, "local_pages": 1},
+            "cells": [{**GOOD_CELL, "replicas": 5, "speedup": 4.47, "byte_roofline": 10.59}]}
+    data = gate.baseline_from_grid(grid, cells=[("qwen3-8b", 16384, 64, 64)])
+    assert data["cells"][0]["min_speedup"] == 3.5  # floor(0.8 * 4.47, 0.1)
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(data))
+    (cell,) = gate.load_baseline(path).cells
+    assert cell.config.replicas == 5 and cell.config.repeats == 100
+    assert (cell.speedup, cell.byte_roofline, cell.min_speedup) == (4.47, 10.59, 3.5)
+    with pytest.raises(KeyError):
+        gate.baseline_from_grid(grid, cells=[("qwen3-8b", 8192, 64, 64)])
 
 
 def test_gpu_available_reports_a_reason():
@@ -98,7 +137,8 @@ def test_format_table_and_json_record():
         checks={"dense": bench.MethodCheck(True, 1e-3, True)},
         speedups={"speedup": 5.0}, roofline_speedup=10.6)
     text = bench.format_table(result)
-    assert "speedup blocktopk" in text and "5.00x" in text and "0.0150" in text
+    assert "speedup blocktopk over dense: 5.00x (byte roofline 10.60x, 47% of it)" in text
+    assert "0.0150" in text
     assert "1.00e-03" in text and "FAIL" not in text
     record = json.loads(json.dumps(result.to_dict()))
     assert record["speedup"] == 5.0 and record["checks_passed"] is True
@@ -111,8 +151,11 @@ def test_baseline_unknown_config_key(tmp_path):
     from kinetics.errors import InputError
 
     path = tmp_path / "gpu.json"
-    path.write_text(json.dumps({"config": {"contexts": 1}, "min_speedup": 2}))
+    path.write_text(json.dumps({"config": {"contexts": 1}, "cells": [GOOD_CELL]}))
     with pytest.raises(InputError, match="unknown keys"):
+        gate.load_baseline(path)
+    path.write_text(json.dumps({"config": {}, "cells": []}))
+    with pytest.raises(InputError, match="non-empty list"):
         gate.load_baseline(path)
 
 
@@ -120,11 +163,10 @@ def _comparison(dense_ms: float, sparse_ms: float, fraction: float, layer_err: f
     def timing(ms, frac):
         return bench.MethodTiming(ms, ms, ms, 64 / (ms * 1e-3), 1e6, 2700.0, frac)
 
-    methods = {"dense": timing(dense_ms, fraction), "blocktopk": timing(sparse_ms, 0.2),
-               "blocktopk-triton": timing(sparse_ms, 0.2)}
+    methods = {"dense": timing(dense_ms, fraction), "blocktopk": timing(sparse_ms, 0.2)}
     return bench.DecodeComparison(
         "GPU", "today", "2.x", bench.BenchConfig(), 4, 1, 128, 2900.0, methods=methods,
-        speedups={"speedup": dense_ms / sparse_ms, "speedup_triton": dense_ms / sparse_ms},
+        speedups={"speedup": dense_ms / sparse_ms},
         roofline_speedup=6.0, layer_rel_errs={"dense": layer_err})
 
 
@@ -136,8 +178,9 @@ def _comparison(dense_ms: float, sparse_ms: float, fraction: float, layer_err: f
 ])
 def test_gate_layer_floors(tmp_path, monkeypatch, layer_ms, fraction, layer_err, code):
     path = tmp_path / "gpu.json"
-    path.write_text(json.dumps({"config": {}, "min_speedup": 3, "layer": [
-        {"batch_size": 256, "min_speedup": 3, "min_dense_fraction_of_copy": 0.5}]}))
+    path.write_text(json.dumps({"config": {}, "cells": [{**GOOD_CELL, "min_speedup": 3}],
+                                "layer": [{"batch_size": 256, "min_speedup": 3,
+                                           "min_dense_fraction_of_copy": 0.5}]}))
     calls = []
 
     def fake_compare(cfg, methods, check=True, copy_gbps=None):
@@ -152,20 +195,22 @@ def test_gate_layer_floors(tmp_path, monkeypatch, layer_ms, fraction, layer_err,
     assert [c.attention_only for c in calls] == [True, False]
     assert calls[1].batch_size == 256 and calls[1].layer_impl == "fused"
     record = json.loads(out.read_text())
-    assert record["gate"]["layer"][0]["passed"] is (code == 0)
+    assert record["layer"][0]["passed"] is (code == 0) and record["cells"][0]["gate"]["passed"]
+    assert record["passed"] is (code == 0)
 
 
 @pytest.mark.parametrize("layer,field", [
     ({"min_speedup": 2}, "layer[0].batch_size"),
     ({"batch_size": 64, "min_dense_fraction_of_copy": -1}, "layer[0].min_dense_fraction_of_copy"),
     ("fast", "layer[0]"),
+    ({"batch_size": 64, "min_speedup_triton": 2}, "layer[0]"),
 ])
 def test_baseline_bad_layer_gate(tmp_path, layer, field):
     from kinetics.errors import InputError
 
     path = tmp_path / "gpu.json"
-    path.write_text(json.dumps({"config": {}, "min_speedup": 2, "layer": [layer]}))
-    with pytest.raises(InputError, match="expected") as err:
+    path.write_text(json.dumps({"config": {}, "cells": [GOOD_CELL], "layer": [layer]}))
+    with pytest.raises(InputError, match="expected|unknown keys") as err:
         gate.load_baseline(path)
     assert field in str(err.value)
 

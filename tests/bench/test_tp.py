@@ -221,7 +221,7 @@ def test_paged_flashinfer_factory_one_gpu(method, monkeypatch):
                      num_kv_heads=2, head_dim=128, intermediate_size=512, vocab_size=100)
     factory = paged_attend_factory(method, 16, 4)
     result = run_tp_bench(spec, method, 256, 2, 16, 4, 1, 5, 2, "bfloat16", factory)
-    assert result.attention == f"flashinfer paged {method}" and result.cuda_graphs
+    assert result.attention == f"paged {method}" and result.cuda_graphs
     assert result.step_ms > 0
 
 

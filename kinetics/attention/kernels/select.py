@@ -38,12 +38,14 @@ def _summed_query(q_ptr, req, head, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
 
 
 @triton.jit
-def score_kernel(q_ptr, means_ptr, lens_ptr, scores_ptr, max_pages,
+def score_kernel(q_ptr, means_ptr, lens_ptr, scores_ptr, pages_ptr, max_pages,
                  KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
                  HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
                  LOCAL_PAGES: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Grid ``(rows, cdiv(max_pages, BLOCK_P))``: scores of ``BLOCK_P`` candidate pages of
-    one row (page means dotted with the group's summed query, float32)."""
+    """Grid ``(rows, cdiv(max_pages, BLOCK_P))``: scores of ``BLOCK_P`` pages of one row:
+    candidate pages get their page mean dotted with the group's summed query (float32),
+    the local pages ``+inf`` (so any top-k keeps them), pages past the request's end
+    ``-inf``; chunk 0 also writes the row's page count to ``pages_ptr[row]``."""
     row = tl.program_id(0)
     req, head, n_pages = row_pages(lens_ptr, row, KV_HEADS, PAGE_SIZE)
     qsum = _summed_query(q_ptr, req, head, KV_HEADS, GROUP, GROUP_P2, HEAD_DIM)
@@ -54,7 +56,10 @@ def score_kernel(q_ptr, means_ptr, lens_ptr, scores_ptr, max_pages,
     kbar = tl.load(means_ptr + means[:, None] * HEAD_DIM + d[None, :],
                    mask=cand[:, None], other=0.0).to(tl.float32)
     s = tl.sum(kbar * qsum[None, :], axis=1)
+    s = tl.where(cand, s, tl.where(p < n_pages, float("inf"), float("-inf")))
     tl.store(scores_ptr + row * max_pages + p, s, mask=p < max_pages)
+    if tl.program_id(1) == 0:
+        tl.store(pages_ptr + row, n_pages.to(tl.int32))
 
 
 @triton.jit
@@ -64,9 +69,9 @@ def select_kernel(scores_ptr, table_ptr, lens_ptr, out_ptr, table_stride, max_pa
                   BLOCK_N: tl.constexpr, K_P2: tl.constexpr):
     """Grid ``(rows,)``: the row's ``TOPK - LOCAL_PAGES`` best candidate pages (bitonic
     ``tl.topk`` over (key, page) packed in int64: best first, ties lower page first),
-    then its local pages, the last (partial) page last, as flattened page ids."""
+    then its local pages, as physical page ids (``[rows, TOPK]``)."""
     row = tl.program_id(0)
-    req, head, n_pages = row_pages(lens_ptr, row, KV_HEADS, PAGE_SIZE)
+    req, _, n_pages = row_pages(lens_ptr, row, KV_HEADS, PAGE_SIZE)
     n_cand = n_pages - LOCAL_PAGES
     m = tl.minimum(TOPK - LOCAL_PAGES, n_cand)
     p = tl.arange(0, BLOCK_N)
@@ -81,9 +86,9 @@ def select_kernel(scores_ptr, table_ptr, lens_ptr, out_ptr, table_stride, max_pa
     page = BLOCK_N - 1 - (best & 0xFFFFFFFF).to(tl.int32)
     take = jj < m
     phys = tl.load(table_ptr + req * table_stride + page, mask=take, other=0)
-    tl.store(base + jj, phys * KV_HEADS + head, mask=take)
+    tl.store(base + jj, phys, mask=take)
     j = tl.arange(0, LOCAL_P2)
     lp = n_pages - LOCAL_PAGES + j
     lmask = (j < LOCAL_PAGES) & (lp >= 0)
     lphys = tl.load(table_ptr + req * table_stride + lp, mask=lmask, other=0)
-    tl.store(base + tl.maximum(m, 0) + j, lphys * KV_HEADS + head, mask=lmask)
+    tl.store(base + tl.maximum(m, 0) + j, lphys, mask=lmask)

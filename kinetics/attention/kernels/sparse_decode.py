@@ -1,16 +1,23 @@
-"""Triton split-KV decode over a list of selected pages (imported lazily: needs triton).
+"""Triton split-KV decode over per-row page lists (imported lazily: needs triton).
 
-The attention half of block top-k without flashinfer (see
-:class:`kinetics.attention.decode.TritonSparseAttention`).
-Rows are (request, KV head) pairs; each row lists ``TOPK`` flattened page ids (rows
-of the one-head page view ``[pages * kv_heads, page_size, dim]``), the last one
-partial with ``last_len[row]`` tokens.
+Rows are (request, KV head) pairs; row ``r`` attends the ``LIST_LEN`` physical pages
+listed in ``pages[r]`` (any order: the selected pages of block top-k). The request's
+last page is recognised by its id (``page_table[req, n_pages - 1]``) and only its
+first ``seq_len - (n_pages - 1) * page_size`` slots count, wherever it sits in the
+list.
 
-1. ``sparse_decode_partial``, grid ``(rows, SPLITS)``: each program attends the
-   group's query heads (padded to 16 rows for ``tl.dot``) over ``TOPK / SPLITS``
-   pages, ``TILE_PAGES`` pages per step with an online softmax (base 2), and writes
-   the unnormalised output, running max and sum (float32) to scratch.
-2. ``sparse_decode_merge``, grid ``(rows,)``: combines the splits into the output.
+1. ``split_decode_partial``, grid ``(rows, splits)``: program ``(row, split)`` walks
+   ``TILES`` tiles of ``TILE_PAGES`` listed pages, attends the row's whole GQA query
+   group at once (``GROUP`` query heads padded to ``M_ROWS >= 16`` rows: one
+   ``tl.dot`` per tile for ``q k^T`` and one for ``p v``, online softmax in base 2,
+   float32 accumulators) and writes its unnormalised output, running max and running
+   sum (float32, ``GROUP`` rows) to scratch.
+2. ``merge_splits``, grid ``(rows,)``: combines a row's ``SPLITS`` partials,
+   ``SPLIT_BLOCK`` at a time.
+
+Cache layout ``HND``: ``k_pages`` ``[num_pages, kv_heads, page_size, head_dim]``, so
+slot ``s`` of physical page ``p`` for KV head ``h`` starts at element
+``((p * kv_heads + h) * page_size + s) * head_dim``.
 """
 
 import triton
@@ -18,40 +25,43 @@ import triton.language as tl
 
 
 @triton.jit
-def sparse_decode_partial(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr,
-                          part_ml_ptr, qk_scale,
-                          GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
-                          PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr, SPLITS: tl.constexpr,
-                          TILE_PAGES: tl.constexpr, M_ROWS: tl.constexpr):
-    _partial(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr, part_ml_ptr, qk_scale,
-             tl.program_id(0), tl.program_id(1), GROUP, HEAD_DIM, PAGE_SIZE, TOPK, SPLITS,
-             TILE_PAGES, M_ROWS)
-
-
-@triton.jit
-def _partial(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr, part_ml_ptr, qk_scale,
-             row, split, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
-             PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr, SPLITS: tl.constexpr,
-             TILE_PAGES: tl.constexpr, M_ROWS: tl.constexpr):
-    pages_per_split: tl.constexpr = TOPK // SPLITS
+def split_decode_partial(q_ptr, k_ptr, v_ptr, list_ptr, table_ptr, lens_ptr, part_o_ptr,
+                         part_ml_ptr, qk_scale, table_stride,
+                         KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
+                         HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
+                         LIST_LEN: tl.constexpr, TILE_PAGES: tl.constexpr,
+                         TILES: tl.constexpr, M_ROWS: tl.constexpr):
+    """Partial attention of one (row, split) over list positions
+    ``[split * TILES * TILE_PAGES, (split + 1) * TILES * TILE_PAGES)``;
+    ``qk_scale`` = log2(e) / sqrt(head_dim)."""
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    splits = tl.num_programs(1)
+    req = row // KV_HEADS
+    head = row % KV_HEADS
     tokens: tl.constexpr = TILE_PAGES * PAGE_SIZE
     g = tl.arange(0, M_ROWS)
     d = tl.arange(0, HEAD_DIM)
     gmask = g < GROUP
     q = tl.load(q_ptr + (row * GROUP + g)[:, None] * HEAD_DIM + d[None, :],
-                mask=gmask[:, None], other=0.0)  # [M, D] bf16
-    last_len = tl.load(last_len_ptr + row)
-    m_i = tl.full((M_ROWS,), float("-inf"), tl.float32)
+                mask=gmask[:, None], other=0.0)  # [M, D]
+    seq_len = tl.load(lens_ptr + req).to(tl.int32)
+    n_pages = (seq_len + PAGE_SIZE - 1) // PAGE_SIZE
+    last_page = tl.load(table_ptr + req.to(tl.int64) * table_stride + n_pages - 1)
+    last_len = seq_len - (n_pages - 1) * PAGE_SIZE
+    m_i = tl.full((M_ROWS,), -1.0e30, tl.float32)  # finite: an all-masked tile adds 0
     l_i = tl.zeros((M_ROWS,), tl.float32)
     acc = tl.zeros((M_ROWS, HEAD_DIM), tl.float32)
     t = tl.arange(0, tokens)
-    first = split * pages_per_split
-    for tile in range(pages_per_split // TILE_PAGES):
-        page_pos = first + tile * TILE_PAGES + t // PAGE_SIZE  # position in the row's list
-        page = tl.load(idx_ptr + row * TOPK + page_pos).to(tl.int64)
-        slot = t % PAGE_SIZE
-        ok = (page_pos < TOPK - 1) | (slot < last_len)
-        offs = (page * PAGE_SIZE + slot)[:, None] * HEAD_DIM + d[None, :]
+    slot = t % PAGE_SIZE
+    first = split * (TILES * TILE_PAGES)
+    for tile in range(TILES):
+        pos = first + tile * TILE_PAGES + t // PAGE_SIZE  # list position of each token
+        listed = pos < LIST_LEN
+        page = tl.load(list_ptr + row * LIST_LEN + pos, mask=listed, other=0)
+        ok = listed & ((page != last_page) | (slot < last_len))
+        offs = ((page.to(tl.int64) * KV_HEADS + head) * PAGE_SIZE + slot)[:, None] * HEAD_DIM \
+            + d[None, :]
         k = tl.load(k_ptr + offs, mask=ok[:, None], other=0.0)  # [T, D]
         v = tl.load(v_ptr + offs, mask=ok[:, None], other=0.0)
         s = tl.dot(q, tl.trans(k)) * qk_scale  # [M, T], log2 units
@@ -62,39 +72,40 @@ def _partial(q_ptr, k_ptr, v_ptr, idx_ptr, last_len_ptr, part_o_ptr, part_ml_ptr
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
-    base = row * SPLITS + split
-    tl.store(part_o_ptr + (base * M_ROWS + g)[:, None] * HEAD_DIM + d[None, :], acc)
-    tl.store(part_ml_ptr + (base * M_ROWS + g) * 2, m_i)
-    tl.store(part_ml_ptr + (base * M_ROWS + g) * 2 + 1, l_i)
+    base = (row * splits + split) * GROUP + g
+    tl.store(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
+    tl.store(part_ml_ptr + base * 2, m_i, mask=gmask)
+    tl.store(part_ml_ptr + base * 2 + 1, l_i, mask=gmask)
 
 
 @triton.jit
-def sparse_decode_merge(part_o_ptr, part_ml_ptr, out_ptr,
-                        GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr,
-                        M_ROWS: tl.constexpr, G_P2: tl.constexpr):
-    _merge(part_o_ptr, part_ml_ptr, out_ptr, tl.program_id(0), GROUP, HEAD_DIM, SPLITS,
-           M_ROWS, G_P2)
-
-
-@triton.jit
-def _merge(part_o_ptr, part_ml_ptr, out_ptr, row, GROUP: tl.constexpr,
-           HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr, M_ROWS: tl.constexpr,
-           G_P2: tl.constexpr):
-    sp = tl.arange(0, SPLITS)
+def merge_splits(part_o_ptr, part_ml_ptr, out_ptr, GROUP: tl.constexpr,
+                 G_P2: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr,
+                 SPLIT_BLOCK: tl.constexpr):
+    """Combine a row's ``SPLITS`` partials (``[rows, SPLITS, GROUP, D]`` outputs and
+    ``[rows, SPLITS, GROUP, 2]`` (max, sum), base-2 logits) into ``out``, streaming
+    ``SPLIT_BLOCK`` splits per step with a running max."""
+    row = tl.program_id(0)
     g = tl.arange(0, G_P2)
     d = tl.arange(0, HEAD_DIM)
     gmask = g < GROUP
-    ml = (row * SPLITS + sp)[:, None] * M_ROWS + g[None, :]  # [S, G]
-    m = tl.load(part_ml_ptr + ml * 2, mask=gmask[None, :], other=float("-inf"),
-                cache_modifier=".cg")
-    l_ = tl.load(part_ml_ptr + ml * 2 + 1, mask=gmask[None, :], other=0.0,
-                 cache_modifier=".cg")
-    m_max = tl.max(m, axis=0)  # [G]
-    w = tl.exp2(m - m_max[None, :])  # [S, G]
-    w = tl.where(m == float("-inf"), 0.0, w)
-    denom = tl.sum(w * l_, axis=0)  # [G]
-    o = tl.load(part_o_ptr + ml[:, :, None] * HEAD_DIM + d[None, None, :],
-                mask=gmask[None, :, None], other=0.0, cache_modifier=".cg")  # [S, G, D]
-    out = tl.sum(o * w[:, :, None], axis=0) / denom[:, None]
+    m_run = tl.full((G_P2,), -1.0e30, tl.float32)
+    l_run = tl.zeros((G_P2,), tl.float32)
+    o_run = tl.zeros((G_P2, HEAD_DIM), tl.float32)
+    for s0 in range(0, SPLITS, SPLIT_BLOCK):
+        sp = s0 + tl.arange(0, SPLIT_BLOCK)
+        ok = (sp < SPLITS)[:, None] & gmask[None, :]  # [S, G]
+        ml = (row * SPLITS + sp)[:, None] * GROUP + g[None, :]
+        m = tl.load(part_ml_ptr + ml * 2, mask=ok, other=-1.0e30, cache_modifier=".cg")
+        lsum = tl.load(part_ml_ptr + ml * 2 + 1, mask=ok, other=0.0, cache_modifier=".cg")
+        o = tl.load(part_o_ptr + ml[:, :, None] * HEAD_DIM + d[None, None, :],
+                    mask=ok[:, :, None], other=0.0, cache_modifier=".cg")  # [S, G, D]
+        m_new = tl.maximum(m_run, tl.max(m, axis=0))  # [G]
+        alpha = tl.exp2(m_run - m_new)
+        w = tl.exp2(m - m_new[None, :])  # [S, G]
+        l_run = l_run * alpha + tl.sum(w * lsum, axis=0)
+        o_run = o_run * alpha[:, None] + tl.sum(o * w[:, :, None], axis=0)
+        m_run = m_new
+    out = o_run / tl.where(l_run > 0, l_run, 1.0)[:, None]  # padded rows: l = 0
     tl.store(out_ptr + (row * GROUP + g)[:, None] * HEAD_DIM + d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=gmask[:, None])

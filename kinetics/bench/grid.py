@@ -1,0 +1,345 @@
+"""The regime grid (``kinetics bench --grid``): dense vs block top-k decode attention
+over model shards, contexts, batch sizes and token budgets, one GPU.
+
+Per cell (model sharded ``tp`` ways, ``context`` tokens per request, ``batch_size``
+requests, ``topk_pages`` pages = budget / page size): dense ms and its fraction of the
+copy bandwidth; block top-k ms (full step with the default top-k kernel), its
+selection launches timed alone with each top-k kernel, its attention launches alone;
+the speedup over dense, the byte roofline (dense bytes / block top-k bytes) and the
+share of it reached. Dense is timed once per (model, context, batch) and shared by the
+budgets. Every cell is checked first on replica 0 (NaN-poisoned output fully written,
+selection vs ``torch.topk`` up to ties for both top-k kernels, output vs the float32
+reference where the dense KV is at most ``GridSpec.check_kv_bytes``).
+
+Timing: :func:`kinetics.bench.timing.time_graph` over CUDA graphs cycling
+:func:`replicas_for` cache replicas (enough that the block top-k working set is
+``l2_multiple`` times the L2 cache, at least 2, within ``memory_bytes``).
+
+Pure parts (cells, replicas, table, JSON, figure) run anywhere; :func:`run_grid`
+needs a CUDA GPU with triton and flashinfer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from kinetics.bench.decode import BenchConfig, _step_bytes, local_heads
+from kinetics.errors import InputError
+from kinetics.models import get_model
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+GRID_MODELS = ("qwen3-8b", "qwen3-32b")
+GRID_CONTEXTS = (8192, 16384, 32768, 65536, 131072)
+GRID_BATCHES = (1, 4, 16, 64, 256)
+GRID_BUDGETS = (1024, 2048)  # tokens attended per (request, KV head)
+TOPK_KERNELS = ("bitonic", "flashinfer")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Which cells to run and how (sizes in tokens, requests and bytes)."""
+
+    models: tuple[str, ...] = GRID_MODELS
+    contexts: tuple[int, ...] = GRID_CONTEXTS
+    batch_sizes: tuple[int, ...] = GRID_BATCHES
+    budgets: tuple[int, ...] = GRID_BUDGETS
+    page_size: int = 16
+    tp: int = 8
+    local_pages: int = 1
+    repeats: int = 20
+    memory_bytes: float = 48e9  # K/V of all replicas of one cell at most
+    max_replicas: int = 8
+    l2_multiple: float = 4.0
+    check_kv_bytes: float = 2e9  # output vs reference only up to this dense KV size
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One cell: a model shard, context, batch size and budget (pages)."""
+
+    model: str
+    context: int
+    batch_size: int
+    topk_pages: int
+
+    def config(self, spec: GridSpec, replicas: int = 1) -> BenchConfig:
+        return BenchConfig(model=self.model, context=self.context, batch_size=self.batch_size,
+                           page_size=spec.page_size, topk_pages=self.topk_pages, tp=spec.tp,
+                           attention_only=True, local_pages=spec.local_pages,
+                           replicas=replicas, repeats=spec.repeats)
+
+    def step_bytes(self, spec: GridSpec) -> tuple[float, float]:
+        """(dense, block top-k) bytes one decode step moves (attention only)."""
+        cfg = self.config(spec)
+        model = get_model(self.model)
+        hq, hkv = local_heads(model, spec.tp)
+        return (_step_bytes(cfg, hq, hkv, model.head_dim, "dense", 0.0).total,
+                _step_bytes(cfg, hq, hkv, model.head_dim, "blocktopk", 0.0).total)
+
+
+@dataclass(frozen=True)
+class SkippedCell:
+    """A cell not run, and why."""
+
+    cell: GridCell
+    reason: str
+
+
+def grid_cells(spec: GridSpec) -> tuple[list[GridCell], list[SkippedCell]]:
+    """The spec's cells in run order (model, context, batch, budget) and those skipped:
+    a budget over the context, or K/V of two replicas over ``memory_bytes``."""
+    cells, skipped = [], []
+    for model in spec.models:
+        get_model(model)  # InputError on an unknown name
+        for context in spec.contexts:
+            for batch in spec.batch_sizes:
+                for budget in spec.budgets:
+                    if budget < spec.page_size or budget % spec.page_size:
+                        raise InputError(f"budget {budget} tokens is not a whole number of "
+                                         f"pages of {spec.page_size}")
+                    cell = GridCell(model, context, batch, budget // spec.page_size)
+                    if budget > context:
+                        skipped.append(SkippedCell(cell, "budget exceeds the context"))
+                        continue
+                    dense, _ = cell.step_bytes(spec)
+                    if 2 * dense > spec.memory_bytes:
+                        skipped.append(SkippedCell(cell, f"K/V of 2 replicas ({2 * dense / 1e9:.1f}"
+                                                         f" GB) over {spec.memory_bytes / 1e9:.0f} GB"))
+                        continue
+                    cells.append(cell)
+    return cells, skipped
+
+
+def replicas_for(dense_bytes: float, sparse_bytes: float, spec: GridSpec, l2_bytes: float
+                 ) -> int:
+    """Cache replicas cycled in a cell's graphs: enough for the block top-k working set to
+    reach ``l2_multiple`` x the L2, at least 2, at most ``max_replicas`` and what
+    ``memory_bytes`` holds."""
+    want = math.ceil(spec.l2_multiple * l2_bytes / sparse_bytes)
+    fit = int(spec.memory_bytes // dense_bytes)
+    return max(2, min(want, spec.max_replicas, fit))
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """Measured numbers of one cell (ms per step, bytes per step, fractions)."""
+
+    cell: GridCell
+    replicas: int
+    dense_bytes: float
+    blocktopk_bytes: float
+    dense_ms: float
+    dense_fraction_of_copy: float
+    topk_kernel: str  # the default kernel the full step ran
+    selection_ms: dict[str, float]  # per top-k kernel, selection launches alone
+    attention_ms: float
+    blocktopk_ms: float
+    checks_passed: bool
+    check_notes: tuple[str, ...] = ()
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_ms / self.blocktopk_ms
+
+    @property
+    def byte_roofline(self) -> float:
+        return self.dense_bytes / self.blocktopk_bytes
+
+    @property
+    def share_of_roofline(self) -> float:
+        return self.speedup / self.byte_roofline
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(asdict(self.cell), speedup=self.speedup, byte_roofline=self.byte_roofline,
+                   share_of_roofline=self.share_of_roofline)
+        del out["cell"]
+        out["check_notes"] = list(self.check_notes)
+        return out
+
+
+@dataclass
+class GridResult:
+    """A grid run: device, software, copy bandwidth (GB/s), spec, results and skips."""
+
+    device: str
+    date: str
+    versions: dict[str, str]
+    copy_gbps: float
+    spec: GridSpec
+    cells: list[CellResult] = field(default_factory=list)
+    skipped: list[SkippedCell] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "date": self.date, "versions": self.versions,
+                "copy_gbps": self.copy_gbps, "spec": asdict(self.spec),
+                "cells": [c.to_dict() for c in self.cells],
+                "skipped": [{**asdict(s.cell), "reason": s.reason} for s in self.skipped]}
+
+
+def format_grid(result: GridResult) -> str:
+    """The grid as a plain-text table, skipped cells listed after it."""
+    v = result.versions
+    lines = [f"{result.device}  {result.date}  copy {result.copy_gbps:.0f} GB/s  "
+             + "  ".join(f"{k} {v[k]}" for k in sorted(v)),
+             f"{'model':<10} {'ctx':>6} {'batch':>5} {'pages':>5} {'KV MB':>7} "
+             f"{'dense ms':>9} {'of copy':>7} {'btk ms':>8} {'sel ms':>7} {'attn ms':>7} "
+             f"{'bitonic':>7} {'fi topk':>7} {'speedup':>7} {'roofline':>8} {'share':>6} ok"]
+    for r in result.cells:
+        c = r.cell
+        sel = r.selection_ms
+        lines.append(
+            f"{c.model:<10} {c.context:>6} {c.batch_size:>5} {c.topk_pages:>5} "
+            f"{r.dense_bytes / 1e6:>7.0f} {r.dense_ms:>9.4f} {r.dense_fraction_of_copy:>7.1%} "
+            f"{r.blocktopk_ms:>8.4f} {sel[r.topk_kernel]:>7.4f} {r.attention_ms:>7.4f} "
+            f"{sel.get('bitonic', math.nan):>7.4f} {sel.get('flashinfer', math.nan):>7.4f} "
+            f"{r.speedup:>6.2f}x {r.byte_roofline:>7.2f}x {r.share_of_roofline:>6.0%} "
+            f"{'ok' if r.checks_passed else 'FAIL ' + '; '.join(r.check_notes)}")
+    for s in result.skipped:
+        c = s.cell
+        lines.append(f"skipped: {c.model} context {c.context} batch {c.batch_size} "
+                     f"{c.topk_pages} pages: {s.reason}")
+    return "\n".join(lines)
+
+
+def grid_figure(result: GridResult) -> Figure:
+    """Speedup (solid) and byte roofline (dashed) vs context, one colour per batch size,
+    one panel per (model, budget)."""
+    from kinetics.plots import plt
+
+    panels = sorted({(r.cell.model, r.cell.topk_pages) for r in result.cells})
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 4),
+                             squeeze=False, sharey=True)
+    batches = sorted({r.cell.batch_size for r in result.cells})
+    colours = {b: f"C{i}" for i, b in enumerate(batches)}
+    for ax, (model, pages) in zip(axes[0], panels, strict=False):
+        for b in batches:
+            rows = sorted((r for r in result.cells if (r.cell.model, r.cell.topk_pages,
+                                                       r.cell.batch_size) == (model, pages, b)),
+                          key=lambda r: r.cell.context)
+            if not rows:
+                continue
+            x = [r.cell.context for r in rows]
+            ax.plot(x, [r.speedup for r in rows], "o-", color=colours[b], label=f"batch {b}")
+            ax.plot(x, [r.byte_roofline for r in rows], "--", color=colours[b], alpha=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("context (tokens)")
+        ax.set_title(f"{model} tp{result.spec.tp}, {pages * result.spec.page_size} tokens")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("block top-k speedup over dense (dashed: byte roofline)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{result.device}, {result.date}")
+    fig.tight_layout()
+    return fig
+
+
+def run_grid(spec: GridSpec = GridSpec(), progress: Callable[[str], None] = print,
+             deadline_s: float | None = None) -> GridResult:
+    """Run every cell of ``spec`` on this GPU, the (model, context, batch) groups in
+    order of dense K/V size; cells not reached within ``deadline_s`` seconds are listed
+    as skipped. InputError where no GPU benchmark is possible."""
+    import flashinfer
+    import torch
+    import triton
+
+    from kinetics.bench.decode import gpu_available
+    from kinetics.bench.timing import copy_bandwidth
+
+    ok, why = gpu_available()
+    if not ok:
+        raise InputError(f"no GPU benchmark possible: {why}")
+    cells, skipped = grid_cells(spec)
+    result = GridResult(
+        torch.cuda.get_device_name(),
+        _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        {"torch": torch.__version__, "triton": triton.__version__,
+         "flashinfer": flashinfer.__version__}, copy_bandwidth(), spec, skipped=skipped)
+    start = time.monotonic()
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    groups: dict[tuple, list[GridCell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.model, cell.context, cell.batch_size), []).append(cell)
+    # cheapest first (dense K/V bytes), so a time budget cuts the costliest cells
+    for group in sorted(groups.values(), key=lambda g: (g[0].step_bytes(spec)[0], g[0].model)):
+        if deadline_s is not None and time.monotonic() - start > deadline_s:
+            result.skipped += [SkippedCell(c, "not reached within the time budget")
+                               for c in group]
+            continue
+        for r in _run_group(group, spec, l2, result.copy_gbps):
+            result.cells.append(r)
+            c = r.cell
+            progress(f"{c.model} ctx {c.context} batch {c.batch_size} pages {c.topk_pages}: "
+                     f"dense {r.dense_ms:.4f} ms, block top-k {r.blocktopk_ms:.4f} ms, "
+                     f"{r.speedup:.2f}x of {r.byte_roofline:.2f}x"
+                     f"{'' if r.checks_passed else ' CHECK FAILED'}")
+        torch.cuda.empty_cache()
+    return result
+
+
+def _run_group(group: list[GridCell], spec: GridSpec, l2: float, copy_gbps: float
+               ) -> list[CellResult]:
+    """The cells of one (model, context, batch): one workload, dense timed once."""
+    from kinetics.bench.decode import build_workload, check_method, make_decoder
+    from kinetics.bench.timing import time_graph
+
+    dense_bytes = group[0].step_bytes(spec)[0]
+    reps = max(replicas_for(dense_bytes, c.step_bytes(spec)[1], spec, l2) for c in group)
+    cfg = group[0].config(spec, reps)
+    w = build_workload(cfg, cfg.validate())
+    compare = dense_bytes <= spec.check_kv_bytes
+    decoders = [make_decoder("dense", c, w.q_heads, cfg) for c in w.caches]
+    dense_check = check_method("dense", decoders[0], w, cfg, compare_output=compare)
+    dense_ms = _time(decoders, w, cfg, None, time_graph)
+    del decoders
+    out = []
+    for cell in group:
+        ccfg = replace(cfg, topk_pages=cell.topk_pages)
+        out.append(_run_blocktopk(cell, ccfg, w, spec, dense_ms, dense_check, copy_gbps,
+                                  compare))
+    return out
+
+
+def _run_blocktopk(cell: GridCell, cfg: BenchConfig, w, spec: GridSpec, dense_ms: float,
+                   dense_check, copy_gbps: float, compare: bool) -> CellResult:
+    """One budget of a group: both top-k kernels' selection, the default's full step."""
+    from kinetics.attention.decode import build_blocktopk_decode
+    from kinetics.attention.select import default_topk
+    from kinetics.bench.decode import check_method
+    from kinetics.bench.timing import time_graph
+
+    dense_bytes, sparse_bytes = cell.step_bytes(spec)
+    chosen = default_topk(w.caches[0].page_table.shape[1])
+    notes = [] if dense_check.passed else [f"dense rel err {dense_check.rel_err:.2e}"]
+    selection, attention_ms, full_ms = {}, math.nan, math.nan
+    for kernel in TOPK_KERNELS:
+        decoders = [build_blocktopk_decode(c, w.q_heads, cell.topk_pages, spec.local_pages,
+                                           topk=kernel) for c in w.caches]
+        check = check_method("blocktopk", decoders[0], w, cfg,
+                             compare_output=compare and kernel == chosen)
+        if not check.passed:
+            notes.append(f"{kernel}: written={check.all_written} rel err {check.rel_err:.2e} "
+                         f"selection ok={check.selection.passed}")
+        selection[kernel] = _time(decoders, w, cfg, "select", time_graph)
+        if kernel == chosen:
+            attention_ms = _time(decoders, w, cfg, "attend", time_graph)
+            full_ms = _time(decoders, w, cfg, None, time_graph)
+        del decoders
+    return CellResult(cell, cfg.replicas, dense_bytes, sparse_bytes, dense_ms,
+                      dense_bytes / (dense_ms * 1e-3) / 1e9 / copy_gbps, chosen, selection,
+                      attention_ms, full_ms, not notes, tuple(notes))
+
+
+def _time(decoders: list, w, cfg: BenchConfig, only: str | None, time_graph) -> float:
+    from kinetics.bench.decode import decode_steps
+
+    rounds = 2
+    return time_graph(decode_steps(w, decoders, rounds, only), rounds * cfg.replicas,
+                      cfg.repeats).ms

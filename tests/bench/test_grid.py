@@ -1,0 +1,117 @@
+"""The regime grid's pure parts (cells, replicas, table, JSON, figure): no GPU needed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kinetics.bench import grid
+from kinetics.errors import InputError
+
+
+def test_default_grid_is_the_issue_grid():
+    cells, skipped = grid.grid_cells(grid.GridSpec())
+    assert len(cells) + len(skipped) == 2 * 5 * 5 * 2
+    assert not skipped  # every cell's K/V fits 2 replicas in 48 GB
+    assert {c.topk_pages for c in cells} == {64, 128}
+    assert cells[0] == grid.GridCell("qwen3-8b", 8192, 1, 64)
+
+
+def test_cells_over_memory_or_context_are_skipped_with_a_reason():
+    spec = grid.GridSpec(models=("qwen3-8b",), contexts=(512, 131072), batch_sizes=(256,),
+                         budgets=(1024,), memory_bytes=20e9)
+    cells, skipped = grid.grid_cells(spec)
+    assert cells == []
+    reasons = {s.cell.context: s.reason for s in skipped}
+    assert "exceeds the context" in reasons[512]
+    assert "over 20 GB" in reasons[131072]  # 17.2 GB of K/V per replica
+
+
+def test_bad_grid_input():
+    with pytest.raises(InputError, match="unknown model"):
+        grid.grid_cells(grid.GridSpec(models=("nope",)))
+    with pytest.raises(InputError, match="whole number of pages"):
+        grid.grid_cells(grid.GridSpec(budgets=(1000,)))
+
+
+def test_step_bytes_match_the_issue_numbers():
+    dense, sparse = grid.GridCell("qwen3-8b", 16384, 64, 64).step_bytes(grid.GridSpec())
+    assert dense == pytest.approx(537.0e6, rel=1e-3)
+    assert dense / sparse == pytest.approx(10.59, abs=0.01)
+    dense, sparse = grid.GridCell("qwen3-8b", 65536, 16, 64).step_bytes(grid.GridSpec())
+    assert dense / sparse == pytest.approx(21.09, abs=0.01)
+
+
+@given(dense=st.floats(1e6, 1e11), sparse=st.floats(1e5, 1e9), l2=st.floats(1e6, 1e8))
+def test_replicas_stay_in_bounds(dense, sparse, l2):
+    spec = grid.GridSpec()
+    reps = grid.replicas_for(dense, sparse, spec, l2)
+    assert 2 <= reps <= spec.max_replicas
+    if reps > 2:  # more than the minimum only when memory holds them
+        assert reps * dense <= spec.memory_bytes
+    if reps < spec.max_replicas and reps * dense + dense <= spec.memory_bytes:
+        assert reps * sparse >= spec.l2_multiple * l2  # enough to defeat the L2
+
+
+def _result(cells=None) -> grid.GridResult:
+    spec = grid.GridSpec()
+    out = grid.GridResult("GPU", "today", {"torch": "2", "triton": "3"}, 4000.0, spec)
+    for i, (ctx, batch) in enumerate(cells or [(16384, 64), (65536, 16), (65536, 64)]):
+        cell = grid.GridCell("qwen3-8b", ctx, batch, 64)
+        dense_b, sparse_b = cell.step_bytes(spec)
+        out.cells.append(grid.CellResult(
+            cell, 4, dense_b, sparse_b, dense_ms=0.134 * (i + 1), dense_fraction_of_copy=0.96,
+            topk_kernel="bitonic", selection_ms={"bitonic": 0.013, "flashinfer": 0.015},
+            attention_ms=0.017, blocktopk_ms=0.03, checks_passed=i != 2,
+            check_notes=("bitonic: rel err 2e-02",) if i == 2 else ()))
+    out.skipped.append(grid.SkippedCell(grid.GridCell("qwen3-32b", 131072, 256, 128),
+                                        "not reached within the time budget"))
+    return out
+
+
+def test_cell_result_ratios():
+    r = _result().cells[0]
+    assert r.speedup == pytest.approx(0.134 / 0.03)
+    assert r.byte_roofline == pytest.approx(r.dense_bytes / r.blocktopk_bytes)
+    assert r.share_of_roofline == pytest.approx(r.speedup / r.byte_roofline)
+
+
+def test_table_lists_cells_failures_and_skips():
+    text = grid.format_grid(_result())
+    lines = text.splitlines()
+    assert lines[0].startswith("GPU  today  copy 4000 GB/s")
+    assert len(lines) == 2 + 3 + 1
+    assert "4.47x" in lines[2] and "96.0%" in lines[2] and lines[2].endswith("ok")
+    assert "FAIL bitonic: rel err 2e-02" in lines[4]
+    assert lines[5].startswith("skipped: qwen3-32b context 131072 batch 256 128 pages")
+
+
+def test_json_holds_every_number():
+    record = json.loads(json.dumps(_result().to_dict()))
+    assert record["spec"]["contexts"] == list(grid.GRID_CONTEXTS)
+    cell = record["cells"][0]
+    assert (cell["model"], cell["context"], cell["batch_size"], cell["topk_pages"]) == \
+        ("qwen3-8b", 16384, 64, 64)
+    assert cell["speedup"] == pytest.approx(0.134 / 0.03)
+    assert cell["selection_ms"] == {"bitonic": 0.013, "flashinfer": 0.015}
+    assert math.isclose(cell["share_of_roofline"], cell["speedup"] / cell["byte_roofline"])
+    assert record["cells"][2]["checks_passed"] is False
+    assert record["skipped"][0]["reason"] == "not reached within the time budget"
+
+
+def test_figure_has_one_panel_per_model_and_budget(tmp_path):
+    result = _result()
+    result.cells.append(grid.CellResult(
+        grid.GridCell("qwen3-32b", 16384, 64, 128), 2, 5e8, 8e7, 0.13, 0.95, "bitonic",
+        {"bitonic": 0.02}, 0.03, 0.05, True))
+    fig = grid.grid_figure(result)
+    assert len(fig.axes) == 2
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["qwen3-32b tp8, 2048 tokens", "qwen3-8b tp8, 1024 tokens"]
+    assert len(fig.axes[1].get_lines()) == 2 * 2  # batches 16, 64: speedup and roofline
+    fig.savefig(tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 0
