@@ -21,7 +21,7 @@ class ModelSpec:
     """The shape facts the cost model needs.
 
     Attributes:
-        name: preset key or the config's path.
+        name: preset key, or the config's path (the NAME of ``--model-config NAME=PATH``).
         num_layers, hidden_size, num_q_heads, num_kv_heads, head_dim: from config.json.
         intermediate_size: dense MLP width (0 for MoE layers).
         vocab_size: tokens.
@@ -230,14 +230,15 @@ def load_model_config(path: str | Path) -> ModelSpec:
 
 
 def get_model(name: str, config_path: str | Path | None = None) -> ModelSpec:
-    """A preset by name (case-insensitive, 'Qwen/Qwen3-8B' also accepted), or a config.json."""
+    """A preset by name (case-insensitive, 'Qwen/Qwen3-8B' also accepted), or the
+    config.json at ``config_path`` named ``name``."""
     if config_path is not None:
-        return load_model_config(config_path)
+        return replace(load_model_config(config_path), name=name)
     key = preset_key(name)
     if key is None:
         raise InputError(
             f"unknown model '{name}' (presets: {', '.join(MODELS)}; "
-            "or pass --model-config path/to/config.json)"
+            f"or give it a config: --model-config {name}=PATH/config.json)"
         )
     return MODELS[key]
 

@@ -250,8 +250,7 @@ def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path]
             row = _bad_row((trials["model"] == name).to_numpy())
             if name in model_configs:
                 raise
-            raise InputError(f"{exc} (add --model-config {name}=PATH/config.json)", path=path,
-                             row=row, field="model") from None
+            raise InputError(str(exc), path=path, row=row, field="model") from None
     return {name: with_param_count(spec, param_count) for name, spec in specs.items()}
 
 

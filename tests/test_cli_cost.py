@@ -20,7 +20,7 @@ def run_json(capsys, *argv):
 
 def test_dense_json_matches_the_formula(capsys):
     out = run_json(capsys, "--model", "qwen3-8b", "--method", "dense", "--prompt-len", "128",
-                   "--gen-len", "32768", "--trials", "8")
+                   "--gen-len", "32768", "--samples", "8")
     L, hq, hkv, d, S, T, N, P = 36, 32, 8, 128, 128, 32768, 8, 8.19e9
     assert out["compute_flops"] == pytest.approx(N * (2 * P * T + 2 * L * hq * d * (2 * S + T + 1) * T))
     assert out["memory_bytes"] == pytest.approx(2 * L * hkv * d * (2 * S + N * (T + 1)) * T)
@@ -49,7 +49,7 @@ def test_custom_intensity_and_hardware(capsys):
     ["--method", "blocktopk", "--block-size", "16", "--budget", "65", "--prompt-len", "1", "--gen-len", "1"],
     ["--method", "dense", "--budget", "5", "--prompt-len", "1", "--gen-len", "1"],
     ["--prompt-len", "-1", "--gen-len", "1"],
-    ["--prompt-len", "1", "--gen-len", "1", "--trials", "0"],
+    ["--prompt-len", "1", "--gen-len", "1", "--samples", "0"],
     ["--prompt-len", "x", "--gen-len", "1"],
     ["--gen-len", "1"],  # missing --prompt-len
     ["--model", "gpt-9", "--prompt-len", "1", "--gen-len", "1"],
@@ -75,7 +75,7 @@ def test_console_script_entry_point_runs():
     ("qwen3-30b-a3b", 3_300_000_000, 3_041_656_832), ("qwen3-4b", 4_020_000_000, 4_022_272_000),
     ("qwen3-8b", 8_190_000_000, 7_568_097_280)])
 def test_param_count_changes_only_the_linear_flops(capsys, model, published, derived):
-    common = ["--model", model, "--prompt-len", "100", "--gen-len", "3000", "--trials", "4"]
+    common = ["--model", model, "--prompt-len", "100", "--gen-len", "3000", "--samples", "4"]
     default = run_json(capsys, *common)
     pub = run_json(capsys, *common, "--param-count", "published")
     der = run_json(capsys, *common, "--param-count", "derived")

@@ -139,8 +139,6 @@ def test_empty_or_unparsable_files_exit_2(tmp_path, capsys, content, message):
 def test_nonexistent_path_and_bad_flags_exit_2(tmp_path, capsys):
     code, err, _ = _report(tmp_path, capsys, "--trials", str(tmp_path / "none.parquet"))
     assert code == 2 and "none.parquet" in err and "no such file" in err
-    code, err, _ = _report(tmp_path, capsys, "--model-config", "nopath")
-    assert code == 2 and "NAME=PATH" in err
     code, err, _ = _report(tmp_path, capsys, "--gen-budgets", "1k")
     assert code == 2 and "--gen-budgets" in err
 

@@ -18,10 +18,14 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from kinetics.cli._args import add_param_count  # noqa: F401  (subcommands import it from here)
 from kinetics.errors import InputError
 
-# subcommand -> module under kinetics.cli; modules import lazily so `kinetics cost`
-# never pays for torch or matplotlib.
+DISTRIBUTION = "kinetics-tts"  # the name on PyPI (pyproject.toml); the import name is kinetics
+
+# subcommand -> module kinetics.cli.<name>_cmd. Building a module's parser imports
+# nothing heavy (tests/cli/test_import_light.py): each command's run() imports pandas,
+# torch or matplotlib when it needs them, so `kinetics --help` stays fast.
 SUBCOMMANDS: dict[str, str] = {
     "cost": "Exact compute FLOPs, memory bytes and eFLOPs of one query's decode.",
     "ingest": "Turn published raw traces into a canonical trial table.",
@@ -29,15 +33,6 @@ SUBCOMMANDS: dict[str, str] = {
     "check": "Recompute the frontier summary and compare it with a stored baseline.",
     "bench": "Time decode attention / one decoder layer on a GPU (dense vs block top-k).",
 }
-
-
-def add_param_count(parser: argparse.ArgumentParser, default: str | None = "published") -> None:
-    """The shared ``--param-count published|derived`` flag of the commands that price models."""
-    parser.add_argument(
-        "--param-count", choices=("published", "derived"), default=default,
-        help="parameters P priced at 2P FLOPs a token: 'published' (the paper's counts, e.g. "
-        "Qwen3-30B-A3B 3.3B active) or 'derived' from the shapes (the matrices a decode step "
-        "multiplies: non-embedding weights plus the LM head once; 30B-A3B 3.04B)")
 
 
 class Terminated(BaseException):
@@ -64,12 +59,26 @@ class KineticsArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def version() -> str:
+    """The installed distribution's version, else the checkout's ``kinetics.__version__``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        from kinetics import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = KineticsArgumentParser(
         prog="kinetics",
         description="Test-time scaling cost analysis with sparse attention "
         "(Kinetics, arXiv 2506.05333). eFLOPs = compute FLOPs + I x memory bytes.",
+        epilog="Run `kinetics COMMAND --help` for a command's flags.",
     )
+    parser.add_argument("--version", action="version", version=f"kinetics {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 parser_class=KineticsArgumentParser)
     for name, help_text in SUBCOMMANDS.items():

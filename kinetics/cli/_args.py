@@ -1,9 +1,14 @@
-"""Flag types and parsers shared by several subcommands."""
+"""Flag types, flags and helpers shared by several subcommands.
+
+Import-light on purpose: every subcommand's parser is built from here for
+``kinetics --help``, which must not import pandas, torch or matplotlib.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from kinetics.errors import InputError
 
@@ -19,12 +24,45 @@ def finite_float(text: str) -> float:
     return value
 
 
-def parse_model_configs(values: list[str]) -> dict[str, str]:
-    """``--model-config NAME=PATH`` pairs -> dict (InputError on a malformed one)."""
-    out = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise InputError(f"--model-config expects NAME=PATH, got {value!r}")
-        out[name.strip()] = path.strip()
+def model_config_pair(text: str) -> tuple[str, str]:
+    """argparse type: ``NAME=PATH`` -> (name, path); anything else exits 2 with one line."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name.strip(), path.strip()
+
+
+def add_model_config(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """The one ``--model-config NAME=PATH`` flag (repeatable) of every command that reads
+    models: a local HF config.json (or its folder) for a model that is not a preset."""
+    parser.add_argument("--model-config", action="append", default=[], type=model_config_pair,
+                        metavar="NAME=PATH",
+                        help="a local HF config.json (or its folder) for model NAME, "
+                        f"which is not a preset (repeatable){what}")
+
+
+def model_configs(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """``--model-config`` pairs -> {name: path}; InputError on a name given twice."""
+    out: dict[str, str] = {}
+    for name, path in pairs:
+        if name in out and out[name] != path:
+            raise InputError(f"--model-config {name} given twice ({out[name]}, {path})")
+        out[name] = path
     return out
+
+
+def add_param_count(parser: argparse.ArgumentParser, default: str | None = "published") -> None:
+    """The shared ``--param-count published|derived`` flag of the commands that price models."""
+    parser.add_argument(
+        "--param-count", choices=("published", "derived"), default=default,
+        help="parameters P priced at 2P FLOPs a token: 'published' (the paper's counts, e.g. "
+        "Qwen3-30B-A3B 3.3B active) or 'derived' from the shapes (the matrices a decode step "
+        "multiplies: non-embedding weights plus the LM head once; 30B-A3B 3.04B)")
+
+
+def progress(iterable=None, *, total: int | None = None, desc: str, unit: str, quiet: bool):
+    """A tqdm bar on stderr, shown only when stderr is a terminal and not ``--quiet``."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, file=sys.stderr, desc=desc, unit=unit, leave=False,
+                disable=quiet or not sys.stderr.isatty())

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kinetics.check import compare_summaries, validate_summary
-from kinetics.cli import add_param_count
-from kinetics.cli._args import finite_float
+from kinetics.cli._args import add_model_config, add_param_count, finite_float, model_configs
 from kinetics.cli._output import write_json_file
 from kinetics.hardware import HARDWARE, resolve_intensity
 from kinetics.jsonfile import read_json_object
@@ -39,22 +37,27 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--hardware", choices=sorted(HARDWARE), help="hardware preset (intensity I)")
     hw.add_argument("--intensity", type=finite_float, metavar="I",
                     help="custom intensity, FLOPs/byte")
+    add_model_config(parser, "; as given to kinetics report")
     add_param_count(parser, default=None)
     parser.add_argument("--update", action="store_true",
                         help="rewrite the baseline with the recomputed summary and exit 0")
 
 
 def _read_baseline(path: Path) -> dict:
+    from kinetics.check import validate_summary
+
     data = read_json_object(path, missing_hint=" (create one with --update)")
     return validate_summary(data, str(path))
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.baseline) if args.baseline else PACKAGED_BASELINE
-    baseline = None if args.update and not path.exists() else _read_baseline(path)
-
+    from kinetics.check import compare_summaries
     from kinetics.report import build_summary
     from kinetics.traces import load_trials
+
+    configs = model_configs(args.model_config)
+    path = Path(args.baseline) if args.baseline else PACKAGED_BASELINE
+    baseline = None if args.update and not path.exists() else _read_baseline(path)
     hardware, intensity = args.hardware, args.intensity
     if hardware is None and intensity is None and baseline is not None:
         hardware, intensity = baseline.get("hardware"), baseline.get("intensity")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     trials, synthetic = load_trials(args.trials)
     current = build_summary(trials, intensity_value, hardware=hardware if intensity is None else None,
                             synthetic=synthetic, source=args.trials or "embedded",
-                            param_count=param_count).to_json()
+                            model_configs=configs, param_count=param_count).to_json()
     if args.update:
         write_json_file(path, current, indent=1, sort_keys=True)
         print(f"kinetics check: wrote {len(current['entries'])} entries to {path}")

@@ -4,32 +4,33 @@ from __future__ import annotations
 
 import argparse
 
-from kinetics.cli import add_param_count
-from kinetics.cli._args import finite_float
+from kinetics.cli._args import add_model_config, add_param_count, finite_float, model_configs
 from kinetics.cli._output import dumps_json
 from kinetics.cost import METHODS, AttentionConfig, query_cost
 from kinetics.errors import InputError
 from kinetics.hardware import HARDWARE, resolve_intensity
-from kinetics.models import MODELS, get_model, with_param_count
+from kinetics.models import MODELS, ModelSpec, get_model, with_param_count
+
+DEFAULT_MODEL = "qwen3-8b"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Example: kinetics cost --model qwen3-8b --method blocktopk --prompt-len 128 "
-        "--gen-len 32768 --trials 8 --block-size 16 --topk-blocks 64 --json"
+        "--gen-len 32768 --samples 8 --block-size 16 --topk-blocks 64 --json. "
+        "Another model: kinetics cost --model-config mine=path/to/config.json ..."
     )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", default="qwen3-8b",
-                       help=f"model preset ({', '.join(MODELS)})")
-    which.add_argument("--model-config", metavar="PATH",
-                       help="a local HF config.json (or its folder) for any other model")
+    parser.add_argument("--model", metavar="NAME",
+                        help=f"a preset ({', '.join(MODELS)}) or a NAME given by --model-config "
+                        f"(default: the one --model-config, else {DEFAULT_MODEL})")
+    add_model_config(parser)
     parser.add_argument("--method", choices=METHODS, default="dense",
                         help="decode attention: dense, oracle token top-k, or block top-k")
     parser.add_argument("--prompt-len", type=int, required=True, metavar="S",
                         help="prompt length, tokens")
     parser.add_argument("--gen-len", type=int, required=True, metavar="T",
                         help="generated tokens per sample")
-    parser.add_argument("--trials", type=int, default=1, metavar="N",
+    parser.add_argument("--samples", type=int, default=1, metavar="N",
                         help="Best-of-N samples decoded together (prompt KV shared for dense)")
     hw = parser.add_mutually_exclusive_group()
     hw.add_argument("--hardware", choices=sorted(HARDWARE), default="b200",
@@ -48,6 +49,20 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "(off by default, as in the paper)")
     add_param_count(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def model_from_args(args: argparse.Namespace) -> ModelSpec:
+    """``--model NAME`` (a preset or a ``--model-config`` name); with no ``--model``, the
+    single ``--model-config`` given, else the default preset (InputError on ambiguity)."""
+    configs = model_configs(args.model_config)
+    name = args.model
+    if name is None:
+        if len(configs) > 1:
+            raise InputError(f"several --model-config given ({', '.join(configs)}): "
+                             "pick one with --model NAME")
+        name = next(iter(configs), DEFAULT_MODEL)
+    model = get_model(name, configs.get(name))
+    return with_param_count(model, args.param_count)
 
 
 def attention_from_args(args: argparse.Namespace) -> AttentionConfig:
@@ -73,12 +88,12 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("prompt_len", "gen_len"):
         if getattr(args, flag) < 0:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 0 tokens")
-    if args.trials < 1:
-        raise InputError("--trials must be at least 1")
-    model = with_param_count(get_model(args.model, args.model_config), args.param_count)
+    if args.samples < 1:
+        raise InputError("--samples must be at least 1")
+    model = model_from_args(args)
     attention = attention_from_args(args)
     intensity = resolve_intensity(args.hardware, args.intensity)
-    cost = query_cost(model, attention, args.prompt_len, args.gen_len, args.trials,
+    cost = query_cost(model, attention, args.prompt_len, args.gen_len, args.samples,
                       batch_size=args.batch_size)
     compute, memory = float(cost.compute_flops), float(cost.memory_bytes)
     result = {
@@ -87,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         "config": attention.label,
         "prompt_len": args.prompt_len,
         "gen_len": args.gen_len,
-        "trials": args.trials,
+        "samples": args.samples,
         "budget": attention.budget,
         "block_size": attention.block_size,
         "topk_blocks": attention.topk_blocks,
@@ -106,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json(result))
         return 0
-    print(f"{model.name}  {attention.label}  S={args.prompt_len} T={args.gen_len} N={args.trials}"
+    print(f"{model.name}  {attention.label}  S={args.prompt_len} T={args.gen_len} N={args.samples}"
           f"  I={intensity:g} FLOPs/byte")
     print(f"  compute  {compute:.4e} FLOPs")
     print(f"  memory   {memory:.4e} bytes  (x I = {intensity * memory:.4e} FLOPs)")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from kinetics.cli._args import parse_model_configs
+from kinetics.cli._args import add_model_config, model_configs, progress
 from kinetics.cli._output import check_output_file, staged_file
 from kinetics.errors import InputError
 
@@ -29,10 +28,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="NAME",
                         help="model name for every file (unset: from the metadata or the file "
                         "name); a preset, or a name given a --model-config")
-    parser.add_argument("--model-config", action="append", default=[], metavar="NAME=PATH",
-                        help="config.json for a model that is not a preset (repeatable; "
-                        "pass the same to kinetics report)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_config(parser, "; pass the same to kinetics report")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (there is none anyway when stderr is not a terminal)")
 
 
 INSTALL_HINT = "pip install 'kinetics-tts[ingest]'"
@@ -104,7 +102,6 @@ def _write_table(frame, out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
-    from tqdm import tqdm
 
     from kinetics.ingest import (
         describe_file,
@@ -118,16 +115,16 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).suffix.lower() not in TABLE_SUFFIXES:
         raise InputError("output must end in .parquet, .csv or .jsonl", path=args.out)
     out = check_output_file(args.out, replace=args.force)
-    model_configs = parse_model_configs(args.model_config)
+    configs = model_configs(args.model_config)
     files = raw_files(args.source, args.include)
     described = []
     for path in files:  # every file's model and config before the slow tokenizing
         model, config = describe_file(path, read_metadata(path), args.model)
-        described.append((path, _check_model(model, model_configs, path), config))
+        described.append((path, _check_model(model, configs, path), config))
     tokenizer = _load_tokenizer(args.tokenizer)
     parts = []
-    for path, model, config in tqdm(described, file=sys.stderr, disable=args.quiet,
-                                    desc="kinetics ingest", unit="file", leave=False):
+    for path, model, config in progress(described, desc="kinetics ingest", unit="file",
+                                        quiet=args.quiet):
         meta, rows = read_raw_file(path)
         parts.append(trial_rows(meta, rows, tokenizer, model=model, config=config,
                                 source=str(path)))

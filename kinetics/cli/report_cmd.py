@@ -8,16 +8,19 @@ empty folder or an earlier report (see :mod:`kinetics.cli._output`).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kinetics.cli import add_param_count
-from kinetics.cli._args import finite_float, parse_model_configs
+from kinetics.cli._args import (
+    add_model_config,
+    add_param_count,
+    finite_float,
+    model_configs,
+    progress,
+)
 from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
 from kinetics.errors import InputError
 from kinetics.hardware import HARDWARE, Hardware, get_hardware, resolve_intensity
-from kinetics.strategies import DEFAULT_GEN_BUDGETS
 
 if TYPE_CHECKING:
     from kinetics.report import Summary, SummaryEntry
@@ -39,13 +42,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="kinetics-report", metavar="DIR",
                         help="output folder: a new or empty one, or an earlier report "
                         "(anything else is refused, never overwritten)")
-    parser.add_argument("--model-config", action="append", default=[], metavar="NAME=PATH",
-                        help="config.json for a model that is not a preset (repeatable)")
+    add_model_config(parser)
+    # defaults named, not imported: kinetics.strategies/frontier import pandas, and
+    # --help must not (tests/cli/test_import_light.py checks these names match)
     parser.add_argument("--gen-budgets", metavar="T1,T2,..",
-                        default=",".join(str(b) for b in DEFAULT_GEN_BUDGETS),
-                        help="long-CoT generation budgets, tokens")
-    parser.add_argument("--grid-points", type=int, default=100, metavar="G",
-                        help="log-spaced budgets in each frontier grid")
+                        help="long-CoT generation budgets, tokens (default: the paper's "
+                        "2048,3072,4096,6144,8192,12288,16384,24576,32768)")
+    parser.add_argument("--grid-points", type=int, metavar="G",
+                        help="log-spaced budgets in each frontier grid (default: 100)")
     parser.add_argument("--smooth", type=int, default=1, metavar="W",
                         help="centred moving average of odd width W over the grid for the "
                         "frontier curves (frontier.csv, plots; the paper plots W = 3); "
@@ -55,7 +59,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--formats", default="png,svg,pdf", metavar="EXT,..",
                         help="figure formats to write (any of png, svg, pdf)")
     parser.add_argument("--dpi", type=int, default=110, help="resolution of the PNG figures")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true",
+                        help="print summary.json to stdout instead of the table (the folder "
+                        "is still written)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (there is none anyway when stderr is not a terminal)")
 
 
 def parse_gen_budgets(text: str) -> list[int]:
@@ -142,13 +150,16 @@ def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: b
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from kinetics.frontier import GRID_POINTS
     from kinetics.report import analyze, build_summary
+    from kinetics.strategies import DEFAULT_GEN_BUDGETS
     from kinetics.traces import EMBEDDED_SOURCE, load_trials, resolve_models
 
-    model_configs = parse_model_configs(args.model_config)
-    gen_budgets = parse_gen_budgets(args.gen_budgets)
+    configs = model_configs(args.model_config)
+    gen_budgets = (list(DEFAULT_GEN_BUDGETS) if args.gen_budgets is None
+                   else parse_gen_budgets(args.gen_budgets))
+    if args.grid_points is None:
+        args.grid_points = GRID_POINTS
     if args.grid_points < 2:
         raise InputError("--grid-points must be at least 2")
     if args.smooth < 1 or args.smooth % 2 == 0:
@@ -164,11 +175,10 @@ def run(args: argparse.Namespace) -> int:
     # Validate the input before the progress bar starts, so an error prints alone.
     trials, synthetic = load_trials(args.trials)
     source = EMBEDDED_SOURCE if args.trials is None else str(args.trials)
-    models = resolve_models(trials, model_configs, source, args.param_count)
+    models = resolve_models(trials, configs, source, args.param_count)
 
     steps = 4 + 2 * 3 + (0 if args.no_plots else 3)
-    bar = tqdm(total=steps, file=sys.stderr, disable=args.quiet, desc="kinetics report",
-               unit="step", leave=False)
+    bar = progress(total=steps, desc="kinetics report", unit="step", quiet=args.quiet)
 
     def tick(label: str) -> None:
         bar.set_postfix_str(label, refresh=False)
@@ -181,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
                                grid_points=args.grid_points, smooth=args.smooth,
                                tick=tick)
             summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
-                                    source=source, model_configs=model_configs,
+                                    source=source, model_configs=configs,
                                     param_count=args.param_count,
                                     options=analysis.options)
             tick("summary")
@@ -191,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
 
+    if args.json:
+        print(dumps_json(summary.to_json()))
+        return 0
     if synthetic:
         print(SYNTHETIC_NOTE)
     print(f"trials: {source} ({len(trials)} rows); I = {intensity:g} FLOPs/byte"

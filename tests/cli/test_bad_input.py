@@ -73,8 +73,15 @@ BAD_INPUT = [
     (["check", "--baseline", "bad-law.json"], "row 1, field 'law'"),
     (["check", "--baseline", "d"], "is a folder"),
     ([*COST, "--intensity", "inf"], "expected a finite number"),
-    ([*COST, "--model", "qwen3-8b", "--model-config", "config.json"], "not allowed with"),
-    ([*COST, "--model-config", "config.json"], "field 'text_config'"),
+    ([*COST, "--model-config", "config.json"], "expected NAME=PATH"),
+    ([*COST, "--model-config", "mine=config.json"], "field 'text_config'"),
+    ([*COST, "--model-config", "a=config.json", "--model-config", "b=config.json"],
+     "pick one with --model NAME"),
+    ([*COST, "--model-config", "a=config.json", "--model-config", "a=other.json"],
+     "given twice"),
+    (["report", "--model-config", "nopath"], "expected NAME=PATH"),
+    (["check", "--baseline", "base.json", "--model-config", "x"], "expected NAME=PATH"),
+    (["ingest", "raw", "--tokenizer", "t", "--model-config", "=p"], "expected NAME=PATH"),
 ]
 
 

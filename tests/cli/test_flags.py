@@ -1,0 +1,80 @@
+"""Flags that read the same in every command: --model-config NAME=PATH, cost's
+--samples, report --json, and the progress bar only on a terminal."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from kinetics.cli import main
+from kinetics.traces import embedded_path
+
+CONFIG = {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 512,
+          "vocab_size": 1000}
+
+
+@pytest.fixture()
+def config(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(CONFIG))
+    return str(path)
+
+
+def cost_json(capsys, *argv) -> dict:
+    assert main(["cost", "--prompt-len", "100", "--gen-len", "50", "--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cost_uses_a_single_model_config_named_by_its_name(capsys, config):
+    out = cost_json(capsys, "--model-config", f"mine={config}", "--samples", "1")
+    assert out["model"] == "mine" and out["samples"] == 1
+    S, T, L, hkv, d = 100, 50, 4, 2, 64  # dense memory: 2 L h_kv d (2S+T+1) T bytes
+    assert out["memory_bytes"] == 2 * L * hkv * d * (2 * S + T + 1) * T
+
+
+def test_cost_model_picks_among_configs_and_presets(capsys, config, tmp_path):
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps({**CONFIG, "num_key_value_heads": 4}))
+    pairs = ["--model-config", f"mine={config}", "--model-config", f"wide={wide}"]
+    mine = cost_json(capsys, *pairs, "--model", "mine")
+    other = cost_json(capsys, *pairs, "--model", "wide")
+    assert (mine["model"], other["model"]) == ("mine", "wide")
+    assert other["memory_bytes"] == 2 * mine["memory_bytes"]  # twice the KV heads
+    assert cost_json(capsys, *pairs, "--model", "qwen3-4b")["model"] == "qwen3-4b"
+    assert cost_json(capsys)["model"] == "qwen3-8b"
+
+
+@pytest.fixture()
+def renamed_trials(tmp_path):
+    """A small trial table whose first model is renamed to one no preset knows."""
+    trials = pd.read_parquet(embedded_path())
+    trials = trials[trials["query_id"].isin(trials["query_id"].unique()[:3])]
+    trials = trials.replace({"model": {trials["model"].iloc[0]: "my-model"}})
+    path = tmp_path / "t.csv"
+    trials.to_csv(path, index=False)
+    return str(path)
+
+
+def test_check_reads_model_configs_like_report(tmp_path, capsys, config, renamed_trials):
+    base = str(tmp_path / "base.json")
+    common = ["check", "--trials", renamed_trials, "--baseline", base]
+    assert main([*common, "--update"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'model'" in err and "--model-config my-model=" in err
+    with_config = [*common, "--model-config", f"my-model={config}"]
+    assert main([*with_config, "--update"]) == 0
+    assert main(with_config) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_report_json_prints_the_summary_and_still_writes_the_folder(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", "--json", "--no-plots", "--grid-points", "5", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed == json.loads((out / "summary.json").read_text())
+    assert printed["synthetic"] is True and printed["entries"]
+    assert captured.err == ""  # stderr is no terminal here: no progress bar either

@@ -1,0 +1,68 @@
+"""`kinetics --help`, every `kinetics COMMAND --help` and `--version` import no pandas,
+torch or matplotlib: building the parser is light, command bodies import lazily."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kinetics.cli import SUBCOMMANDS, build_parser, main, version
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("pandas", "torch", "matplotlib", "tqdm", "pyarrow", "triton")
+
+_CHILD = """
+import sys
+from kinetics.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("HEAVY:" + ",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def heavy_imports(*argv: str) -> tuple[list[str], str]:
+    proc = subprocess.run([sys.executable, "-c", _CHILD.format(heavy=HEAVY), *argv],
+                          capture_output=True, text=True, cwd=REPO, check=True)
+    marker = proc.stdout.rsplit("HEAVY:", 1)[1].strip()
+    return [m for m in marker.split(",") if m], proc.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"],
+                                  *([name, "--help"] for name in SUBCOMMANDS)],
+                         ids=lambda argv: " ".join(argv))
+def test_help_and_version_import_nothing_heavy(argv):
+    heavy, out = heavy_imports(*argv)
+    assert heavy == [], f"kinetics {' '.join(argv)} imported {heavy}"
+    assert out.startswith("kinetics") or "usage: kinetics" in out
+
+
+def test_the_probe_sees_a_heavy_import():  # so the test above can fail
+    proc = subprocess.run([sys.executable, "-c", "import sys, kinetics.report; "
+                           f"print([m for m in {HEAVY!r} if m in sys.modules])"],
+                          capture_output=True, text=True, cwd=REPO, check=True)
+    assert "pandas" in proc.stdout
+
+
+def test_version_is_the_package_version(capsys):
+    import kinetics
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kinetics {version()}"
+    assert version() == kinetics.__version__  # not installed here: the checkout's
+
+
+def test_report_help_names_the_defaults_it_does_not_import():
+    from kinetics.frontier import GRID_POINTS
+    from kinetics.strategies import DEFAULT_GEN_BUDGETS
+
+    help_text = " ".join(build_parser()._subparsers._group_actions[0]
+                         .choices["report"].format_help().split())
+    assert ",".join(map(str, DEFAULT_GEN_BUDGETS)) in help_text
+    assert f"(default: {GRID_POINTS})" in help_text
