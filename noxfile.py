@@ -1,6 +1,6 @@
 """nox sessions: tests (CI), gpu, bench, lint, wheel, asv, asv-gpu.
 
-See README "Install" and "Benchmarks and regressions", and docs/ci.md.
+See docs/benchmarks.md (the sessions) and docs/ci.md (torch, packaging).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def gpu(session: nox.Session) -> None:
     """GPU correctness tests and gated GPU benchmarks, on the installed python.
 
     Runs without a venv, because the GPU machine has no network: the python there
-    must already hold torch, triton and flashinfer (carry wheels, see README). The
+    must already hold torch, triton and flashinfer (carry wheels, see docs/benchmarks.md). The
     gate (``kinetics bench --gate``, exit 1 under the baseline's speedup floors or on
     a failed in-run check) runs even when a test fails; the session fails if either did.
     """

@@ -1,17 +1,9 @@
 """Exact decode cost of test-time scaling: compute FLOPs, memory bytes, eFLOPs.
 
-Notation (all counts are tokens unless stated): L layers, h_q query heads, h_kv KV
-heads, head dim d, P active parameters, prompt length S, generated length T, bf16
-KV cache (2 bytes an element), K and V both cached. Decoding token t (t = 0..T-1)
-attends c_t = S + t + 1 tokens (the cache plus itself).
-
-Costs are exact integer sums over t, evaluated in closed form (no continuous
-approximation). They split into a *private* part, paid by every sample, and a
-*shared* part, paid once per decode step by a group of samples of one query that
-decode together (the prompt's KV read for dense attention, the prompt's full-block
-representative keys for block top-k selection). For N samples of lengths T_i:
-
-    cost = sum_i private(S, T_i) + shared(S, max_i T_i)
+Costs are exact integer sums over the decode steps, evaluated in closed form, split
+into a per-sample *private* part and a *shared* part paid once per step by samples
+of one query decoding together. The notation, the formulas and their caveats are
+written down in one place, docs/cost-model.md.
 
 All functions take scalars or numpy arrays (broadcast together) and return float64
 arrays of FLOPs or bytes.

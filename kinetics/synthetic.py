@@ -1,30 +1,9 @@
 """A seeded SYNTHETIC trial table for the Qwen3 presets (the embedded default).
 
 It is not the paper's traces and reproduces none of its findings: it exists so the
-analysis runs offline and its plots show the pipeline. The generative model
-(lengths in tokens, probabilities per sample):
-
-* **Queries.** ``num_queries`` problems, difficulty d_q ~ Normal(0, 1); prompt
-  length S_q ~ Uniform{70..260} tokens (an AIME problem plus a chat template).
-* **Dense accuracy.** P(correct | model m, query q) = sigmoid(a_m - spread * d_q).
-  a_m is solved (bisection) so the mean over the drawn queries equals the Qwen3
-  Technical Report's AIME24 thinking-mode pass@1 (0.6B 10.7%, 1.7B 48.3%, 4B
-  73.8%, 8B 76.0%, 14B 79.3%, 32B 81.4%). Because queries differ in difficulty,
-  pass@N grows with N and saturates below 1 on the hardest problems.
-* **Sparse attention** lowers the logit by
-  ``penalty[method] * sqrt(reference_budget / B) * (8.19e9 / P_m) ** size_exponent``:
-  smaller budgets lose more, smaller models lose more, block top-k (coarser
-  selection) loses more than oracle token top-k.
-* **Lengths.** log T ~ Normal(log(base_len * (P_m / 0.752e9) ** -len_exponent)
-  + len_difficulty * d_q + [log wrong_stretch if wrong] + log(sparse stretch),
-  len_sigma). Smaller models think longer, wrong answers are longer, sparse
-  traces are ``1 + sparse_stretch * sqrt(reference_budget / B)`` times longer.
-  A draw at or past ``max_len`` (32,768) is truncated there: no final answer,
-  counted wrong.
-* **Answers.** The final answer closes ``tail`` ~ Uniform{30..600} tokens before
-  the end (``answer_pos = T - tail``). Gold answers are integers 0..999; wrong
-  answers come from a per-query pool of five distractors with Dirichlet(1)
-  weights, so majority vote can lock onto a popular wrong answer.
+analysis runs offline and its plots show the pipeline. The generative model (query
+difficulty, calibrated dense accuracy, sparse penalties, lengths, answers) and what
+the default seed drew are written down in one place, docs/synthetic-data.md.
 
 All knobs live in :class:`SyntheticSpec`; ``scripts/make_synthetic_trials.py``
 writes the packaged file with the defaults and seed 20250605.
@@ -58,7 +37,7 @@ def default_configs() -> tuple[AttentionConfig, ...]:
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """Knobs of the synthetic generator (see the module docstring for the model)."""
+    """Knobs of the synthetic generator (the model: docs/synthetic-data.md)."""
 
     accuracy: dict[str, float] = field(default_factory=lambda: dict(AIME24_ACCURACY))
     trials: dict[str, int] = field(default_factory=lambda: {"qwen3-32b": 8})

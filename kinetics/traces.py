@@ -1,24 +1,7 @@
 """The trial table: one row per sampled answer, loaded and validated once, here.
 
-Canonical columns (lengths in tokens):
-
-==============  ========================================================================
-``model``       model preset name (``qwen3-8b``; ``Qwen/Qwen3-8B`` is read as that) or a
-                name given a ``--model-config``
-``method``      ``dense`` | ``topk`` | ``blocktopk``
-``budget``      tokens attended per decode step, B (empty for dense)
-``block_size``  block top-k block size in tokens (empty for dense and top-k)
-``local``       block top-k local window in tokens (empty or 0 for dense and top-k)
-``query_id``    the problem's id (any string or integer)
-``trial``       the sample's index within its (model, config, query)
-``prompt_len``  prompt tokens, S (chat template included)
-``gen_len``     generated tokens, T
-``correct``     1 if the sample's final answer is right, else 0
-``answer_pos``  generated tokens up to and including the end of the final answer
-                (empty if the sample produced none)
-``answer``      optional: the extracted final answer string (enables majority vote)
-==============  ========================================================================
-
+The columns, their types and units, and what validation rejects are written down in
+one place, docs/trials.md (:data:`REQUIRED_COLUMNS`, plus the optional ``answer``).
 CSV, JSONL and Parquet files are read. :func:`load_trials` is the one entry point;
 everything downstream takes the validated DataFrame it returns and trusts it.
 """
