@@ -163,3 +163,113 @@ def blocktopk_decode(q: torch.Tensor, cache: PagedKVCache, topk_pages: int,
     if page_mask is None:
         page_mask = select_pages(q, cache, topk_pages, local_pages)
     return masked_decode(q, cache, page_mask_to_tokens(page_mask, cache.page_size), sm_scale)
+
+
+# ------------------------------------------------------------ teacher-forced (causal) form
+# The same selections for every query of a sequence at once, as one teacher-forced pass
+# computes them: q ``[batch, num_q_heads, Tq, head_dim]``, keys/values ``[batch,
+# num_kv_heads, Tk, head_dim]`` (Tq <= Tk); query ``i`` sits at position ``Tk - Tq + i``
+# and sees keys ``0..`` its position, exactly the cache a decode step there would hold.
+# Masks are bool ``[batch, num_kv_heads, Tq, Tk]``. tests/attention/test_reference.py
+# checks each against the decode form above, query by query.
+
+def _causal(tq: int, tk: int, device: torch.device) -> torch.Tensor:
+    """bool ``[Tq, Tk]``: key ``s`` visible to query ``i`` (position ``Tk - Tq + i``)."""
+    import torch
+
+    pos = torch.arange(tq, device=device) + (tk - tq)
+    return torch.arange(tk, device=device)[None, :] <= pos[:, None]
+
+
+def _check_qk(q: torch.Tensor, k: torch.Tensor) -> int:
+    if (q.dim() != 4 or k.dim() != 4 or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]
+            or q.shape[2] > k.shape[2] or q.shape[1] % k.shape[1]):
+        raise InputError(f"q [batch, q_heads, Tq, dim] and keys [batch, kv_heads, Tk>=Tq, dim] "
+                         f"do not fit: {list(q.shape)} vs {list(k.shape)}")
+    return q.shape[1] // k.shape[1]
+
+
+def _causal_logits(q: torch.Tensor, k: torch.Tensor, group: int) -> torch.Tensor:
+    """float32 logits ``[B, Hkv, G, Tq, Tk]`` (query head ``j`` reads KV head ``j // G``)."""
+    import torch
+
+    b, hq, tq, d = q.shape
+    qg = q.to(torch.float32).view(b, hq // group, group, tq, d)
+    return torch.einsum("bhgqd,bhkd->bhgqk", qg, k.to(torch.float32))
+
+
+def causal_topk_mask(q: torch.Tensor, k: torch.Tensor, k_tokens: int) -> torch.Tensor:
+    """Oracle token top-k of every query (as :func:`topk_token_mask` at its position)."""
+    import torch
+
+    if k_tokens < 1:
+        raise InputError(f"token top-k needs k >= 1 tokens, got {k_tokens}")
+    group = _check_qk(q, k)
+    causal = _causal(q.shape[2], k.shape[2], q.device)
+    scores = _causal_logits(q, k, group).sum(dim=2).masked_fill(~causal, float("-inf"))
+    idx = scores.topk(min(k_tokens, k.shape[2]), dim=-1).indices
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, idx, True) & causal
+
+
+def causal_block_mask(q: torch.Tensor, k: torch.Tensor, page_size: int, topk_pages: int,
+                      local_pages: int = 1) -> torch.Tensor:
+    """Block top-k of every query (as :func:`select_pages` + :func:`page_mask_to_tokens`
+    on a cache of ``page_size``-token pages holding its prefix), as a token mask."""
+    import torch
+
+    if local_pages < 1 or topk_pages < local_pages:
+        raise InputError(f"block top-k needs 1 <= local pages ({local_pages}) <= top-k pages "
+                         f"({topk_pages})")
+    if page_size < 1 or page_size & (page_size - 1):
+        raise InputError(f"page size must be a power of two (tokens), got {page_size}")
+    group = _check_qk(q, k)
+    b, hkv, tk, d = k.shape
+    tq, pages = q.shape[2], -(-tk // page_size)
+    padded = torch.zeros((b, hkv, pages * page_size, d), dtype=torch.float32, device=k.device)
+    padded[:, :, :tk] = k.to(torch.float32)
+    # Only full pages are ever candidates (the last, partial page is always local), so
+    # the plain mean of each page's keys is the compressed key the cache would hold.
+    means = padded.view(b, hkv, pages, page_size, d).sum(dim=3) / page_size
+    qsum = q.to(torch.float32).view(b, hkv, group, tq, d).sum(dim=2)
+    scores = torch.einsum("bhqd,bhpd->bhqp", qsum, means)  # [B, Hkv, Tq, P]
+    held = (torch.arange(tq, device=q.device) + (tk - tq)) // page_size + 1  # pages per query
+    page = torch.arange(pages, device=q.device)[None, :]
+    local = (page >= held[:, None] - local_pages) & (page < held[:, None])  # [Tq, P]
+    candidates = scores.masked_fill(~(page < held[:, None] - local_pages), float("-inf"))
+    mask = local.expand(b, hkv, tq, pages).clone()
+    m = min(topk_pages - local_pages, pages)
+    if m > 0:
+        idx = candidates.topk(m, dim=-1).indices
+        mask |= torch.zeros_like(mask).scatter_(-1, idx, True) & torch.isfinite(candidates)
+    tokens = page_mask_to_tokens(mask, page_size)[..., :tk]
+    return tokens & _causal(tq, tk, q.device)
+
+
+def causal_attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None,
+                           sm_scale: float | None = None) -> torch.Tensor:
+    """float32 softmax weights ``[B, Hq, Tq, Tk]`` of every query over its selected keys
+    (``mask`` ``[B, Hkv, Tq, Tk]``, ``None``: every visible key, i.e. dense causal)."""
+    import torch
+
+    group = _check_qk(q, k)
+    causal = _causal(q.shape[2], k.shape[2], q.device)
+    mask = causal if mask is None else mask & causal
+    scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(q.shape[3])
+    logits = _causal_logits(q, k, group) * scale
+    logits = logits.masked_fill(~mask.unsqueeze(-3), float("-inf"))  # broadcast over G
+    probs = torch.softmax(logits, dim=-1).nan_to_num(0.0)
+    return probs.reshape(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+
+
+def causal_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            mask: torch.Tensor | None = None, sm_scale: float | None = None
+                            ) -> torch.Tensor:
+    """Attention of every query over its selected keys, float32 ``[B, Hq, Tq, head_dim]``."""
+    import torch
+
+    probs = causal_attention_probs(q, k, mask, sm_scale)
+    b, hq, tq, tk = probs.shape
+    hkv = k.shape[1]
+    out = torch.einsum("bhgqk,bhkd->bhgqd", probs.view(b, hkv, hq // hkv, tq, tk),
+                       v.to(torch.float32))
+    return out.reshape(b, hq, tq, v.shape[3])

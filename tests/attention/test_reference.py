@@ -187,3 +187,54 @@ def test_bad_inputs():
         cache.append(torch.randn(1, 1, 4), torch.randn(1, 1, 4))
     with pytest.raises(InputError):
         dense_decode(torch.randn(1, 3, 4), PagedKVCache(1, 2, 4, max_tokens=4))
+
+
+# ------------------------------------------------------------ teacher-forced (causal) form
+@st.composite
+def sequences(draw):
+    """q, k, v of one random sequence ``[1, heads, T, dim]`` plus a page size."""
+    kv_heads = draw(st.sampled_from([1, 2]))
+    group = draw(st.sampled_from([1, 3]))
+    dim = draw(st.sampled_from([4, 8]))
+    t = draw(st.integers(1, 48))
+    page_size = draw(st.sampled_from([1, 2, 4, 8, 16]))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    q = torch.randn((1, kv_heads * group, t, dim), generator=gen) * 2
+    k = torch.randn((1, kv_heads, t, dim), generator=gen) * 2
+    v = torch.randn((1, kv_heads, t, dim), generator=gen)
+    return q, k, v, page_size
+
+
+def _decode_at(q, k, v, pos, page_size):
+    """The decode-form query and cache of position ``pos`` of a causal problem."""
+    keys = k[:, :, :pos + 1].transpose(1, 2)
+    values = v[:, :, :pos + 1].transpose(1, 2)
+    cache = PagedKVCache.from_dense(keys, values, page_size=page_size, page_order="random")
+    return q[:, :, pos], cache
+
+
+@SETTINGS
+@given(sequences(), st.integers(1, 60), st.integers(1, 8), st.integers(1, 3))
+def test_causal_form_equals_decode_form(problem, k_tokens, topk_pages, local_pages):
+    from kinetics.attention.reference import (
+        causal_block_mask,
+        causal_masked_attention,
+        causal_topk_mask,
+    )
+
+    q, k, v, ps = problem
+    topk_pages = max(topk_pages, local_pages)
+    token = causal_topk_mask(q, k, k_tokens)
+    block = causal_block_mask(q, k, ps, topk_pages, local_pages)
+    dense = causal_masked_attention(q, k, v)
+    sparse = causal_masked_attention(q, k, v, block)
+    for pos in range(q.shape[2]):
+        qd, cache = _decode_at(q, k, v, pos, ps)
+        n = pos + 1
+        assert torch.equal(topk_token_mask(qd, cache, k_tokens)[..., :n], token[:, :, pos, :n])
+        pages = select_pages(qd, cache, topk_pages, local_pages)
+        assert torch.equal(page_mask_to_tokens(pages, ps)[..., :n], block[:, :, pos, :n])
+        torch.testing.assert_close(sparse[:, :, pos], blocktopk_decode(qd, cache, topk_pages,
+                                                                       local_pages))
+        torch.testing.assert_close(dense[:, :, pos], dense_decode(qd, cache))
+    assert not (token | block).triu(1).any()  # no key past a query's position

