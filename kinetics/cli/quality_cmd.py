@@ -13,8 +13,8 @@ from pathlib import Path
 
 from kinetics.errors import InputError
 
-DEFAULT_TOKENS = 1024
-DEFAULT_BUDGETS = "64,128,256,512"
+DEFAULT_TOKENS = 2048
+DEFAULT_BUDGETS = "64,128,256,512,1024"
 DEFAULT_BLOCK_SIZES = "8,16,32"
 
 
@@ -120,18 +120,25 @@ def run(args: argparse.Namespace) -> int:
     largest = max(c.budget for c in configs)
     start = time.perf_counter()
 
-    import torch
-
     from kinetics.quality.load import load_model
     from kinetics.quality.run import sweep
-    from kinetics.quality.sequence import default_prompt, greedy_sequence, text_sequence
+    from kinetics.quality.sequence import (
+        default_prompt,
+        greedy_sequence,
+        read_text,
+        text_sequence,
+    )
+
+    text = read_text(args.text) if args.text is not None else None  # fail before loading
+    lm = load_model(args.model, args.gguf_file, progress=not args.quiet)
+
+    import torch  # present: load_model needs it
 
     torch.manual_seed(0)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    lm = load_model(args.model, args.gguf_file)
-    if args.text is not None:
-        sequence = text_sequence(lm.tokenizer, args.text, args.tokens, largest)
+    if text is not None:
+        sequence = text_sequence(lm.tokenizer, text, args.text, args.tokens, largest)
     else:
         tokens = args.tokens or DEFAULT_TOKENS
         with tqdm(total=tokens, file=sys.stderr, disable=args.quiet, desc="generate",
@@ -154,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"took {seconds:.0f} s in all (sweep {result.seconds:.0f} s, "
           f"{torch.get_num_threads()} threads)")
     if out is not None:
-        text = lm.tokenizer.decode(sequence.ids[0])
-        written = _write(out, result, text, not args.no_plots)
+        decoded = lm.tokenizer.decode(sequence.ids[0])
+        written = _write(out, result, decoded, not args.no_plots)
         print(f"wrote {out}/: {', '.join(written)}")
     return 0

@@ -9,7 +9,10 @@ dequantizes GGUF weights to float32.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +69,25 @@ def resolve_source(model: str, gguf_file: str | None = None) -> tuple[str, str |
     return str(path.parent), path.name
 
 
-def load_model(model: str = SMOLLM2, gguf_file: str | None = None) -> LoadedModel:
-    """Load tokenizer and model (float32, eval mode); any loader failure is an InputError."""
+@contextlib.contextmanager
+def _tqdm_disabled(disable: bool) -> Iterator[None]:
+    """Hide tqdm bars that take no flag (transformers' GGUF loader) via ``TQDM_DISABLE``."""
+    before = os.environ.get("TQDM_DISABLE")
+    if disable:
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if disable and before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        elif disable:
+            os.environ["TQDM_DISABLE"] = before
+
+
+def load_model(model: str = SMOLLM2, gguf_file: str | None = None, progress: bool = True
+               ) -> LoadedModel:
+    """Load tokenizer and model (float32, eval mode); any loader failure is an InputError.
+    ``progress=False`` hides transformers' GGUF dequantization bar."""
     source, gguf = resolve_source(model, gguf_file)
     where = str(Path(source) / gguf) if gguf else source
     try:
@@ -79,8 +99,9 @@ def load_model(model: str = SMOLLM2, gguf_file: str | None = None) -> LoadedMode
     hf_logging.disable_progress_bar()
     kwargs = {"gguf_file": gguf} if gguf else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+        with _tqdm_disabled(not progress):
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any loader failure is bad input here
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise InputError(f"cannot load the model ({type(exc).__name__}: {first})",

@@ -38,21 +38,25 @@ class TokenSequence:
         return int(self.ids.shape[1])
 
 
-def text_sequence(tokenizer: Any, path: str | Path, tokens: int | None,
-                  min_tokens: int) -> TokenSequence:
-    """The first ``tokens`` tokens (all if ``None``) of a UTF-8 text file, every position a
-    decode position; InputError if the file is missing or holds fewer than ``min_tokens``."""
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents (InputError naming the file if missing or not UTF-8)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError):
         raise InputError("no such file", path=str(path)) from None
     except UnicodeDecodeError:
         raise InputError("not a UTF-8 text file", path=str(path)) from None
+
+
+def text_sequence(tokenizer: Any, text: str, source: str, tokens: int | None,
+                  min_tokens: int) -> TokenSequence:
+    """The first ``tokens`` tokens (all if ``None``) of ``text``, every position a decode
+    position; InputError naming ``source`` if it holds fewer than ``min_tokens``."""
     ids = tokenizer(text, return_tensors="pt").input_ids[:, :tokens]
     if ids.shape[1] < min_tokens:
         raise InputError(f"the text holds {ids.shape[1]} tokens, fewer than the largest budget "
-                         f"({min_tokens} tokens)", path=str(path))
-    return TokenSequence(ids, 0, str(path))
+                         f"({min_tokens} tokens)", path=source)
+    return TokenSequence(ids, 0, source)
 
 
 class _Ticker:

@@ -1,0 +1,52 @@
+"""`kinetics quality` bad input: one line on stderr, exit 2, before any model is loaded."""
+
+from __future__ import annotations
+
+import pytest
+
+from kinetics.cli import main
+
+
+def _fails(capsys, argv, *needles):
+    assert main(["quality", *argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--budgets", "0,64"], ["--budgets", "integers >= 1"]),
+    (["--budgets", "64,-8"], ["--budgets"]),
+    (["--budgets", "sixty"], ["--budgets"]),
+    (["--block-sizes", "12"], ["power of two", "12"]),
+    (["--block-sizes", "16", "--budgets", "40"], ["multiple of block size 16"]),
+    (["--methods", "dense"], ["unknown method 'dense'"]),
+    (["--tokens", "1"], ["--tokens"]),
+])
+def test_bad_flags(capsys, argv, needles):
+    _fails(capsys, argv, *needles)
+
+
+def test_missing_text_file(capsys, tmp_path):
+    _fails(capsys, ["--text", str(tmp_path / "nope.txt")], "nope.txt", "no such file")
+
+
+def test_missing_model_file(capsys, tmp_path):
+    _fails(capsys, ["--model", str(tmp_path / "nope.gguf")], "nope.gguf", "no such file")
+    _fails(capsys, ["--model", str(tmp_path), "--gguf-file", "m.gguf"], "m.gguf", "no such file")
+
+
+def test_file_that_is_not_gguf(capsys, tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model at all")
+    _fails(capsys, ["--model", str(bad)], "bad.gguf", "not a GGUF file")
+    assert bad.read_bytes() == b"not a model at all"  # the user's file is untouched
+
+
+def test_gguf_the_loader_cannot_read(capsys, tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + bytes(60))
+    _fails(capsys, ["--model", str(bad)], "broken.gguf", "cannot load the model")
