@@ -13,8 +13,8 @@ from pathlib import Path
 
 from kinetics.errors import InputError
 
-DEFAULT_TOKENS = 2048
-DEFAULT_BUDGETS = "64,128,256,512,1024"
+DEFAULT_TOKENS = 1024
+DEFAULT_BUDGETS = "64,128,256,512"
 DEFAULT_BLOCK_SIZES = "8,16,32"
 
 
