@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def quality_vs_budget(run: QualityRun) -> Figure:
         if field in ("kl_nats", "nll_delta_nats"):
             ax.set_yscale("symlog", linthresh=1e-3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{run.model}: {run.tokens} tokens, {run.scored_positions} scored positions",
+    fig.suptitle(f"{Path(run.model).name}: {run.tokens} tokens, {run.scored_positions} scored positions",
                  fontsize=10)
     fig.tight_layout()
     return fig
