@@ -17,9 +17,16 @@ BUDGETS = (32, 64)
 
 @pytest.fixture(scope="session")
 def smollm2():
+    """The model, run on one torch thread: on a shared, loaded CPU two threads spin-wait
+    on each other and run several times slower (measured while writing these tests)."""
+    import torch
+
     from kinetics.quality.load import load_model
 
-    return load_model()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_model(progress=False)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
