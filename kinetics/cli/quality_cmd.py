@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
+from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
 from kinetics.errors import InputError
 
 DEFAULT_TOKENS = 1024
@@ -45,7 +45,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     parser.add_argument("--out", metavar="DIR",
                         help="write quality.json, quality.csv, recall_per_layer.csv, "
-                             "sequence.txt and two PNG plots here")
+                             "sequence.txt and two PNG plots into this folder (an empty "
+                             "one or an earlier kinetics output; built aside, moved in at "
+                             "the end)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -72,8 +74,7 @@ def _table(run) -> str:
 def _write(out: Path, run, text: str, plots: bool) -> list[str]:
     from kinetics.quality import plots as figures
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps(dataclasses.asdict(run), indent=2) + "\n")
+    (out / "quality.json").write_text(dumps_json(dataclasses.asdict(run), indent=2) + "\n")
     (out / "sequence.txt").write_text(text)
     fields = ["method", "block_size", "budget", "local_pages", "recall_mean", "recall_p10",
               "top1_agreement", "kl_nats", "nll_delta_nats", "seconds"]
@@ -114,9 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--tokens must be >= 2, got {args.tokens}")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
-    out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", path=str(out))
+    out = check_output_folder(args.out) if args.out is not None else None  # before any work
     largest = max(c.budget for c in configs)
     start = time.perf_counter()
 
@@ -162,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
           f"{torch.get_num_threads()} threads)")
     if out is not None:
         decoded = lm.tokenizer.decode(sequence.ids[0])
-        written = _write(out, result, decoded, not args.no_plots)
-        print(f"wrote {out}/: {', '.join(written)}")
+        with staged_folder(out) as tmp:
+            written = _write(tmp, result, decoded, not args.no_plots)
+        print(f"wrote {args.out}/: {', '.join(written)}")
     return 0

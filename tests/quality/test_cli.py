@@ -50,3 +50,9 @@ def test_gguf_the_loader_cannot_read(capsys, tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + bytes(60))
     _fails(capsys, ["--model", str(bad)], "broken.gguf", "cannot load the model")
+
+
+def test_out_folder_holding_a_users_file_is_refused(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    _fails(capsys, ["--out", str(tmp_path)], "notes.txt", "did not write")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
