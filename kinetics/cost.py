@@ -7,6 +7,15 @@ written down in one place, docs/cost-model.md.
 
 All functions take scalars or numpy arrays (broadcast together) and return float64
 arrays of FLOPs or bytes.
+
+Exactness range. Every length (S, T, and a config's B, b, W) must lie in
+0..MAX_TOKENS = 2**31 tokens, 16384x Qwen3's 131,072-token context; larger ones raise
+InputError, never a wrapped-around number. Over that whole range the token sums
+(:func:`context_token_sum`, :func:`attended_token_sum`, :func:`block_key_sum`) are the
+exact integers, computed in int64 so that no intermediate product exceeds 2**63
+(the largest sum, S*T + T(T+1)/2 at S = T = 2**31, is below 1.5 * 2**62). FLOPs and
+bytes are float64: the exact integer whenever it is below 2**53 (about 9e15; without
+``batch_size``), otherwise within 1e-15 relative of it (a few float64 roundings).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from kinetics.models import ModelSpec
 
 Method = Literal["dense", "topk", "blocktopk"]
 METHODS: tuple[str, ...] = ("dense", "topk", "blocktopk")
+MAX_TOKENS = 2**31  # largest accepted length (S, T, B, b, W), tokens; see "Exactness range"
 KV_BYTES_PER_ELEMENT = 2  # bf16
 WEIGHT_BYTES_PER_PARAM = 2  # bf16
 
@@ -48,6 +58,10 @@ class AttentionConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InputError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
+        for name in ("budget", "block_size", "local"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_TOKENS:
+                raise InputError(f"{name} {value} is over the {MAX_TOKENS} (2**31) token cap")
         if self.method == "dense":
             if self.budget is not None or self.block_size is not None or self.local:
                 raise InputError("dense attention takes no budget, block size or local window")
@@ -120,40 +134,69 @@ class Cost:
         return self.compute_flops + intensity * self.memory_bytes
 
 
-def _ints(*values: ArrayLike) -> list[np.ndarray]:
-    return [np.asarray(v, dtype=np.int64) for v in values]
+def as_token_counts(value: ArrayLike, name: str) -> np.ndarray:
+    """``value`` as an int64 array of token counts, checked to lie in 0..MAX_TOKENS.
+
+    Raises InputError naming ``name`` for a negative, non-finite or too large count
+    (checked before the int64 cast, so 10**30 is an error, not a wrapped number).
+    """
+    array = np.asarray(value)
+    if array.dtype == np.int64:  # the common case, one pass: negatives view as huge
+        if array.size and array.view(np.uint64).max() > MAX_TOKENS:
+            _reject(array, name)
+        return array
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError(f"{name} must be a finite number of tokens", field=name)
+    if array.size and (array.min() < 0 or array.max() > MAX_TOKENS):
+        _reject(array, name)
+    return array.astype(np.int64)
+
+
+def _reject(array: np.ndarray, name: str) -> None:
+    bad = array.min() if array.min() < 0 else array.max()
+    raise InputError(f"{name} must be 0..{MAX_TOKENS} (2**31) tokens, got {bad}", field=name)
+
+
+def _lengths(prompt_len: ArrayLike, gen_len: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    return as_token_counts(prompt_len, "prompt_len"), as_token_counts(gen_len, "gen_len")
 
 
 def context_token_sum(prompt_len: ArrayLike, gen_len: ArrayLike) -> np.ndarray:
-    """sum_{t<T} c_t = S*T + T(T+1)/2 tokens (int64)."""
-    s, t = _ints(prompt_len, gen_len)
+    """sum_{t<T} c_t = S*T + T(T+1)/2 tokens (int64, exact for lengths up to MAX_TOKENS)."""
+    s, t = _lengths(prompt_len, gen_len)
     return s * t + t * (t + 1) // 2
 
 
 def attended_token_sum(prompt_len: ArrayLike, gen_len: ArrayLike,
                        budget: ArrayLike | None) -> np.ndarray:
-    """sum_{t<T} min(B, c_t) tokens (int64); dense when ``budget`` is None.
+    """sum_{t<T} min(B, c_t) tokens (int64, exact); dense when ``budget`` is None.
 
     The first m = clip(B - S, 0, T) steps attend all their c_t <= B tokens, the
-    remaining T - m attend exactly B.
+    remaining T - m attend exactly B. Each of the three terms is part of a sum
+    at most sum_t c_t < 2**63, so none overflows.
     """
     if budget is None:
         return context_token_sum(prompt_len, gen_len)
-    s, t, b = _ints(prompt_len, gen_len, budget)
+    s, t = _lengths(prompt_len, gen_len)
+    b = as_token_counts(budget, "budget")
     m = np.clip(b - s, 0, t)
     return s * m + m * (m + 1) // 2 + (t - m) * b
 
 
-def _ceil_div_prefix(n: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """sum_{c=1}^{n} ceil(c / block) (int64)."""
-    q, r = np.divmod(n, block)
-    return block * q * (q + 1) // 2 + r * (q + 1)
-
-
 def block_key_sum(prompt_len: ArrayLike, gen_len: ArrayLike, block_size: ArrayLike) -> np.ndarray:
-    """sum_{t<T} ceil(c_t / b): block representatives scored over the decode (int64)."""
-    s, t, b = _ints(prompt_len, gen_len, block_size)
-    return _ceil_div_prefix(s + t, b) - _ceil_div_prefix(s, b)
+    """sum_{t<T} ceil(c_t / b): block representatives scored over the decode (int64, exact).
+
+    With S = b*q0 + r0, every c = S + i (i = 1..T) has ceil(c/b) = q0 + ceil((r0 + i)/b),
+    so the sum is T*q0 plus sum_{j=r0+1}^{r0+T} ceil(j/b) = F(r0 + T) - r0, where
+    F(n) = sum_{j=1}^{n} ceil(j/b) = b*q(q+1)/2 + r(q+1) for n = b*q + r. Working from
+    r0 < b rather than from S keeps every product below (T+1)**2 + T + 1 < 2**63 up to
+    MAX_TOKENS (F(S + T) itself overflows int64 at b = 1, S = T = 2**31).
+    """
+    s, t = _lengths(prompt_len, gen_len)
+    b = as_token_counts(block_size, "block_size")
+    q0, r0 = np.divmod(s, b)
+    q, r = np.divmod(r0 + t, b)
+    return t * q0 + b * q * (q + 1) // 2 + r * (q + 1) - r0
 
 
 def _per_token_attention(model: ModelSpec) -> tuple[int, int]:
@@ -177,7 +220,7 @@ def sample_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayL
     Compute: 2*P*T (P = active parameters) plus attention FLOPs. Memory: KV bytes
     this sample reads that no other sample of the group shares.
     """
-    s, t = _ints(prompt_len, gen_len)
+    s, t = _lengths(prompt_len, gen_len)
     attn_flops, attn_bytes = _per_token_attention(model)
     linear_flops = 2.0 * model.active_params * t
     if attention.method == "dense":
@@ -204,7 +247,7 @@ def shared_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayL
     top-k: the prompt's floor(S/b) full-block representative keys read once a step.
     Top-k: nothing is shared (sparse reads differ per sample). Zero FLOPs.
     """
-    s, t = _ints(prompt_len, max_gen_len)
+    s, t = _lengths(prompt_len, max_gen_len)
     if attention.method == "dense":
         _, attn_bytes = _per_token_attention(model)
         memory = attn_bytes * (s * t).astype(np.float64)
@@ -228,8 +271,10 @@ def weight_bytes_per_step(model: ModelSpec, batch_size: int) -> float:
     if not model.is_moe:
         return float(WEIGHT_BYTES_PER_PARAM * model.total_params)
     e, k = model.num_experts, model.experts_per_token
+    if k >= e:  # every token uses every expert: all weights are read each step
+        return float(WEIGHT_BYTES_PER_PARAM * model.total_params)
     # One expert's parameters summed over all layers, from the (published) totals.
-    expert_stack = (model.total_params - model.active_params) / (e - k) if e > k else 0.0
+    expert_stack = (model.total_params - model.active_params) / (e - k)
     shared = model.active_params - k * expert_stack
     touched = e * (1.0 - (1.0 - k / e) ** batch_size)
     return float(WEIGHT_BYTES_PER_PARAM * (shared + touched * expert_stack))
@@ -240,7 +285,7 @@ def weight_cost(model: ModelSpec, gen_len: ArrayLike, batch_size: int | None) ->
 
     Zero when ``batch_size`` is None (the paper's default: weights amortized away).
     """
-    t = np.asarray(gen_len, dtype=np.float64)
+    t = as_token_counts(gen_len, "gen_len").astype(np.float64)
     if batch_size is None:
         return Cost(np.zeros_like(t), np.zeros_like(t))
     return Cost(np.zeros_like(t), t * weight_bytes_per_step(model, batch_size) / batch_size)

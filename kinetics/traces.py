@@ -2,6 +2,8 @@
 
 The columns, their types and units, and what validation rejects are written down in
 one place, docs/trials.md (:data:`REQUIRED_COLUMNS`, plus the optional ``answer``).
+Lengths must be at most 2**31 tokens (``kinetics.cost.MAX_TOKENS``, the cost model's
+exactness range); a larger one is an error naming its row and field.
 CSV, JSONL and Parquet files are read. :func:`load_trials` is the one entry point;
 everything downstream takes the validated DataFrame it returns and trusts it.
 """
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kinetics.cost import METHODS, AttentionConfig
+from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig
 from kinetics.errors import InputError
 from kinetics.models import ModelSpec, get_model, preset_key, with_param_count
 
@@ -26,6 +28,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 OPTIONAL_COLUMNS: tuple[str, ...] = ("answer",)
 INT_COLUMNS: tuple[str, ...] = ("trial", "prompt_len", "gen_len", "correct")
 NULLABLE_INT_COLUMNS: tuple[str, ...] = ("budget", "block_size", "local", "answer_pos")
+TOKEN_COLUMNS: tuple[str, ...] = ("prompt_len", "gen_len", "budget", "block_size", "local",
+                                  "answer_pos")
+MAX_INDEX = 2**53  # trial and correct: any larger integer is not exact in a float column
 
 EMBEDDED_NAME = "synthetic_trials.parquet"
 EMBEDDED_SOURCE = "embedded:kinetics/data/" + EMBEDDED_NAME
@@ -111,6 +116,12 @@ def _as_int(frame: pd.DataFrame, column: str, path: str, *, nullable: bool) -> p
         row = _bad_row(negative)
         raise InputError(f"must be >= 0, got {values.iloc[row - 1]:g}", path=path, row=row,
                          field=column)
+    maximum = MAX_TOKENS if column in TOKEN_COLUMNS else MAX_INDEX
+    too_large = (values > maximum).fillna(False).to_numpy()
+    if too_large.any():
+        row = _bad_row(too_large)
+        cap = "the 2**31-token cap" if column in TOKEN_COLUMNS else "2**53"
+        raise InputError(f"{raw.iloc[row - 1]} is over {cap}", path=path, row=row, field=column)
     return values.astype("Int64") if nullable else values.astype(np.int64)
 
 

@@ -43,26 +43,58 @@ def test_custom_intensity_and_hardware(capsys):
     assert run_json(capsys, *common, "--hardware", "h100")["intensity"] == pytest.approx(295.37, abs=0.01)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--method", "topk", "--prompt-len", "1", "--gen-len", "1"],  # no budget
-    ["--method", "blocktopk", "--budget", "64", "--prompt-len", "1", "--gen-len", "1"],
-    ["--method", "blocktopk", "--block-size", "16", "--budget", "65", "--prompt-len", "1", "--gen-len", "1"],
-    ["--method", "dense", "--budget", "5", "--prompt-len", "1", "--gen-len", "1"],
-    ["--prompt-len", "-1", "--gen-len", "1"],
-    ["--prompt-len", "1", "--gen-len", "1", "--samples", "0"],
-    ["--prompt-len", "x", "--gen-len", "1"],
-    ["--gen-len", "1"],  # missing --prompt-len
-    ["--model", "gpt-9", "--prompt-len", "1", "--gen-len", "1"],
-    ["--prompt-len", "1", "--gen-len", "1", "--hardware", "h100", "--intensity", "3"],
-    ["--prompt-len", "1", "--gen-len", "1", "--model-config", "/nonexistent/config.json"],
-])
-def test_bad_flags_give_one_line_and_exit_2(capsys, argv):
+BAD_FLAGS = [  # argv, what the one-line message must name
+    (["--method", "topk", "--prompt-len", "1", "--gen-len", "1"], "--budget"),
+    (["--method", "blocktopk", "--budget", "64", "--prompt-len", "1", "--gen-len", "1"],
+     "--block-size"),
+    (["--method", "blocktopk", "--block-size", "16", "--budget", "65", "--prompt-len", "1",
+      "--gen-len", "1"], "budget 65"),
+    (["--method", "dense", "--budget", "5", "--prompt-len", "1", "--gen-len", "1"], "--budget"),
+    (["--prompt-len", "-1", "--gen-len", "1"], "--prompt-len"),
+    (["--prompt-len", "1", "--gen-len", "1", "--samples", "0"], "--samples"),
+    (["--prompt-len", "x", "--gen-len", "1"], "--prompt-len"),
+    (["--gen-len", "1"], "--prompt-len"),  # missing
+    (["--model", "gpt-9", "--prompt-len", "1", "--gen-len", "1"], "gpt-9"),
+    (["--prompt-len", "1", "--gen-len", "1", "--hardware", "h100", "--intensity", "3"],
+     "--intensity"),
+    (["--prompt-len", "1", "--gen-len", "1", "--model-config", "/nonexistent/config.json"],
+     "/nonexistent/config.json"),
+    (["--prompt-len", "1", "--gen-len", "1", "--batch-size", "0"], "--batch-size"),
+    # lengths past the 2**31-token cap (int64 wrapped 4e9 to negative costs before)
+    *[(["--prompt-len", "10", "--gen-len", str(n)], "--gen-len")
+      for n in (2**31 + 1, 4_000_000_000, 5 * 10**9, 10**10, 10**30)],
+    (["--prompt-len", str(10**30), "--gen-len", "10"], "--prompt-len"),
+    (["--method", "topk", "--budget", str(10**30), "--prompt-len", "1", "--gen-len", "1"], "budget"),
+    (["--method", "blocktopk", "--block-size", "16", "--topk-blocks", str(2**28), "--prompt-len",
+      "1", "--gen-len", "1"], "budget"),
+]
+
+
+@pytest.mark.parametrize("argv, names", BAD_FLAGS)
+def test_bad_flags_give_one_line_naming_the_flag_and_exit_2(capsys, argv, names):
     with pytest.raises(SystemExit) as info:
-        code = main(["cost", *argv])
-        raise SystemExit(code)
+        raise SystemExit(main(["cost", *argv]))
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert names in err
+
+
+@pytest.mark.parametrize("method", [
+    ["--method", "dense"], ["--method", "topk", "--budget", "4096"],
+    ["--method", "blocktopk", "--block-size", "1", "--topk-blocks", "4096"],
+])
+def test_lengths_at_the_cap_are_exact(capsys, method):
+    """S = T = 2**31, the largest accepted case: positive, and the library's values
+    (which test_cost checks against Python integers over the whole range)."""
+    out = run_json(capsys, *method, "--prompt-len", str(2**31), "--gen-len", str(2**31),
+                   "--trials", "4")
+    attention = AttentionConfig(out["method"], budget=out["budget"], block_size=out["block_size"],
+                                local=out["local"] or 0)
+    expected = query_cost(MODELS["qwen3-8b"], attention, 2**31, 2**31, 4)
+    assert out["compute_flops"] == float(expected.compute_flops) > 0
+    assert out["memory_bytes"] == float(expected.memory_bytes) > 0
+    assert out["compute_flops"] > 2 * 8.19e9 * 2**31 * 4  # linear part alone; no wrap-around
 
 
 def test_console_script_entry_point_runs():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kinetics.cost import (
+    MAX_TOKENS,
     AttentionConfig,
+    as_token_counts,
     attended_token_sum,
     block_key_sum,
+    context_token_sum,
     query_cost,
     sample_cost,
     shared_cost,
@@ -263,3 +267,151 @@ def test_million_pairs_cost_well_under_a_second():
     elapsed = time.perf_counter() - start
     assert cost.compute_flops.shape == (1_000_000,)
     assert elapsed < 1.0, f"{elapsed:.3f} s for a million (S, T) pairs"
+
+
+# --- exactness over the whole accepted range (0..MAX_TOKENS), against Python ints -------
+
+def _triangular(n):
+    return n * (n + 1) // 2
+
+
+def exact_cost(model, attention, s, t, n):
+    """Compute FLOPs and memory bytes of N samples in Python integers (no overflow).
+
+    Sums over c = S+1..S+T written differently from kinetics.cost: sum(min(B, c)) as
+    sum(c) - sum(max(0, c - B)), and sum(ceil(c/b)) as a difference of prefix sums.
+    """
+    L, hq, hkv, d = model.num_layers, model.num_q_heads, model.num_kv_heads, model.head_dim
+    context = _triangular(s + t) - _triangular(s)
+    compute = n * 2 * model.active_params * t
+    if attention.method == "dense":
+        compute += n * 4 * L * hq * d * context
+        return compute, 4 * L * hkv * d * (s * t + n * _triangular(t))
+    excess = _triangular(max(0, s + t - attention.budget)) - _triangular(max(0, s - attention.budget))
+    attended = context - excess
+    compute += n * 4 * L * hq * d * attended
+    memory = n * 4 * L * hkv * d * attended
+    if attention.method == "blocktopk":
+        b = attention.block_size
+
+        def prefix(m):  # sum_{c=1}^{m} ceil(c / b)
+            q, r = divmod(m, b)
+            return b * _triangular(q) + r * (q + 1)
+
+        keys, shared_keys = prefix(s + t) - prefix(s), (s // b) * t
+        compute += n * 2 * L * hq * d * keys
+        memory += 2 * L * hkv * d * (shared_keys + n * (keys - shared_keys))
+    return compute, memory
+
+
+# anywhere in the accepted range, with its edges and small values drawn often
+token_lengths = st.one_of(st.sampled_from([0, 1, MAX_TOKENS - 1, MAX_TOKENS]),
+                          st.integers(0, 4096), st.integers(0, MAX_TOKENS))
+block_sizes = st.one_of(st.sampled_from([1, 2, 16, MAX_TOKENS]), st.integers(1, MAX_TOKENS))
+
+
+@st.composite
+def any_attention(draw):
+    """Any valid config, lengths anywhere in 0..MAX_TOKENS."""
+    method = draw(st.sampled_from(["dense", "topk", "blocktopk"]))
+    if method == "dense":
+        return AttentionConfig.dense()
+    if method == "topk":
+        return AttentionConfig.topk(draw(st.integers(1, MAX_TOKENS)))
+    block = draw(block_sizes)
+    local = draw(st.one_of(st.just(0), st.integers(0, MAX_TOKENS)))
+    blocks = draw(st.integers(0 if local else 1, (MAX_TOKENS - local) // block))
+    return AttentionConfig.blocktopk(block, topk_blocks=blocks, local=local)
+
+
+@settings(max_examples=300, deadline=None)
+@given(models, any_attention(), token_lengths, token_lengths, st.integers(1, 64))
+def test_costs_are_exact_over_the_whole_accepted_range(model, attention, s, t, n):
+    """Exact integers below 2**53, within 1e-15 relative above: never a wrapped value."""
+    cost = query_cost(model, attention, s, t, n)
+    for got, want in zip((cost.compute_flops, cost.memory_bytes), exact_cost(model, attention, s, t, n),
+                         strict=True):
+        got = float(got)
+        if want < 2**53:
+            assert got == want
+        else:
+            assert abs(got - want) <= 1e-15 * want
+
+
+@settings(max_examples=300, deadline=None)
+@given(token_lengths, token_lengths, token_lengths.filter(bool), block_sizes)
+def test_token_sums_are_exact_integers_over_the_whole_accepted_range(s, t, budget, block):
+    context = _triangular(s + t) - _triangular(s)
+    assert int(context_token_sum(s, t)) == context
+    excess = _triangular(max(0, s + t - budget)) - _triangular(max(0, s - budget))
+    assert int(attended_token_sum(s, t, budget)) == context - excess
+    q1, q0 = divmod(s + t, block), divmod(s, block)
+    prefix = [block * _triangular(q) + r * (q + 1) for q, r in (q1, q0)]
+    assert int(block_key_sum(s, t, block)) == prefix[0] - prefix[1]
+
+
+@given(token_lengths, st.integers(0, 64), token_lengths.filter(bool), block_sizes)
+def test_token_sums_equal_the_loop_at_huge_prompts(s, t, budget, block):
+    contexts = range(s + 1, s + t + 1)
+    assert int(context_token_sum(s, t)) == sum(contexts)
+    assert int(attended_token_sum(s, t, budget)) == sum(min(budget, c) for c in contexts)
+    assert int(block_key_sum(s, t, block)) == sum(-(-c // block) for c in contexts)
+
+
+def test_largest_lengths_do_not_wrap_around():
+    """The issue's cases: T = 4e9 wrapped negative; the cap, 2**31, is exact."""
+    s = t = MAX_TOKENS
+    assert int(context_token_sum(s, t)) == s * t + t * (t + 1) // 2 > 2**62
+    assert int(block_key_sum(s, t, 1)) == s * t + t * (t + 1) // 2  # unit blocks: one key a token
+    cost = query_cost(MODELS["qwen3-8b"], AttentionConfig.dense(), 10, MAX_TOKENS)
+    compute, memory = exact_cost(MODELS["qwen3-8b"], AttentionConfig.dense(), 10, MAX_TOKENS, 1)
+    assert float(cost.compute_flops) == pytest.approx(compute, rel=1e-15)
+    assert float(cost.memory_bytes) == pytest.approx(memory, rel=1e-15)
+
+
+@pytest.mark.parametrize("value", [MAX_TOKENS + 1, 4_000_000_000, 5 * 10**9, 10**10, 10**30, -1,
+                                   float("nan"), float("inf"), np.array([5, 2**40])])
+@pytest.mark.parametrize("field", ["prompt_len", "gen_len"])
+def test_lengths_beyond_the_cap_are_rejected_naming_the_field(value, field):
+    lengths = {"prompt_len": 10, "gen_len": 10, field: value}
+    with pytest.raises(InputError, match=f"field '{field}'"):
+        query_cost(MODELS["qwen3-8b"], AttentionConfig.dense(), **lengths)
+    with pytest.raises(InputError, match=field):
+        as_token_counts(value, field)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(method="topk", budget=MAX_TOKENS + 1), "budget"),
+    (dict(method="blocktopk", budget=MAX_TOKENS + 16, block_size=16), "budget"),
+    (dict(method="blocktopk", budget=MAX_TOKENS, block_size=2**40), "block_size"),
+    (dict(method="blocktopk", budget=MAX_TOKENS, block_size=16, local=2**32), "local"),
+])
+def test_config_lengths_beyond_the_cap_are_rejected(kwargs, field):
+    with pytest.raises(InputError, match=field):
+        AttentionConfig(**kwargs)
+    assert AttentionConfig.topk(MAX_TOKENS).budget == MAX_TOKENS
+
+
+def test_blocktopk_budget_below_its_local_window_is_rejected_but_equal_is_accepted():
+    # -16 is a whole number of 16-token blocks: only the sign rules it out
+    with pytest.raises(InputError, match="local"):
+        AttentionConfig("blocktopk", budget=16, block_size=16, local=32)
+    with pytest.raises(InputError):
+        AttentionConfig("blocktopk", budget=1, block_size=1, local=2)
+    window_only = AttentionConfig("blocktopk", budget=32, block_size=16, local=32)
+    assert window_only.topk_blocks == 0
+    assert AttentionConfig.blocktopk(16, topk_blocks=0, local=32) == window_only
+
+
+def test_moe_with_every_expert_active_reads_all_weights_every_step():
+    base = MODELS["qwen3-30b-a3b"]
+    everything = replace(base, experts_per_token=base.num_experts, published_params=None)
+    assert everything.active_params == everything.total_params
+    for batch in (1, 7, 4096):
+        assert weight_bytes_per_step(everything, batch) == 2 * everything.total_params
+    # and one expert of many: one token reads the shared weights plus one expert stack
+    one = replace(base, experts_per_token=1, published_params=None)
+    expert_stack = one.num_layers * one.expert_params
+    assert weight_bytes_per_step(one, 1) == pytest.approx(2 * one.active_params)
+    assert weight_bytes_per_step(one, 2) == pytest.approx(
+        2 * (one.active_params + expert_stack * (1 - 1 / one.num_experts)))

@@ -71,6 +71,10 @@ def _mutate(frame, column, value, row=2):
     return frame
 
 
+def _first_topk(frame):
+    return int((frame["method"] == "topk").to_numpy().argmax()) + 1
+
+
 BAD_CASES = {
     "missing column": (lambda f: f.drop(columns=["gen_len"]), None, "gen_len"),
     "wrong type": (lambda f: _mutate(f, "gen_len", "lots"), 2, "gen_len"),
@@ -83,6 +87,12 @@ BAD_CASES = {
     "dense with a budget": (lambda f: _mutate(f, "budget", 64, row=1), 1, "budget"),
     "missing query": (lambda f: _mutate(f, "query_id", None), 2, "query_id"),
     "duplicate trial": (lambda f: pd.concat([f, f.iloc[[5]]], ignore_index=True), len, "trial"),
+    # past the 2**31-token cap: 4e9 wrapped to negative costs and Pareto points before
+    "length over the cap": (lambda f: _mutate(f, "gen_len", 4_000_000_000), 2, "gen_len"),
+    "length 10**30": (lambda f: _mutate(f, "prompt_len", 10**30, row=3), 3, "prompt_len"),
+    "budget over the cap": (lambda f: _mutate(f, "budget", 2**31 + 1, row=_first_topk(f)),
+                            _first_topk, "budget"),
+    "trial index 10**30": (lambda f: _mutate(f, "trial", 10**30), 2, "trial"),
 }
 
 
@@ -164,3 +174,13 @@ def test_preset_aliases_are_one_model(raw_trials):
     frame.loc[small & (frame["trial"] % 2 == 0), "model"] = "Qwen/Qwen3-0.6B"
     frame.loc[small & (frame["trial"] % 2 == 1), "model"] = " QWEN3-0.6b"
     assert set(validate_trials(frame)["model"]) == {"qwen3-0.6b", "qwen3-4b"}
+
+
+def test_lengths_at_the_cap_are_accepted(raw_trials):
+    frame = raw_trials.copy()
+    frame.loc[1, ["prompt_len", "gen_len"]] = [2**31, 2**31]
+    trials = validate_trials(frame)
+    assert trials.loc[1, "gen_len"] == trials.loc[1, "prompt_len"] == 2**31
+    frame.loc[1, "gen_len"] = 2**31 + 1
+    with pytest.raises(InputError, match="f.csv, row 2, field 'gen_len': 2147483649 is over the 2"):
+        validate_trials(frame, "f.csv")

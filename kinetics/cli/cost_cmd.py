@@ -6,7 +6,7 @@ import argparse
 
 from kinetics.cli._args import add_model_config, add_param_count, finite_float, model_configs
 from kinetics.cli._output import dumps_json
-from kinetics.cost import METHODS, AttentionConfig, query_cost
+from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig, query_cost
 from kinetics.errors import InputError
 from kinetics.hardware import HARDWARE, resolve_intensity
 from kinetics.models import MODELS, ModelSpec, get_model, with_param_count
@@ -27,9 +27,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default="dense",
                         help="decode attention: dense, oracle token top-k, or block top-k")
     parser.add_argument("--prompt-len", type=int, required=True, metavar="S",
-                        help="prompt length, tokens")
+                        help="prompt length, tokens (0 to 2**31)")
     parser.add_argument("--gen-len", type=int, required=True, metavar="T",
-                        help="generated tokens per sample")
+                        help="generated tokens per sample (0 to 2**31)")
     parser.add_argument("--samples", type=int, default=1, metavar="N",
                         help="Best-of-N samples decoded together (prompt KV shared for dense)")
     hw = parser.add_mutually_exclusive_group()
@@ -86,8 +86,10 @@ def attention_from_args(args: argparse.Namespace) -> AttentionConfig:
 
 def run(args: argparse.Namespace) -> int:
     for flag in ("prompt_len", "gen_len"):
-        if getattr(args, flag) < 0:
-            raise InputError(f"--{flag.replace('_', '-')} must be >= 0 tokens")
+        value = getattr(args, flag)
+        if not 0 <= value <= MAX_TOKENS:
+            raise InputError(f"--{flag.replace('_', '-')} must be 0..{MAX_TOKENS} (2**31) tokens, "
+                             f"got {value}")
     if args.samples < 1:
         raise InputError("--samples must be at least 1")
     model = model_from_args(args)
