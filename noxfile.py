@@ -1,4 +1,4 @@
-"""nox sessions: tests (CI), gpu, bench, lint, wheel, asv, asv-gpu.
+"""nox sessions: tests (CI), gpu, bench, lint, wheel, asv, asv-gpu, mutants.
 
 See docs/benchmarks.md (the sessions) and docs/ci.md (torch, packaging).
 """
@@ -218,3 +218,55 @@ def asv_gpu(session: nox.Session) -> None:
             session.run("git", "worktree", "remove", "--force", str(source))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(source)], capture_output=True)
+
+
+# Mutation testing: each module of the numbers' core against its own tests.
+MUTATION_TARGETS: dict[str, tuple[str, str]] = {
+    "cost": ("kinetics/cost.py", "tests/test_cost.py"),
+    "strategies": ("kinetics/strategies.py", "tests/test_strategies.py"),
+    "frontier": ("kinetics/frontier.py", "tests/test_frontier.py"),
+    "check": ("kinetics/check.py", "tests/test_check.py"),
+}
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """mutmut over cost, strategies, frontier and the regression gate (check).
+
+    Each module is mutated alone, in a scratch copy of the repository under
+    .nox/mutants/tmp/<name>, and every mutant is run against that module's own
+    test file (pyproject [tool.mutmut] holds the shared settings; "slow" and "gpu"
+    tests are left out), one mutant process at a time. ``nox -s mutants -- cost check``
+    runs a subset. Prints each module's surviving mutants and its score; the scores
+    measured last are in the README.
+    """
+    names = session.posargs or list(MUTATION_TARGETS)
+    unknown = sorted(set(names) - set(MUTATION_TARGETS))
+    if unknown:
+        session.error(f"unknown target(s) {unknown}; choose from {list(MUTATION_TARGETS)}")
+    session.install(".[test,mutants]")
+    # mutmut puts its mutated copy first on sys.path; an installed kinetics must not win.
+    session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", "kinetics")
+    scratch = Path(session.create_tmp()).resolve()
+    config = Path("pyproject.toml").read_text()
+    scores = {}
+    for name in names:
+        module, tests = MUTATION_TARGETS[name]
+        work = scratch / name
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        junk = shutil.ignore_patterns("__pycache__", ".hypothesis", "*.pyc")
+        for tree in ("kinetics", "tests"):
+            shutil.copytree(tree, work / tree, ignore=junk)
+        (work / "pyproject.toml").write_text(re.sub(
+            r'(?m)^only_mutate = .*$\n^pytest_add_cli_args_test_selection = .*$',
+            f'only_mutate = ["{module}"]\npytest_add_cli_args_test_selection = ["{tests}"]',
+            config))
+        with session.chdir(work):
+            session.run("mutmut", "run", "--max-children", "1")
+            session.run("mutmut", "results")
+            session.run("mutmut", "export-cicd-stats")
+            stats = json.loads(Path("mutants/mutmut-cicd-stats.json").read_text())
+        scores[name] = f"{stats['killed']}/{stats['total']} killed ({stats['survived']} survived)"
+    for name, score in scores.items():
+        session.log(f"mutation score {MUTATION_TARGETS[name][0]}: {score}")

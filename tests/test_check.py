@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kinetics.check import compare_summaries, validate_summary
+from kinetics.check import DIFF_COLUMNS, compare_summaries, validate_summary
 from kinetics.cli import main
 from kinetics.errors import InputError
 
@@ -38,7 +38,37 @@ def test_optimal_model_change_and_missing_entries_are_reported():
     base = summary(entry(0.5), entry(0.6, budget=1e16))
     now = summary(entry(0.5, model="qwen3-14b"), entry(0.7, budget=1e17))
     diffs = compare_summaries(now, base, 0.005)
-    assert sorted(diffs["what"]) == ["entry", "entry", "optimal_model"]
+    assert list(diffs.columns) == ["law", "strategy", "method", "budget_eflops", "what",
+                                   "baseline", "current", "delta"]
+    rows = [tuple(r) for r in diffs.drop(columns="delta").itertuples(index=False)]
+    assert rows == [
+        ("kinetics", "best_of_n", "dense", 1e15, "optimal_model", "qwen3-8b", "qwen3-14b"),
+        ("kinetics", "best_of_n", "dense", 1e16, "entry", "present", "absent"),
+        ("kinetics", "best_of_n", "dense", 1e17, "entry", "absent", "present"),
+    ]
+    assert diffs["delta"].isna().all()  # no number moved, so no delta
+
+
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 0.1))
+def test_accuracy_row_holds_baseline_current_and_signed_delta(before, after, tolerance):
+    diffs = compare_summaries(summary(entry(after)), summary(entry(before)), tolerance)
+    if abs(after - before) <= tolerance + 1e-12:
+        assert diffs.empty
+        return
+    [row] = diffs.to_dict("records")
+    assert row["what"] == "accuracy"
+    assert (row["baseline"], row["current"]) == (before, after)
+    assert row["delta"] == after - before
+    assert (row["law"], row["strategy"], row["method"], row["budget_eflops"]) == \
+        ("kinetics", "best_of_n", "dense", 1e15)
+
+
+def test_entries_are_matched_on_every_key_field():
+    base = summary(entry(0.5), entry(0.9, law="flops"), entry(0.1, method="topk"))
+    now = summary(entry(0.5), entry(0.9, law="flops"), entry(0.2, method="topk"))
+    [row] = compare_summaries(now, base, 0.0).to_dict("records")
+    assert (row["method"], row["baseline"], row["current"]) == ("topk", 0.1, 0.2)
+    assert row["delta"] == pytest.approx(0.1)
 
 
 def test_float_noise_in_budgets_does_not_split_keys():
@@ -47,17 +77,34 @@ def test_float_noise_in_budgets_does_not_split_keys():
     assert compare_summaries(now, base, 0.0).empty
 
 
-@pytest.mark.parametrize("bad, field", [
-    ([], None), ({"schema": 2, "entries": []}, "schema"), ({"schema": 1, "entries": []}, "entries"),
-    ({"schema": 1, "entries": [{"law": "kinetics"}]}, "strategy"),
-    ({"schema": 1, "entries": [entry("high")]}, "accuracy"),
+@pytest.mark.parametrize("bad, message", [
+    ([], "base.json: expected a JSON object (a kinetics summary)"),
+    ({"schema": 2, "entries": []}, "base.json, field 'schema': unsupported schema 2, expected 1"),
+    ({"schema": 1, "entries": []}, "base.json, field 'entries': expected a non-empty list"),
+    ({"schema": 1, "entries": [entry(0.5), 7]},
+     "base.json, row 2, field 'entries': expected an object"),
+    ({"schema": 1, "entries": [{"law": "kinetics"}]}, "base.json, row 1, field 'strategy': missing"),
+    ({"schema": 1, "entries": [entry(0.5), entry("high")]},
+     "base.json, row 2, field 'accuracy': expected a finite number, got 'high'"),
+    ({"schema": 1, "entries": [entry(float("nan"))]},
+     "base.json, row 1, field 'accuracy': expected a finite number, got nan"),
+    ({"schema": 1, "entries": [entry(True)]},
+     "base.json, row 1, field 'accuracy': expected a finite number, got True"),
 ])
-def test_malformed_baseline_names_field(bad, field):
+def test_malformed_baseline_names_file_row_and_field(bad, message):
     with pytest.raises(InputError) as info:
         validate_summary(bad, "base.json")
-    assert "base.json" in str(info.value)
-    if field:
-        assert field in str(info.value)
+    assert str(info.value) == message
+
+
+def test_a_change_of_exactly_the_tolerance_passes_and_empty_diffs_keep_their_columns():
+    tolerance = 0.5
+    moved = summary(entry(tolerance + 1e-12))  # the comparison allows 1e-12 of float noise
+    assert compare_summaries(moved, summary(entry(0.0)), tolerance).empty
+    same = compare_summaries(summary(entry(0.3)), summary(entry(0.3)), 0.0)
+    assert same.empty and list(same.columns) == DIFF_COLUMNS
+    with pytest.raises(InputError, match="--tolerance must be >= 0, got -0.1"):
+        compare_summaries(same, same, -0.1)
 
 
 # --- end to end on the embedded data -------------------------------------------------
@@ -69,11 +116,13 @@ def baseline_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # end to end: recomputes the frontier
 def test_fresh_baseline_passes(baseline_file, capsys):
     assert main(["check", "--baseline", str(baseline_file)]) == 0
     assert "OK" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # end to end: recomputes the frontier
 def test_perturbed_baseline_fails_with_a_table(baseline_file, tmp_path, capsys):
     data = json.loads(baseline_file.read_text())
     perturbed = copy.deepcopy(data)
@@ -87,6 +136,7 @@ def test_perturbed_baseline_fails_with_a_table(baseline_file, tmp_path, capsys):
     assert main(["check", "--baseline", str(path), "--tolerance", "0.05"]) == 0
 
 
+@pytest.mark.slow  # end to end: recomputes the frontier
 def test_perturbed_optimal_model_fails(baseline_file, tmp_path):
     data = json.loads(baseline_file.read_text())
     data["entries"][-1]["optimal_model"] = "not-a-model"
