@@ -225,8 +225,9 @@ def sample_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayL
     linear_flops = 2.0 * model.active_params * t
     if attention.method == "dense":
         private_tokens = t * (t + 1) // 2  # the sample's own generated tokens
-        return Cost(linear_flops + attn_flops * context_token_sum(s, t).astype(np.float64),
-                    attn_bytes * private_tokens.astype(np.float64))
+        compute = linear_flops + attn_flops * context_token_sum(s, t).astype(np.float64)
+        memory = attn_bytes * private_tokens.astype(np.float64)
+        return _broadcast_cost(compute, memory, s, t)
     attended = attended_token_sum(s, t, attention.budget).astype(np.float64)
     compute = linear_flops + attn_flops * attended
     memory = attn_bytes * attended
@@ -236,7 +237,14 @@ def sample_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayL
         private_keys = keys - (s // attention.block_size) * t
         compute = compute + key_flops * keys.astype(np.float64)
         memory = memory + key_bytes * private_keys.astype(np.float64)
-    return Cost(np.broadcast_to(compute, memory.shape).astype(np.float64), memory)
+    return _broadcast_cost(compute, memory, s, t)
+
+
+def _broadcast_cost(compute: np.ndarray, memory: np.ndarray, s: np.ndarray, t: np.ndarray) -> Cost:
+    """Cost whose two float64 arrays both have the broadcast shape of S and T."""
+    shape = np.broadcast(s, t).shape
+    return Cost(*(np.asarray(part, dtype=np.float64) if np.shape(part) == shape
+                  else np.broadcast_to(part, shape).astype(np.float64) for part in (compute, memory)))
 
 
 def shared_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,

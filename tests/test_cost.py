@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from kinetics.cost import (
     MAX_TOKENS,
     AttentionConfig,
+    Cost,
     as_token_counts,
     attended_token_sum,
     block_key_sum,
@@ -21,6 +22,7 @@ from kinetics.cost import (
     sample_cost,
     shared_cost,
     weight_bytes_per_step,
+    weight_cost,
 )
 from kinetics.errors import InputError
 from kinetics.models import MODELS
@@ -245,13 +247,67 @@ def test_weight_traffic_amortizes_over_batch():
     assert with_weights.memory_bytes - base.memory_bytes == pytest.approx(1000 * 2 * dense.total_params / 8)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(method="topk"), dict(method="blocktopk", budget=64), dict(method="wavelet"),
-    dict(method="blocktopk", budget=65, block_size=16), dict(method="dense", budget=5),
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(method="topk"), "topk needs a budget of at least 1 token, got None"),
+    (dict(method="topk", budget=0), "topk needs a budget of at least 1 token, got 0"),
+    (dict(method="blocktopk", budget=64), "blocktopk needs a block size of at least 1, got None"),
+    (dict(method="wavelet"), "unknown method 'wavelet' (choose from dense, topk, blocktopk)"),
+    (dict(method="blocktopk", budget=65, block_size=16),
+     "blocktopk budget 65 must be local (0) plus a whole number of blocks of 16"),
+    (dict(method="blocktopk", budget=64, block_size=16, local=-16),
+     "local window must be >= 0 tokens, got -16"),
+    (dict(method="dense", budget=5), "dense attention takes no budget, block size or local window"),
+    (dict(method="dense", block_size=16), "dense attention takes no budget"),
+    (dict(method="dense", local=8), "dense attention takes no budget"),
+    (dict(method="topk", budget=64, block_size=16), "top-k takes no block size or local window"),
+    (dict(method="topk", budget=64, local=8), "top-k takes no block size or local window"),
 ])
-def test_bad_attention_configs_raise_input_error(kwargs):
-    with pytest.raises(InputError):
+def test_bad_attention_configs_raise_input_error(kwargs, message):
+    with pytest.raises(InputError) as info:
         AttentionConfig(**kwargs)
+    assert str(info.value).startswith(message)
+
+
+def test_blocktopk_constructor_takes_blocks_or_a_budget_and_no_window_by_default():
+    by_blocks = AttentionConfig.blocktopk(16, topk_blocks=4)
+    assert by_blocks == AttentionConfig("blocktopk", budget=64, block_size=16, local=0)
+    assert by_blocks == AttentionConfig.blocktopk(16, budget=64)
+    assert AttentionConfig.blocktopk(16, topk_blocks=4, local=8).budget == 72
+    for both_or_neither in (dict(), dict(topk_blocks=4, budget=64)):
+        with pytest.raises(InputError, match="exactly one of a budget or a number of top-k blocks"):
+            AttentionConfig.blocktopk(16, **both_or_neither)
+
+
+def test_cost_sums_and_eflops_add_componentwise():
+    a = Cost(np.array([1.0, 2.0]), np.array([10.0, 20.0]))
+    b = Cost(np.array([3.0, 5.0]), np.array([7.0, 11.0]))
+    total = a + b
+    np.testing.assert_array_equal(total.compute_flops, [4.0, 7.0])
+    np.testing.assert_array_equal(total.memory_bytes, [17.0, 31.0])
+    np.testing.assert_array_equal(a.eflops(562.5), [1.0 + 5625.0, 2.0 + 11250.0])
+    np.testing.assert_array_equal(a.scale(3).memory_bytes, [30.0, 60.0])
+
+
+def test_dense_attended_sum_is_the_context_sum():
+    assert attended_token_sum(100, 50, None) == context_token_sum(100, 50) == 100 * 50 + 50 * 51 // 2
+
+
+@pytest.mark.parametrize("method", [AttentionConfig.dense(), AttentionConfig.topk(64),
+                                    AttentionConfig.blocktopk(16, topk_blocks=2)])
+@pytest.mark.parametrize("batch_size", [None, 8])
+def test_costs_broadcast_prompt_and_gen_len_arrays(method, batch_size):
+    model, prompts = MODELS["qwen3-8b"], np.array([10, 200, 3000])
+    for s, t in ((prompts, 500), (500, prompts), (prompts, prompts[::-1])):
+        parts = (sample_cost(model, method, s, t), shared_cost(model, method, s, t),
+                 weight_cost(model, t, batch_size), query_cost(model, method, s, t, 4, batch_size))
+        for part in parts[:2] + parts[3:]:
+            assert part.compute_flops.shape == part.memory_bytes.shape == (3,)
+        assert parts[2].compute_flops.shape == parts[2].memory_bytes.shape == np.shape(t)
+        for i in range(3):
+            one = query_cost(model, method, np.broadcast_to(s, 3)[i], np.broadcast_to(t, 3)[i], 4,
+                             batch_size)
+            assert parts[-1].compute_flops[i] == one.compute_flops
+            assert parts[-1].memory_bytes[i] == one.memory_bytes
 
 
 def test_million_pairs_cost_well_under_a_second():
@@ -369,15 +425,50 @@ def test_largest_lengths_do_not_wrap_around():
     assert float(cost.memory_bytes) == pytest.approx(memory, rel=1e-15)
 
 
-@pytest.mark.parametrize("value", [MAX_TOKENS + 1, 4_000_000_000, 5 * 10**9, 10**10, 10**30, -1,
-                                   float("nan"), float("inf"), np.array([5, 2**40])])
+@pytest.mark.parametrize("value, shown", [
+    (MAX_TOKENS + 1, "got 2147483649"), (4_000_000_000, "got 4000000000"), (10**10, "got 10000000000"),
+    (10**30, f"got {10**30}"), (-1, "got -1"), (np.array([5, 2**40]), "got 1099511627776"),
+    (np.array([-3, 2**40]), "got -3"), (np.array([0.0, 2.0**31 + 1]), "got 2147483649.0"),
+    (np.array([0, 2**32], dtype=np.uint64), "got 4294967296"),
+    (np.array([-1, 7], dtype=np.int32), "got -1"),
+])
 @pytest.mark.parametrize("field", ["prompt_len", "gen_len"])
-def test_lengths_beyond_the_cap_are_rejected_naming_the_field(value, field):
+def test_lengths_beyond_the_cap_are_rejected_naming_the_field(value, shown, field):
     lengths = {"prompt_len": 10, "gen_len": 10, field: value}
-    with pytest.raises(InputError, match=f"field '{field}'"):
+    with pytest.raises(InputError) as info:
         query_cost(MODELS["qwen3-8b"], AttentionConfig.dense(), **lengths)
-    with pytest.raises(InputError, match=field):
-        as_token_counts(value, field)
+    assert str(info.value) == f"field '{field}': {field} must be 0..2147483648 (2**31) tokens, {shown}"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), np.array([1.0, np.nan])])
+def test_non_finite_lengths_are_rejected(value):
+    with pytest.raises(InputError, match="field 'gen_len': gen_len must be a finite number of tokens"):
+        as_token_counts(value, "gen_len")
+
+
+@pytest.mark.parametrize("values", [
+    np.array([0, MAX_TOKENS]), np.array([0.0, 2.0**31]), np.array([0, 7], dtype=np.int32),
+    np.array([0, MAX_TOKENS], dtype=np.uint64), np.array([], dtype=np.int64), np.array([]),
+    [0, 3], 0, MAX_TOKENS, True,
+])
+def test_lengths_within_the_cap_become_int64(values):
+    counts = as_token_counts(values, "gen_len")
+    assert counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, np.asarray(values))
+
+
+def test_every_cost_function_names_the_length_it_rejects():
+    model, huge = MODELS["qwen3-8b"], 2**40
+    with pytest.raises(InputError, match="field 'budget'"):
+        attended_token_sum(1, 1, huge)
+    with pytest.raises(InputError, match="field 'block_size'"):
+        block_key_sum(1, 1, huge)
+    with pytest.raises(InputError, match="field 'gen_len'"):
+        weight_cost(model, huge, 8)
+    with pytest.raises(InputError, match="field 'prompt_len'"):
+        shared_cost(model, AttentionConfig.dense(), huge, 1)
+    with pytest.raises(InputError, match="--batch-size must be at least 1, got 0"):
+        weight_bytes_per_step(model, 0)
 
 
 @pytest.mark.parametrize("kwargs, field", [
