@@ -154,6 +154,7 @@ def test_bad_baseline_exits_2(tmp_path, capsys, content):
     assert str(path) in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # end to end: recomputes the frontier
 def test_the_baseline_param_count_is_used_and_a_different_one_moves(baseline_file, tmp_path,
                                                                        capsys):
     assert json.loads(baseline_file.read_text())["param_count"] == "published"
