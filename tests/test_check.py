@@ -81,6 +81,8 @@ def test_float_noise_in_budgets_does_not_split_keys():
     ([], "base.json: expected a JSON object (a kinetics summary)"),
     ({"schema": 2, "entries": []}, "base.json, field 'schema': unsupported schema 2, expected 1"),
     ({"schema": 1, "entries": []}, "base.json, field 'entries': expected a non-empty list"),
+    ({"schema": 1, "param_count": "rounded", "entries": [entry(0.5)]},
+     "base.json, field 'param_count': expected one of published, derived, got 'rounded'"),
     ({"schema": 1, "entries": [entry(0.5), 7]},
      "base.json, row 2, field 'entries': expected an object"),
     ({"schema": 1, "entries": [{"law": "kinetics"}]}, "base.json, row 1, field 'strategy': missing"),
@@ -95,6 +97,14 @@ def test_malformed_baseline_names_file_row_and_field(bad, message):
     with pytest.raises(InputError) as info:
         validate_summary(bad, "base.json")
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("param_count", [None, "published", "derived"])
+def test_both_param_counts_and_none_are_valid(param_count):
+    base = summary(entry(0.5))
+    if param_count:
+        base["param_count"] = param_count
+    assert validate_summary(base, "base.json") is base
 
 
 def test_a_change_of_exactly_the_tolerance_passes_and_empty_diffs_keep_their_columns():
