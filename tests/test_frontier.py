@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
 from kinetics.frontier import (
+    GRID_POINTS,
+    best_per_query,
     budget_grid,
     compute_frontier,
     frontier_table,
@@ -230,3 +232,18 @@ def test_ties_go_to_the_smaller_model_not_the_first_name():
     f = compute_frontier(options, [1e12, 1e14], 562.5, model_specs=MODELS)
     assert list(f.optimal_model) == [None, "qwen3-4b"]
     assert f.accuracy.tolist() == [0.0, 1.0]
+
+
+def test_budget_grid_is_log_spaced_between_its_ends():
+    np.testing.assert_allclose(budget_grid(1e12, 1e16, 5), [1e12, 1e13, 1e14, 1e15, 1e16])
+    grid = budget_grid(45e12, 4e16)
+    assert len(grid) == GRID_POINTS == 100
+    assert grid[0] == pytest.approx(45e12) and grid[-1] == pytest.approx(4e16)
+
+
+def test_best_per_query_is_minus_one_where_nothing_fits_and_the_best_that_fits_elsewhere():
+    # unit 0, query 0: options costing 1 and 3 (accuracy 0.2, 0.7); query 1: one at 2 (0.5)
+    cost, accuracy = np.array([1.0, 3.0, 2.0]), np.array([0.2, 0.7, 0.5])
+    got = best_per_query(cost, accuracy, np.array([0, 0, 1]), np.array([0, 0, 0]), 2, 1,
+                         np.array([3.0, 0.5, 2.0]))  # unsorted budgets, one exactly a cost
+    np.testing.assert_array_equal(got, [[[0.7, -1.0, 0.2], [0.5, -1.0, 0.5]]])
