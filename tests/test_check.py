@@ -113,7 +113,7 @@ def test_a_change_of_exactly_the_tolerance_passes_and_empty_diffs_keep_their_col
     assert compare_summaries(moved, summary(entry(0.0)), tolerance).empty
     same = compare_summaries(summary(entry(0.3)), summary(entry(0.3)), 0.0)
     assert same.empty and list(same.columns) == DIFF_COLUMNS
-    with pytest.raises(InputError, match="--tolerance must be >= 0, got -0.1"):
+    with pytest.raises(InputError, match="--tolerance must be a finite number >= 0, got -0.1"):
         compare_summaries(same, same, -0.1)
 
 
