@@ -88,7 +88,7 @@ def test_lengths_at_the_cap_are_exact(capsys, method):
     """S = T = 2**31, the largest accepted case: positive, and the library's values
     (which test_cost checks against Python integers over the whole range)."""
     out = run_json(capsys, *method, "--prompt-len", str(2**31), "--gen-len", str(2**31),
-                   "--trials", "4")
+                   "--samples", "4")
     attention = AttentionConfig(out["method"], budget=out["budget"], block_size=out["block_size"],
                                 local=out["local"] or 0)
     expected = query_cost(MODELS["qwen3-8b"], attention, 2**31, 2**31, 4)
