@@ -223,9 +223,9 @@ def asv_gpu(session: nox.Session) -> None:
 # Mutation testing: each module of the numbers' core against its own tests.
 MUTATION_TARGETS: dict[str, tuple[str, str]] = {
     "cost": ("kinetics/cost.py", "tests/test_cost.py"),
-    "strategies": ("kinetics/strategies.py", "tests/test_strategies.py"),
-    "frontier": ("kinetics/frontier.py", "tests/test_frontier.py"),
-    "check": ("kinetics/check.py", "tests/test_check.py"),
+    "strategies": ("kinetics/analysis/strategies.py", "tests/analysis/test_strategies.py"),
+    "frontier": ("kinetics/analysis/frontier.py", "tests/analysis/test_frontier.py"),
+    "regression": ("kinetics/analysis/regression.py", "tests/analysis/test_regression.py"),
 }
 
 
@@ -236,7 +236,7 @@ def mutants(session: nox.Session) -> None:
     Each module is mutated alone, in a scratch copy of the repository under
     .nox/mutants/tmp/<name>, and every mutant is run against that module's own
     test file (pyproject [tool.mutmut] holds the shared settings; "slow" and "gpu"
-    tests are left out), one mutant process at a time. ``nox -s mutants -- cost check``
+    tests are left out), one mutant process at a time. ``nox -s mutants -- cost regression``
     runs a subset. Prints each module's surviving mutants and its score; the scores
     measured last are in the README.
     """

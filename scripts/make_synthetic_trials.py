@@ -2,7 +2,7 @@
 
     python scripts/make_synthetic_trials.py [--seed 20250605] [--out PATH]
 
-The generative model and its calibration are documented in kinetics/synthetic.py
+The generative model and its calibration are documented in kinetics/analysis/synthetic.py
 and docs/analysis.md. The file's Parquet metadata marks it synthetic, so every
 report made from it says so.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kinetics.synthetic import DEFAULT_SEED, generate_trials
-from kinetics.traces import SYNTHETIC_META_KEY, embedded_path, validate_trials
+from kinetics.analysis.synthetic import DEFAULT_SEED, generate_trials
+from kinetics.analysis.trials import SYNTHETIC_META_KEY, embedded_path, validate_trials
 
 
 def main() -> None:

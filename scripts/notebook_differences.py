@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kinetics.analysis.frontier import GRIDS, budget_grid, compute_frontier, law_intensity
+from kinetics.analysis.report import strategy_options
+from kinetics.analysis.trials import load_trials, resolve_models
 from kinetics.cost import AttentionConfig, sample_cost, shared_cost
-from kinetics.frontier import GRIDS, budget_grid, compute_frontier, law_intensity
 from kinetics.models import MODELS
-from kinetics.report import strategy_options
-from kinetics.traces import load_trials, resolve_models
 
 INTENSITY = 562.5  # B200, FLOPs per byte
 LAWS = ("kinetics", "flops")
@@ -151,7 +151,7 @@ def per_query_config(options: pd.DataFrame) -> None:
 
 
 def param_counts(trials: pd.DataFrame) -> None:
-    from kinetics.report import build_summary
+    from kinetics.analysis.report import build_summary
 
     a = build_summary(trials, INTENSITY, hardware="b200", synthetic=True, source="embedded")
     b = build_summary(trials, INTENSITY, hardware="b200", synthetic=True, source="embedded",

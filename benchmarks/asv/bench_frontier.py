@@ -5,7 +5,7 @@ methods). track_*: the frontier numbers themselves (the paper's single-choice fr
 model and config per budget for all queries), so a change in the science shows
 on the asv graphs like a speed regression: the frontier accuracy and the optimal
 model's active parameters (billions) at the summary budgets
-(kinetics.report.SUMMARY_BUDGETS, eFLOPs per query), for each law, strategy and
+(kinetics.analysis.report.SUMMARY_BUDGETS, eFLOPs per query), for each law, strategy and
 attention method, and the smallest of those budgets at which some model fits.
 Hardware: b200 (I = 562.5 FLOPs/byte).
 
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from kinetics.analysis.report import SUMMARY_BUDGETS, build_summary
+from kinetics.analysis.synthetic import replicate_queries
+from kinetics.analysis.trials import embedded_path, load_trials
 from kinetics.cli import main
 from kinetics.hardware import get_hardware
 from kinetics.models import MODELS
-from kinetics.report import SUMMARY_BUDGETS, build_summary
-from kinetics.synthetic import replicate_queries
-from kinetics.traces import embedded_path, load_trials
 
 LAWS = ["kinetics", "flops"]
 STRATEGIES = ["best_of_n", "long_cot"]

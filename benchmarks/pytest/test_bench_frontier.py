@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kinetics.analysis.report import analyze, build_summary
+from kinetics.analysis.synthetic import replicate_queries
+from kinetics.analysis.trials import embedded_path, load_trials, resolve_models
 from kinetics.hardware import B200_INTENSITY
-from kinetics.report import analyze, build_summary
-from kinetics.synthetic import replicate_queries
-from kinetics.traces import embedded_path, load_trials, resolve_models
 
 
 def test_full_embedded_analysis(benchmark):

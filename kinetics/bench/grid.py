@@ -212,7 +212,7 @@ def format_grid(result: GridResult) -> str:
 def grid_figure(result: GridResult) -> Figure:
     """Speedup (solid) and byte roofline (dashed) vs context, one colour per batch size,
     one panel per (model, budget)."""
-    from kinetics.plots import plt
+    from kinetics.analysis.plots import plt
 
     panels = sorted({(r.cell.model, r.cell.topk_pages) for r in result.cells})
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 4),

@@ -44,16 +44,16 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_baseline(path: Path) -> dict:
-    from kinetics.check import validate_summary
+    from kinetics.analysis.regression import validate_summary
 
     data = read_json_object(path, missing_hint=" (create one with --update)")
     return validate_summary(data, str(path))
 
 
 def run(args: argparse.Namespace) -> int:
-    from kinetics.check import compare_summaries
-    from kinetics.report import build_summary
-    from kinetics.traces import load_trials
+    from kinetics.analysis.regression import compare_summaries
+    from kinetics.analysis.report import build_summary
+    from kinetics.analysis.trials import load_trials
 
     configs = model_configs(args.model_config)
     path = Path(args.baseline) if args.baseline else PACKAGED_BASELINE

@@ -43,7 +43,7 @@ def _load_tokenizer(name: str):
         from transformers import AutoTokenizer
     except ImportError:
         raise InputError(f"kinetics ingest needs transformers and datasets ({INSTALL_HINT})") from None
-    from kinetics.ingest import looks_like_path, require_hub
+    from kinetics.analysis.ingest import looks_like_path, require_hub
 
     path = Path(name).expanduser()
     local = path.exists()
@@ -103,14 +103,14 @@ def _write_table(frame, out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from kinetics.ingest import (
+    from kinetics.analysis.ingest import (
         describe_file,
         raw_files,
         read_metadata,
         read_raw_file,
         trial_rows,
     )
-    from kinetics.traces import REQUIRED_COLUMNS, validate_trials
+    from kinetics.analysis.trials import REQUIRED_COLUMNS, validate_trials
 
     if Path(args.out).suffix.lower() not in TABLE_SUFFIXES:
         raise InputError("output must end in .parquet, .csv or .jsonl", path=args.out)

@@ -23,7 +23,7 @@ from kinetics.errors import InputError
 from kinetics.hardware import HARDWARE, Hardware, get_hardware, resolve_intensity
 
 if TYPE_CHECKING:
-    from kinetics.report import Summary, SummaryEntry
+    from kinetics.analysis.report import Summary, SummaryEntry
 
 SYNTHETIC_NOTE = ("NOTE: SYNTHETIC data (the embedded seeded demo set, not real traces); "
                   "numbers show the pipeline, not the paper's findings.")
@@ -43,7 +43,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="output folder: a new or empty one, or an earlier report "
                         "(anything else is refused, never overwritten)")
     add_model_config(parser)
-    # defaults named, not imported: kinetics.strategies/frontier import pandas, and
+    # defaults named, not imported: kinetics.analysis.strategies/frontier import pandas, and
     # --help must not (tests/cli/test_import_light.py checks these names match)
     parser.add_argument("--gen-budgets", metavar="T1,T2,..",
                         help="long-CoT generation budgets, tokens (default: the paper's "
@@ -130,7 +130,7 @@ def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: b
     if formats:
         import matplotlib.pyplot as plt
 
-        from kinetics import plots
+        from kinetics.analysis import plots
 
         style = {"synthetic": synthetic, "hardware": preset}
         figures = {
@@ -150,10 +150,10 @@ def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: b
 
 
 def run(args: argparse.Namespace) -> int:
-    from kinetics.frontier import GRID_POINTS
-    from kinetics.report import analyze, build_summary
-    from kinetics.strategies import DEFAULT_GEN_BUDGETS
-    from kinetics.traces import EMBEDDED_SOURCE, load_trials, resolve_models
+    from kinetics.analysis.frontier import GRID_POINTS
+    from kinetics.analysis.report import analyze, build_summary
+    from kinetics.analysis.strategies import DEFAULT_GEN_BUDGETS
+    from kinetics.analysis.trials import EMBEDDED_SOURCE, load_trials, resolve_models
 
     configs = model_configs(args.model_config)
     gen_budgets = (list(DEFAULT_GEN_BUDGETS) if args.gen_budgets is None

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kinetics.analysis.trials import embedded_path
 from kinetics.cli import main
 from kinetics.cli._output import MARKER, remove_stale_temporaries
-from kinetics.traces import embedded_path
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_REPORT = ["report", "--quiet", "--no-plots", "--grid-points", "5"]

@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
+from kinetics.analysis.trials import embedded_path
 from kinetics.cli import main
-from kinetics.traces import embedded_path
 
 CONFIG = {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,
           "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 512,

@@ -42,7 +42,7 @@ def test_help_and_version_import_nothing_heavy(argv):
 
 
 def test_the_probe_sees_a_heavy_import():  # so the test above can fail
-    proc = subprocess.run([sys.executable, "-c", "import sys, kinetics.report; "
+    proc = subprocess.run([sys.executable, "-c", "import sys, kinetics.analysis.report; "
                            f"print([m for m in {HEAVY!r} if m in sys.modules])"],
                           capture_output=True, text=True, cwd=REPO, check=True)
     assert "pandas" in proc.stdout
@@ -59,8 +59,8 @@ def test_version_is_the_package_version(capsys):
 
 
 def test_report_help_names_the_defaults_it_does_not_import():
-    from kinetics.frontier import GRID_POINTS
-    from kinetics.strategies import DEFAULT_GEN_BUDGETS
+    from kinetics.analysis.frontier import GRID_POINTS
+    from kinetics.analysis.strategies import DEFAULT_GEN_BUDGETS
 
     help_text = " ".join(build_parser()._subparsers._group_actions[0]
                          .choices["report"].format_help().split())

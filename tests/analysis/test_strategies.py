@@ -13,16 +13,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from kinetics.cost import AttentionConfig, sample_cost, shared_cost
-from kinetics.models import MODELS
-from kinetics.strategies import (
+from kinetics.analysis.strategies import (
     best_of_n,
     long_cot,
     majority_win_probability,
     max_order_weights,
     pass_at_n,
 )
-from kinetics.traces import validate_trials
+from kinetics.analysis.trials import validate_trials
+from kinetics.cost import AttentionConfig, sample_cost, shared_cost
+from kinetics.models import MODELS
 
 CONFIGS = [AttentionConfig.dense(), AttentionConfig.topk(64),
            AttentionConfig.blocktopk(16, topk_blocks=2, local=8)]
@@ -215,8 +215,8 @@ def test_long_cot_accuracy_grows_with_budget_and_costs_clip(samples, attention, 
 def test_blocks_of_whole_queries_do_not_change_the_options(block_cells, seed):
     """best_of_n / long_cot over blocks of queries (any block size, shuffled rows)
     equal one pass over the whole table."""
-    from kinetics import strategies
-    from kinetics.synthetic import SyntheticSpec, generate_trials
+    from kinetics.analysis import strategies
+    from kinetics.analysis.synthetic import SyntheticSpec, generate_trials
 
     spec = SyntheticSpec(accuracy={"qwen3-0.6b": 0.4, "qwen3-4b": 0.7}, num_queries=4,
                          default_trials=5, max_len=3000,

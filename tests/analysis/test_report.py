@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kinetics.analysis.frontier import law_intensity, moving_average, option_cost
+from kinetics.analysis.report import SUMMARY_BUDGETS, analyze, build_summary
+from kinetics.analysis.trials import load_trials, resolve_models
 from kinetics.cli import main
-from kinetics.frontier import law_intensity, moving_average, option_cost
 from kinetics.models import MODELS
-from kinetics.report import SUMMARY_BUDGETS, analyze, build_summary
-from kinetics.traces import load_trials, resolve_models
 
 FILES = [".kinetics-report", "frontier.csv", "pareto.csv", "best_of_n.csv", "long_cot.csv",
          "summary.json", "SYNTHETIC.txt"] + [f"{name}.{ext}" for name in
@@ -164,7 +164,7 @@ def test_param_count_derived_prices_the_shapes(tmp_path):
 
 
 def test_a_failure_while_writing_leaves_the_old_report_untouched(tmp_path, monkeypatch):
-    from kinetics import plots
+    from kinetics.analysis import plots
 
     out = tmp_path / "rep"
     assert main(["report", "--quiet", "--no-plots", "--out", str(out)]) == 0

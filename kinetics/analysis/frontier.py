@@ -1,6 +1,6 @@
 """Cost-accuracy frontiers over strategy options, under a cost law (intensity I).
 
-An *options* table (from :mod:`kinetics.strategies`) holds per query one row per
+An *options* table (from :mod:`kinetics.analysis.strategies`) holds per query one row per
 (model, config, N or generation budget) with an accuracy and its compute FLOPs and
 memory bytes. Under a law of intensity I (FLOPs per byte; I = 0 is the previous
 FLOPs-only law) an option's cost is eFLOPs = compute_flops + I * memory_bytes.

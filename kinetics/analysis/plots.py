@@ -17,10 +17,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from kinetics.frontier import LAWS, option_cost  # noqa: E402
+from kinetics.analysis.frontier import LAWS, option_cost  # noqa: E402
+from kinetics.analysis.report import STRATEGIES, Analysis  # noqa: E402
 from kinetics.hardware import Hardware  # noqa: E402
 from kinetics.models import ModelSpec  # noqa: E402
-from kinetics.report import STRATEGIES, Analysis  # noqa: E402
 
 LAW_TITLES = {"kinetics": "Kinetics law (eFLOPs, I = {I:g})", "flops": "FLOPs-only law (I = 0)"}
 LAW_UNITS = {"kinetics": "eFLOPs", "flops": "FLOPs"}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kinetics.check import DIFF_COLUMNS, compare_summaries, validate_summary
+from kinetics.analysis.regression import DIFF_COLUMNS, compare_summaries, validate_summary
 from kinetics.cli import main
 from kinetics.errors import InputError
 

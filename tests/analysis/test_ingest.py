@@ -7,9 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from kinetics.cli import main
-from kinetics.cost import AttentionConfig
-from kinetics.ingest import (
+from kinetics.analysis.ingest import (
     config_from_filename,
     config_from_metadata,
     grade,
@@ -17,7 +15,9 @@ from kinetics.ingest import (
     model_from_name,
     normalize_answer,
 )
-from kinetics.traces import load_trials
+from kinetics.analysis.trials import load_trials
+from kinetics.cli import main
+from kinetics.cost import AttentionConfig
 
 pytest.importorskip("transformers")
 pytest.importorskip("datasets")
@@ -133,7 +133,7 @@ def test_parsers():
 def test_prompt_length_uses_the_chat_template(tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from kinetics.ingest import _prompt_lengths
+    from kinetics.analysis.ingest import _prompt_lengths
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     assert _prompt_lengths(tokenizer, [QUERY_B]) == {QUERY_B: len(QUERY_B.split())}
@@ -227,8 +227,8 @@ def test_ingest_flag_errors_are_one_line(raw_dir, tokenizer_dir, tmp_path, capsy
 
 
 def test_an_unreachable_hub_fails_at_once(monkeypatch):
+    from kinetics.analysis.ingest import require_hub
     from kinetics.errors import InputError
-    from kinetics.ingest import require_hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused

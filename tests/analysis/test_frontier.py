@@ -8,9 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kinetics.cost import AttentionConfig
-from kinetics.errors import InputError
-from kinetics.frontier import (
+from kinetics.analysis.frontier import (
     GRID_POINTS,
     best_per_query,
     budget_grid,
@@ -21,10 +19,12 @@ from kinetics.frontier import (
     option_cost,
     pareto_points,
 )
+from kinetics.analysis.strategies import best_of_n, long_cot
+from kinetics.analysis.synthetic import SyntheticSpec, generate_trials
+from kinetics.analysis.trials import validate_trials
+from kinetics.cost import AttentionConfig
+from kinetics.errors import InputError
 from kinetics.models import MODELS
-from kinetics.strategies import best_of_n, long_cot
-from kinetics.synthetic import SyntheticSpec, generate_trials
-from kinetics.traces import validate_trials
 
 MODEL_NAMES = ["qwen3-0.6b", "qwen3-4b", "qwen3-14b"]
 

@@ -23,8 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from kinetics.cost import METHODS
-from kinetics.frontier import (
+from kinetics.analysis.frontier import (
     GRID_POINTS,
     GRIDS,
     LAWS,
@@ -35,9 +34,10 @@ from kinetics.frontier import (
     law_intensity,
     pareto_points,
 )
+from kinetics.analysis.strategies import DEFAULT_GEN_BUDGETS, best_of_n, long_cot
+from kinetics.analysis.trials import resolve_models
+from kinetics.cost import METHODS
 from kinetics.models import ModelSpec
-from kinetics.strategies import DEFAULT_GEN_BUDGETS, best_of_n, long_cot
-from kinetics.traces import resolve_models
 
 # strategy -> (accuracy column in its options table, option parameter column)
 STRATEGIES: dict[str, tuple[str, str]] = {
@@ -111,7 +111,7 @@ def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: fl
     """Run both laws, all strategies and method families over a validated table.
 
     ``intensity`` in FLOPs per byte; ``smooth`` an odd moving-average width over the
-    grid for the frontier curves (1 = off; see :func:`kinetics.frontier.moving_average`);
+    grid for the frontier curves (1 = off; see :func:`kinetics.analysis.frontier.moving_average`);
     ``tick`` (optional) is called after each step with a short label (the CLI drives
     a progress bar with it).
     """

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kinetics.synthetic import AIME24_ACCURACY, DEFAULT_SEED, generate_trials, replicate_queries
-from kinetics.traces import embedded_path, load_trials, validate_trials
+from kinetics.analysis.synthetic import (
+    AIME24_ACCURACY,
+    DEFAULT_SEED,
+    generate_trials,
+    replicate_queries,
+)
+from kinetics.analysis.trials import embedded_path, load_trials, validate_trials
 
 
 def test_packaged_file_is_what_the_script_generates():

@@ -6,11 +6,11 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from kinetics import plots
+from kinetics.analysis import plots
+from kinetics.analysis.report import analyze
+from kinetics.analysis.trials import load_trials, resolve_models
 from kinetics.cli import main
 from kinetics.hardware import get_hardware
-from kinetics.report import analyze
-from kinetics.traces import load_trials, resolve_models
 
 FIGURES = ("accuracy_vs_cost", "pareto_dense_vs_sparse", "optimal_model_size")
 

@@ -7,11 +7,11 @@ import json
 import pandas as pd
 import pytest
 
+from kinetics.analysis.synthetic import SyntheticSpec, generate_trials
+from kinetics.analysis.trials import REQUIRED_COLUMNS, load_trials, resolve_models, validate_trials
 from kinetics.cli import main
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
-from kinetics.synthetic import SyntheticSpec, generate_trials
-from kinetics.traces import REQUIRED_COLUMNS, load_trials, resolve_models, validate_trials
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from kinetics.analysis.trials import attention_of
 from kinetics.cost import sample_cost, shared_cost
 from kinetics.models import ModelSpec
-from kinetics.traces import attention_of
 
 GROUP = ["model", "config", "query_id"]
 DEFAULT_GEN_BUDGETS: tuple[int, ...] = (2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768)
