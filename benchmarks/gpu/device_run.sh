@@ -11,7 +11,7 @@
 #   floors 80%; its layer gates kept), the gate
 #   on it, then the GPU tests (time limit TESTS_S, default 100; TESTS_K: a -k subset).
 # The exploration modes (explore, explore-gate) drive kernel variants that left the
-# library: run them from a checkout of commit 72d6910 (see benchmarks/explore/).
+# library: run them from a checkout of commit 72d6910, where they and their scripts live.
 # Needs the wheels in .whl/ (carried: flashinfer-python, apache-tvm-ffi, nox and its deps).
 # Logs and JSON go under $OUT; a short table is printed last.
 set -u -o pipefail

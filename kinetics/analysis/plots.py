@@ -98,6 +98,15 @@ def accuracy_vs_cost(analysis: Analysis, models: Mapping[str, ModelSpec], *,
     return fig
 
 
+def _method_frontiers(analysis: Analysis, law: str, strategy: str):
+    """(method, colour, line style, frontier) for each attention method the analysis has
+    at this law and strategy, in METHOD_STYLE order."""
+    for method, (color, style) in METHOD_STYLE.items():
+        frontier = analysis.frontiers.get((law, strategy, method))
+        if frontier is not None:
+            yield method, color, style, frontier
+
+
 def pareto_dense_vs_sparse(analysis: Analysis, *, synthetic: bool,
                            hardware: Hardware | None = None) -> Figure:
     """Frontier accuracy vs budget: dense vs each sparse method, per law and strategy."""
@@ -107,10 +116,7 @@ def pareto_dense_vs_sparse(analysis: Analysis, *, synthetic: bool,
     for r, strategy in enumerate(strategies):
         for c, law in enumerate(LAWS):
             ax = axes[r, c]
-            for method, (color, style) in METHOD_STYLE.items():
-                f = analysis.frontiers.get((law, strategy, method))
-                if f is None:
-                    continue
+            for method, color, style, f in _method_frontiers(analysis, law, strategy):
                 ax.plot(f.budgets, f.accuracy, style, color=color, label=METHOD_NAMES[method])
             ax.set_ylim(0, 1.02)
             _finish_panel(ax, xlabel=f"budget per query, {LAW_UNITS[law]}",
@@ -132,10 +138,7 @@ def optimal_model_size(analysis: Analysis, models: Mapping[str, ModelSpec], *,
     for r, law in enumerate(LAWS):
         for c, strategy in enumerate(strategies):
             ax = axes[r, c]
-            for method, (color, style) in METHOD_STYLE.items():
-                f = analysis.frontiers.get((law, strategy, method))
-                if f is None:
-                    continue
+            for method, color, style, f in _method_frontiers(analysis, law, strategy):
                 size = pd.Series(f.optimal_model).map(
                     lambda m: np.nan if pd.isna(m) else models[m].active_params / 1e9)
                 ax.step(f.budgets, size.to_numpy(dtype=float), style, where="post", color=color,

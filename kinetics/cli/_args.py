@@ -24,6 +24,18 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_ints(text: str, flag: str) -> list[int]:
+    """``"64,128"`` -> ``[64, 128]`` (order kept); InputError naming ``flag`` unless every
+    value is an integer >= 1 and there is at least one."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{flag} expects comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise InputError(f"{flag} needs integers >= 1, got {text!r}")
+    return values
+
+
 def model_config_pair(text: str) -> tuple[str, str]:
     """argparse type: ``NAME=PATH`` -> (name, path); anything else exits 2 with one line."""
     name, sep, path = text.partition("=")
@@ -49,6 +61,19 @@ def model_configs(pairs: list[tuple[str, str]]) -> dict[str, str]:
             raise InputError(f"--model-config {name} given twice ({out[name]}, {path})")
         out[name] = path
     return out
+
+
+def add_hardware(parser: argparse.ArgumentParser, default: str | None = "b200") -> None:
+    """The shared ``--hardware NAME | --intensity I`` pair (exclusive) of the commands that
+    price with the Kinetics law; ``default=None`` leaves both unset (e.g. to use a baseline's)."""
+    from kinetics.hardware import HARDWARE
+
+    hw = parser.add_mutually_exclusive_group()
+    hw.add_argument("--hardware", choices=sorted(HARDWARE), default=default,
+                    help="hardware preset giving the intensity I = peak FLOP/s / bandwidth"
+                    + (f" (default {default})" if default else ""))
+    hw.add_argument("--intensity", type=finite_float, metavar="I",
+                    help="custom intensity, FLOPs per byte (0 gives the FLOPs-only law)")
 
 
 def add_param_count(parser: argparse.ArgumentParser, default: str | None = "published") -> None:

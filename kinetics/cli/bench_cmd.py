@@ -7,6 +7,7 @@ import json
 import sys
 
 from kinetics.bench.decode import LAYER_IMPLS
+from kinetics.cli._args import positive_ints
 from kinetics.cli._output import write_json_file
 from kinetics.errors import InputError
 from kinetics.models import MODELS
@@ -210,14 +211,6 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
     if results:
         _write(args, results)
     return 0
-def _int_list(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise InputError(f"{flag} takes comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise InputError(f"{flag} takes positive integers, got {text!r}")
-    return values
 
 
 def _run_grid(args: argparse.Namespace) -> int:
@@ -232,9 +225,9 @@ def _run_grid(args: argparse.Namespace) -> int:
         raise InputError("--grid-repeats must be >= 1")
     spec = grid.GridSpec(
         models=tuple(m.strip() for m in args.grid_models.split(",")),
-        contexts=_int_list(args.grid_contexts, "--grid-contexts"),
-        batch_sizes=_int_list(args.grid_batches, "--grid-batches"),
-        budgets=_int_list(args.grid_budgets, "--grid-budgets"), page_size=args.page_size,
+        contexts=tuple(positive_ints(args.grid_contexts, "--grid-contexts")),
+        batch_sizes=tuple(positive_ints(args.grid_batches, "--grid-batches")),
+        budgets=tuple(positive_ints(args.grid_budgets, "--grid-budgets")), page_size=args.page_size,
         tp=args.tp, local_pages=args.local_pages, repeats=args.grid_repeats)
     grid.grid_cells(spec)  # bad names and sizes are input errors, GPU or not
     ok, why = gpu_available()

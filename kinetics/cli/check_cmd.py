@@ -9,9 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kinetics.cli._args import add_model_config, add_param_count, finite_float, model_configs
+from kinetics.cli._args import (
+    add_hardware,
+    add_model_config,
+    add_param_count,
+    finite_float,
+    model_configs,
+)
 from kinetics.cli._output import write_json_file
-from kinetics.hardware import HARDWARE, resolve_intensity
+from kinetics.hardware import resolve_intensity
 from kinetics.jsonfile import read_json_object
 
 # The gate baseline for the embedded data ships inside the package, so a bare
@@ -33,10 +39,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="trial table (CSV, JSONL or Parquet); default: the embedded set")
     parser.add_argument("--tolerance", type=finite_float, default=0.005,
                         help="largest accepted absolute change in accuracy (fraction)")
-    hw = parser.add_mutually_exclusive_group()
-    hw.add_argument("--hardware", choices=sorted(HARDWARE), help="hardware preset (intensity I)")
-    hw.add_argument("--intensity", type=finite_float, metavar="I",
-                    help="custom intensity, FLOPs/byte")
+    add_hardware(parser, default=None)
     add_model_config(parser, "; as given to kinetics report")
     add_param_count(parser, default=None)
     parser.add_argument("--update", action="store_true",

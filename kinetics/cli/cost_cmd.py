@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from kinetics.cli._args import add_model_config, add_param_count, finite_float, model_configs
+from kinetics.cli._args import (
+    add_hardware,
+    add_model_config,
+    add_param_count,
+    model_configs,
+)
 from kinetics.cli._output import dumps_json
 from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig, query_cost
 from kinetics.errors import InputError
-from kinetics.hardware import HARDWARE, resolve_intensity
+from kinetics.hardware import resolve_intensity
 from kinetics.models import MODELS, ModelSpec, get_model, with_param_count
 
 DEFAULT_MODEL = "qwen3-8b"
@@ -32,11 +37,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="generated tokens per sample (0 to 2**31)")
     parser.add_argument("--samples", type=int, default=1, metavar="N",
                         help="Best-of-N samples decoded together (prompt KV shared for dense)")
-    hw = parser.add_mutually_exclusive_group()
-    hw.add_argument("--hardware", choices=sorted(HARDWARE), default="b200",
-                    help="preset giving the intensity I = peak FLOP/s / bandwidth")
-    hw.add_argument("--intensity", type=finite_float, metavar="I",
-                    help="custom intensity, FLOPs per byte (0 gives the FLOPs-only law)")
+    add_hardware(parser)
     parser.add_argument("--budget", type=int, metavar="B",
                         help="tokens attended per step (topk; blocktopk: local + k*block)")
     parser.add_argument("--block-size", type=int, metavar="b", help="block top-k block size, tokens")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from kinetics.cli._args import positive_ints, progress
 from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
 from kinetics.errors import InputError
 
@@ -53,11 +54,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _configs(args: argparse.Namespace):
-    from kinetics.quality.sparse import build_configs, parse_int_list
+    from kinetics.quality.sparse import build_configs
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    return build_configs(methods, parse_int_list(args.budgets, "--budgets"),
-                         parse_int_list(args.block_sizes, "--block-sizes"), args.local_pages)
+    return build_configs(methods, sorted(set(positive_ints(args.budgets, "--budgets"))),
+                         sorted(set(positive_ints(args.block_sizes, "--block-sizes"))), args.local_pages)
 
 
 def _table(run) -> str:
@@ -108,8 +109,6 @@ def _write(out: Path, run, text: str, plots: bool) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     configs = _configs(args)
     if args.tokens is not None and args.tokens < 2:
         raise InputError(f"--tokens must be >= 2, got {args.tokens}")
@@ -129,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     text = read_text(args.text) if args.text is not None else None  # fail before loading
-    lm = load_model(args.model, args.gguf_file, progress=not args.quiet)
+    lm = load_model(args.model, args.gguf_file, progress=not args.quiet and sys.stderr.isatty())
 
     import torch  # present: load_model needs it
 
@@ -140,13 +139,11 @@ def run(args: argparse.Namespace) -> int:
         sequence = text_sequence(lm.tokenizer, text, args.text, args.tokens, largest)
     else:
         tokens = args.tokens or DEFAULT_TOKENS
-        with tqdm(total=tokens, file=sys.stderr, disable=args.quiet, desc="generate",
-                  unit="tok", leave=False) as bar:
+        with progress(total=tokens, desc="generate", unit="tok", quiet=args.quiet) as bar:
             sequence = greedy_sequence(lm, args.prompt or default_prompt(), tokens, largest,
                                        tick=lambda: bar.update(1))
     steps = 1 + lm.model.config.num_hidden_layers + len(configs)
-    with tqdm(total=steps, file=sys.stderr, disable=args.quiet, desc="kinetics quality",
-              unit="step", leave=False) as bar:
+    with progress(total=steps, desc="kinetics quality", unit="step", quiet=args.quiet) as bar:
         def tick(label: str) -> None:
             bar.set_postfix_str(label, refresh=False)
             bar.update(1)

@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kinetics.cli._args import (
+    add_hardware,
     add_model_config,
     add_param_count,
-    finite_float,
     model_configs,
+    positive_ints,
     progress,
 )
 from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
 from kinetics.errors import InputError
-from kinetics.hardware import HARDWARE, Hardware, get_hardware, resolve_intensity
+from kinetics.hardware import Hardware, get_hardware, resolve_intensity
 
 if TYPE_CHECKING:
     from kinetics.analysis.report import Summary, SummaryEntry
@@ -34,11 +35,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                      "Example: kinetics report --trials trials.parquet --hardware h100 --out rep")
     parser.add_argument("--trials", metavar="PATH",
                         help="trial table (.csv, .jsonl, .parquet); default: embedded synthetic set")
-    hw = parser.add_mutually_exclusive_group()
-    hw.add_argument("--hardware", choices=sorted(HARDWARE), default="b200",
-                    help="preset giving I = peak FLOP/s / bandwidth")
-    hw.add_argument("--intensity", type=finite_float, metavar="I",
-                    help="custom intensity, FLOPs per byte")
+    add_hardware(parser)
     parser.add_argument("--out", default="kinetics-report", metavar="DIR",
                         help="output folder: a new or empty one, or an earlier report "
                         "(anything else is refused, never overwritten)")
@@ -64,16 +61,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "is still written)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (there is none anyway when stderr is not a terminal)")
-
-
-def parse_gen_budgets(text: str) -> list[int]:
-    try:
-        budgets = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"--gen-budgets expects comma-separated integers, got {text!r}") from None
-    if not budgets or min(budgets) < 1:
-        raise InputError(f"--gen-budgets needs positive token counts, got {text!r}")
-    return budgets
 
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -157,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
     configs = model_configs(args.model_config)
     gen_budgets = (list(DEFAULT_GEN_BUDGETS) if args.gen_budgets is None
-                   else parse_gen_budgets(args.gen_budgets))
+                   else positive_ints(args.gen_budgets, "--gen-budgets"))
     if args.grid_points is None:
         args.grid_points = GRID_POINTS
     if args.grid_points < 2:

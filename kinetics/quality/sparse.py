@@ -43,17 +43,6 @@ class SparseConfig:
         return f"blocktopk b={self.block_size} k={self.budget}"
 
 
-def parse_int_list(text: str, flag: str) -> list[int]:
-    """``"64,128"`` -> ``[64, 128]``; InputError naming ``flag`` unless all are integers >= 1."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{flag} expects comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise InputError(f"{flag} needs integers >= 1, got {text!r}")
-    return sorted(set(values))
-
-
 def build_configs(methods: list[str], budgets: list[int], block_sizes: list[int],
                   local_pages: int = 1) -> list[SparseConfig]:
     """Every (method, block size, budget) to sweep, validated (InputError on bad values)."""
