@@ -163,6 +163,9 @@ def test_moving_average_is_centred_and_zero_where_nothing_fits():
     fits = np.array([False, True, True, True, True])
     np.testing.assert_allclose(moving_average(values, fits, 3), [0, 0.3, 0.6, 0.8, 0.9])
     assert moving_average(values, fits, 1).tolist() == values.tolist()
+    # width 5: two neighbours each side, the window cut at the ends
+    np.testing.assert_allclose(moving_average(values, fits, 5),
+                               [0, 1.8 / 4, 2.7 / 5, 2.7 / 4, 2.4 / 3])
     with pytest.raises(InputError):
         moving_average(values, fits, 2)
 
@@ -174,10 +177,30 @@ def test_smoothed_frontier_keeps_the_choices():
     np.testing.assert_allclose(smooth.accuracy, [0, 1.1 / 3, 1.7 / 3, 1.8 / 3, 2.1 / 3, 1.5 / 2],
                                atol=1e-12)
     assert smooth.optimal_model.tolist() == f.optimal_model.tolist()
+    # the oracle [0, .5, .6, .95, .95, .95] is smoothed the same way
+    np.testing.assert_allclose(smooth.per_query_oracle_accuracy,
+                               [0, 1.1 / 3, 2.05 / 3, 2.5 / 3, 2.85 / 3, 0.95], atol=1e-12)
     # 14B's own curve [0, 0, 0, .5, .5, .9]: nothing of it fits at the first three budgets
     np.testing.assert_allclose(smooth.model_accuracy[1], [0, 0, 0, 1 / 3, 1.9 / 3, 0.7],
                                atol=1e-12)
     assert f.smoothed(1) is f
+
+
+def test_pareto_keeps_the_more_accurate_of_equal_costs_and_drops_equal_accuracy():
+    # (cost, accuracy): A (1, 0.5), B (1, 0.7) at the same cost, C (2, 0.7) no better
+    # than B, D (3, 0.9): the Pareto set is B, D
+    options = pd.DataFrame({
+        "model": "qwen3-8b", "method": "dense", "config": "dense", "query_id": "q",
+        "n": [1, 2, 3, 4], "accuracy": [0.5, 0.7, 0.7, 0.9],
+        "compute_flops": [1.0, 1.0, 2.0, 3.0], "memory_bytes": 0.0})
+    points = pareto_points(options, 100.0, param="n")
+    assert points.columns.tolist() == ["model", "config", "n", "cost_eflops", "accuracy"]
+    assert points["n"].tolist() == [2, 4]
+    assert points["cost_eflops"].tolist() == [1.0, 3.0]
+
+
+def test_frontier_table_of_no_frontiers_is_empty():
+    assert frontier_table({}).empty
 
 
 @settings(max_examples=60, deadline=None)

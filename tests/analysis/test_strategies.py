@@ -13,6 +13,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from kinetics.analysis import strategies
 from kinetics.analysis.strategies import (
     best_of_n,
     long_cot,
@@ -173,12 +174,38 @@ def test_majority_votes_are_not_pooled_across_queries():
     assert full["q"] == 0.0 and full["r"] == 1.0
 
 
-def test_a_query_where_every_sample_abstains_counts_as_wrong():
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", None]), min_size=1, max_size=5),
+                min_size=2, max_size=6),
+       st.lists(st.sampled_from(["a", "b", "c"]), min_size=6, max_size=6))
+def test_majority_of_many_queries_is_each_query_own_vote(queries, right_answers):
+    """Every query's majority equals the brute-force vote over that query's samples alone
+    (however the answer strings repeat across queries)."""
+    assume(any(a is not None for answers in queries for a in answers))
+    frames = []
+    for i, answers in enumerate(queries):
+        correct = [int(a == right_answers[i]) for a in answers]
+        frame = table("qwen3-0.6b", CONFIGS[0], 10, [100] * len(answers), correct, answers)
+        frames.append(frame.assign(query_id=f"q{i}"))
+    out = best_of_n(pd.concat(frames, ignore_index=True), MODELS)
+    for i, answers in enumerate(queries):
+        correct = [int(a == right_answers[i]) for a in answers]
+        got = out[out["query_id"] == f"q{i}"].sort_values("n")["majority"].to_numpy()
+        want = [float(brute_majority(answers, correct, num)) for num in range(1, len(answers) + 1)]
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_a_query_where_every_sample_abstains_counts_as_wrong(monkeypatch):
     voted = table("qwen3-0.6b", CONFIGS[0], 10, [100] * 2, [1, 1], ["9", "9"])
     silent = table("qwen3-0.6b", CONFIGS[0], 10, [100] * 2, [0, 0], [None, None])
     silent["query_id"] = "r"
-    out = best_of_n(pd.concat([voted, silent], ignore_index=True), MODELS)
+    both = pd.concat([voted, silent], ignore_index=True)
+    out = best_of_n(both, MODELS)
     assert out[out["query_id"] == "r"]["majority"].tolist() == [0.0, 0.0]
+    # the same when the silent query is a block of its own
+    monkeypatch.setattr(strategies, "BLOCK_CELLS", 2)
+    assert len(strategies.query_blocks(both, 2)) == 2
+    pd.testing.assert_frame_equal(best_of_n(both, MODELS), out)
 
 
 def test_majority_is_nan_without_answers_and_one_when_unanimous():
@@ -215,7 +242,6 @@ def test_long_cot_accuracy_grows_with_budget_and_costs_clip(samples, attention, 
 def test_blocks_of_whole_queries_do_not_change_the_options(block_cells, seed):
     """best_of_n / long_cot over blocks of queries (any block size, shuffled rows)
     equal one pass over the whole table."""
-    from kinetics.analysis import strategies
     from kinetics.analysis.synthetic import SyntheticSpec, generate_trials
 
     spec = SyntheticSpec(accuracy={"qwen3-0.6b": 0.4, "qwen3-4b": 0.7}, num_queries=4,
