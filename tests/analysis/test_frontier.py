@@ -199,6 +199,15 @@ def test_pareto_keeps_the_more_accurate_of_equal_costs_and_drops_equal_accuracy(
     assert points["cost_eflops"].tolist() == [1.0, 3.0]
 
 
+def test_a_metric_missing_everywhere_gives_a_frontier_where_nothing_fits():
+    # e.g. majority vote over a table without answers: every value NaN
+    options = FIXED.assign(majority=np.nan)
+    f = compute_frontier(options, FIXED_BUDGETS, 100.0, metric="majority", model_specs=MODELS)
+    assert f.accuracy.tolist() == [0.0] * 6 and f.per_query_oracle_accuracy.tolist() == [0.0] * 6
+    assert f.optimal_model.tolist() == [None] * 6 and f.config.tolist() == [None] * 6
+    assert f.models == [] and f.model_accuracy.shape == (0, 6) and not f.fits.any()
+
+
 def test_frontier_table_of_no_frontiers_is_empty():
     assert frontier_table({}).empty
 

@@ -237,6 +237,14 @@ def test_long_cot_accuracy_grows_with_budget_and_costs_clip(samples, attention, 
         assert row.memory_bytes == pytest.approx(cost.memory_bytes.mean(), rel=1e-12)
 
 
+def test_long_cot_counts_an_answer_at_exactly_the_budget():
+    # answer at token 2048 of 3000: correct within a 2048-token budget, not within 2047
+    trials = table("qwen3-1.7b", CONFIGS[0], 40, [3000, 3000], [1, 0], answer_pos=[2048, 1000])
+    out = long_cot(trials, MODELS, (2048, 2047)).sort_values("gen_budget")
+    assert out["gen_budget"].tolist() == [2047, 2048]
+    assert out["accuracy"].tolist() == [0.0, 0.5]
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.integers(1, 200), st.integers(0, 2**16))
 def test_blocks_of_whole_queries_do_not_change_the_options(block_cells, seed):
