@@ -231,14 +231,14 @@ MUTATION_TARGETS: dict[str, tuple[str, str]] = {
 
 @nox.session
 def mutants(session: nox.Session) -> None:
-    """mutmut over cost, strategies, frontier and the regression gate (check).
+    """mutmut over cost, strategies, frontier and regression (the regression gate).
 
     Each module is mutated alone, in a scratch copy of the repository under
     .nox/mutants/tmp/<name>, and every mutant is run against that module's own
     test file (pyproject [tool.mutmut] holds the shared settings; "slow" and "gpu"
     tests are left out), one mutant process at a time. ``nox -s mutants -- cost regression``
     runs a subset. Prints each module's surviving mutants and its score; the scores
-    measured last are in the README.
+    measured last are in docs/benchmarks.md.
     """
     names = session.posargs or list(MUTATION_TARGETS)
     unknown = sorted(set(names) - set(MUTATION_TARGETS))

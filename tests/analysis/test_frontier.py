@@ -112,6 +112,10 @@ FIXED_WANT = {  # law -> (accuracy, optimal model, per-query oracle, 14B's own f
     "flops": ([0.5, 0.65, 0.65, 0.65, 0.9, 0.9], [S, S, S, S, B, B],
               [0.5, 0.65, 0.975, 0.975, 0.975, 0.975], [0, 0, 0.5, 0.5, 0.9, 0.9]),
 }
+FIXED_PER_QUERY = {  # law -> each query's best option over all models (-1: nothing fits)
+    "kinetics": [[-1, 0.2, 0.3, 1.0, 1.0, 1.0], [-1, 0.8, 0.9, 0.9, 0.9, 0.9]],
+    "flops": [[0.2, 0.35, 1.0, 1.0, 1.0, 1.0], [0.8, 0.95, 0.95, 0.95, 0.95, 0.95]],
+}
 
 
 @pytest.mark.parametrize("law", ["kinetics", "flops"])
@@ -124,6 +128,8 @@ def test_fixed_table_frontier_and_optimal_model_under_each_law(law):
     np.testing.assert_allclose(f.per_query_oracle_accuracy, oracle, atol=1e-12)
     assert f.models == [S, B]
     np.testing.assert_allclose(f.model_accuracy[1], big, atol=1e-12)
+    assert f.queries.tolist() == ["q1", "q2"]
+    np.testing.assert_allclose(f.per_query, FIXED_PER_QUERY[law], atol=1e-12)
     table = frontier_table({(law, "best_of_n", "dense"): f})
     assert table.columns.tolist() == ["law", "strategy", "method", "budget_eflops",
                                       "b200_seconds", "accuracy", "model", "config",
