@@ -65,7 +65,7 @@ def gpu(session: nox.Session) -> None:
         failed.append("GPU tests")
     try:
         session.run("python", "-m", "kinetics", "bench", "--gate", "benchmarks/baseline/gpu.json",
-                    "--json-out", f"{out}/gpu-gate.json")
+                    "--json-out", f"{out}/gpu-gate.json", "--force")
     except CommandFailed:
         failed.append("GPU gate")
     if failed:

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from kinetics.analysis.trials import attention_of
+from kinetics.analysis.trials import MAX_VOTE_SAMPLES, attention_of
 from kinetics.cost import sample_cost, shared_cost
 from kinetics.models import ModelSpec
 
@@ -135,13 +135,18 @@ def majority_win_probability(counts: np.ndarray, abstain: np.ndarray,
     For each count x the target gets, the other classes' generating function
     prod_k (sum_{y<x} C(c_k,y) z^y + u C(c_k,x) z^x) * (1+z)^a counts the subsets by
     size (z) and number of classes tied at x (u); a subset with t ties gives the
-    target 1/(t+1). Counts stay exact integers in float64 up to ~55 samples a query.
+    target 1/(t+1). Counts stay exact integers in float64 up to ~55 samples a query and
+    finite up to MAX_VOTE_SAMPLES (1,000); more raises ValueError (trial tables reject
+    such queries on load).
     """
     counts = np.asarray(counts, dtype=np.int64)
     abstain = np.asarray(abstain, dtype=np.int64)
     rows, m = counts.shape
     n = counts.sum(axis=1) + abstain
     n_max = int(n.max(initial=0))
+    if n_max > MAX_VOTE_SAMPLES:
+        raise ValueError(f"{n_max} samples in one query: the exact majority vote takes at most "
+                         f"{MAX_VOTE_SAMPLES}")
     out = np.zeros((rows, max(n_max, 1)))
     if rows == 0 or n_max == 0:
         return out[:, :n_max]

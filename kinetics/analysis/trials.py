@@ -63,8 +63,8 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, bool]:
             synthetic = meta.get(SYNTHETIC_META_KEY, b"0") == b"1"
             frame = table.to_pandas()
         elif suffix == ".csv":
-            frame = pd.read_csv(path, dtype={"model": str, "method": str, "query_id": str,
-                                             "answer": str})
+            frame = pd.read_csv(path, index_col=False,
+                                dtype={"model": str, "method": str, "query_id": str, "answer": str})
         elif suffix in (".jsonl", ".json"):
             frame = pd.read_json(path, lines=True, dtype=False)
         else:
@@ -179,7 +179,26 @@ def validate_trials(frame: pd.DataFrame, path: str = "<trials>") -> pd.DataFrame
         row = _bad_row(dup)
         raise InputError("duplicate (model, config, query_id, trial)", path=path, row=row,
                          field="trial")
+    if "answer" in out.columns and out["answer"].notna().any():
+        _check_vote_sizes(out, path)
     return out
+
+
+# The exact majority vote counts subsets in float64: C(n, N) stays finite up to
+# n = 1,000 samples per query (C(1000, 500) ~ 2.7e299; C(1030, 515) overflows).
+MAX_VOTE_SAMPLES = 1000
+
+
+def _check_vote_sizes(out: pd.DataFrame, path: str) -> None:
+    """Tables with answers (majority vote) hold at most MAX_VOTE_SAMPLES samples per
+    (model, config, query_id); a larger group is an error at its first row."""
+    sizes = out.groupby(["model", "config", "query_id"], sort=False)["trial"].transform("size")
+    big = (sizes > MAX_VOTE_SAMPLES).to_numpy()
+    if big.any():
+        row = _bad_row(big)
+        raise InputError(f"{int(sizes.iloc[row - 1])} samples for one (model, config, query_id); "
+                         f"the exact majority vote takes at most {MAX_VOTE_SAMPLES} (drop the "
+                         "answer column to skip majority vote)", path=path, row=row, field="answer")
 
 
 def _config_labels(out: pd.DataFrame, path: str) -> pd.Series:
@@ -196,7 +215,7 @@ def _config_labels(out: pd.DataFrame, path: str) -> pd.Series:
         field = "local"
         try:
             if method == "topk":
-                field = "block_size" if block is not None else "local"
+                field = "block_size" if block is not None else ("local" if win else "budget")
                 if block is not None or win:
                     raise InputError("top-k takes no block_size or local window (use blocktopk)")
                 win = None

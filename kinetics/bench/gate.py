@@ -18,7 +18,6 @@ bandwidth of the same run).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -139,10 +138,18 @@ def _layer_gate(cfg: BenchConfig, gate: dict[str, Any], printer) -> tuple[bool, 
                     "result": result.to_dict()}
 
 
-def run_gate(baseline_path: str | Path, json_out: str | Path | None = None,
-             printer=print) -> int:
-    """The GPU regression gate: 0 if, in every baseline cell, block top-k's speedup over
-    dense (dense ms / block top-k ms, selection included) is at least the cell's
+@dataclass(frozen=True)
+class GateRun:
+    """The gate's verdict: ``code`` 0 (pass) or 1 (fail), and ``record``, the JSON-ready
+    numbers of every cell and layer gate (the CLI writes it to ``--json-out``)."""
+
+    code: int
+    record: dict[str, Any]
+
+
+def run_gate(baseline_path: str | Path, printer=print) -> GateRun:
+    """The GPU regression gate: code 0 if, in every baseline cell, block top-k's speedup
+    over dense (dense ms / block top-k ms, selection included) is at least the cell's
     ``min_speedup``, every layer gate holds and every in-run correctness check passed,
     else 1."""
     baseline = load_baseline(baseline_path)
@@ -162,12 +169,9 @@ def run_gate(baseline_path: str | Path, json_out: str | Path | None = None,
     passed = passed and all(ok for ok, _ in layers)
     printer(f"gate: {len(baseline.cells)} cells, {len(layers)} layer gates -> "
             f"{'PASS' if passed else 'FAIL'}")
-    if json_out is not None:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(
-            {"baseline": str(baseline_path), "passed": passed, "cells": records,
-             "layer": [rec for _, rec in layers]}, indent=2) + "\n")
-    return 0 if passed else 1
+    return GateRun(0 if passed else 1,
+                   {"baseline": str(baseline_path), "passed": passed, "cells": records,
+                    "layer": [rec for _, rec in layers]})
 
 
 GATE_CELLS = (("qwen3-8b", 16384, 64, 64), ("qwen3-8b", 65536, 16, 64),

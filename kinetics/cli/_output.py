@@ -5,7 +5,8 @@
   or kinetics wrote it: its marker file (:data:`MARKER`) lists every file in it. A
   folder holding anything else, the current folder or one above it is refused
   (:class:`~kinetics.errors.InputError`, exit 2) before anything is written.
-* Files (``ingest --out``, ``check --update``, ``bench --json-out``) are written to a
+* Files (``ingest --out``, ``check --update``, ``bench --json-out``/``--plot``; an existing
+  one only with ``--force``, the baseline of ``check --update`` by intent) are written to a
   hidden temporary sibling and renamed over the target, so a reader never sees half
   a file.
 * A symlinked output is followed: the folder or file it points to is the target.

@@ -8,7 +8,7 @@ import sys
 
 from kinetics.bench.decode import LAYER_IMPLS
 from kinetics.cli._args import positive_ints
-from kinetics.cli._output import write_json_file
+from kinetics.cli._output import check_output_file, staged_file, write_json_file
 from kinetics.errors import InputError
 from kinetics.models import MODELS
 
@@ -52,7 +52,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="run the standard configuration stored in BASELINE (JSON) for "
                         "both methods; exit 1 if the speedup is under its min_speedup or a "
                         "correctness check fails")
-    parser.add_argument("--json-out", metavar="PATH", help="also write the numbers to PATH")
+    parser.add_argument("--json-out", metavar="PATH",
+                        help="also write the numbers to PATH (a new file unless --force)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --json-out / --plot file")
     parser.add_argument("--layer-impl", choices=LAYER_IMPLS, default="fused",
                         help="decoder layer outside attention: fused (Triton add+RMSNorm, "
                         "q/k norm+RoPE writing the KV cache, SiLU*mul; cuBLAS GEMMs) or the "
@@ -96,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
                             replicas=args.replicas, repeats=args.repeats,
                             use_tensor_cores=not args.cuda_cores, topk_kernel=args.topk,
                             layer_impl=args.layer_impl)
+    for value in (args.json_out, getattr(args, "plot", None)):  # before any GPU work
+        if value is not None:
+            check_output_file(value, replace=args.force)
     if args.grid:
         return _run_grid(args)
     if args.gate is not None:
@@ -109,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"kinetics bench: no GPU benchmark on this machine: {why}", file=sys.stderr)
         return 2
     if args.gate is not None:
-        return gate.run_gate(args.gate, args.json_out)
+        run = gate.run_gate(args.gate)
+        if args.json_out:
+            write_json_file(args.json_out, run.record)
+        return run.code
     methods = bench.BENCH_METHODS if args.method == "both" else (args.method,)
     if args.whole_model:
         return _run_whole_model(args, methods, cfg.tp, 0, None)
@@ -239,9 +248,10 @@ def _run_grid(args: argparse.Namespace) -> int:
                            deadline_s=args.time_budget)
     print(grid.format_grid(result))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_json_file(args.json_out, result.to_dict())
     if args.plot:
-        grid.grid_figure(result).savefig(args.plot, dpi=120)
+        with staged_file(Path(args.plot)) as tmp:
+            grid.grid_figure(result).savefig(tmp, dpi=120)
     if not all(r.checks_passed for r in result.cells):
         print("kinetics bench: a correctness check failed", file=sys.stderr)
         return 1

@@ -184,3 +184,47 @@ def test_lengths_at_the_cap_are_accepted(raw_trials):
     frame.loc[1, "gen_len"] = 2**31 + 1
     with pytest.raises(InputError, match="f.csv, row 2, field 'gen_len': 2147483649 is over the 2"):
         validate_trials(frame, "f.csv")
+
+
+def _one_query(samples: int, answers: bool) -> pd.DataFrame:
+    frame = pd.DataFrame({"model": "qwen3-0.6b", "method": "dense", "budget": None,
+                          "block_size": None, "local": None, "query_id": "q",
+                          "trial": range(samples), "prompt_len": 10, "gen_len": 20,
+                          "correct": [i % 2 for i in range(samples)], "answer_pos": None})
+    frame["answer_pos"] = frame["answer_pos"].astype("Int64")
+    if answers:
+        frame["answer"] = [str(i % 3) for i in range(samples)]
+    return frame
+
+
+@pytest.mark.parametrize("answers", [True, False])
+def test_more_samples_than_the_exact_vote_takes_is_an_error_only_with_answers(answers):
+    from kinetics.analysis.trials import MAX_VOTE_SAMPLES
+
+    validate_trials(_one_query(MAX_VOTE_SAMPLES, answers))  # the largest accepted group
+    big = _one_query(MAX_VOTE_SAMPLES + 1, answers)
+    if not answers:
+        assert len(validate_trials(big)) == MAX_VOTE_SAMPLES + 1  # no vote, no limit
+        return
+    with pytest.raises(InputError) as err:
+        validate_trials(big, path="t.csv")
+    assert err.value.field == "answer" and err.value.row == 1
+    assert "1001 samples" in str(err.value)
+
+
+def test_trailing_comma_csv_reads_every_field(raw_trials, tmp_path):
+    path = tmp_path / "t.csv"
+    write(raw_trials, path)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0]] + [line + "," for line in lines[1:]]) + "\n")
+    trials, _ = load_trials(str(path))
+    assert len(trials) == len(raw_trials)
+
+
+def test_topk_row_without_budget_names_the_budget_field(raw_trials):
+    frame = raw_trials.copy()
+    row = int((frame["method"] == "topk").to_numpy().argmax())
+    frame.loc[row, "budget"] = 0
+    with pytest.raises(InputError) as err:
+        validate_trials(frame)
+    assert err.value.field == "budget"

@@ -190,11 +190,11 @@ def test_gate_layer_floors(tmp_path, monkeypatch, layer_ms, fraction, layer_err,
         return _comparison(0.2, layer_ms, fraction, layer_err)
 
     monkeypatch.setattr(gate, "compare_decode", fake_compare)
-    out = tmp_path / "gate.json"
-    assert gate.run_gate(path, out, printer=lambda *_: None) == code
+    run = gate.run_gate(path, printer=lambda *_: None)
+    assert run.code == code
     assert [c.attention_only for c in calls] == [True, False]
     assert calls[1].batch_size == 256 and calls[1].layer_impl == "fused"
-    record = json.loads(out.read_text())
+    record = json.loads(json.dumps(run.record, allow_nan=False))
     assert record["layer"][0]["passed"] is (code == 0) and record["cells"][0]["gate"]["passed"]
     assert record["passed"] is (code == 0)
 
@@ -220,3 +220,20 @@ def test_bad_layer_impl_is_input_error():
 
     with pytest.raises(InputError, match="layer implementation"):
         bench.BenchConfig(layer_impl="magic").validate()
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "--attention-only", "--json-out", "{f}"],
+    ["bench", "--gate", "benchmarks/baseline/gpu.json", "--json-out", "{f}"],
+    ["bench", "--grid", "--grid-contexts", "16384", "--plot", "{f}"],
+])
+def test_bench_never_replaces_a_users_file(argv, tmp_path, capsys, monkeypatch):
+    """An existing --json-out / --plot file is refused before any work (GPU or not),
+    byte for byte untouched; --force is the way to replace it."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    mine = tmp_path / "mine.csv"
+    mine.write_text("user data\n")
+    assert main([a.format(f=mine) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0] and "--force" in err[0]
+    assert mine.read_text() == "user data\n"
