@@ -99,10 +99,9 @@ def _predictions(timings, copy_gbps: float) -> list:
 def _layer_cells(result, sink: list) -> list[dict]:
     """StepTimings (scope 'layer') of a layer-mode compare_decode result, added to sink."""
     cfg = result.config
-    cells = [StepTiming("layer", cfg.model, m, cfg.layer_impl + ("-tc" if cfg.use_tensor_cores
-                                                                 else ""),
-                        cfg.batch_size, cfg.context, cfg.tp, t.ms_per_step, t.ms_min, t.ms_p90,
-                        t.bytes_per_step, result.copy_gbps,
+    cells = [StepTiming(cfg.model, m, cfg.layer_impl + ("-tc" if cfg.use_tensor_cores else ""),
+                        cfg.batch_size, cfg.context, cfg.tp, "layer", t.ms_per_step, t.ms_min,
+                        t.ms_p90, t.bytes_per_step, result.copy_gbps,
                         {"rel_err_vs_reference": result.layer_rel_errs.get(m),
                          "checks_passed": result.checks_passed})
              for m, t in result.methods.items()]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kinetics.bench.timing import capture_graph, copy_bandwidth, time_replays
+from kinetics.bench.timing import TimedCell, capture_graph, copy_bandwidth, time_replays
 from kinetics.model.parallel import gather_rows
 from kinetics.models import get_model
 
@@ -25,13 +25,12 @@ IMPLS: tuple[str, ...] = ("reference", "fused", "fused-kv-separate", "compiled")
 
 
 @dataclass
-class StepTiming:
+class StepTiming(TimedCell):
     """One timed decode step (per GPU).
 
     Attributes:
+        model, method, impl, batch, context, tp: the configuration (:class:`TimedCell`).
         scope: 'layer' (one layer shard) or 'model' (all layers, embedding, LM head).
-        model, method, impl: preset, attention ('dense' / 'blocktopk'), implementation.
-        batch, context, tp: requests, cached tokens per request, tensor-parallel degree.
         ms, ms_min, ms_p90: median / min / 90th percentile ms per step over replays.
         bytes_per_step: fewest bytes a step moves (weights once, KV or selected pages).
         copy_gbps: device-to-device copy bandwidth of the same run, GB/s.
@@ -39,12 +38,6 @@ class StepTiming:
     """
 
     scope: str
-    model: str
-    method: str
-    impl: str
-    batch: int
-    context: int
-    tp: int
     ms: float
     ms_min: float
     ms_p90: float
@@ -173,7 +166,7 @@ def model_timings(model_name: str, methods: Sequence[str], batch: int, context: 
                 del graph
                 per_rank = [row[0] for row in gather_rows([t.ms], group, dev)]
                 results.append(StepTiming(
-                    "model", spec.name, method, impl, batch, context, tp, max(per_rank),
+                    spec.name, method, impl, batch, context, tp, "model", max(per_rank),
                     t.ms_min, t.ms_p90, nbytes, copy_gbps,
                     {"per_rank_ms": per_rank, "logits_rel_err": err, "tokens_agree": agree,
                      "layers": len(model.layers)}))

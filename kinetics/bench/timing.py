@@ -121,3 +121,20 @@ def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
         times.append(clock.elapsed_ms(start, end))
     del src, dst
     return 2 * nbytes / (statistics.median(times) * 1e-3) / 1e9
+
+
+@dataclass
+class TimedCell:
+    """What a timed decode step ran: the configuration fields every timing record shares.
+
+    Attributes:
+        model, method, impl: preset, attention ('dense' / 'blocktopk'), implementation.
+        batch, context, tp: requests, cached tokens per request (tokens), tensor-parallel degree.
+    """
+
+    model: str
+    method: str
+    impl: str
+    batch: int
+    context: int
+    tp: int

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kinetics.bench.timing import Clock, capture_graph, time_replays
+from kinetics.bench.timing import Clock, TimedCell, capture_graph, time_replays
 from kinetics.errors import InputError
 from kinetics.model.parallel import gather_rows, init_distributed, shutdown_distributed
 from kinetics.models import ModelSpec, get_model
@@ -423,7 +423,7 @@ def format_tp_result(result: TpResult) -> str:
 
 
 @dataclass
-class TpLayerTiming:
+class TpLayerTiming(TimedCell):
     """One decoder layer under real tensor parallelism, whole step in one CUDA graph.
 
     Attributes (ms per decode step of one layer; max over ranks unless said):
@@ -441,12 +441,6 @@ class TpLayerTiming:
         per_rank_ms: step_ms of each rank.
     """
 
-    model: str
-    method: str
-    impl: str
-    batch: int
-    context: int
-    tp: int
     step_ms: float
     nocomm_ms: float
     allreduce_ms: float

@@ -102,7 +102,7 @@ def test_step_and_tp_timing_records():
     from kinetics.bench.model import StepTiming, format_step_timings
     from kinetics.bench.tp import TpLayerTiming, format_tp_layer_timing
 
-    t = StepTiming("model", "qwen3-8b", "blocktopk", "fused", 32, 16384, 1, 8.0, 7.9, 8.1,
+    t = StepTiming("qwen3-8b", "blocktopk", "fused", 32, 16384, 1, "model", 8.0, 7.9, 8.1,
                    2.4e10, 4000.0)
     assert t.tokens_per_s == pytest.approx(4000.0)
     assert t.fraction_of_copy == pytest.approx(2.4e10 / 8e-3 / 1e9 / 4000.0)
