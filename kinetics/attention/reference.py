@@ -123,6 +123,23 @@ def page_scores(q: torch.Tensor, cache: PagedKVCache) -> torch.Tensor:
     return scores.masked_fill(~used[:, None, :], float("-inf"))
 
 
+def _check_pages(topk_pages: int, local_pages: int) -> None:
+    if local_pages < 1 or topk_pages < local_pages:
+        raise InputError(f"block top-k needs 1 <= local pages ({local_pages}) <= top-k pages "
+                         f"({topk_pages})")
+
+
+def _add_top_pages(mask: torch.Tensor, candidates: torch.Tensor, m: int) -> torch.Tensor:
+    """``mask`` (bool, in place) plus the ``m`` best ``candidates`` along the last axis;
+    a -inf candidate (past the end, or local) never counts as chosen."""
+    import torch
+
+    if m > 0:
+        idx = candidates.topk(m, dim=-1).indices
+        mask |= torch.zeros_like(mask).scatter_(-1, idx, True) & torch.isfinite(candidates)
+    return mask
+
+
 def select_pages(q: torch.Tensor, cache: PagedKVCache, topk_pages: int, local_pages: int = 1
                  ) -> torch.Tensor:
     """Block top-k page selection, bool ``[batch, num_kv_heads, max_pages]`` over logical
@@ -131,24 +148,15 @@ def select_pages(q: torch.Tensor, cache: PagedKVCache, topk_pages: int, local_pa
     Ties are broken by ``torch.topk``."""
     import torch
 
-    if local_pages < 1 or topk_pages < local_pages:
-        raise InputError(f"block top-k needs 1 <= local pages ({local_pages}) <= top-k pages "
-                         f"({topk_pages})")
+    _check_pages(topk_pages, local_pages)
     scores = page_scores(q, cache)  # [B, H, P]
     b, h, p = scores.shape
     n = cache.num_request_pages()  # [B]
     pos = torch.arange(p, device=q.device)
     local = (pos[None, :] >= (n[:, None] - local_pages)) & (pos[None, :] < n[:, None])
     candidates = scores.masked_fill(local[:, None, :], float("-inf"))
-    m = min(topk_pages - local_pages, p)
     mask = local[:, None, :].expand(b, h, p).clone()
-    if m > 0:
-        idx = candidates.topk(m, dim=-1).indices
-        chosen = torch.zeros_like(mask).scatter_(-1, idx, True)
-        # positions with -inf (past the end, or local) never count as chosen
-        chosen &= torch.isfinite(candidates)
-        mask |= chosen
-    return mask
+    return _add_top_pages(mask, candidates, min(topk_pages - local_pages, p))
 
 
 def page_mask_to_tokens(page_mask: torch.Tensor, page_size: int) -> torch.Tensor:
@@ -173,7 +181,7 @@ def blocktopk_decode(q: torch.Tensor, cache: PagedKVCache, topk_pages: int,
 # Masks are bool ``[batch, num_kv_heads, Tq, Tk]``. tests/attention/test_reference.py
 # checks each against the decode form above, query by query.
 
-def _causal(tq: int, tk: int, device: torch.device) -> torch.Tensor:
+def causal_visibility(tq: int, tk: int, device: torch.device) -> torch.Tensor:
     """bool ``[Tq, Tk]``: key ``s`` visible to query ``i`` (position ``Tk - Tq + i``)."""
     import torch
 
@@ -205,7 +213,7 @@ def causal_topk_mask(q: torch.Tensor, k: torch.Tensor, k_tokens: int) -> torch.T
     if k_tokens < 1:
         raise InputError(f"token top-k needs k >= 1 tokens, got {k_tokens}")
     group = _check_qk(q, k)
-    causal = _causal(q.shape[2], k.shape[2], q.device)
+    causal = causal_visibility(q.shape[2], k.shape[2], q.device)
     scores = _causal_logits(q, k, group).sum(dim=2).masked_fill(~causal, float("-inf"))
     idx = scores.topk(min(k_tokens, k.shape[2]), dim=-1).indices
     return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, idx, True) & causal
@@ -217,9 +225,7 @@ def causal_block_mask(q: torch.Tensor, k: torch.Tensor, page_size: int, topk_pag
     on a cache of ``page_size``-token pages holding its prefix), as a token mask."""
     import torch
 
-    if local_pages < 1 or topk_pages < local_pages:
-        raise InputError(f"block top-k needs 1 <= local pages ({local_pages}) <= top-k pages "
-                         f"({topk_pages})")
+    _check_pages(topk_pages, local_pages)
     if page_size < 1 or page_size & (page_size - 1):
         raise InputError(f"page size must be a power of two (tokens), got {page_size}")
     group = _check_qk(q, k)
@@ -236,13 +242,10 @@ def causal_block_mask(q: torch.Tensor, k: torch.Tensor, page_size: int, topk_pag
     page = torch.arange(pages, device=q.device)[None, :]
     local = (page >= held[:, None] - local_pages) & (page < held[:, None])  # [Tq, P]
     candidates = scores.masked_fill(~(page < held[:, None] - local_pages), float("-inf"))
-    mask = local.expand(b, hkv, tq, pages).clone()
-    m = min(topk_pages - local_pages, pages)
-    if m > 0:
-        idx = candidates.topk(m, dim=-1).indices
-        mask |= torch.zeros_like(mask).scatter_(-1, idx, True) & torch.isfinite(candidates)
+    mask = _add_top_pages(local.expand(b, hkv, tq, pages).clone(), candidates,
+                          min(topk_pages - local_pages, pages))
     tokens = page_mask_to_tokens(mask, page_size)[..., :tk]
-    return tokens & _causal(tq, tk, q.device)
+    return tokens & causal_visibility(tq, tk, q.device)
 
 
 def causal_attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None,
@@ -252,7 +255,7 @@ def causal_attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor 
     import torch
 
     group = _check_qk(q, k)
-    causal = _causal(q.shape[2], k.shape[2], q.device)
+    causal = causal_visibility(q.shape[2], k.shape[2], q.device)
     mask = causal if mask is None else mask & causal
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(q.shape[3])
     logits = _causal_logits(q, k, group) * scale

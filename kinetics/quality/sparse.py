@@ -83,5 +83,5 @@ def selection_mask(config: SparseConfig, q: torch.Tensor, k: torch.Tensor,
                                            config.block_size, config.local_pages)
     tq, tk = q.shape[2], k.shape[2]
     pos = torch.arange(tq, device=q.device) + (tk - tq)
-    visible = torch.arange(tk, device=q.device)[None, :] <= pos[:, None]  # dense causal
+    visible = reference.causal_visibility(tq, tk, q.device)  # dense causal
     return torch.where((pos < decode_start)[:, None], visible, mask)
