@@ -25,14 +25,14 @@ from kinetics.analysis.report import SUMMARY_BUDGETS, build_summary
 from kinetics.analysis.synthetic import replicate_queries
 from kinetics.analysis.trials import embedded_path, load_trials
 from kinetics.cli import main
-from kinetics.hardware import get_hardware
+from kinetics.hardware import B200_INTENSITY
 from kinetics.models import MODELS
 
 LAWS = ["kinetics", "flops"]
 STRATEGIES = ["best_of_n", "long_cot"]
 METHODS = ["dense", "topk", "blocktopk"]
 BUDGETS = [f"{b:.0e}" for b in SUMMARY_BUDGETS]
-INTENSITY = get_hardware("b200").intensity
+INTENSITY = B200_INTENSITY
 
 
 def _summary():

@@ -17,8 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from kinetics.analysis.frontier import LAWS, option_cost  # noqa: E402
-from kinetics.analysis.report import STRATEGIES, Analysis  # noqa: E402
+from kinetics.analysis.frontier import LAWS, law_intensity, option_cost  # noqa: E402
+from kinetics.analysis.report import STRATEGIES, SUMMARY_STRATEGIES, Analysis  # noqa: E402
 from kinetics.hardware import Hardware  # noqa: E402
 from kinetics.models import ModelSpec  # noqa: E402
 
@@ -60,7 +60,7 @@ def _panel_title(analysis: Analysis, strategy: str, law: str, note: str = "") ->
 
 
 def _strategies(analysis: Analysis) -> list[str]:
-    return [s for s in ("best_of_n", "long_cot") if s in analysis.options]
+    return [s for s in SUMMARY_STRATEGIES if s in analysis.options]
 
 
 def accuracy_vs_cost(analysis: Analysis, models: Mapping[str, ModelSpec], *,
@@ -83,7 +83,7 @@ def accuracy_vs_cost(analysis: Analysis, models: Mapping[str, ModelSpec], *,
         note = "dense" if method == "dense" else f"no dense rows, showing {METHOD_NAMES[method]}"
         for c, law in enumerate(LAWS):
             ax = axes[r, c]
-            intensity = analysis.intensity if law == "kinetics" else 0.0
+            intensity = law_intensity(law, analysis.intensity)
             agg = (shown.assign(cost=option_cost(shown, intensity))
                    .groupby(["model", param]).agg(cost=("cost", "mean"), acc=(metric, "mean"))
                    .reset_index())

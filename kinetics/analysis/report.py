@@ -182,7 +182,8 @@ def build_summary(trials: pd.DataFrame, intensity: float, *, hardware: str | Non
                   synthetic: bool, source: str,
                   model_configs: Mapping[str, str] | None = None,
                   param_count: str = "published",
-                  options: Mapping[str, pd.DataFrame] | None = None) -> Summary:
+                  options: Mapping[str, pd.DataFrame] | None = None,
+                  models: Mapping[str, ModelSpec] | None = None) -> Summary:
     """The summary of a validated trial table (summary.json via :meth:`Summary.to_json`).
 
     Entries: for each law (kinetics, flops), strategy (best_of_n, long_cot) and
@@ -190,9 +191,11 @@ def build_summary(trials: pd.DataFrame, intensity: float, *, hardware: str | Non
     accuracy, the optimal model and its config; never smoothed. ``param_count``
     ('published' or 'derived') prices the models; ``options`` may pass precomputed
     strategy tables (from :func:`strategy_options`, same ``param_count``) to skip
-    recomputing them.
+    recomputing them, and ``models`` the specs already resolved from ``model_configs``
+    (same ``param_count``) to skip reading the configs again.
     """
-    models = resolve_models(trials, model_configs, source, param_count)
+    if models is None:
+        models = resolve_models(trials, model_configs, source, param_count)
     if options is None:
         options = strategy_options(trials, models, majority=False)
     frontiers = _frontiers(options, models, intensity,

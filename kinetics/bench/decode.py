@@ -129,7 +129,6 @@ class _Bytes:
     selection: float = 0.0
     io: float = 0.0
     weights: float = 0.0
-    parts: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:

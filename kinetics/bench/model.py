@@ -21,8 +21,6 @@ from kinetics.bench.timing import TimedCell, capture_graph, copy_bandwidth, time
 from kinetics.model.parallel import gather_rows
 from kinetics.models import get_model
 
-IMPLS: tuple[str, ...] = ("reference", "fused", "fused-kv-separate", "compiled")
-
 
 @dataclass
 class StepTiming(TimedCell):

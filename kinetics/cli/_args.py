@@ -78,16 +78,23 @@ def add_hardware(parser: argparse.ArgumentParser, default: str | None = "b200") 
 
 def add_param_count(parser: argparse.ArgumentParser, default: str | None = "published") -> None:
     """The shared ``--param-count published|derived`` flag of the commands that price models."""
+    from kinetics.models import PARAM_COUNTS
+
     parser.add_argument(
-        "--param-count", choices=("published", "derived"), default=default,
+        "--param-count", choices=PARAM_COUNTS, default=default,
         help="parameters P priced at 2P FLOPs a token: 'published' (the paper's counts, e.g. "
         "Qwen3-30B-A3B 3.3B active) or 'derived' from the shapes (the matrices a decode step "
         "multiplies: non-embedding weights plus the LM head once; 30B-A3B 3.04B)")
 
 
+def show_progress(quiet: bool) -> bool:
+    """Progress is shown only when stderr is a terminal and not ``--quiet``."""
+    return not quiet and sys.stderr.isatty()
+
+
 def progress(iterable=None, *, total: int | None = None, desc: str, unit: str, quiet: bool):
-    """A tqdm bar on stderr, shown only when stderr is a terminal and not ``--quiet``."""
+    """A tqdm bar on stderr, shown when :func:`show_progress` says so."""
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, file=sys.stderr, desc=desc, unit=unit, leave=False,
-                disable=quiet or not sys.stderr.isatty())
+                disable=not show_progress(quiet))

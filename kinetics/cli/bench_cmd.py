@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from kinetics.bench.decode import LAYER_IMPLS
+from kinetics.bench.decode import BENCH_METHODS, LAYER_IMPLS, TOPK_KERNELS
 from kinetics.cli._args import positive_ints
 from kinetics.cli._output import check_output_file, staged_file, write_json_file
 from kinetics.errors import InputError
@@ -41,7 +41,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda-cores", action="store_true",
                         help="dense: flashinfer's CUDA-core decode (default: its tensor-core "
                         "decode, fa2 backend)")
-    parser.add_argument("--topk", choices=("auto", "bitonic", "flashinfer"), default="auto",
+    parser.add_argument("--topk", choices=TOPK_KERNELS, default="auto",
                         help="block top-k selection's top-k kernel (auto: bitonic for rows of "
                         "<= 1024 pages, else flashinfer's radix top-k)")
     parser.add_argument("--replicas", type=int, default=4,
@@ -192,7 +192,7 @@ def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
     from kinetics.model.parallel import init_distributed, shutdown_distributed
 
     graphs = gpu and not args.piecewise
-    wanted = ("dense", "blocktopk") if args.method == "both" else (args.method,)
+    wanted = BENCH_METHODS if args.method == "both" else (args.method,)
     if not gpu and args.whole_model:
         raise InputError("no GPU here: --whole-model needs a GPU")
     if not gpu and wanted != ("dense",):

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     cost = query_cost(model, attention, args.prompt_len, args.gen_len, args.samples,
                       batch_size=args.batch_size)
     compute, memory = float(cost.compute_flops), float(cost.memory_bytes)
+    eflops = float(cost.eflops(intensity))
     result = {
         "model": model.name,
         "method": attention.method,
@@ -117,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
         "intensity": intensity,
         "compute_flops": compute,
         "memory_bytes": memory,
-        "eflops": compute + intensity * memory,
+        "eflops": eflops,
         "flops_only_eflops": compute,
-        "memory_share": intensity * memory / (compute + intensity * memory) if compute else 0.0,
+        "memory_share": intensity * memory / eflops if compute else 0.0,
     }
     if args.json:
         print(dumps_json(result))

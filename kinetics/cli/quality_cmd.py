@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
-from kinetics.cli._args import positive_ints, progress
+from kinetics.cli._args import positive_ints, progress, show_progress
 from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
 from kinetics.errors import InputError
 
@@ -128,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     text = read_text(args.text) if args.text is not None else None  # fail before loading
-    lm = load_model(args.model, args.gguf_file, progress=not args.quiet and sys.stderr.isatty())
+    lm = load_model(args.model, args.gguf_file, progress=show_progress(args.quiet))
 
     import torch  # present: load_model needs it
 

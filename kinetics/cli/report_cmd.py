@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
                                     source=source, model_configs=configs,
                                     param_count=args.param_count,
-                                    options=analysis.options)
+                                    options=analysis.options, models=models)
             tick("summary")
             _write_report(tmp, analysis, summary, models, synthetic=synthetic,
                           preset=preset, formats=formats, dpi=args.dpi,
