@@ -100,10 +100,8 @@ class TopkPageSelection:
         num_q_heads: query heads (a multiple of the cache's KV heads).
         topk_pages: pages attended per (request, KV head), the local ones included.
         local_pages: trailing pages always attended (>= 1: the last, partial page).
-        topk: the top-k kernel, ``"auto"`` or one of
-            :data:`kinetics.attention.select.TOPK_KERNELS` (:class:`PageSelector`).
-        pdl: launch the Triton kernels with programmatic dependent launch.
-        block_p: pages per scoring program.
+        topk: the top-k kernel, ``"auto"``, ``"bitonic"`` or ``"flashinfer"``
+            (:class:`kinetics.attention.select.PageSelector`).
 
     Attributes:
         pages: int32 ``[batch * kv_heads, topk_pages]`` physical page ids of the last
@@ -111,8 +109,7 @@ class TopkPageSelection:
     """
 
     def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
-                 local_pages: int = 1, topk: str = "auto", pdl: bool = False,
-                 block_p: int = 128) -> None:
+                 local_pages: int = 1, topk: str = "auto") -> None:
         import torch
 
         from kinetics.attention.select import PageSelector
@@ -130,8 +127,7 @@ class TopkPageSelection:
         self.pages = torch.zeros((self.rows, topk_pages), dtype=torch.int32, device=cache.device)
         self.selector = PageSelector(cache.batch_size, num_q_heads, h, cache.head_dim,
                                      cache.page_size, cache.page_table.shape[1], topk_pages,
-                                     local_pages, device=cache.device, topk=topk,
-                                     block_p=block_p, pdl=pdl)
+                                     local_pages, device=cache.device, topk=topk)
 
     def __call__(self, q: torch.Tensor) -> None:
         """Select the pages ``q`` ``[batch, q_heads, dim]`` attends into :attr:`pages`."""
@@ -175,12 +171,10 @@ class TritonSparseAttention:
             H200, 1-4 tried).
         num_warps: warps per partial-attention program.
         num_stages: software-pipelining stages of the partial-attention loop.
-        pdl: launch both kernels with programmatic dependent launch.
     """
 
     def __init__(self, selection: TopkPageSelection, splits: int | None = None,
-                 tile_pages: int = 4, num_warps: int = 4, num_stages: int = 3,
-                 pdl: bool = False) -> None:
+                 tile_pages: int = 4, num_warps: int = 4, num_stages: int = 3) -> None:
         import torch
 
         c, k = selection.cache, selection.topk_pages
@@ -191,7 +185,7 @@ class TritonSparseAttention:
             sms = torch.cuda.get_device_properties(c.device).multi_processor_count
             splits = choose_splits(selection.rows, k, tile_pages, sms)
         self.selection, self.tile_pages, self.num_warps = selection, tile_pages, num_warps
-        self.num_stages, self.pdl = num_stages, pdl
+        self.num_stages = num_stages
         self.tiles = -(-k // (splits * tile_pages))  # tiles per split
         self.splits = -(-k // (self.tiles * tile_pages))
         self.part_o = torch.empty((selection.rows, self.splits, selection.group, c.head_dim),
@@ -202,22 +196,20 @@ class TritonSparseAttention:
 
     def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Attention of ``q`` ``[batch, q_heads, dim]`` over the selected pages into ``out``."""
-        from kinetics.attention.kernels.launch import pdl_launch_options
         from kinetics.attention.kernels.sparse_decode import merge_splits, split_decode_partial
 
         sel, c = self.selection, self.selection.cache
-        pdl = dict(PDL=self.pdl, **pdl_launch_options(self.pdl))
         split_decode_partial[(sel.rows, self.splits)](
             q, c.k_pages, c.v_pages, sel.pages, c.page_table, c.seq_lens, self.part_o,
             self.part_ml, self.qk_scale, c.page_table.stride(0), KV_HEADS=c.num_kv_heads,
             GROUP=sel.group, HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size,
             LIST_LEN=sel.topk_pages, TILE_PAGES=self.tile_pages, TILES=self.tiles,
             M_ROWS=max(16, next_pow2(sel.group)), num_warps=self.num_warps,
-            num_stages=self.num_stages, **pdl)
+            num_stages=self.num_stages)
         merge_splits[(sel.rows,)](
             self.part_o, self.part_ml, out, GROUP=sel.group, G_P2=max(2, next_pow2(sel.group)),
             HEAD_DIM=c.head_dim, SPLITS=self.splits,
-            SPLIT_BLOCK=min(16, max(2, next_pow2(self.splits))), num_warps=4, **pdl)
+            SPLIT_BLOCK=min(16, max(2, next_pow2(self.splits))), num_warps=4)
         return out
 
 
@@ -249,10 +241,9 @@ class BlockTopkDecode:
 
 
 def build_blocktopk_decode(cache: PagedKVCache, num_q_heads: int, topk_pages: int,
-                           local_pages: int = 1, topk: str = "auto", pdl: bool = False,
-                           block_p: int = 128, **options) -> BlockTopkDecode:
-    """Selection (``topk``, ``block_p``: :class:`TopkPageSelection`) + Triton split-KV
-    attention (``options``: :class:`TritonSparseAttention`); ``pdl`` for both."""
-    selection = TopkPageSelection(cache, num_q_heads, topk_pages, local_pages, topk, pdl,
-                                  block_p)
-    return BlockTopkDecode(selection, TritonSparseAttention(selection, pdl=pdl, **options))
+                           local_pages: int = 1, topk: str = "auto", **options
+                           ) -> BlockTopkDecode:
+    """Selection (``topk``: :class:`TopkPageSelection`) + Triton split-KV attention
+    (``options``: :class:`TritonSparseAttention`)."""
+    selection = TopkPageSelection(cache, num_q_heads, topk_pages, local_pages, topk)
+    return BlockTopkDecode(selection, TritonSparseAttention(selection, **options))

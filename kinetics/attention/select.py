@@ -44,7 +44,7 @@ def next_pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
-TOPK_KERNELS = ("bitonic", "chunked", "flashinfer")
+TOPK_KERNELS = ("bitonic", "flashinfer")
 BITONIC_MAX_PAGES = 1024  # "auto": the one-program bitonic top-k up to this row length
 ROW_STATES_BYTES = 1 << 20  # flashinfer's multi-CTA radix top-k row states (zeroed)
 
@@ -91,17 +91,15 @@ class PageSelector:
         topk_pages: pages listed per (request, KV head), local pages included.
         local_pages: trailing pages always attended (the last, partial page among them).
         device: CUDA device.
-        topk: one of :data:`TOPK_KERNELS` or ``"auto"`` (:func:`default_topk`).
+        topk: ``"bitonic"``, ``"flashinfer"`` or ``"auto"`` (:func:`default_topk`).
         block_p: pages per scoring program.
-        score_warps, select_warps: warps per scoring / top-k program.
-        pdl: launch with programmatic dependent launch (Hopper and later; see
-            :mod:`kinetics.attention.kernels.launch`).
+        score_warps, select_warps: warps per scoring / bitonic top-k program.
     """
 
     def __init__(self, batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  page_size: int, max_pages: int, topk_pages: int, local_pages: int = 1,
                  device: str | torch.device = "cuda", topk: str = "auto", block_p: int = 128,
-                 score_warps: int = 8, select_warps: int = 8, pdl: bool = False) -> None:
+                 score_warps: int = 8, select_warps: int = 8) -> None:
         import torch
 
         if head_dim & (head_dim - 1):
@@ -115,13 +113,6 @@ class PageSelector:
         self.head_dim, self.page_size, self.max_pages = head_dim, page_size, max_pages
         self.topk_pages, self.local_pages, self.block_p = topk_pages, local_pages, block_p
         self.score_warps, self.select_warps, self.topk = score_warps, select_warps, topk
-        self.pdl = pdl
-        self.k_p2 = max(next_pow2(topk_pages - local_pages), 2)
-        self.chunks = -(-max_pages // block_p)
-        self.keep = min(self.k_p2, block_p)  # "chunked": packs each scoring program keeps
-        if topk == "chunked":
-            self.candidates = torch.empty((rows, self.chunks * self.keep), dtype=torch.int64,
-                                          device=device)
         self.scores = torch.empty((rows, max_pages), dtype=torch.float32, device=device)
         self.row_pages = torch.zeros(rows, dtype=torch.int32, device=device)
         self.flashinfer = (FlashinferPageTopk(rows, num_kv_heads, topk_pages, device)
@@ -130,21 +121,17 @@ class PageSelector:
     def score(self, q: torch.Tensor, key_means: torch.Tensor, seq_lens: torch.Tensor) -> None:
         """Only the scoring launch: scores into :attr:`scores` (``float32 [batch *
         kv_heads, max_pages]``), page counts into :attr:`row_pages`."""
-        from kinetics.attention.kernels.launch import pdl_launch_options
-        from kinetics.attention.kernels.select import score_kernel, score_topk_kernel
+        import triton
+
+        from kinetics.attention.kernels.select import score_kernel
 
         group = self.num_q_heads // self.num_kv_heads
-        grid = (self.batch_size * self.num_kv_heads, self.chunks)
-        shapes = dict(KV_HEADS=self.num_kv_heads, GROUP=group, GROUP_P2=next_pow2(group),
-                      HEAD_DIM=self.head_dim, PAGE_SIZE=self.page_size,
-                      LOCAL_PAGES=self.local_pages, BLOCK_P=self.block_p, PDL=self.pdl,
-                      num_warps=self.score_warps, **pdl_launch_options(self.pdl))
-        if self.topk == "chunked":
-            score_topk_kernel[grid](q, key_means, seq_lens, self.candidates, self.max_pages,
-                                    KEEP=self.keep, **shapes)
-            return
-        score_kernel[grid](q, key_means, seq_lens, self.scores, self.row_pages,
-                           self.max_pages, **shapes)
+        chunks = triton.cdiv(self.max_pages, self.block_p)
+        score_kernel[(self.batch_size * self.num_kv_heads, chunks)](
+            q, key_means, seq_lens, self.scores, self.row_pages, self.max_pages,
+            KV_HEADS=self.num_kv_heads, GROUP=group, GROUP_P2=next_pow2(group),
+            HEAD_DIM=self.head_dim, PAGE_SIZE=self.page_size, LOCAL_PAGES=self.local_pages,
+            BLOCK_P=self.block_p, num_warps=self.score_warps)
 
     def __call__(self, q: torch.Tensor, key_means: torch.Tensor, page_table: torch.Tensor,
                  seq_lens: torch.Tensor, out_pages: torch.Tensor) -> None:
@@ -157,21 +144,13 @@ class PageSelector:
         if self.flashinfer is not None:
             self.flashinfer(self.scores, self.row_pages, page_table, out_pages)
             return
-        from kinetics.attention.kernels.launch import pdl_launch_options
-        from kinetics.attention.kernels.select import merge_candidates_kernel, select_kernel
+        from kinetics.attention.kernels.select import select_kernel
 
-        rows = (self.batch_size * self.num_kv_heads,)
-        shapes = dict(KV_HEADS=self.num_kv_heads, PAGE_SIZE=self.page_size,
-                      TOPK=self.topk_pages, LOCAL_PAGES=self.local_pages,
-                      LOCAL_P2=max(next_pow2(self.local_pages), 2), K_P2=self.k_p2,
-                      PDL=self.pdl, num_warps=self.select_warps,
-                      **pdl_launch_options(self.pdl))
-        if self.topk == "chunked":
-            n_cand = self.candidates.shape[1]
-            merge_candidates_kernel[rows](
-                self.candidates, page_table, seq_lens, out_pages, page_table.stride(0),
-                n_cand, CAND_P2=max(next_pow2(n_cand), self.k_p2), **shapes)
-            return
-        select_kernel[rows](self.scores, page_table, seq_lens, out_pages, page_table.stride(0),
-                            self.max_pages, BLOCK_N=max(next_pow2(self.max_pages), 16, self.k_p2),
-                            **shapes)
+        k_p2 = max(next_pow2(self.topk_pages - self.local_pages), 2)
+        select_kernel[(self.batch_size * self.num_kv_heads,)](
+            self.scores, page_table, seq_lens, out_pages, page_table.stride(0),
+            self.max_pages, KV_HEADS=self.num_kv_heads, PAGE_SIZE=self.page_size,
+            TOPK=self.topk_pages, LOCAL_PAGES=self.local_pages,
+            LOCAL_P2=max(next_pow2(self.local_pages), 2),
+            BLOCK_N=max(next_pow2(self.max_pages), 16, k_p2), K_P2=k_p2,
+            num_warps=self.select_warps)

@@ -72,11 +72,9 @@ def test_flashinfer_dense_matches_reference(case, seed, tensor_cores):
     assert _rel(out, reference.dense_decode(q, cache)) < 1e-2
 
 
-TOPK = ("bitonic", "chunked", "flashinfer")
+TOPK = ("bitonic", "flashinfer")
 ATTENTION = {"default": {}, "one-split": dict(splits=1, tile_pages=2),
-             "splits-2x2": dict(splits=2, tile_pages=2),
-             "pdl": dict(pdl=True), "pdl-8-pages-1-stage": dict(pdl=True, tile_pages=8,
-                                                                num_stages=1)}
+             "splits-2x2": dict(splits=2, tile_pages=2)}
 
 
 def _assert_selection_ok(got, q, cache, k, local):
@@ -144,9 +142,8 @@ def _selected_mask(pages, cache, k):
 ])
 @pytest.mark.parametrize("hq,hkv", [(4, 1), (8, 2)])
 @pytest.mark.parametrize("topk", TOPK)
-@pytest.mark.parametrize("variant", [dict(), dict(block_p=32, score_warps=4, select_warps=4),
-                                     dict(pdl=True, block_p=256)],
-                         ids=["default", "small-blocks", "pdl-large-blocks"])
+@pytest.mark.parametrize("variant", [dict(), dict(block_p=32, score_warps=4, select_warps=4)],
+                         ids=["default", "small-blocks"])
 def test_selection_kernel_picks_topk_pages(page_size, lens, k, local, hq, hkv, topk, variant):
     batch = len(lens)
     cache, gen = _means_only_cache(batch, hkv, page_size, lens, sum(lens) + k)
@@ -160,9 +157,6 @@ def test_selection_kernel_picks_topk_pages(page_size, lens, k, local, hq, hkv, t
     got = _selected_mask(out, cache, k)
     scores = reference.page_scores(q, cache)
     n = cache.num_request_pages()
-    if topk == "chunked":  # keeps packs of its chunks' best pages, no score table
-        _assert_selection_ok(got, q, cache, k, local)
-        return
     for b in range(batch):
         torch.testing.assert_close(sel.scores.view(batch, hkv, -1)[b, :, :int(n[b]) - local],
                                    scores[b, :, :int(n[b]) - local], rtol=1e-4, atol=1e-4)

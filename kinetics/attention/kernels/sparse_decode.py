@@ -23,8 +23,6 @@ slot ``s`` of physical page ``p`` for KV head ``h`` starts at element
 import triton
 import triton.language as tl
 
-from kinetics.attention.kernels.launch import pdl_enter
-
 
 @triton.jit
 def split_decode_partial(q_ptr, k_ptr, v_ptr, list_ptr, table_ptr, lens_ptr, part_o_ptr,
@@ -32,12 +30,10 @@ def split_decode_partial(q_ptr, k_ptr, v_ptr, list_ptr, table_ptr, lens_ptr, par
                          KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
                          HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
                          LIST_LEN: tl.constexpr, TILE_PAGES: tl.constexpr,
-                         TILES: tl.constexpr, M_ROWS: tl.constexpr,
-                         PDL: tl.constexpr = False):
+                         TILES: tl.constexpr, M_ROWS: tl.constexpr):
     """Partial attention of one (row, split) over list positions
     ``[split * TILES * TILE_PAGES, (split + 1) * TILES * TILE_PAGES)``;
     ``qk_scale`` = log2(e) / sqrt(head_dim)."""
-    pdl_enter(PDL)
     row = tl.program_id(0)
     split = tl.program_id(1)
     splits = tl.num_programs(1)
@@ -85,11 +81,10 @@ def split_decode_partial(q_ptr, k_ptr, v_ptr, list_ptr, table_ptr, lens_ptr, par
 @triton.jit
 def merge_splits(part_o_ptr, part_ml_ptr, out_ptr, GROUP: tl.constexpr,
                  G_P2: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr,
-                 SPLIT_BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+                 SPLIT_BLOCK: tl.constexpr):
     """Combine a row's ``SPLITS`` partials (``[rows, SPLITS, GROUP, D]`` outputs and
     ``[rows, SPLITS, GROUP, 2]`` (max, sum), base-2 logits) into ``out``, streaming
     ``SPLIT_BLOCK`` splits per step with a running max."""
-    pdl_enter(PDL)
     row = tl.program_id(0)
     g = tl.arange(0, G_P2)
     d = tl.arange(0, HEAD_DIM)
