@@ -35,17 +35,32 @@ if TYPE_CHECKING:
 
 WORKSPACE_BYTES = 128 * 1024 * 1024  # flashinfer's recommended float workspace
 LOG2_E = 1.4426950408889634
-PROGRAMS_PER_SM = 8  # split-KV programs per SM the default split count aims at
-MIN_TILES_PER_SPLIT = 2  # tiles a split streams at least, where the list allows
+LARGE_TILE_TOKENS = 128  # tokens per attention loop step below WIDE_ROWS rows
+SMALL_TILE_TOKENS = 64  # ... and from WIDE_ROWS rows up
+WIDE_ROWS = 256  # (request, KV head) rows from which the smaller tile streams faster
 
 
-def choose_splits(rows: int, list_len: int, tile_pages: int, sms: int) -> int:
-    """Splits per row, a power of two: enough for ``rows * splits`` to reach
-    ``PROGRAMS_PER_SM`` programs per SM, each split streaming ``MIN_TILES_PER_SPLIT``
-    tiles of ``tile_pages`` pages or more (measured on an H200: benchmarks/RESULTS.md)."""
+def prev_pow2(n: int) -> int:
+    """Largest power of two <= ``n`` (1 for ``n <= 1``)."""
+    return 1 << max(int(n).bit_length() - 1, 0)
+
+
+def choose_launch(rows: int, list_len: int, page_size: int, sms: int) -> tuple[int, int]:
+    """``(tile_pages, splits)`` of the sparse attention for ``rows`` (request, KV head)
+    rows listing ``list_len`` pages of ``page_size`` tokens on ``sms`` SMs.
+
+    A tile is LARGE_TILE_TOKENS tokens (SMALL_TILE_TOKENS from WIDE_ROWS rows up) and a
+    row is split into ``max(2, prev_pow2(sms // rows))`` programs at most one per tile:
+    about one program per SM while rows are few, each streaming several tiles so the
+    loop's loads pipeline. Measured on an H200 over 72 launch options in 8 cells
+    (benchmarks/RESULTS.md, 2026-11-30 sweep): 9-14% faster than 8 programs per SM
+    of 64-token tiles at batch 16, 64 and 256.
+    """
+    tile_tokens = SMALL_TILE_TOKENS if rows >= WIDE_ROWS else LARGE_TILE_TOKENS
+    tile_pages = max(1, tile_tokens // page_size, -(-16 // page_size))
     tiles = -(-list_len // tile_pages)
-    want = next_pow2(-(-PROGRAMS_PER_SM * sms // rows))
-    return max(1, min(want, next_pow2(tiles) // MIN_TILES_PER_SPLIT))
+    splits = max(2, prev_pow2(sms // max(rows, 1)))
+    return tile_pages, max(1, min(splits, prev_pow2(tiles)))
 
 
 class FlashinferDenseDecode:
@@ -166,24 +181,26 @@ class TritonSparseAttention:
 
     Args:
         selection: the selection step whose page list is attended.
-        splits: programs per row (default :func:`choose_splits` on the device's SMs).
-        tile_pages: pages per loop step, at least 16 tokens (4 measured fastest on an
-            H200, 1-4 tried).
+        splits: programs per row (default: :func:`choose_launch` on the device's SMs).
+        tile_pages: pages per loop step, at least 16 tokens (default: :func:`choose_launch`).
         num_warps: warps per partial-attention program.
         num_stages: software-pipelining stages of the partial-attention loop.
     """
 
     def __init__(self, selection: TopkPageSelection, splits: int | None = None,
-                 tile_pages: int = 4, num_warps: int = 4, num_stages: int = 3) -> None:
+                 tile_pages: int | None = None, num_warps: int = 4, num_stages: int = 3
+                 ) -> None:
         import torch
 
         c, k = selection.cache, selection.topk_pages
+        if splits is None or tile_pages is None:
+            sms = torch.cuda.get_device_properties(c.device).multi_processor_count
+            auto_tile, auto_splits = choose_launch(selection.rows, k, c.page_size, sms)
+            tile_pages = auto_tile if tile_pages is None else tile_pages
+            splits = auto_splits if splits is None else splits
         if tile_pages < 1 or tile_pages * c.page_size < 16:
             raise ValueError(f"a tile of {tile_pages} pages of {c.page_size} tokens is under "
                              "the 16 tokens tl.dot needs")
-        if splits is None:
-            sms = torch.cuda.get_device_properties(c.device).multi_processor_count
-            splits = choose_splits(selection.rows, k, tile_pages, sms)
         self.selection, self.tile_pages, self.num_warps = selection, tile_pages, num_warps
         self.num_stages = num_stages
         self.tiles = -(-k // (splits * tile_pages))  # tiles per split
