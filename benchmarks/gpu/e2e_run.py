@@ -1,7 +1,11 @@
 """End-to-end decode on the lent GPUs: fused layer, whole model, cost model, TP (issue 15).
 
-    python3 benchmarks/gpu/e2e_run.py single OUT_DIR [--compile]     # GPU 0
-    torchrun --nproc-per-node 2 benchmarks/gpu/e2e_run.py tp OUT_DIR  # 2 GPUs
+    python3 benchmarks/gpu/e2e_run.py single OUT_DIR [--compile] [--quick]  # GPU 0
+    torchrun --nproc-per-node 2 benchmarks/gpu/e2e_run.py tp OUT_DIR [--quick]  # 2 GPUs
+
+--quick: only the fused layer (no reference / kv-separate / profile / CUDA-core
+attention), the whole model fused only; at tp 2 only the whole-step-graph layer and
+the whole model.
 
 single: copy bandwidth and bf16 matmul rate; one Qwen3-8B tp-8 layer shard (16k
 context, 64 pages of 16) at batch 64 and 256, dense and block top-k, reference vs
@@ -136,33 +140,35 @@ def _profile(batch: int, method: str, path: Path) -> str:
     return table[:3000]
 
 
-def single(out: Path, compile_too: bool) -> dict:
+def single(out: Path, compile_too: bool, quick: bool = False) -> dict:
     rec: dict = {"versions": _versions(), "_out": str(out / "e2e-single.json")}
     rec["copy_gbps"] = copy_bandwidth()
     _guard(rec, "matmul_tflops", _matmul_tflops)
     copy = rec["copy_gbps"]
     layers = []
     for batch in (64, 256):
-        for impl in ("reference", "fused", "fused-kv-separate"):
+        for impl in ("fused",) if quick else ("reference", "fused", "fused-kv-separate"):
             cfg = BenchConfig(batch_size=batch, attention_only=False, repeats=50, layer_impl=impl)
             _guard(rec, f"layer_b{batch}_{impl}", lambda cfg=cfg: _layer_cells(
                 compare_decode(cfg, LAYER_METHODS, check=True, copy_gbps=copy), layers))
-        for tc in (False, True):
+        for tc in (True,) if quick else (False, True):
             acfg = BenchConfig(batch_size=batch, attention_only=True, repeats=50,
                                use_tensor_cores=tc)
             _guard(rec, f"attention_b{batch}{'_tc' if tc else ''}", lambda acfg=acfg: {
                 m: v.ms_per_step for m, v in compare_decode(
                     acfg, METHODS, check=False, copy_gbps=copy).methods.items()})
     tcfg = BenchConfig(batch_size=256, attention_only=False, repeats=50, use_tensor_cores=True)
-    _guard(rec, "layer_b256_fused_tc", lambda: _layer_cells(
-        compare_decode(tcfg, ("dense",), check=True, copy_gbps=copy), []))
-    for batch, method in ((64, "blocktopk"), (256, "dense")):
+    if not quick:
+        _guard(rec, "layer_b256_fused_tc", lambda: _layer_cells(
+            compare_decode(tcfg, ("dense",), check=True, copy_gbps=copy), []))
+    for batch, method in () if quick else ((64, "blocktopk"), (256, "dense")):
         _guard(rec, f"profile_b{batch}_{method}", lambda b=batch, m=method: _profile(
             b, m, out / "profile.txt"))
     models = []
     _guard(rec, "model", lambda: _asdict(
         models.extend(model_timings("qwen3-8b", LAYER_METHODS, 32, 16384,
-                                    impls=("reference", "fused"), copy_gbps=copy)) or models))
+                                    impls=("fused",) if quick else ("reference", "fused"),
+                                    copy_gbps=copy)) or models))
     preds = _predictions(layers + models, copy)
     rec["predictions"] = [{**dataclasses.asdict(p), "measured_over_predicted":
                            p.measured_over_predicted} for p in preds]
@@ -176,7 +182,7 @@ def single(out: Path, compile_too: bool) -> dict:
     return rec
 
 
-def tp(out: Path) -> dict | None:
+def tp(out: Path, quick: bool = False) -> dict | None:
     from kinetics.bench.tp import paged_attend_factory, run_tp_bench
     from kinetics.model.parallel import init_distributed, shutdown_distributed
 
@@ -193,10 +199,11 @@ def tp(out: Path) -> dict | None:
                 "comm_share": t.comm_share}
 
     try:
-        for method in METHODS:
+        for method in () if quick else METHODS:
             _guard(rec, f"piecewise_{method}", lambda m=method: dataclasses.asdict(run_tp_bench(
                 "qwen3-8b", m, 32768, 32, 16, 64, world, 50, 10, "bfloat16",
                 paged_attend_factory(m, 16, 64)) or _NOT_RANK0))
+        for method in METHODS:
             _guard(rec, f"graph_{method}_fused", lambda m=method: graph_timing(m, "fused", False))
         if rank == 0:
             _guard(rec, "model_tp1", lambda: _asdict(model_timings(
@@ -206,10 +213,10 @@ def tp(out: Path) -> dict | None:
             _guard(rec, "model_tp2", lambda: _asdict(model_timings(
                 "qwen3-8b", METHODS, 32, 16384, impls=("fused",), tp=world, rank=rank,
                 group=group, copy_gbps=1.0)))
-        for method in METHODS:
+        for method in () if quick else METHODS:
             _guard(rec, f"graph_{method}_reference",
                    lambda m=method: graph_timing(m, "reference", False))
-        for method in METHODS:  # last: an optional all-reduce that might not run here
+        for method in () if quick else METHODS:  # last: an optional all-reduce that might not run here
             _guard(rec, f"graph_{method}_symm", lambda m=method: graph_timing(m, "fused", True))
     finally:
         shutdown_distributed(info)
@@ -286,12 +293,12 @@ def main(argv: list[str]) -> int:
     mode, out = argv[0], Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     if mode == "single":
-        rec = single(out, "--compile" in argv)
+        rec = single(out, "--compile" in argv, "--quick" in argv)
         text = summary_single(rec)
         errors = [k for k in rec if k.endswith("_error")]
         text += f"\nerrors: {errors}"
     else:
-        rec = tp(out)
+        rec = tp(out, "--quick" in argv)
         if rec is None:
             return 0
         text = summary_tp(rec)
