@@ -3,7 +3,10 @@ scoring program, scoring / bitonic top-k warps) on the cells where the bitonic t
 runs (rows of up to 1,024 pages). Each option checked (selection == torch.topk up to
 ties) then timed selection-only (CUDA-graph replays over the cache replicas).
 
-    python3 benchmarks/explore/explore_select.py OUT_DIR
+    python3 benchmarks/explore/explore_select.py OUT_DIR [--long]
+
+``--long``: cells whose rows hold 4,096-8,192 pages (the ``auto`` top-k is flashinfer's
+there, so only the scoring options matter).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ CELLS = [("qwen3-8b", 16384, 64), ("qwen3-8b", 16384, 256), ("qwen3-8b", 8192, 6
 
 
 def build(cache, hq, bp, sw, tw):
-    sel = TopkPageSelection(cache, hq, 64, 1, "bitonic")
+    sel = TopkPageSelection(cache, hq, 64, 1)
     s = sel.selector
     s.block_p, s.score_warps, s.select_warps = bp, sw, tw
     return BlockTopkDecode(sel, TritonSparseAttention(sel))

@@ -49,6 +49,19 @@ BITONIC_MAX_PAGES = 1024  # "auto": the one-program bitonic top-k up to this row
 ROW_STATES_BYTES = 1 << 20  # flashinfer's multi-CTA radix top-k row states (zeroed)
 
 
+WIDE_GROUP = 8  # query heads per KV head from which scoring programs take WIDE_BLOCK_P pages
+WIDE_BLOCK_P = 256
+BLOCK_P = 128
+
+
+def default_block_p(group: int) -> int:
+    """Pages per scoring program for a GQA group of ``group`` query heads: 256 from 8
+    heads up, else 128. Measured on an H200 (benchmarks/RESULTS.md, selection sweep):
+    with group 8, 256 pages were 13-29% faster than 128 (Qwen3-32B tp-8 shard, 16k/64
+    and 8k/256); with group 4, 128 was fastest (256: 3-7% slower)."""
+    return WIDE_BLOCK_P if group >= WIDE_GROUP else BLOCK_P
+
+
 def default_topk(max_pages: int) -> str:
     """The top-k kernel ``topk="auto"`` runs for rows of ``max_pages`` pages:
     ``"bitonic"`` up to BITONIC_MAX_PAGES, else ``"flashinfer"``."""
@@ -92,13 +105,14 @@ class PageSelector:
         local_pages: trailing pages always attended (the last, partial page among them).
         device: CUDA device.
         topk: ``"bitonic"``, ``"flashinfer"`` or ``"auto"`` (:func:`default_topk`).
-        block_p: pages per scoring program.
+        block_p: pages per scoring program (default :func:`default_block_p`).
         score_warps, select_warps: warps per scoring / bitonic top-k program.
     """
 
     def __init__(self, batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  page_size: int, max_pages: int, topk_pages: int, local_pages: int = 1,
-                 device: str | torch.device = "cuda", topk: str = "auto", block_p: int = 128,
+                 device: str | torch.device = "cuda", topk: str = "auto",
+                 block_p: int | None = None,
                  score_warps: int = 8, select_warps: int = 8) -> None:
         import torch
 
@@ -107,6 +121,8 @@ class PageSelector:
         rows = batch_size * num_kv_heads
         if topk == "auto":
             topk = default_topk(max_pages)
+        if block_p is None:
+            block_p = default_block_p(num_q_heads // num_kv_heads)
         if topk not in TOPK_KERNELS:
             raise ValueError(f"topk must be 'auto' or one of {TOPK_KERNELS}, got {topk!r}")
         self.batch_size, self.num_q_heads, self.num_kv_heads = batch_size, num_q_heads, num_kv_heads

@@ -31,3 +31,12 @@ def test_launch_is_the_measured_best_on_an_h200(rows, expected):
     """Batch 16 / 64 / 256 of one KV head, 64 pages of 16, 132 SMs: the fastest of the
     72 options timed per cell (benchmarks/RESULTS.md, 2026-11-30 sweep)."""
     assert choose_launch(rows, 64, 16, 132) == expected
+
+
+@pytest.mark.parametrize("group,expected", [(1, 128), (4, 128), (7, 128), (8, 256), (16, 256)])
+def test_scoring_block_is_the_measured_best_per_group(group, expected):
+    """256 pages per scoring program from GQA group 8 (Qwen3-32B tp-8 shard), 128 below
+    (Qwen3-8B): the fastest in the H200 selection sweep (benchmarks/RESULTS.md)."""
+    from kinetics.attention.select import default_block_p
+
+    assert default_block_p(group) == expected
