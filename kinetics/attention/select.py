@@ -57,8 +57,9 @@ BLOCK_P = 128
 def default_block_p(group: int) -> int:
     """Pages per scoring program for a GQA group of ``group`` query heads: 256 from 8
     heads up, else 128. Measured on an H200 (benchmarks/RESULTS.md, selection sweep):
-    with group 8, 256 pages were 13-29% faster than 128 (Qwen3-32B tp-8 shard, 16k/64
-    and 8k/256); with group 4, 128 was fastest (256: 3-7% slower)."""
+    with group 8 (Qwen3-32B tp-8 shard), 256 pages made the selection 12-29% faster than
+    128 in all 6 cells timed (8k-128k context, batch 16-256, both top-k kernels); with
+    group 4 (Qwen3-8B), 128 was fastest or within 2% (256: 0-7% slower)."""
     return WIDE_BLOCK_P if group >= WIDE_GROUP else BLOCK_P
 
 
