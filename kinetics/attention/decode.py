@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from kinetics.attention.select import next_pow2
+from kinetics.attention.select import next_pow2, prev_pow2
 
 if TYPE_CHECKING:
     import torch
@@ -38,11 +38,6 @@ LOG2_E = 1.4426950408889634
 LARGE_TILE_TOKENS = 128  # tokens per attention loop step below WIDE_ROWS rows
 SMALL_TILE_TOKENS = 64  # ... and from WIDE_ROWS rows up
 WIDE_ROWS = 256  # (request, KV head) rows from which the smaller tile streams faster
-
-
-def prev_pow2(n: int) -> int:
-    """Largest power of two <= ``n`` (1 for ``n <= 1``)."""
-    return 1 << max(int(n).bit_length() - 1, 0)
 
 
 def choose_launch(rows: int, list_len: int, page_size: int, sms: int) -> tuple[int, int]:
@@ -57,10 +52,10 @@ def choose_launch(rows: int, list_len: int, page_size: int, sms: int) -> tuple[i
     of 64-token tiles at batch 16, 64 and 256.
     """
     tile_tokens = SMALL_TILE_TOKENS if rows >= WIDE_ROWS else LARGE_TILE_TOKENS
-    tile_pages = max(1, tile_tokens // page_size, -(-16 // page_size))
+    tile_pages = max(tile_tokens // page_size, -(-16 // page_size))
     tiles = -(-list_len // tile_pages)
     splits = max(2, prev_pow2(sms // max(rows, 1)))
-    return tile_pages, max(1, min(splits, prev_pow2(tiles)))
+    return tile_pages, min(splits, prev_pow2(tiles))
 
 
 class FlashinferDenseDecode:

@@ -44,6 +44,11 @@ def next_pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
+def prev_pow2(n: int) -> int:
+    """Largest power of two <= ``n`` (1 for ``n <= 1``)."""
+    return 1 << max(int(n).bit_length() - 1, 0)
+
+
 TOPK_KERNELS = ("bitonic", "flashinfer")
 BITONIC_MAX_PAGES = 1024  # "auto": the one-program bitonic top-k up to this row length
 ROW_STATES_BYTES = 1 << 20  # flashinfer's multi-CTA radix top-k row states (zeroed)

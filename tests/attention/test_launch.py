@@ -1,4 +1,5 @@
-"""The sparse attention's launch rule (:func:`kinetics.attention.decode.choose_launch`)."""
+"""Launch rules: the sparse attention's (:func:`kinetics.attention.decode.choose_launch`)
+and the scoring block (:func:`kinetics.attention.select.default_block_p`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kinetics.attention.decode import choose_launch, prev_pow2
+from kinetics.attention.decode import choose_launch
+from kinetics.attention.select import default_block_p, prev_pow2
 
 
 @given(st.integers(1, 1 << 20))
@@ -37,6 +39,4 @@ def test_launch_is_the_measured_best_on_an_h200(rows, expected):
 def test_scoring_block_is_the_measured_best_per_group(group, expected):
     """256 pages per scoring program from GQA group 8 (Qwen3-32B tp-8 shard), 128 below
     (Qwen3-8B): the fastest in the H200 selection sweep (benchmarks/RESULTS.md)."""
-    from kinetics.attention.select import default_block_p
-
     assert default_block_p(group) == expected
