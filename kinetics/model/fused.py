@@ -8,10 +8,6 @@ Three operations cover everything between the GEMMs of a decode step:
   RMSNorm per head and RoPE to q and k, copy v, in one launch;
 * :func:`silu_mul`: ``silu(gate) * up`` of the fused gate/up projection.
 
-The four projections go through :func:`linear`: a split-K Triton GEMM
-(:mod:`kinetics.model._linear_kernel`) where :func:`choose_linear_launch` has a
-measured launch for the shape, cuBLAS (``F.linear``) elsewhere.
-
 On a CUDA tensor each is one Triton kernel (one program per row, or per (row, head));
 elsewhere (CPU, or no triton) the torch reference below runs. Both follow the
 rounding of :mod:`kinetics.model.layer` step by step (statistics in float32, every
@@ -110,37 +106,6 @@ def qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor,
                                 num_kv_heads, eps, slot)
 
 
-@dataclass(frozen=True)
-class LinearLaunch:
-    """Launch of the split-K Triton GEMM: output tile ``block_m`` x ``block_n``,
-    ``block_k`` of K per loop step, K cut into ``splits`` slices (one program each)."""
-
-    block_n: int
-    block_k: int
-    splits: int
-    num_warps: int = 4
-    num_stages: int = 3
-    block_m: int | None = None
-
-
-def choose_linear_launch(rows: int, out_features: int, in_features: int
-                         ) -> LinearLaunch | None:
-    """The Triton GEMM's launch for ``[rows, in] @ [out, in]^T``, or None for cuBLAS."""
-    return None
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T`` (``F.linear`` without bias): x [rows, in], weight [out, in]."""
-    launch = (choose_linear_launch(x.shape[0], weight.shape[0], weight.shape[1])
-              if _use_triton(x) else None)
-    if launch is None:
-        return F.linear(x, weight)
-    from kinetics.model._linear_kernel import splitk_linear
-
-    return splitk_linear(x, weight, launch.block_n, launch.block_k, launch.splits,
-                         launch.num_warps, launch.num_stages, launch.block_m)
-
-
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """``silu(gate) * up`` for gate_up = [gate | up], [batch, 2 width] -> [batch, width]."""
     if not _use_triton(gate_up):
@@ -176,11 +141,11 @@ def fused_layer_step(layer, delta: torch.Tensor | None, residual: torch.Tensor, 
     """
     x, h = add_rms_norm(delta, residual, layer.input_layernorm)
     slot = getattr(attend, "slot", None) if fuse_kv_write else None
-    q, k, v = qk_norm_rope(linear(x, layer.qkv_proj), layer.q_norm, layer.k_norm, positions,
+    q, k, v = qk_norm_rope(F.linear(x, layer.qkv_proj), layer.q_norm, layer.k_norm, positions,
                            layer.inv_freq, layer.local_q_heads, layer.local_kv_heads,
                            slot=slot)
     attn = attend.cached(q) if slot is not None else attend(q, k, v)
-    attn = layer.all_reduce(linear(attn.reshape(attn.shape[0], -1), layer.o_proj))
+    attn = layer.all_reduce(layer.post_attention(attn))
     x, h = add_rms_norm(attn, h, layer.post_attention_layernorm)
-    mlp = linear(silu_mul(linear(x, layer.gate_up_proj)), layer.down_proj)
+    mlp = F.linear(silu_mul(F.linear(x, layer.gate_up_proj)), layer.down_proj)
     return layer.all_reduce(mlp), h
