@@ -25,6 +25,7 @@ Writes OUT_DIR/explore-floors.{json,txt}.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 
@@ -51,6 +52,16 @@ def _read_kernel(x_ptr, out_ptr, n, chunk, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _read_strided_kernel(x_ptr, out_ptr, n, steps, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for i in range(0, steps):
+        idx = (i * tl.num_programs(0) + pid).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        acc += tl.load(x_ptr + idx, mask=idx < n, other=0.0).to(tl.float32)
+    tl.store(out_ptr + pid, tl.sum(acc, axis=0))
+
+
+@triton.jit
 def _empty_kernel(out_ptr):
     tl.store(out_ptr + tl.program_id(0), 0.0)
 
@@ -62,19 +73,26 @@ def _buffers(nbytes: float) -> list[torch.Tensor]:
 
 
 class Reader:
-    """A launch of the read kernel for one buffer size (programs per SM, step)."""
+    """A launch of a read kernel for one buffer size (programs per SM, step): each
+    program reads one contiguous chunk, or (``strided``) every programs-th block."""
 
-    def __init__(self, n: int, per_sm: int, block: int) -> None:
+    def __init__(self, n: int, per_sm: int, block: int, strided: bool = False) -> None:
         sms = torch.cuda.get_device_properties(0).multi_processor_count
         self.programs = max(1, min(sms * per_sm, triton.cdiv(n, block)))
         self.chunk = triton.cdiv(triton.cdiv(n, self.programs), block) * block
-        self.programs = triton.cdiv(n, self.chunk)
-        self.n, self.block = n, block
+        if not strided:
+            self.programs = triton.cdiv(n, self.chunk)
+        self.steps = triton.cdiv(triton.cdiv(n, block), self.programs)
+        self.n, self.block, self.strided = n, block, strided
         self.out = torch.empty(self.programs, dtype=torch.float32, device="cuda")
 
     def __call__(self, x: torch.Tensor) -> None:
-        _read_kernel[(self.programs,)](x, self.out, self.n, self.chunk, BLOCK=self.block,
-                                       num_warps=8)
+        if self.strided:
+            _read_strided_kernel[(self.programs,)](x, self.out, self.n, self.steps,
+                                                   BLOCK=self.block, num_warps=8)
+        else:
+            _read_kernel[(self.programs,)](x, self.out, self.n, self.chunk,
+                                           BLOCK=self.block, num_warps=8)
 
 
 def best_reader(nbytes: float) -> tuple[float, dict]:
@@ -82,15 +100,16 @@ def best_reader(nbytes: float) -> tuple[float, dict]:
     median of the three kept (and their spread in the launch dict)."""
     bufs = _buffers(nbytes)
     best: tuple = (float("inf"), {}, None)
-    for per_sm in (1, 2, 4, 8):
-        for block in (4096, 16384):
-            r = Reader(bufs[0].numel(), per_sm, block)
-            r(bufs[0])
-            assert abs(r.out.sum().item() - bufs[0].numel()) < 1e-3 * bufs[0].numel()
-            ms = time_graph(lambda r=r: [r(b) for b in bufs], len(bufs), repeats=30).ms
-            if ms < best[0]:
-                best = (ms, {"per_sm": per_sm, "block": block, "programs": r.programs},
-                        lambda r=r: [r(b) for b in bufs])
+    for per_sm, block, strided in itertools.product((1, 2, 4, 8), (4096, 16384),
+                                                    (False, True)):
+        r = Reader(bufs[0].numel(), per_sm, block, strided)
+        r(bufs[0])
+        assert abs(r.out.sum().item() - bufs[0].numel()) < 1e-3 * bufs[0].numel()
+        ms = time_graph(lambda r=r: [r(b) for b in bufs], len(bufs), repeats=30).ms
+        if ms < best[0]:
+            best = (ms, {"per_sm": per_sm, "block": block, "programs": r.programs,
+                         "strided": strided},
+                    lambda r=r: [r(b) for b in bufs])
     again = [time_graph(best[2], len(bufs), repeats=30).ms for _ in range(2)]
     runs = sorted([best[0], *again])
     return runs[1], {**best[1], "spread_ms": runs[2] - runs[0]}
@@ -111,7 +130,8 @@ def chain_ms(sizes_mb: tuple[float, ...], tiny_after: tuple[int, ...], launches:
     readers = []
     for s, x in zip(sizes_mb, sets[0], strict=True):
         launch = launches[s]
-        readers.append(Reader(x.numel(), launch["per_sm"], launch["block"]))
+        readers.append(Reader(x.numel(), launch["per_sm"], launch["block"],
+                              launch["strided"]))
     tiny = torch.empty(64 * 1024, dtype=torch.float32, device="cuda")
 
     def step():
