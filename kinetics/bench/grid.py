@@ -83,6 +83,15 @@ class GridCell:
         return (_step_bytes(cfg, hq, hkv, model.head_dim, "dense", 0.0).total,
                 _step_bytes(cfg, hq, hkv, model.head_dim, "blocktopk", 0.0).total)
 
+    def blocktopk_parts(self, spec: GridSpec) -> tuple[float, float]:
+        """(selection, attention) bytes of the block top-k step: page means and page
+        table read by the scoring; selected K/V, q and output of the attention."""
+        cfg = self.config(spec)
+        model = get_model(self.model)
+        hq, hkv = local_heads(model, spec.tp)
+        b = _step_bytes(cfg, hq, hkv, model.head_dim, "blocktopk", 0.0)
+        return b.selection, b.kv + b.io
+
 
 @dataclass(frozen=True)
 class SkippedCell:

@@ -1,0 +1,145 @@
+"""How far each grid cell is from what the GPU can do at all: read floors.
+
+The byte roofline of a cell (dense bytes / block top-k bytes) assumes every byte
+moves at the large-copy rate. Small steps cannot: a kernel that only reads S bytes
+takes longer per byte the smaller S is (launch, ramp-up, tail), and the block top-k
+step is a chain of dependent kernels (scoring, top-k, attention, merge). A
+:class:`ReadCurve` holds what a pure streaming read kernel measured on the device
+(``benchmarks/explore/explore_floors.py``: ms to read S bytes, and one empty
+launch inside a CUDA graph); :func:`cell_limits` turns it into, per grid cell, the
+*floor* of the library's four-kernel block top-k step (its selection bytes and its
+attention bytes each read at the measured rate, plus two empty launches for the top-k
+and the merge) and the speedup and share of the byte roofline that floor would give
+against the measured dense step. A target above a cell's floor share cannot be met
+by faster kernels of the same structure. Times in ms, sizes in bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kinetics.bench.grid import GridCell, GridSpec
+
+
+@dataclass(frozen=True)
+class ReadCurve:
+    """Measured pure-read times: ``ms[i]`` to read ``sizes[i]`` bytes (sizes ascending),
+    and ``launch_ms``, one empty kernel inside a CUDA graph."""
+
+    sizes: tuple[float, ...]
+    ms: tuple[float, ...]
+    launch_ms: float
+
+    def __post_init__(self) -> None:
+        if len(self.sizes) < 2 or len(self.sizes) != len(self.ms):
+            raise ValueError("a read curve needs at least two (size, ms) points")
+        if any(b <= a for a, b in zip(self.sizes, self.sizes[1:], strict=False)):
+            raise ValueError("read-curve sizes must be strictly ascending")
+
+    @classmethod
+    def from_floors_json(cls, record: dict[str, Any]) -> ReadCurve:
+        """From the JSON of ``explore_floors.py`` (``read`` rows of ``mb``, ``read_ms``)."""
+        rows = sorted(record["read"], key=lambda r: r["mb"])
+        return cls(tuple(r["mb"] * 1e6 for r in rows), tuple(r["read_ms"] for r in rows),
+                   float(record["empty_launch_ms"]))
+
+    def envelope(self) -> tuple[float, ...]:
+        """Times made non-decreasing in size: reading S bytes is taken to cost no more than
+        the fastest measured read of at least S bytes."""
+        out = list(self.ms)
+        for i in range(len(out) - 2, -1, -1):
+            out[i] = min(out[i], out[i + 1])
+        return tuple(out)
+
+    def floor_ms(self, nbytes: float) -> float:
+        """Floor to read ``nbytes``: the envelope interpolated in log-log; below the
+        smallest size its time, beyond the largest its rate."""
+        env = self.envelope()
+        if nbytes <= self.sizes[0]:
+            return env[0]
+        if nbytes >= self.sizes[-1]:
+            return env[-1] * nbytes / self.sizes[-1]
+        i = bisect.bisect_right(self.sizes, nbytes)
+        x0, x1 = math.log(self.sizes[i - 1]), math.log(self.sizes[i])
+        y0, y1 = math.log(env[i - 1]), math.log(env[i])
+        return math.exp(y0 + (y1 - y0) * (math.log(nbytes) - x0) / (x1 - x0))
+
+
+@dataclass(frozen=True)
+class CellLimit:
+    """One grid cell against its floor (ms; shares of the byte roofline)."""
+
+    model: str
+    context: int
+    batch_size: int
+    budget_tokens: int
+    dense_ms: float
+    blocktopk_ms: float
+    floor_ms: float
+    byte_roofline: float
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_ms / self.blocktopk_ms
+
+    @property
+    def share(self) -> float:
+        """Measured speedup / byte roofline."""
+        return self.speedup / self.byte_roofline
+
+    @property
+    def floor_share(self) -> float:
+        """Speedup at the floor / byte roofline: the most this step structure can reach."""
+        return self.dense_ms / self.floor_ms / self.byte_roofline
+
+    @property
+    def of_floor(self) -> float:
+        """Floor ms / measured ms: how close the measured step is to its floor."""
+        return self.floor_ms / self.blocktopk_ms
+
+
+def blocktopk_floor_ms(selection_bytes: float, attention_bytes: float, curve: ReadCurve,
+                       launches: int = 2) -> float:
+    """Floor of the four-kernel step: both reads at the curve, ``launches`` empty ones."""
+    return (curve.floor_ms(selection_bytes) + curve.floor_ms(attention_bytes)
+            + launches * curve.launch_ms)
+
+
+def cell_limits(grid_record: dict[str, Any], curve: ReadCurve,
+                spec: GridSpec | None = None) -> list[CellLimit]:
+    """A :class:`CellLimit` per cell of a ``kinetics bench --grid`` JSON record (cells
+    sized by ``spec``, default :class:`GridSpec`)."""
+    spec = spec or GridSpec()
+    out = []
+    for c in grid_record["cells"]:
+        cell = GridCell(c["model"], c["context"], c["batch_size"], c["topk_pages"])
+        selection, attention = cell.blocktopk_parts(spec)
+        out.append(CellLimit(cell.model, cell.context, cell.batch_size,
+                             cell.topk_pages * spec.page_size,
+                             c["dense_ms"], c["blocktopk_ms"],
+                             blocktopk_floor_ms(selection, attention, curve),
+                             c["dense_bytes"] / c["blocktopk_bytes"]))
+    return out
+
+
+def format_limits(limits: Sequence[CellLimit], min_dense_ms: float = 0.1,
+                  target_share: float = 0.75) -> str:
+    """Markdown table of the cells whose dense step takes at least ``min_dense_ms``,
+    and a line counting those whose floor allows ``target_share`` of the roofline."""
+    rows = [x for x in limits if x.dense_ms >= min_dense_ms]
+    lines = ["| model | context | batch | tokens | block top-k ms | floor ms | of floor | "
+             "share (measured) | share at floor |", "|---|---|---|---|---|---|---|---|---|"]
+    for x in rows:
+        lines.append(f"| {x.model} | {x.context // 1024}k | {x.batch_size} | "
+                     f"{x.budget_tokens:,} | {x.blocktopk_ms:.4f} | {x.floor_ms:.4f} | "
+                     f"{x.of_floor:.0%} | {x.share:.0%} | {x.floor_share:.0%} |")
+    reachable = sum(x.floor_share >= target_share for x in rows)
+    met = sum(x.share >= target_share for x in rows)
+    lines += ["", f"{len(rows)} cells with dense >= {min_dense_ms} ms: {met} at >= "
+              f"{target_share:.0%} of the byte roofline measured, {reachable} where the floor "
+              f"allows it."]
+    return "\n".join(lines)
