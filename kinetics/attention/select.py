@@ -54,18 +54,7 @@ BITONIC_MAX_PAGES = 1024  # "auto": the one-program bitonic top-k up to this row
 ROW_STATES_BYTES = 1 << 20  # flashinfer's multi-CTA radix top-k row states (zeroed)
 
 
-WIDE_GROUP = 8  # query heads per KV head from which scoring programs take WIDE_BLOCK_P pages
-WIDE_BLOCK_P = 256
-BLOCK_P = 128
-
-
-def default_block_p(group: int) -> int:
-    """Pages per scoring program for a GQA group of ``group`` query heads: 256 from 8
-    heads up, else 128. Measured on an H200 (benchmarks/RESULTS.md, selection sweep):
-    with group 8 (Qwen3-32B tp-8 shard), 256 pages made the selection 12-29% faster than
-    128 in all 6 cells timed (8k-128k context, batch 16-256, both top-k kernels); with
-    group 4 (Qwen3-8B), 128 was fastest or within 2% (256: 0-7% slower)."""
-    return WIDE_BLOCK_P if group >= WIDE_GROUP else BLOCK_P
+BLOCK_P = 128  # pages per scoring program
 
 
 def default_topk(max_pages: int) -> str:
@@ -111,15 +100,19 @@ class PageSelector:
         local_pages: trailing pages always attended (the last, partial page among them).
         device: CUDA device.
         topk: ``"bitonic"``, ``"flashinfer"`` or ``"auto"`` (:func:`default_topk`).
-        block_p: pages per scoring program (default :func:`default_block_p`).
+        block_p: pages per scoring program.
         score_warps, select_warps: warps per scoring / bitonic top-k program.
+
+    The scoring defaults (128 pages, 4 warps) were the fastest (or within 1.3%) for GQA
+    groups 4 and 8 in all 8 cells of the H200 scoring sweep (benchmarks/RESULTS.md,
+    third pass).
     """
 
     def __init__(self, batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  page_size: int, max_pages: int, topk_pages: int, local_pages: int = 1,
                  device: str | torch.device = "cuda", topk: str = "auto",
-                 block_p: int | None = None,
-                 score_warps: int = 8, select_warps: int = 8) -> None:
+                 block_p: int = BLOCK_P,
+                 score_warps: int = 4, select_warps: int = 8) -> None:
         import torch
 
         if head_dim & (head_dim - 1):
@@ -127,8 +120,6 @@ class PageSelector:
         rows = batch_size * num_kv_heads
         if topk == "auto":
             topk = default_topk(max_pages)
-        if block_p is None:
-            block_p = default_block_p(num_q_heads // num_kv_heads)
         if topk not in TOPK_KERNELS:
             raise ValueError(f"topk must be 'auto' or one of {TOPK_KERNELS}, got {topk!r}")
         self.batch_size, self.num_q_heads, self.num_kv_heads = batch_size, num_q_heads, num_kv_heads
@@ -151,7 +142,7 @@ class PageSelector:
         chunks = triton.cdiv(self.max_pages, self.block_p)
         score_kernel[(self.batch_size * self.num_kv_heads, chunks)](
             q, key_means, seq_lens, self.scores, self.row_pages, self.max_pages,
-            KV_HEADS=self.num_kv_heads, GROUP=group, GROUP_P2=next_pow2(group),
+            KV_HEADS=self.num_kv_heads, GROUP=group,
             HEAD_DIM=self.head_dim, PAGE_SIZE=self.page_size, LOCAL_PAGES=self.local_pages,
             BLOCK_P=self.block_p, num_warps=self.score_warps)
 

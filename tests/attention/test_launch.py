@@ -1,5 +1,4 @@
-"""Launch rules: the sparse attention's (:func:`kinetics.attention.decode.choose_launch`)
-and the scoring block (:func:`kinetics.attention.select.default_block_p`)."""
+"""Launch rule of the sparse attention (:func:`kinetics.attention.decode.choose_launch`)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kinetics.attention.decode import choose_launch
-from kinetics.attention.select import default_block_p, prev_pow2
+from kinetics.attention.select import prev_pow2
 
 
 @given(st.integers(1, 1 << 20))
@@ -33,10 +32,3 @@ def test_launch_is_the_measured_best_on_an_h200(rows, expected):
     """Batch 16 / 64 / 256 of one KV head, 64 pages of 16, 132 SMs: the fastest of the
     72 options timed per cell (benchmarks/RESULTS.md, 2026-11-30 sweep)."""
     assert choose_launch(rows, 64, 16, 132) == expected
-
-
-@pytest.mark.parametrize("group,expected", [(1, 128), (4, 128), (7, 128), (8, 256), (16, 256)])
-def test_scoring_block_is_the_measured_best_per_group(group, expected):
-    """256 pages per scoring program from GQA group 8 (Qwen3-32B tp-8 shard), 128 below
-    (Qwen3-8B): the fastest in the H200 selection sweep (benchmarks/RESULTS.md)."""
-    assert default_block_p(group) == expected

@@ -28,18 +28,22 @@ def ordered_key(scores):
 
 @triton.jit
 def _summed_query(q_ptr, req, head, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
-                  GROUP_P2: tl.constexpr, HEAD_DIM: tl.constexpr):
+                  HEAD_DIM: tl.constexpr):
+    """Sum (float32) of the group's query heads, added one [D] row at a time: a 1-D
+    layout whatever the group, so the page-mean load keeps its own. (Summing a [group,
+    D] tile made the scoring of GQA group 8 27-33% slower on an H200: its layout reached
+    the page-mean load; benchmarks/explore/explore_qsum.py.)"""
     d = tl.arange(0, HEAD_DIM)
-    g = tl.arange(0, GROUP_P2)
-    q_rows = req * (KV_HEADS * GROUP) + head * GROUP + g
-    q = tl.load(q_ptr + q_rows[:, None] * HEAD_DIM + d[None, :],
-                mask=(g < GROUP)[:, None], other=0.0).to(tl.float32)
-    return tl.sum(q, axis=0)  # [D]
+    first = (req * KV_HEADS + head) * GROUP
+    qsum = tl.zeros((HEAD_DIM,), dtype=tl.float32)
+    for g in tl.static_range(GROUP):
+        qsum += tl.load(q_ptr + (first + g) * HEAD_DIM + d).to(tl.float32)
+    return qsum
 
 
 @triton.jit
 def score_kernel(q_ptr, means_ptr, lens_ptr, scores_ptr, pages_ptr, max_pages,
-                 KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
+                 KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
                  HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
                  LOCAL_PAGES: tl.constexpr, BLOCK_P: tl.constexpr):
     """Grid ``(rows, cdiv(max_pages, BLOCK_P))``: scores of ``BLOCK_P`` pages of one row:
@@ -48,7 +52,7 @@ def score_kernel(q_ptr, means_ptr, lens_ptr, scores_ptr, pages_ptr, max_pages,
     ``-inf``; chunk 0 also writes the row's page count to ``pages_ptr[row]``."""
     row = tl.program_id(0)
     req, head, n_pages = row_pages(lens_ptr, row, KV_HEADS, PAGE_SIZE)
-    qsum = _summed_query(q_ptr, req, head, KV_HEADS, GROUP, GROUP_P2, HEAD_DIM)
+    qsum = _summed_query(q_ptr, req, head, KV_HEADS, GROUP, HEAD_DIM)
     d = tl.arange(0, HEAD_DIM)
     p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     cand = p < n_pages - LOCAL_PAGES
