@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
         return 2
     with open(argv[0]) as g, open(argv[1]) as f:
         grid, floors = json.load(g), json.load(f)
-    print(format_limits(cell_limits(grid, ReadCurve.from_floors_json(floors))))
+    print(format_limits(cell_limits(grid, ReadCurve.from_dict(floors))))
     return 0
 
 

@@ -5,8 +5,9 @@ moves at the large-copy rate. Small steps cannot: a kernel that only reads S byt
 takes longer per byte the smaller S is (launch, ramp-up, tail), and the block top-k
 step is a chain of dependent kernels (scoring, top-k, attention, merge). A
 :class:`ReadCurve` holds what a pure streaming read kernel measured on the device
-(``benchmarks/explore/explore_floors.py``: ms to read S bytes, and one empty
-launch inside a CUDA graph); :func:`cell_limits` turns it into, per grid cell, the
+(:func:`measure_read_curve`, run by ``kinetics bench --grid`` beside the cells: ms
+to read S bytes, and one empty launch inside a CUDA graph); :func:`cell_limits`
+turns it into, per grid cell, the
 *floor* of the library's four-kernel block top-k step (its selection bytes and its
 attention bytes each read at the measured rate, plus two empty launches for the top-k
 and the merge) and the speedup and share of the byte roofline that floor would give
@@ -17,12 +18,17 @@ by faster kernels of the same structure. Times in ms, sizes in bytes.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kinetics.bench.grid import GridCell, GridSpec
+if TYPE_CHECKING:
+    from kinetics.bench.grid import GridSpec
+
+READ_SIZES = tuple(0.5e6 * 2 ** (i / 2) for i in range(25))  # bytes: 0.5 MB to 2 GB
+L2_SET_BYTES = 300e6  # each size cycles through copies adding up to more than this
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,18 @@ class ReadCurve:
             raise ValueError("read-curve sizes must be strictly ascending")
 
     @classmethod
-    def from_floors_json(cls, record: dict[str, Any]) -> ReadCurve:
-        """From the JSON of ``explore_floors.py`` (``read`` rows of ``mb``, ``read_ms``)."""
-        rows = sorted(record["read"], key=lambda r: r["mb"])
-        return cls(tuple(r["mb"] * 1e6 for r in rows), tuple(r["read_ms"] for r in rows),
-                   float(record["empty_launch_ms"]))
+    def from_dict(cls, record: dict[str, Any]) -> ReadCurve:
+        """From :meth:`to_dict`'s form, or from the JSON of
+        ``benchmarks/explore/explore_floors.py`` (``read`` rows of ``mb``, ``read_ms``)."""
+        if "read" in record:
+            rows = sorted(record["read"], key=lambda r: r["mb"])
+            return cls(tuple(r["mb"] * 1e6 for r in rows), tuple(r["read_ms"] for r in rows),
+                       float(record["empty_launch_ms"]))
+        return cls(tuple(map(float, record["sizes"])), tuple(map(float, record["ms"])),
+                   float(record["launch_ms"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sizes": list(self.sizes), "ms": list(self.ms), "launch_ms": self.launch_ms}
 
     def envelope(self) -> tuple[float, ...]:
         """Times made non-decreasing in size: reading S bytes is taken to cost no more than
@@ -112,7 +125,9 @@ def blocktopk_floor_ms(selection_bytes: float, attention_bytes: float, curve: Re
 def cell_limits(grid_record: dict[str, Any], curve: ReadCurve,
                 spec: GridSpec | None = None) -> list[CellLimit]:
     """A :class:`CellLimit` per cell of a ``kinetics bench --grid`` JSON record (cells
-    sized by ``spec``, default :class:`GridSpec`)."""
+    sized by ``spec``, default ``GridSpec()``)."""
+    from kinetics.bench.grid import GridCell, GridSpec
+
     spec = spec or GridSpec()
     out = []
     for c in grid_record["cells"]:
@@ -143,3 +158,58 @@ def format_limits(limits: Sequence[CellLimit], min_dense_ms: float = 0.1,
               f"{target_share:.0%} of the byte roofline measured, {reachable} where the floor "
               f"allows it."]
     return "\n".join(lines)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _read_ms(nbytes: float, sms: int) -> float:
+    """Median of three timings of the fastest read launch for ``nbytes`` (ms)."""
+    import torch
+
+    from kinetics.bench import _read_kernels as k
+    from kinetics.bench.timing import time_graph
+
+    copies = max(2, min(64, int(L2_SET_BYTES // nbytes) + 1))
+    bufs = [torch.ones(int(nbytes) // 2, dtype=torch.bfloat16, device="cuda")
+            for _ in range(copies)]
+    n = bufs[0].numel()
+    best: tuple[float, Any] = (math.inf, None)
+    for per_sm, block in itertools.product((2, 4, 8), (4096, 16384)):
+        programs = max(1, min(sms * per_sm, _cdiv(n, block)))
+        steps = _cdiv(_cdiv(n, block), programs)
+        out = torch.empty(programs, dtype=torch.float32, device="cuda")
+
+        def run(programs=programs, steps=steps, block=block, out=out, bufs=bufs, n=n):
+            for b in bufs:
+                k.read_kernel[(programs,)](b, out, n, steps, BLOCK=block, num_warps=8)
+        ms = time_graph(run, copies, repeats=20, warmup=3).ms
+        if ms < best[0]:
+            best = (ms, run)
+    again = [time_graph(best[1], copies, repeats=20, warmup=3).ms for _ in range(2)]
+    return sorted([best[0], *again])[1]
+
+
+def measure_read_curve(sizes: Sequence[float] = READ_SIZES,
+                       progress: Callable[[str], None] | None = None) -> ReadCurve:
+    """Time a pure streaming read of each size (bytes) on this GPU (needs CUDA and
+    triton): the fastest of 2/4/8 programs per SM x 8/32 KB blocks, then re-timed twice,
+    the median of the three kept; buffers cycle through copies past the L2 cache.
+    Plus one empty launch inside a CUDA graph."""
+    import torch
+
+    from kinetics.bench import _read_kernels as k
+    from kinetics.bench.timing import time_graph
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    times = []
+    for nbytes in sizes:
+        times.append(_read_ms(nbytes, sms))
+        torch.cuda.empty_cache()
+        if progress is not None:
+            progress(f"read floor {nbytes / 1e6:8.1f} MB: {times[-1] * 1e3:8.2f} us")
+    tiny = torch.empty(64, dtype=torch.float32, device="cuda")
+    launch = time_graph(lambda: [k.empty_kernel[(64,)](tiny) for _ in range(64)], 64,
+                        repeats=20, warmup=3).ms
+    return ReadCurve(tuple(float(s) for s in sizes), tuple(times), launch)

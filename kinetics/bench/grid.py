@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from kinetics.bench.decode import BenchConfig, _step_bytes, local_heads
+from kinetics.bench.floors import ReadCurve, cell_limits, format_limits
 from kinetics.errors import InputError
 from kinetics.models import get_model
 
@@ -58,6 +59,7 @@ class GridSpec:
     max_replicas: int = 8
     l2_multiple: float = 4.0
     check_kv_bytes: float = 2e9  # output vs reference only up to this dense KV size
+    measure_floors: bool = True  # the read floors (kinetics.bench.floors) in the same run
 
 
 @dataclass(frozen=True)
@@ -185,23 +187,30 @@ class GridResult:
     spec: GridSpec
     cells: list[CellResult] = field(default_factory=list)
     skipped: list[SkippedCell] = field(default_factory=list)
+    read_curve: ReadCurve | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "date": self.date, "versions": self.versions,
                 "copy_gbps": self.copy_gbps, "spec": asdict(self.spec),
                 "cells": [c.to_dict() for c in self.cells],
-                "skipped": [{**asdict(s.cell), "reason": s.reason} for s in self.skipped]}
+                "skipped": [{**asdict(s.cell), "reason": s.reason} for s in self.skipped],
+                "read_curve": self.read_curve.to_dict() if self.read_curve else None}
 
 
 def format_grid(result: GridResult) -> str:
-    """The grid as a plain-text table, skipped cells listed after it."""
+    """The grid as a plain-text table (with the read curve: ``floor``, the share of the
+    byte roofline the cell's floor allows), skipped cells listed after it, then (with
+    the read curve) how many cells meet 75% of the roofline and how many could."""
     v = result.versions
     lines = [f"{result.device}  {result.date}  copy {result.copy_gbps:.0f} GB/s  "
              + "  ".join(f"{k} {v[k]}" for k in sorted(v)),
              f"{'model':<10} {'ctx':>6} {'batch':>5} {'pages':>5} {'KV MB':>7} "
              f"{'dense ms':>9} {'of copy':>7} {'btk ms':>8} {'sel ms':>7} {'attn ms':>7} "
-             f"{'bitonic':>7} {'fi topk':>7} {'speedup':>7} {'roofline':>8} {'share':>6} ok"]
-    for r in result.cells:
+             f"{'bitonic':>7} {'fi topk':>7} {'speedup':>7} {'roofline':>8} {'share':>6} "
+             f"{'floor':>6} ok"]
+    limits = (cell_limits(result.to_dict(), result.read_curve, result.spec)
+              if result.read_curve else [None] * len(result.cells))
+    for r, limit in zip(result.cells, limits, strict=True):
         c = r.cell
         sel = r.selection_ms
         lines.append(
@@ -210,11 +219,14 @@ def format_grid(result: GridResult) -> str:
             f"{r.blocktopk_ms:>8.4f} {sel[r.topk_kernel]:>7.4f} {r.attention_ms:>7.4f} "
             f"{sel.get('bitonic', math.nan):>7.4f} {sel.get('flashinfer', math.nan):>7.4f} "
             f"{r.speedup:>6.2f}x {r.byte_roofline:>7.2f}x {r.share_of_roofline:>6.0%} "
+            f"{limit.floor_share if limit else math.nan:>6.0%} "
             f"{'ok' if r.checks_passed else 'FAIL ' + '; '.join(r.check_notes)}")
     for s in result.skipped:
         c = s.cell
         lines.append(f"skipped: {c.model} context {c.context} batch {c.batch_size} "
                      f"{c.topk_pages} pages: {s.reason}")
+    if result.read_curve:
+        lines.append(format_limits(limits).splitlines()[-1])
     return "\n".join(lines)
 
 
@@ -260,6 +272,7 @@ def run_grid(spec: GridSpec = GridSpec(), progress: Callable[[str], None] = prin
     import triton
 
     from kinetics.bench.decode import gpu_available
+    from kinetics.bench.floors import measure_read_curve
     from kinetics.bench.timing import copy_bandwidth
 
     ok, why = gpu_available()
@@ -271,6 +284,8 @@ def run_grid(spec: GridSpec = GridSpec(), progress: Callable[[str], None] = prin
         _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         {"torch": torch.__version__, "triton": triton.__version__,
          "flashinfer": flashinfer.__version__}, copy_bandwidth(), spec, skipped=skipped)
+    if spec.measure_floors:
+        result.read_curve = measure_read_curve(progress=progress)
     start = time.monotonic()
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     groups: dict[tuple, list[GridCell]] = {}

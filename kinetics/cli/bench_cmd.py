@@ -87,6 +87,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--time-budget", type=float, metavar="S",
                       help="list the cells not reached after S seconds as skipped")
     grid.add_argument("--plot", metavar="PATH", help="grid figure (PNG/PDF/SVG)")
+    grid.add_argument("--no-floors", action="store_true",
+                      help="skip the read floors (a pure read of 0.5 MB to 2 GB, ~15 s) that "
+                           "give each cell the share of the byte roofline its floor allows")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,7 +240,8 @@ def _run_grid(args: argparse.Namespace) -> int:
         contexts=tuple(positive_ints(args.grid_contexts, "--grid-contexts")),
         batch_sizes=tuple(positive_ints(args.grid_batches, "--grid-batches")),
         budgets=tuple(positive_ints(args.grid_budgets, "--grid-budgets")), page_size=args.page_size,
-        tp=args.tp, local_pages=args.local_pages, repeats=args.grid_repeats)
+        tp=args.tp, local_pages=args.local_pages, repeats=args.grid_repeats,
+        measure_floors=not args.no_floors)
     grid.grid_cells(spec)  # bad names and sizes are input errors, GPU or not
     ok, why = gpu_available()
     if not ok:

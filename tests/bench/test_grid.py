@@ -115,3 +115,17 @@ def test_figure_has_one_panel_per_model_and_budget(tmp_path):
     assert len(fig.axes[1].get_lines()) == 2 * 2  # batches 16, 64: speedup and roofline
     fig.savefig(tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_table_with_a_read_curve_adds_the_floor_share_and_the_count():
+    from kinetics.bench.floors import ReadCurve, cell_limits
+
+    result = _result()
+    result.read_curve = ReadCurve((1e6, 1e9), (0.002, 0.25), 0.001)
+    lines = grid.format_grid(result).splitlines()
+    floor_share = cell_limits(result.to_dict(), result.read_curve)[0].floor_share
+    assert lines[1].split()[-2:] == ["floor", "ok"]
+    assert lines[2].split()[-2] == f"{floor_share:.0%}"
+    assert lines[-1].startswith("3 cells with dense >= 0.1 ms:")
+    record = json.loads(json.dumps(result.to_dict()))
+    assert ReadCurve.from_dict(record["read_curve"]) == result.read_curve
