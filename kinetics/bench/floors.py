@@ -125,10 +125,13 @@ def blocktopk_floor_ms(selection_bytes: float, attention_bytes: float, curve: Re
 def cell_limits(grid_record: dict[str, Any], curve: ReadCurve,
                 spec: GridSpec | None = None) -> list[CellLimit]:
     """A :class:`CellLimit` per cell of a ``kinetics bench --grid`` JSON record (cells
-    sized by ``spec``, default ``GridSpec()``)."""
+    sized by ``spec``; default: the record's page size, tp and local pages)."""
     from kinetics.bench.grid import GridCell, GridSpec
 
-    spec = spec or GridSpec()
+    if spec is None:
+        sizes = grid_record.get("spec", {})
+        spec = GridSpec(**{k: sizes[k] for k in ("page_size", "tp", "local_pages")
+                           if k in sizes})
     out = []
     for c in grid_record["cells"]:
         cell = GridCell(c["model"], c["context"], c["batch_size"], c["topk_pages"])
