@@ -21,18 +21,27 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (1, 2):
         print("usage: python scripts/floor_limits.py GRID.json [FLOORS.json]", file=sys.stderr)
         return 2
-    with open(argv[0]) as fh:
-        grid = json.load(fh)
-    if len(argv) == 2:
-        with open(argv[1]) as fh:
-            curve = ReadCurve.from_dict(json.load(fh))
-    elif grid.get("read_curve"):
-        curve = ReadCurve.from_dict(grid["read_curve"])
-    else:
-        print(f"{argv[0]}: no read_curve (grid run with --no-floors or before them): "
-              "give FLOORS.json", file=sys.stderr)
+    try:
+        with open(argv[0]) as fh:
+            grid = json.load(fh)
+        if len(argv) == 2:
+            with open(argv[1]) as fh:
+                curve = ReadCurve.from_dict(json.load(fh))
+        elif grid.get("read_curve"):
+            curve = ReadCurve.from_dict(grid["read_curve"])
+        else:
+            print(f"{argv[0]}: no read_curve (grid run with --no-floors or before them): "
+                  "give FLOORS.json", file=sys.stderr)
+            return 2
+        text = format_limits(cell_limits(grid, curve))
+    except KeyError as exc:
+        print(f"floor_limits: {argv[-1]}: missing field {exc} (not a grid / floors record?)",
+              file=sys.stderr)
         return 2
-    print(format_limits(cell_limits(grid, curve)))
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"floor_limits: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(text)
     return 0
 
 

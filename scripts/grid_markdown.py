@@ -34,7 +34,7 @@ def tables(grid: dict) -> str:
         for b in budgets:
             head += [f"{b * page:,} tokens: ms (sel / attn)",
                      "speedup / roofline (share" + ("; floor)" if floor else ")")]
-        out += [f"**{model} tp 8.**", "", "| " + " | ".join(head) + " |",
+        out += [f"**{model} tp {grid['spec']['tp']}.**", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]
         for (context, batch), cells in sorted(rows.items()):
             first = next(iter(cells.values()))

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 READ_SIZES = tuple(0.5e6 * 2 ** (i / 2) for i in range(25))  # bytes: 0.5 MB to 2 GB
 L2_SET_BYTES = 300e6  # each size cycles through copies adding up to more than this
+MAX_COPIES = 1024  # (so from 0.3 MB up every read comes from HBM)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class ReadCurve:
             raise ValueError("a read curve needs at least two (size, ms) points")
         if any(b <= a for a, b in zip(self.sizes, self.sizes[1:], strict=False)):
             raise ValueError("read-curve sizes must be strictly ascending")
+        if self.sizes[0] <= 0 or min(self.ms) <= 0 or self.launch_ms < 0:
+            raise ValueError("read-curve sizes and times must be positive")
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> ReadCurve:
@@ -174,7 +177,7 @@ def _read_ms(nbytes: float, sms: int) -> float:
     from kinetics.bench import _read_kernels as k
     from kinetics.bench.timing import time_graph
 
-    copies = max(2, min(64, int(L2_SET_BYTES // nbytes) + 1))
+    copies = max(2, min(MAX_COPIES, int(L2_SET_BYTES // nbytes) + 1))
     bufs = [torch.ones(int(nbytes) // 2, dtype=torch.bfloat16, device="cuda")
             for _ in range(copies)]
     n = bufs[0].numel()

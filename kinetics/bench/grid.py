@@ -198,8 +198,8 @@ class GridResult:
 
 
 def format_grid(result: GridResult) -> str:
-    """The grid as a plain-text table (with the read curve: ``floor``, the share of the
-    byte roofline the cell's floor allows), skipped cells listed after it, then (with
+    """The grid as a plain-text table (``@floor``: the share of the byte roofline the
+    cell's floor allows, ``-`` without a read curve), skipped cells listed after it, then (with
     the read curve) how many cells meet 75% of the roofline and how many could."""
     v = result.versions
     lines = [f"{result.device}  {result.date}  copy {result.copy_gbps:.0f} GB/s  "
@@ -207,7 +207,7 @@ def format_grid(result: GridResult) -> str:
              f"{'model':<10} {'ctx':>6} {'batch':>5} {'pages':>5} {'KV MB':>7} "
              f"{'dense ms':>9} {'of copy':>7} {'btk ms':>8} {'sel ms':>7} {'attn ms':>7} "
              f"{'bitonic':>7} {'fi topk':>7} {'speedup':>7} {'roofline':>8} {'share':>6} "
-             f"{'floor':>6} ok"]
+             f"{'@floor':>6} ok"]
     limits = (cell_limits(result.to_dict(), result.read_curve, result.spec)
               if result.read_curve else [None] * len(result.cells))
     for r, limit in zip(result.cells, limits, strict=True):
@@ -219,7 +219,7 @@ def format_grid(result: GridResult) -> str:
             f"{r.blocktopk_ms:>8.4f} {sel[r.topk_kernel]:>7.4f} {r.attention_ms:>7.4f} "
             f"{sel.get('bitonic', math.nan):>7.4f} {sel.get('flashinfer', math.nan):>7.4f} "
             f"{r.speedup:>6.2f}x {r.byte_roofline:>7.2f}x {r.share_of_roofline:>6.0%} "
-            f"{limit.floor_share if limit else math.nan:>6.0%} "
+            f"{f'{limit.floor_share:.0%}' if limit else '-':>6} "
             f"{'ok' if r.checks_passed else 'FAIL ' + '; '.join(r.check_notes)}")
     for s in result.skipped:
         c = s.cell

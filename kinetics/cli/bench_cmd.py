@@ -88,8 +88,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="list the cells not reached after S seconds as skipped")
     grid.add_argument("--plot", metavar="PATH", help="grid figure (PNG/PDF/SVG)")
     grid.add_argument("--no-floors", action="store_true",
-                      help="skip the read floors (a pure read of 0.5 MB to 2 GB, ~15 s) that "
-                           "give each cell the share of the byte roofline its floor allows")
+                      help="with --grid: skip measuring the read floors (~15 s: a pure read "
+                           "of 0.5 MB to 2 GB and an empty launch, which give each cell the "
+                           "share of the byte roofline its floor allows, column @floor); "
+                           "that column is then '-'")
 
 
 def run(args: argparse.Namespace) -> int:

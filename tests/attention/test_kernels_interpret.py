@@ -61,6 +61,7 @@ CASES = [  # seed, lens (tokens), kv heads, group, page size, topk pages, local 
     (0, [300, 517, 129], 2, 2, 16, 8, 2, 2, 2),
     (1, [100, 200], 1, 4, 8, 12, 1, 2, 4),  # 12 pages = 2 splits x 2 tiles of 4, 4 unused
     (2, [160, 177, 250, 199], 1, 8, 16, 5, 1, 1, 4),  # group 8, one split, partial tiles
+    (3, [96, 140], 2, 5, 16, 4, 1, 2, 2),  # group 5 (Qwen3-14B at tp 8): not a power of two
 ]
 
 

@@ -57,6 +57,10 @@ def test_bad_curves_are_rejected():
         _curve([(1e6, 0.001)])
     with pytest.raises(ValueError, match="ascending"):
         _curve([(2e6, 0.001), (1e6, 0.002)])
+    with pytest.raises(ValueError, match="positive"):
+        _curve([(1e6, 0.0), (2e6, 0.002)])
+    with pytest.raises(ValueError, match="positive"):
+        _curve([(1e6, 0.001), (2e6, 0.002)], launch=-1.0)
 
 
 @given(curve=curves())
@@ -94,6 +98,8 @@ def test_cell_floor_is_its_two_reads_and_two_launches():
     # Qwen3-8B tp 8: 4 q heads, 1 KV head, head_dim 128; 1,024 pages of 16, 64 kept
     selection = 64 * 1 * (1024 - 1) * (128 * 2 + 4)  # page means + page table
     attention = 2 * 64 * 1 * 64 * 16 * 128 * 2 + 2 * 64 * 4 * 128 * 2  # K/V + q, out
+    parts = grid.GridCell("qwen3-8b", 16384, 64, 64).blocktopk_parts(grid.GridSpec())
+    assert parts == (selection, attention)
     expected = curve.floor_ms(selection) + curve.floor_ms(attention) + 2 * 0.001
     assert limit.floor_ms == pytest.approx(expected, rel=1e-12)
     assert limit.budget_tokens == 1024

@@ -121,11 +121,18 @@ def test_table_with_a_read_curve_adds_the_floor_share_and_the_count():
     from kinetics.bench.floors import ReadCurve, cell_limits
 
     result = _result()
-    result.read_curve = ReadCurve((1e6, 1e9), (0.002, 0.25), 0.001)
+    curve = ReadCurve((1e6, 1e9), (0.002, 0.25), 0.001)
+    assert grid.format_grid(result).splitlines()[2].split()[-2] == "-"  # no curve yet
+    result.read_curve = curve
     lines = grid.format_grid(result).splitlines()
-    floor_share = cell_limits(result.to_dict(), result.read_curve)[0].floor_share
-    assert lines[1].split()[-2:] == ["floor", "ok"]
-    assert lines[2].split()[-2] == f"{floor_share:.0%}"
+    # first cell: Qwen3-8B tp 8 (1 KV head, 4 q heads), 16k, batch 64, 64 of 1,024 pages
+    selection = 64 * (1024 - 1) * (128 * 2 + 4)
+    attention = 2 * 64 * 64 * 16 * 128 * 2 + 2 * 64 * 4 * 128 * 2
+    floor_ms = curve.floor_ms(selection) + curve.floor_ms(attention) + 2 * 0.001
+    cell = result.cells[0]
+    assert lines[1].split()[-2:] == ["@floor", "ok"]
+    assert lines[2].split()[-2] == f"{cell.dense_ms / floor_ms / cell.byte_roofline:.0%}"
     assert lines[-1].startswith("3 cells with dense >= 0.1 ms:")
+    assert cell_limits(result.to_dict(), curve)[0].floor_ms == pytest.approx(floor_ms)
     record = json.loads(json.dumps(result.to_dict()))
     assert ReadCurve.from_dict(record["read_curve"]) == result.read_curve
