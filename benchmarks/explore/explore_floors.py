@@ -20,7 +20,10 @@ that the set exceeds the L2 cache, so each read comes from HBM.
   4-kernel step that reads exactly its bytes; and the 8B tp-8 shard's four
   projection weights (6.3, 4.2, 25.2, 12.6 MB) as four dependent reads: the floor of
   the decoder layer's GEMMs as four kernels.
-Writes OUT_DIR/explore-floors.{json,txt}.
+Writes OUT_DIR/explore-floors.{json,txt}. (The interleaved read and the empty launch
+are the library's, kinetics.bench._read_kernels; the runs of 2026-11-30 used copies of
+them. The library's own curve, kinetics.bench.floors.measure_read_curve, cycles up to
+1,024 copies where this script cycles at most 64.)
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kinetics.bench._read_kernels import empty_kernel as _empty_kernel
+from kinetics.bench._read_kernels import read_kernel as _read_strided_kernel
 from kinetics.bench.timing import copy_bandwidth, time_graph
 
 MB = 1_000_000
@@ -49,21 +54,6 @@ def _read_kernel(x_ptr, out_ptr, n, chunk, BLOCK: tl.constexpr):
         idx = start + off + tl.arange(0, BLOCK)
         acc += tl.load(x_ptr + idx, mask=idx < n, other=0.0).to(tl.float32)
     tl.store(out_ptr + tl.program_id(0), tl.sum(acc, axis=0))
-
-
-@triton.jit
-def _read_strided_kernel(x_ptr, out_ptr, n, steps, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for i in range(0, steps):
-        idx = (i * tl.num_programs(0) + pid).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        acc += tl.load(x_ptr + idx, mask=idx < n, other=0.0).to(tl.float32)
-    tl.store(out_ptr + pid, tl.sum(acc, axis=0))
-
-
-@triton.jit
-def _empty_kernel(out_ptr):
-    tl.store(out_ptr + tl.program_id(0), 0.0)
 
 
 def _buffers(nbytes: float) -> list[torch.Tensor]:
