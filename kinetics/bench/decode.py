@@ -200,6 +200,29 @@ class FixedSlotAttend:
         return self.cached(q)
 
 
+def random_paged_attend(method: str, batch: int, q_heads: int, kv_heads: int, head_dim: int,
+                        context: int, page_size: int, topk_pages: int, *, dtype, device,
+                        seed: int = 0, local_pages: int = 1,
+                        use_tensor_cores: bool = True) -> FixedSlotAttend:
+    """A :class:`FixedSlotAttend` for one shard's heads: its own paged cache of
+    ``context`` random tokens per request (``PagedKVCache.random``, ``seed``) and the
+    ``method`` decoder of :func:`make_decoder` (``topk_pages`` pages of ``page_size``
+    tokens for block top-k). Used by the layer, model and tensor-parallel benchmarks."""
+    import torch
+
+    from kinetics.attention.cache import PagedKVCache
+
+    if context < 1:
+        raise InputError("the paged attention needs context >= 1")
+    cache = PagedKVCache.random(batch, kv_heads, head_dim, context, page_size=page_size,
+                                dtype=dtype, device=device, seed=seed)
+    cfg = BenchConfig(context=context, batch_size=batch, page_size=page_size,
+                      topk_pages=topk_pages, local_pages=local_pages,
+                      use_tensor_cores=use_tensor_cores)
+    out = torch.empty(batch, q_heads, head_dim, dtype=dtype, device=device)
+    return FixedSlotAttend(cache, make_decoder(method, cache, q_heads, cfg), out)
+
+
 def layer_step_fn(layer, impl: str) -> Callable:
     """``step(hidden, attend, positions) -> output`` of ``layer`` (one of LAYER_IMPLS)."""
     from kinetics.model.fused import fused_layer_step
@@ -385,21 +408,28 @@ class MethodTiming:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def measure_method(method: str, decoders: list, w: DecodeWorkload, cfg: BenchConfig,
-                   copy_gbps: float) -> MethodTiming:
-    """Time ``decoders`` (one per replica) as CUDA graphs of 2 rounds over the replicas."""
+def time_steps(w: DecodeWorkload, decoders: list, cfg: BenchConfig, only: str | None = None,
+               layer_impl: str = "fused"):
+    """Time ``decoders`` (one per replica) as a CUDA graph of 2 rounds over the replicas
+    (:func:`decode_steps`; ``only`` as there): a ``GraphTiming``, ms per step."""
     from kinetics.bench.timing import time_graph
 
     rounds = 2
-    steps = rounds * cfg.replicas
-    t = time_graph(decode_steps(w, decoders, rounds, layer_impl=cfg.layer_impl), steps,
-                   cfg.repeats)
+    return time_graph(decode_steps(w, decoders, rounds, only, layer_impl),
+                      rounds * cfg.replicas, cfg.repeats)
+
+
+def measure_method(method: str, decoders: list, w: DecodeWorkload, cfg: BenchConfig,
+                   copy_gbps: float) -> MethodTiming:
+    """The full step of ``decoders`` timed (:func:`time_steps`), its bytes and rates;
+    block top-k attention alone also times its selection and attention launches."""
+    t = time_steps(w, decoders, cfg, layer_impl=cfg.layer_impl)
     nbytes = _step_bytes(cfg, w.q_heads, w.kv_heads, w.head_dim, method, w.weight_bytes)
     rate = nbytes.total / (t.ms * 1e-3) / 1e9
     parts: dict[str, float] = {}
     if method != "dense" and w.layer is None:
-        sel = time_graph(decode_steps(w, decoders, rounds, "select"), steps, cfg.repeats).ms
-        att = time_graph(decode_steps(w, decoders, rounds, "attend"), steps, cfg.repeats).ms
+        sel = time_steps(w, decoders, cfg, "select").ms
+        att = time_steps(w, decoders, cfg, "attend").ms
         parts = dict(selection_ms=sel, sparse_attention_ms=att,
                      selection_gbytes_per_s=nbytes.selection / (sel * 1e-3) / 1e9,
                      sparse_attention_gbytes_per_s=(nbytes.kv + nbytes.io) / (att * 1e-3) / 1e9)

@@ -311,8 +311,7 @@ def run_grid(spec: GridSpec = GridSpec(), progress: Callable[[str], None] = prin
 def _run_group(group: list[GridCell], spec: GridSpec, l2: float, copy_gbps: float
                ) -> list[CellResult]:
     """The cells of one (model, context, batch): one workload, dense timed once."""
-    from kinetics.bench.decode import build_workload, check_method, make_decoder
-    from kinetics.bench.timing import time_graph
+    from kinetics.bench.decode import build_workload, check_method, make_decoder, time_steps
 
     dense_bytes = group[0].step_bytes(spec)[0]
     reps = max(replicas_for(dense_bytes, c.step_bytes(spec)[1], spec, l2) for c in group)
@@ -321,7 +320,7 @@ def _run_group(group: list[GridCell], spec: GridSpec, l2: float, copy_gbps: floa
     compare = dense_bytes <= spec.check_kv_bytes
     decoders = [make_decoder("dense", c, w.q_heads, cfg) for c in w.caches]
     dense_check = check_method("dense", decoders[0], w, cfg, compare_output=compare)
-    dense_ms = _time(decoders, w, cfg, None, time_graph)
+    dense_ms = time_steps(w, decoders, cfg).ms
     del decoders
     out = []
     for cell in group:
@@ -336,8 +335,7 @@ def _run_blocktopk(cell: GridCell, cfg: BenchConfig, w, spec: GridSpec, dense_ms
     """One budget of a group: both top-k kernels' selection, the default's full step."""
     from kinetics.attention.decode import build_blocktopk_decode
     from kinetics.attention.select import default_topk
-    from kinetics.bench.decode import check_method
-    from kinetics.bench.timing import time_graph
+    from kinetics.bench.decode import check_method, time_steps
 
     dense_bytes, sparse_bytes = cell.step_bytes(spec)
     chosen = default_topk(w.caches[0].page_table.shape[1])
@@ -351,19 +349,11 @@ def _run_blocktopk(cell: GridCell, cfg: BenchConfig, w, spec: GridSpec, dense_ms
         if not check.passed:
             notes.append(f"{kernel}: written={check.all_written} rel err {check.rel_err:.2e} "
                          f"selection ok={check.selection.passed}")
-        selection[kernel] = _time(decoders, w, cfg, "select", time_graph)
+        selection[kernel] = time_steps(w, decoders, cfg, "select").ms
         if kernel == chosen:
-            attention_ms = _time(decoders, w, cfg, "attend", time_graph)
-            full_ms = _time(decoders, w, cfg, None, time_graph)
+            attention_ms = time_steps(w, decoders, cfg, "attend").ms
+            full_ms = time_steps(w, decoders, cfg).ms
         del decoders
     return CellResult(cell, cfg.replicas, dense_bytes, sparse_bytes, dense_ms,
                       dense_bytes / (dense_ms * 1e-3) / 1e9 / copy_gbps, chosen, selection,
                       attention_ms, full_ms, not notes, tuple(notes))
-
-
-def _time(decoders: list, w, cfg: BenchConfig, only: str | None, time_graph) -> float:
-    from kinetics.bench.decode import decode_steps
-
-    rounds = 2
-    return time_graph(decode_steps(w, decoders, rounds, only), rounds * cfg.replicas,
-                      cfg.repeats).ms

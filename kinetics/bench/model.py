@@ -76,21 +76,14 @@ class CapturedStep:
 def layer_attend(layer, method: str, batch: int, context: int, page_size: int,
                  topk_pages: int, seed: int = 0):
     """A paged attend for one layer shard: its own cache of ``context`` random tokens
-    for the layer's KV heads, and the ``method`` decoder (kinetics.bench.decode)."""
-    import torch
+    for the layer's KV heads (seed offset by its first KV head), and the ``method``
+    decoder (:func:`kinetics.bench.decode.random_paged_attend`)."""
+    from kinetics.bench.decode import random_paged_attend
 
-    from kinetics.attention.cache import PagedKVCache
-    from kinetics.bench.decode import BenchConfig, FixedSlotAttend, make_decoder
-
-    cfg = BenchConfig(model=layer.model.name, context=context, batch_size=batch,
-                      page_size=page_size, topk_pages=topk_pages)
-    device = layer.qkv_proj.device
-    cache = PagedKVCache.random(batch, layer.local_kv_heads, layer.head_dim, context,
-                                page_size=page_size, dtype=layer.dtype, device=device,
-                                seed=seed + layer.kv_head_start)
-    out = torch.empty(batch, layer.local_q_heads, layer.head_dim, dtype=layer.dtype,
-                      device=device)
-    return FixedSlotAttend(cache, make_decoder(method, cache, layer.local_q_heads, cfg), out)
+    return random_paged_attend(method, batch, layer.local_q_heads, layer.local_kv_heads,
+                               layer.head_dim, context, page_size, topk_pages,
+                               dtype=layer.dtype, device=layer.qkv_proj.device,
+                               seed=seed + layer.kv_head_start)
 
 
 def model_attends(model, method: str, batch: int, context: int, page_size: int,

@@ -115,23 +115,13 @@ def paged_attend_factory(method: str, page_size: int, topk_pages: int, *, local_
 
     def factory(local_q_heads: int, local_kv_heads: int, head_dim: int, batch_size: int,
                 context: int, device, dtype, *, kv_head_start: int = 0):
-        import torch
+        from kinetics.bench.decode import random_paged_attend
 
-        from kinetics.attention.cache import PagedKVCache
-        from kinetics.attention.decode import FlashinferDenseDecode, build_blocktopk_decode
-        from kinetics.bench.decode import FixedSlotAttend
-
-        if context < 1:
-            raise InputError("the paged attention needs context >= 1")
-        cache = PagedKVCache.random(batch_size, local_kv_heads, head_dim, context,
-                                    page_size=page_size, dtype=dtype, device=device,
-                                    seed=seed + kv_head_start)
-        if method == "dense":
-            decode = FlashinferDenseDecode(cache, local_q_heads, use_tensor_cores)
-        else:
-            decode = build_blocktopk_decode(cache, local_q_heads, topk_pages, local_pages)
-        out = torch.empty(batch_size, local_q_heads, head_dim, dtype=dtype, device=device)
-        return FixedSlotAttend(cache, decode, out)
+        return random_paged_attend(method, batch_size, local_q_heads, local_kv_heads,
+                                   head_dim, context, page_size, topk_pages, dtype=dtype,
+                                   device=device, seed=seed + kv_head_start,
+                                   local_pages=local_pages,
+                                   use_tensor_cores=use_tensor_cores)
 
     factory.label = f"paged {method}"  # type: ignore[attr-defined]
     return factory

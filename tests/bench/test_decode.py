@@ -237,3 +237,16 @@ def test_bench_never_replaces_a_users_file(argv, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already exists" in err[0] and "--force" in err[0]
     assert mine.read_text() == "user data\n"
+
+
+def test_random_paged_attend_rejects_bad_input_before_any_gpu_work():
+    torch = pytest.importorskip("torch")
+    from kinetics.bench.decode import random_paged_attend
+    from kinetics.errors import InputError
+
+    with pytest.raises(InputError, match="context >= 1"):
+        random_paged_attend("dense", 2, 4, 1, 64, 0, 16, 4, dtype=torch.float32,
+                            device="cpu")
+    with pytest.raises(InputError, match="unknown method"):
+        random_paged_attend("sparse", 2, 4, 1, 64, 64, 16, 4, dtype=torch.float32,
+                            device="cpu")
