@@ -166,13 +166,10 @@ def format_limits(limits: Sequence[CellLimit], min_dense_ms: float = 0.1,
     return "\n".join(lines)
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _read_ms(nbytes: float, sms: int) -> float:
     """Median of three timings of the fastest read launch for ``nbytes`` (ms)."""
     import torch
+    import triton
 
     from kinetics.bench import _read_kernels as k
     from kinetics.bench.timing import time_graph
@@ -183,8 +180,8 @@ def _read_ms(nbytes: float, sms: int) -> float:
     n = bufs[0].numel()
     best: tuple[float, Any] = (math.inf, None)
     for per_sm, block in itertools.product((2, 4, 8), (4096, 16384)):
-        programs = max(1, min(sms * per_sm, _cdiv(n, block)))
-        steps = _cdiv(_cdiv(n, block), programs)
+        programs = max(1, min(sms * per_sm, triton.cdiv(n, block)))
+        steps = triton.cdiv(triton.cdiv(n, block), programs)
         out = torch.empty(programs, dtype=torch.float32, device="cuda")
 
         def run(programs=programs, steps=steps, block=block, out=out, bufs=bufs, n=n):

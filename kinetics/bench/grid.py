@@ -77,21 +77,20 @@ class GridCell:
                            attention_only=True, local_pages=spec.local_pages,
                            replicas=replicas, repeats=spec.repeats)
 
-    def step_bytes(self, spec: GridSpec) -> tuple[float, float]:
-        """(dense, block top-k) bytes one decode step moves (attention only)."""
-        cfg = self.config(spec)
+    def _bytes(self, spec: GridSpec, method: str):
+        """The byte breakdown of one decode step of ``method`` (attention only)."""
         model = get_model(self.model)
         hq, hkv = local_heads(model, spec.tp)
-        return (_step_bytes(cfg, hq, hkv, model.head_dim, "dense", 0.0).total,
-                _step_bytes(cfg, hq, hkv, model.head_dim, "blocktopk", 0.0).total)
+        return _step_bytes(self.config(spec), hq, hkv, model.head_dim, method, 0.0)
+
+    def step_bytes(self, spec: GridSpec) -> tuple[float, float]:
+        """(dense, block top-k) bytes one decode step moves (attention only)."""
+        return self._bytes(spec, "dense").total, self._bytes(spec, "blocktopk").total
 
     def blocktopk_parts(self, spec: GridSpec) -> tuple[float, float]:
         """(selection, attention) bytes of the block top-k step: page means and page
         table read by the scoring; selected K/V, q and output of the attention."""
-        cfg = self.config(spec)
-        model = get_model(self.model)
-        hq, hkv = local_heads(model, spec.tp)
-        b = _step_bytes(cfg, hq, hkv, model.head_dim, "blocktopk", 0.0)
+        b = self._bytes(spec, "blocktopk")
         return b.selection, b.kv + b.io
 
 
