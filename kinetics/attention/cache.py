@@ -175,6 +175,39 @@ class PagedKVCache:
         self.seq_lens += 1
         self._refresh_means(rows.cpu())
 
+    def extend(self, request: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Append ``T`` tokens to one request: ``k``, ``v`` are ``[T, kv_heads, head_dim]``
+        (a prefill). Takes pages from the pool as needed and updates the page mean of
+        every page written."""
+        import torch
+
+        expected = (self.num_kv_heads, self.head_dim)
+        if k.dim() != 3 or tuple(k.shape[1:]) != expected or k.shape != v.shape:
+            raise InputError(f"extend takes k and v of shape [tokens, {expected[0]}, "
+                             f"{expected[1]}]")
+        if not 0 <= request < self.batch_size:
+            raise InputError(f"request {request} is not in 0..{self.batch_size - 1}")
+        n, t, ps = int(self.seq_lens[request]), k.shape[0], self.page_size
+        if t == 0:
+            return
+        if n + t > self.max_pages_per_request * ps:
+            raise InputError(f"request {request} cannot hold {n + t} tokens")
+        first_new_page, last_page = -(-n // ps), (n + t - 1) // ps
+        if last_page - first_new_page + 1 > len(self._free):
+            raise InputError("the page pool is exhausted")
+        for page in range(first_new_page, last_page + 1):
+            self.page_table[request, page] = self._free.pop()
+        pos = torch.arange(n, n + t, device=self.device)
+        phys = self.page_table[request, pos // ps].long()
+        slot = pos % ps
+        self.k_pages[phys, :, slot] = k.to(device=self.device, dtype=self.dtype)
+        self.v_pages[phys, :, slot] = v.to(device=self.device, dtype=self.dtype)
+        self.seq_lens[request] = n + t
+        pages = torch.arange(n // ps, last_page + 1, device=self.device)
+        counts = (torch.clamp(n + t - pages * ps, max=ps)).to(torch.float32)
+        req = torch.full_like(pages, request)
+        self._page_means(req, pages, counts)
+
     # ---------------------------------------------------------------- reading
     def _page_means(self, req: torch.Tensor, page: torch.Tensor, counts: torch.Tensor
                     ) -> None:

@@ -1,0 +1,41 @@
+"""Next-token choice from logits: greedy or temperature + top-p by inverse CDF.
+
+Pure torch: each row's token depends only on its own logits and its own uniform draw,
+so a sample's tokens do not depend on which rows share its batch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+def next_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None, temperature: float,
+                top_p: float) -> torch.Tensor:
+    """Token ids ``[B]`` (int64) from float logits ``[B, V]``.
+
+    ``temperature == 0`` takes the arg-max (lowest id on ties) and ignores ``uniforms``.
+    Otherwise the softmax of ``logits / temperature`` (in float64) is cut to the
+    smallest set of most likely tokens whose mass reaches ``top_p`` (at least one
+    token; ties ordered by id), renormalised, and row ``b`` takes the first token whose
+    cumulative mass exceeds ``uniforms[b] * kept mass``; ``uniforms`` are in [0, 1).
+    """
+    import torch
+
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    if uniforms is None:
+        raise ValueError("sampling at temperature > 0 needs one uniform draw per row")
+    probs = torch.softmax(logits.to(torch.float64) / temperature, dim=-1)
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+    cum = sorted_probs.cumsum(dim=-1)
+    keep = (cum - sorted_probs) < top_p  # the mass before a token is under top_p
+    keep[:, 0] = True
+    kept = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+    kept_cum = kept.cumsum(dim=-1)
+    target = uniforms.to(torch.float64)[:, None] * kept_cum[:, -1:]
+    pos = (kept_cum <= target).sum(dim=-1, keepdim=True)
+    pos = torch.minimum(pos, keep.sum(dim=-1, keepdim=True) - 1)
+    return order.gather(-1, pos).squeeze(-1)
