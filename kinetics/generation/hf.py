@@ -18,7 +18,6 @@ row until then; their tokens are discarded). Each sample draws its uniforms from
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
