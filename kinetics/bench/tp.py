@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kinetics.bench.spec import DecodeSpec, layer_attend
+from kinetics.bench.spec import DecodeSpec, check_methods, layer_attend
 from kinetics.bench.timing import time_graph, time_replays
 from kinetics.errors import InputError
 from kinetics.model.capture import LAYER_IMPLS, layer_step_fn
@@ -120,16 +120,16 @@ def tp_layer_timing(spec: DecodeSpec, method: str, rank: int, group, device, *,
 
     from kinetics.model.layer import ShardedDecoderLayer
 
+    cuda = device.type == "cuda"
+    if not cuda and check_methods((method,)) != ("dense",):
+        raise InputError("no GPU here: the CPU tensor-parallel layer runs --method dense only "
+                         "(gloo, torch attention); block top-k needs a GPU")
     model = spec.validate((method,))
     if layer_impl not in LAYER_IMPLS:
         raise InputError(f"unknown layer implementation '{layer_impl}' (choose from "
                          f"{', '.join(LAYER_IMPLS)})")
     if repeats < 1 or inner < 1:
         raise InputError(f"repeats and inner steps must be >= 1, got {repeats}, {inner}")
-    cuda = device.type == "cuda"
-    if not cuda and method != "dense":
-        raise InputError("no GPU here: the CPU tensor-parallel layer runs --method dense only "
-                         "(gloo, torch attention); block top-k needs a GPU")
     dtype = torch.bfloat16 if cuda else torch.float32
     hidden = torch.randn(spec.batch_size, model.hidden_size,
                          generator=torch.Generator().manual_seed(spec.seed)).to(device, dtype)
