@@ -16,8 +16,7 @@ import pytest
 
 from kinetics.bench import spec as bench_spec
 from kinetics.bench.spec import DecodeSpec
-from kinetics.cli import build_parser, main
-from kinetics.cli import bench_cmd
+from kinetics.cli import bench_cmd, build_parser, main
 from kinetics.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
