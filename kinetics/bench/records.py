@@ -22,6 +22,7 @@ from kinetics.errors import InputError
 
 KINDS: tuple[str, ...] = ("grid", "decode", "model", "tp", "gate", "read-curve", "e2e")
 SHORT_TOPK = {"bitonic": "bi", "flashinfer": "fl"}
+E2E_IMPLS = ("fused", "fused-tc")  # the fused layer's rows in e2e records
 
 
 def record_kind(record: Any, path: str = "record") -> str:
@@ -126,10 +127,10 @@ def step_cells(record: dict[str, Any]) -> list[StepCell]:
                 for m, t in record["methods"].items()]
     elif kind in ("model", "tp"):
         rows = [(r, r["ms"] if kind == "model" else r["step_ms"]) for r in record["rows"]]
-    elif kind == "e2e":  # the fused rows of each section
+    elif kind == "e2e":  # the fused rows of each section ("-tc": tensor-core dense)
         rows = [(r, r["ms"]) for key, value in record.items()
                 if key.startswith(("layer_b", "model")) and isinstance(value, list)
-                for r in value if isinstance(r, dict) and r.get("impl") == "fused"]
+                for r in value if isinstance(r, dict) and r.get("impl") in E2E_IMPLS]
     out = []
     for row, ms in rows:
         batch = row.get("batch_size", row.get("batch"))
