@@ -168,7 +168,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--plot", metavar="PATH",
                       help="figure (PNG/PDF/SVG) of --grid or of --from-json")
     grid.add_argument("--no-floors", action="store_true",
-                      help="skip measuring the read floors (~15 s: a pure read of 0.5 MB to "
+                      help="skip measuring the read floors (a pure read of 0.5 MB to "
                            "2 GB and an empty launch, which give each cell the share of the "
                            "byte roofline its floor allows, column @floor); that column is "
                            "then '-'")
