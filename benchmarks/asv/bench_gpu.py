@@ -30,7 +30,7 @@ class DecodeGrid:
 
     def setup_cache(self):
         try:
-            from kinetics.bench.decode import gpu_available
+            from kinetics.bench.spec import gpu_available
 
             from kinetics.bench.grid import run_grid
         except ImportError as exc:  # torch missing
