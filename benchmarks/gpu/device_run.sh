@@ -97,12 +97,13 @@ elif [ "$mode" = e2e ]; then
     echo "== cost model"; cat "$OUT/cost.txt"
 elif [ "$mode" = check ]; then
     read -r model context batch budget <<<"${CELL:-qwen3-8b 16384 64 1024}"
-    bench --grid --grid-models "$model" --grid-contexts "$context" --grid-batches "$batch" \
-        --grid-budget-tokens "$budget" --no-floors --json-out "$OUT/grid-one-cell.json" \
-        >"$OUT/grid-one-cell.txt" 2>&1
+    timeout "${GRID_S:-150}" python3 -m kinetics bench --grid --grid-models "$model" \
+        --grid-contexts "$context" --grid-batches "$batch" --grid-budget-tokens "$budget" \
+        --no-floors --json-out "$OUT/grid-one-cell.json" >"$OUT/grid-one-cell.txt" 2>&1
     status=$?
-    timeout "${TESTS_S:-300}" python3 -m pytest -m gpu tests -q -p no:cacheprovider \
-        ${TESTS_K:+-k "$TESTS_K"} >"$OUT/pytest-gpu.log" 2>&1
+    # the benchmarks' own GPU tests first, then the rest of the GPU suite
+    timeout "${TESTS_S:-300}" python3 -m pytest -m gpu tests/bench tests/model tests \
+        -q -p no:cacheprovider ${TESTS_K:+-k "$TESTS_K"} >"$OUT/pytest-gpu.log" 2>&1
     status=$((status | $?))
     echo "== tests"; grep -E "passed|failed|FAILED|Error|SKIPPED" "$OUT/pytest-gpu.log" | tail -15
     echo "== one-cell grid"; cat "$OUT/grid-one-cell.txt"
