@@ -124,6 +124,14 @@ def blocktopk_floor_ms(selection_bytes: float, attention_bytes: float, curve: Re
             + launches * curve.launch_ms)
 
 
+def spec_floor_ms(spec: DecodeSpec, curve: ReadCurve, launches: int = 2) -> float:
+    """Floor of the block top-k attention step of ``spec``: :func:`blocktopk_floor_ms`
+    of its selection and attention bytes (:meth:`DecodeSpec.step_bytes
+    <kinetics.bench.spec.DecodeSpec.step_bytes>`)."""
+    nbytes = spec.step_bytes("blocktopk")
+    return blocktopk_floor_ms(nbytes.selection, nbytes.attention, curve, launches)
+
+
 def cell_limits(grid_record: dict[str, Any], curve: ReadCurve) -> list[CellLimit]:
     """A :class:`CellLimit` per cell of a ``kinetics bench --grid`` JSON record, each
     cell's bytes from its :class:`~kinetics.bench.spec.DecodeSpec` (the record's page
@@ -135,11 +143,9 @@ def cell_limits(grid_record: dict[str, Any], curve: ReadCurve) -> list[CellLimit
     for c in grid_record["cells"]:
         cell = DecodeSpec(model=c["model"], context=c["context"], batch_size=c["batch_size"],
                           topk_pages=c["topk_pages"], **base)
-        nbytes = cell.step_bytes("blocktopk")
         out.append(CellLimit(cell.model_name, cell.context, cell.batch_size,
                              cell.budget_tokens, c["dense_ms"], c["blocktopk_ms"],
-                             blocktopk_floor_ms(nbytes.selection, nbytes.attention, curve),
-                             c["dense_bytes"] / c["blocktopk_bytes"]))
+                             spec_floor_ms(cell, curve), c["dense_bytes"] / c["blocktopk_bytes"]))
     return out
 
 

@@ -104,6 +104,9 @@ def test_cell_floor_is_its_two_reads_and_two_launches():
     assert (parts.selection, parts.attention) == (selection, attention)
     expected = curve.floor_ms(selection) + curve.floor_ms(attention) + 2 * 0.001
     assert limit.floor_ms == pytest.approx(expected, rel=1e-12)
+    spec = grid.GridCell("qwen3-8b", 16384, 64, 64).spec(grid.GridSpec())
+    assert floors.spec_floor_ms(spec, curve) == pytest.approx(expected, rel=1e-12)
+    assert floors.spec_floor_ms(spec, curve, launches=0) == pytest.approx(expected - 0.002)
     assert limit.budget_tokens == 1024
     assert limit.speedup == pytest.approx(0.1354 / 0.0285)
     assert limit.floor_share == pytest.approx(0.1354 / expected / limit.byte_roofline)
