@@ -115,9 +115,8 @@ class ModelSpec:
 
 _QWEN3_COMMON = {"vocab_size": 151936, "head_dim": 128}
 
-# From each model's public config.json (Qwen/<name> on the HF hub); see
-# shared facts "models-and-hardware.md". Parameter counts are derived, and a test
-# checks them against the published totals.
+# From each model's public config.json (Qwen/<name> on the HF hub). Parameter counts
+# are derived, and a test checks them against the published totals.
 _PRESET_CONFIGS: dict[str, dict[str, Any]] = {
     "qwen3-0.6b": dict(num_hidden_layers=28, hidden_size=1024, num_attention_heads=16,
                        num_key_value_heads=8, intermediate_size=3072),

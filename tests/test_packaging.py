@@ -48,3 +48,45 @@ def test_sdist_manifest_carries_the_test_suite():
     grafts = {line.split()[1] for line in (ROOT / "MANIFEST.in").read_text().splitlines()
               if line.startswith("graft ")}
     assert {"tests", "benchmarks", "scripts", ".github"} <= grafts
+
+
+def test_sdist_manifest_leaves_the_run_records_out():
+    lines = (ROOT / "MANIFEST.in").read_text().splitlines()
+    assert "prune benchmarks/results" in lines
+    baseline = sorted(p.name for p in (ROOT / "benchmarks" / "baseline").iterdir())
+    assert baseline == ["gpu.json", "pytest-cpu.json"]  # gate files only
+
+
+def _sdist_members(tmp_path) -> list[str]:
+    """The member names of an sdist built (setuptools' PEP 517 backend, no network)
+    from a copy of this tree."""
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".nox", ".asv", ".benchmarks", ".hypothesis", "__pycache__", "*.egg-info",
+        "build", "dist", "kinetics-report", "mutants", ".whl"))
+    out = tmp_path / "dist"
+    code = ("import sys; from setuptools import build_meta; "
+            "print(build_meta.build_sdist(sys.argv[1]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=src, capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.skip(f"no sdist built here: {proc.stderr.strip().splitlines()[-1:]}")
+    with tarfile.open(out / proc.stdout.strip().splitlines()[-1]) as tar:
+        return [m.split("/", 1)[1] for m in tar.getnames() if "/" in m]
+
+
+def test_sdist_has_no_run_records(tmp_path):
+    members = _sdist_members(tmp_path)
+    assert "benchmarks/baseline/gpu.json" in members and "tests/conftest.py" in members
+    assert "tests/data/bench/grid-synthetic.json" in members
+    assert not [m for m in members if m.startswith("benchmarks/results")]
+    records = [m for m in members if m.startswith("benchmarks/")
+               and m.endswith((".png", ".log", ".txt", ".json"))
+               and not m.startswith("benchmarks/baseline/")]
+    assert records == []

@@ -30,8 +30,8 @@ class DecodeGrid:
 
     def setup_cache(self):
         try:
-            from kinetics.bench.decode import gpu_available
             from kinetics.bench.grid import run_grid
+            from kinetics.bench.spec import gpu_available
         except ImportError as exc:  # torch missing
             return {"skip": str(exc)}
         ok, reason = gpu_available()

@@ -19,9 +19,11 @@ import torch
 
 from kinetics.attention.checks import check_selection
 from kinetics.attention.decode import BlockTopkDecode, TopkPageSelection, TritonSparseAttention
-from kinetics.bench.decode import BenchConfig, build_workload, decode_steps
+from kinetics.bench.layer import decode_steps
+from kinetics.bench.spec import DecodeSpec, build_workload
 from kinetics.bench.timing import time_graph
 
+REPEATS = 30
 CELLS = [("qwen3-8b", 16384, 64), ("qwen3-8b", 16384, 256), ("qwen3-8b", 8192, 64),
          ("qwen3-32b", 16384, 64), ("qwen3-8b", 16384, 16), ("qwen3-32b", 8192, 256)]
 if "--long" in sys.argv:  # rows of 4,096-8,192 pages: the flashinfer top-k after the scoring
@@ -41,9 +43,9 @@ def main() -> None:
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     for model, context, batch in CELLS:
         sparse = batch * (64 * 16 * 512 + (context // 16) * 256)
-        cfg = BenchConfig(model=model, context=context, batch_size=batch,
-                          replicas=int(min(8, max(2, math.ceil(4 * l2 / sparse)))), repeats=30)
-        w = build_workload(cfg, cfg.validate())
+        cfg = DecodeSpec(model=model, context=context, batch_size=batch,
+                         replicas=int(min(8, max(2, math.ceil(4 * l2 / sparse)))))
+        w = build_workload(cfg)
         res = []
         for bp in (64, 128, 256):
             for sw in (4, 8):
@@ -53,7 +55,7 @@ def main() -> None:
                     chk = check_selection(decs[0].selected_page_mask(), w.queries[0],
                                           w.caches[0], 64, 1)
                     ms = (time_graph(decode_steps(w, decs, 2, "select"), 2 * cfg.replicas,
-                                     cfg.repeats).ms if chk.passed else math.nan)
+                                     REPEATS).ms if chk.passed else math.nan)
                     res.append(dict(block_p=bp, score_warps=sw, select_warps=tw, ms=ms,
                                     ok=chk.passed))
         res.sort(key=lambda r: (not r["ok"], r["ms"]))

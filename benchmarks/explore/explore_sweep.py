@@ -26,7 +26,8 @@ import torch
 from kinetics.attention import reference
 from kinetics.attention.checks import check_selection
 from kinetics.attention.decode import build_blocktopk_decode
-from kinetics.bench.decode import BenchConfig, build_workload, decode_steps, rel_err
+from kinetics.bench.layer import decode_steps
+from kinetics.bench.spec import DecodeSpec, build_workload, rel_err
 from kinetics.bench.timing import copy_bandwidth, time_graph
 
 SWEEP = [("qwen3-8b", 16384, 64), ("qwen3-8b", 65536, 16), ("qwen3-8b", 16384, 256),
@@ -36,18 +37,19 @@ FP8 = [("qwen3-8b", 16384, 64), ("qwen3-8b", 65536, 16), ("qwen3-8b", 131072, 64
        ("qwen3-8b", 65536, 256), ("qwen3-32b", 16384, 64)]
 K = 64
 REF_KV_BYTES = 2.2e9
+REPEATS = 30
 
 
 def workload(model, context, batch, l2):
     sparse = batch * (K * 16 * 512 + (context // 16) * 256)
     reps = int(min(8, max(2, math.ceil(4 * l2 / sparse))))
-    cfg = BenchConfig(model=model, context=context, batch_size=batch, topk_pages=K,
-                      replicas=reps, repeats=30)
-    return cfg, build_workload(cfg, cfg.validate())
+    cfg = DecodeSpec(model=model, context=context, batch_size=batch, topk_pages=K,
+                     replicas=reps)
+    return cfg, build_workload(cfg)
 
 
 def timed(w, decoders, cfg, only=None) -> float:
-    return time_graph(decode_steps(w, decoders, 2, only), 2 * cfg.replicas, cfg.repeats).ms
+    return time_graph(decode_steps(w, decoders, 2, only), 2 * cfg.replicas, REPEATS).ms
 
 
 def sweep_cell(model, context, batch, l2, deadline, log):

@@ -136,6 +136,22 @@ def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: fl
     return Analysis(options, frontiers, frontier_table(frontiers), pareto_df, float(intensity))
 
 
+def best_of_n_table(analysis: Analysis) -> pd.DataFrame:
+    """The Best-of-N options averaged over queries (``best_of_n.csv``): per (model,
+    method, config, n) the coverage, majority-vote accuracy, compute FLOPs and memory
+    bytes, in the options' order."""
+    return (analysis.options["best_of_n"].groupby(["model", "method", "config", "n"], sort=False)
+            [["coverage", "majority", "compute_flops", "memory_bytes"]].mean().reset_index())
+
+
+def long_cot_table(analysis: Analysis) -> pd.DataFrame:
+    """The long-CoT options averaged over queries (``long_cot.csv``): per (model,
+    method, config, generation budget) the accuracy, compute FLOPs and memory bytes."""
+    return (analysis.options["long_cot"].groupby(["model", "method", "config", "gen_budget"],
+                                                 sort=False)
+            [["accuracy", "compute_flops", "memory_bytes"]].mean().reset_index())
+
+
 @dataclass(frozen=True)
 class SummaryEntry:
     """One frontier number of summary.json: law, strategy, method family, budget

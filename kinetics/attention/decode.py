@@ -5,17 +5,14 @@ launches that a CUDA graph can capture and replay.
 
 * :class:`FlashinferDenseDecode`: flashinfer paged decode, one request per batch row
   with all its KV heads; the page list of request ``r`` is its page table row. By
-  default its tensor-core path with the ``fa2`` backend, which streams K/V at 87-107%
-  of copy bandwidth on an H200 from 268 MB of K/V up, for both GQA groups (4 and 8),
-  where the CUDA-core path reached 34-66% (benchmarks/RESULTS.md).
+  default its tensor-core path with the ``fa2`` backend, the faster of flashinfer's
+  paths in the grid runs (benchmarks/RESULTS.md).
 * Block top-k = :class:`TopkPageSelection` (Triton scoring + a top-k kernel,
   :mod:`kinetics.attention.select`; writes ``topk_pages`` physical page ids per
   (request, KV head) row) followed by :class:`TritonSparseAttention` (split-KV
   Triton decode over those pages, :mod:`kinetics.attention.kernels.sparse_decode`);
   :class:`BlockTopkDecode` runs the two and :func:`build_blocktopk_decode` builds it.
-  flashinfer's paged decode over the selected pages measured 1.4-2.5x slower than the
-  Triton attention on every cell tried and left the library. Every request must hold
-  at least ``topk_pages`` pages.
+  Every request must hold at least ``topk_pages`` pages.
 
 flashinfer and triton import lazily (inside ``__init__``), so importing this module
 needs only torch.
@@ -47,9 +44,8 @@ def choose_launch(rows: int, list_len: int, page_size: int, sms: int) -> tuple[i
     A tile is LARGE_TILE_TOKENS tokens (SMALL_TILE_TOKENS from WIDE_ROWS rows up) and a
     row is split into ``max(2, prev_pow2(sms // rows))`` programs at most one per tile:
     about one program per SM while rows are few, each streaming several tiles so the
-    loop's loads pipeline. Measured on an H200 over 72 launch options in 8 cells
-    (benchmarks/RESULTS.md, 2026-11-30 sweep): 9-14% faster than 8 programs per SM
-    of 64-token tiles at batch 16, 64 and 256.
+    loop's loads pipeline (the rule chosen by a sweep of launch options, recorded in
+    benchmarks/RESULTS.md).
     """
     tile_tokens = SMALL_TILE_TOKENS if rows >= WIDE_ROWS else LARGE_TILE_TOKENS
     tile_pages = max(tile_tokens // page_size, -(-16 // page_size))
@@ -67,7 +63,7 @@ class FlashinferDenseDecode:
         num_q_heads: query heads (a multiple of the cache's KV heads).
         use_tensor_cores: flashinfer's tensor-core decode path (default) or its CUDA-core one.
         backend: flashinfer backend of the tensor-core path (``"fa2"``; ``"auto"`` picks
-            ``fa3`` on Hopper, measured at 17-35% of copy bandwidth on an H100).
+            ``fa3`` on Hopper, far slower at decode: benchmarks/RESULTS.md).
     """
 
     def __init__(self, cache: PagedKVCache, num_q_heads: int, use_tensor_cores: bool = True,

@@ -22,8 +22,8 @@ buffers, no host sync).
      the page-table lookup, which spreads a long row over several CTAs. Faster for
      rows of 2,048 pages and more (the long-CoT regime), at any batch size.
 
-   ``"auto"`` picks by :func:`default_topk`: the faster kernel in every cell of the
-   H200 grid (``kinetics bench --grid`` times both on every cell; benchmarks/RESULTS.md).
+   ``"auto"`` picks by :func:`default_topk`: the faster kernel of the grid runs
+   (``kinetics bench --grid`` times both on every cell; benchmarks/RESULTS.md).
 
 Semantics equal :func:`kinetics.attention.reference.select_pages` up to ties and
 float32 summation order (checked by :func:`kinetics.attention.checks.check_selection`).
@@ -103,9 +103,8 @@ class PageSelector:
         block_p: pages per scoring program.
         score_warps, select_warps: warps per scoring / bitonic top-k program.
 
-    The scoring defaults (128 pages, 4 warps) were the fastest (or within 1.3%) for GQA
-    groups 4 and 8 in all 8 cells of the H200 scoring sweep (benchmarks/RESULTS.md,
-    third pass).
+    The scoring defaults (128 pages, 4 warps) come from a sweep of the scoring's launch
+    options over GQA groups 4 and 8 (benchmarks/RESULTS.md).
     """
 
     def __init__(self, batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,

@@ -1,7 +1,17 @@
 """GPU benchmarks of the decode (torch, triton and flashinfer import lazily).
 
-* :mod:`kinetics.bench.decode`: dense vs block top-k decode on one GPU
-  (``kinetics bench``), and the GPU regression gate.
-* :mod:`kinetics.bench.tp`: one tensor-parallel decoder layer over torch.distributed
-  (``kinetics bench --distributed``, ``python -m kinetics.bench.tp``).
+Every benchmark takes one :class:`kinetics.bench.spec.DecodeSpec` (the workload, its
+byte model and builders):
+
+* :mod:`kinetics.bench.layer`: dense vs block top-k on one GPU, one decoder-layer shard
+  or its attention alone (``kinetics bench [--attention-only]``);
+* :mod:`kinetics.bench.whole_model`: the whole model's step as one CUDA graph
+  (``--whole-model``);
+* :mod:`kinetics.bench.tp`: one layer under real tensor parallelism (``--distributed``);
+* :mod:`kinetics.bench.grid`: the regime grid (``--grid``), beside the read floors of
+  :mod:`kinetics.bench.floors`;
+* :mod:`kinetics.bench.gate`: the GPU regression gate (``--gate``);
+* :mod:`kinetics.bench.records`: the JSON records read back (``--from-json``), with
+  :mod:`kinetics.bench.cost_vs_measured` (the cost model beside the measured time);
+* :mod:`kinetics.bench.timing`: the one timer, clocks, copy bandwidth.
 """

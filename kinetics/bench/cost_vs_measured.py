@@ -1,7 +1,7 @@
 """The Kinetics cost model's predicted decode-step time beside the measured time.
 
 For one measured cell (a decoder-layer shard or a whole model, dense or block top-k,
-``batch`` requests each holding ``context`` cached tokens), :func:`step_cost` prices
+``batch_size`` requests each holding ``context`` cached tokens), :func:`step_cost` prices
 one decode step with :mod:`kinetics.cost` (the same functions the analysis uses):
 compute FLOPs (2 x active parameters per token plus attention and block scoring) and
 memory bytes (KV, block representatives, and the weights once per step). The
@@ -23,15 +23,19 @@ Pure functions over numbers (no torch): the GPU measurements come in as floats.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from kinetics.cost import AttentionConfig, query_cost
 from kinetics.errors import InputError
 from kinetics.hardware import Hardware, get_hardware
 from kinetics.models import ModelSpec, get_model
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 SCOPES: tuple[str, ...] = ("layer", "model")
-# block top-k methods the benchmark times (kinetics.bench.decode.BENCH_METHODS; records of
-# earlier runs also hold "blocktopk-triton", the same selection with Triton attention)
+# block top-k methods of the records (kinetics.bench.spec.METHODS; records of earlier
+# runs also hold "blocktopk-triton", the same selection with Triton attention)
 BLOCKTOPK_METHODS: tuple[str, ...] = ("blocktopk", "blocktopk-triton")
 
 
@@ -44,7 +48,7 @@ class StepCell:
         model: preset name.
         method: 'dense', or a block top-k method ('blocktopk', 'blocktopk-triton').
         scope: 'layer' (one layer shard) or 'model' (all layers, embedding, LM head).
-        batch, context: requests, and tokens cached per request.
+        batch_size, context: requests, and tokens cached per request.
         tp: tensor-parallel degree (per-rank shard).
         measured_ms: measured time of one step, ms.
         page_size, topk_pages: block top-k settings (pages of tokens).
@@ -54,7 +58,7 @@ class StepCell:
     model: str
     method: str
     scope: str
-    batch: int
+    batch_size: int
     context: int
     tp: int
     measured_ms: float
@@ -137,15 +141,16 @@ def attention_config(cell: StepCell) -> AttentionConfig:
 def step_cost(cell: StepCell) -> tuple[float, float]:
     """(compute FLOPs, memory bytes) of one decode step of ``cell`` on one rank.
 
-    Each request holds its own cache (no prompt sharing): the step is ``batch``
+    Each request holds its own cache (no prompt sharing): the step is ``batch_size``
     single-sample queries whose token attends ``context`` tokens, plus the weights
-    read once for the batch (``query_cost`` with ``batch_size=batch``).
+    read once for the batch (``query_cost`` with ``batch_size``).
     """
     spec = rank_spec(get_model(cell.model), cell.tp, cell.scope)
-    if cell.batch < 1 or cell.context < 1:
-        raise InputError("batch and context must be >= 1")
-    cost = query_cost(spec, attention_config(cell), cell.context - 1, 1, 1, cell.batch)
-    return float(cost.compute_flops) * cell.batch, float(cost.memory_bytes) * cell.batch
+    if cell.batch_size < 1 or cell.context < 1:
+        raise InputError("batch_size and context must be >= 1")
+    cost = query_cost(spec, attention_config(cell), cell.context - 1, 1, 1, cell.batch_size)
+    return (float(cost.compute_flops) * cell.batch_size,
+            float(cost.memory_bytes) * cell.batch_size)
 
 
 def predict(cell: StepCell, hardware: Hardware, copy_bytes_per_s: float) -> CostPrediction:
@@ -171,7 +176,8 @@ def speedups(predictions: list[CostPrediction]) -> list[SpeedupComparison]:
     """Pair each block top-k cell with the dense cell of the same configuration."""
     def key(p: CostPrediction):
         c = p.cell
-        return (c.model, c.scope, c.batch, c.context, c.tp, c.label.replace(c.method, ""))
+        return (c.model, c.scope, c.batch_size, c.context, c.tp,
+                c.label.replace(c.method, ""))
 
     dense = {key(p): p for p in predictions if p.cell.method == "dense"}
     return [SpeedupComparison(dense[key(p)], p) for p in predictions
@@ -193,14 +199,13 @@ def format_predictions(predictions: list[CostPrediction]) -> str:
     return "\n".join(lines)
 
 
-def plot_predictions(predictions: list[CostPrediction], path: str, title: str = "") -> None:
-    """Predicted (copy bandwidth) vs measured ms, log-log, with the y = x line."""
-    import matplotlib
+def predictions_figure(predictions: list[CostPrediction], title: str = "") -> Figure:
+    """Predicted (copy bandwidth) vs measured ms, log-log, with the y = x line (a
+    ``matplotlib.figure.Figure``, no pyplot state; the caller saves it)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     for method, marker in (("dense", "o"), ("blocktopk", "s"), ("blocktopk-triton", "^")):
         pts = [p for p in predictions if p.cell.method == method]
         ax.scatter([p.predicted_ms_copy for p in pts], [p.cell.measured_ms for p in pts],
@@ -214,5 +219,4 @@ def plot_predictions(predictions: list[CostPrediction], path: str, title: str = 
            ylabel="measured ms", title=title or "Kinetics cost model vs GPU")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

@@ -22,10 +22,9 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from kinetics.bench.grid import GridSpec
+from kinetics.bench.spec import DecodeSpec
 
 READ_SIZES = tuple(0.5e6 * 2 ** (i / 2) for i in range(25))  # bytes: 0.5 MB to 2 GB
 L2_SET_BYTES = 300e6  # each size cycles through copies adding up to more than this
@@ -125,25 +124,28 @@ def blocktopk_floor_ms(selection_bytes: float, attention_bytes: float, curve: Re
             + launches * curve.launch_ms)
 
 
-def cell_limits(grid_record: dict[str, Any], curve: ReadCurve,
-                spec: GridSpec | None = None) -> list[CellLimit]:
-    """A :class:`CellLimit` per cell of a ``kinetics bench --grid`` JSON record (cells
-    sized by ``spec``; default: the record's page size, tp and local pages)."""
-    from kinetics.bench.grid import GridCell, GridSpec
+def spec_floor_ms(spec: DecodeSpec, curve: ReadCurve, launches: int = 2) -> float:
+    """Floor of the block top-k attention step of ``spec``: :func:`blocktopk_floor_ms`
+    of its selection and attention bytes (:meth:`DecodeSpec.step_bytes
+    <kinetics.bench.spec.DecodeSpec.step_bytes>`)."""
+    nbytes = spec.step_bytes("blocktopk")
+    return blocktopk_floor_ms(nbytes.selection, nbytes.attention, curve, launches)
 
-    if spec is None:
-        sizes = grid_record.get("spec", {})
-        spec = GridSpec(**{k: sizes[k] for k in ("page_size", "tp", "local_pages")
-                           if k in sizes})
+
+def cell_limits(grid_record: dict[str, Any], curve: ReadCurve) -> list[CellLimit]:
+    """A :class:`CellLimit` per cell of a ``kinetics bench --grid`` JSON record, each
+    cell's bytes from its :class:`~kinetics.bench.spec.DecodeSpec` (the record's page
+    size, tp and local pages; flat in records made before the grid took a spec)."""
+    spec = grid_record.get("spec", {})
+    base = {k: v for k, v in spec.get("base", spec).items()
+            if k in ("page_size", "tp", "local_pages")}
     out = []
     for c in grid_record["cells"]:
-        cell = GridCell(c["model"], c["context"], c["batch_size"], c["topk_pages"])
-        selection, attention = cell.blocktopk_parts(spec)
-        out.append(CellLimit(cell.model, cell.context, cell.batch_size,
-                             cell.topk_pages * spec.page_size,
-                             c["dense_ms"], c["blocktopk_ms"],
-                             blocktopk_floor_ms(selection, attention, curve),
-                             c["dense_bytes"] / c["blocktopk_bytes"]))
+        cell = DecodeSpec(model=c["model"], context=c["context"], batch_size=c["batch_size"],
+                          topk_pages=c["topk_pages"], **base)
+        out.append(CellLimit(cell.model_name, cell.context, cell.batch_size,
+                             cell.budget_tokens, c["dense_ms"], c["blocktopk_ms"],
+                             spec_floor_ms(cell, curve), c["dense_bytes"] / c["blocktopk_bytes"]))
     return out
 
 

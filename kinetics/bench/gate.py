@@ -1,16 +1,17 @@
 """The GPU regression gate (``kinetics bench --gate BASELINE``, ``nox -s gpu``).
 
 The baseline JSON (benchmarks/baseline/gpu.json) holds the settings shared by its
-cells (``config``: :class:`BenchConfig` fields) and a list of ``cells``, each one
-object with its ``model``, ``context``, ``batch_size``, ``topk_pages`` (optionally
-``replicas``), the ``speedup`` and ``byte_roofline`` of the run that set it (so its
-share of the roofline reads off the file) and its floor ``min_speedup``. One
-:func:`kinetics.bench.decode.compare_decode` run per cell must reach the floor with
+cells (``config``: :class:`~kinetics.bench.spec.DecodeSpec` fields, and ``repeats``
+and ``layer_impl`` of the run) and a list of ``cells``, each one object with its
+``model``, ``context``, ``batch_size``, ``topk_pages`` (optionally ``replicas``), the
+``speedup`` and ``byte_roofline`` of the run that set it (so its share of the roofline
+reads off the file) and its floor ``min_speedup``. One attention-only
+:func:`kinetics.bench.layer.compare_decode` run per cell must reach the floor with
 every in-run correctness check passing.
 
 An optional ``layer`` list adds decoder-layer gates at the shared ``config`` (model,
 context and budget default to the standard point): each entry names a ``batch_size``
-and floors for the fused layer (``layer_impl`` of the config, default fused) at that
+and floors for the layer (``layer_impl`` of the config, default fused) at that
 batch, attention included: ``min_speedup`` (dense layer ms / block top-k layer ms) and
 ``min_dense_fraction_of_copy`` (the dense layer's bytes per second over the copy
 bandwidth of the same run).
@@ -19,25 +20,28 @@ bandwidth of the same run).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from kinetics.bench.decode import BENCH_METHODS, BenchConfig, compare_decode, format_table
+from kinetics.bench.layer import compare_decode, format_table
+from kinetics.bench.spec import METHODS, DecodeSpec
 from kinetics.errors import InputError
 from kinetics.jsonfile import read_json_object
 
 CELL_SIZES = ("context", "batch_size", "topk_pages")
 CELL_NUMBERS = ("speedup", "byte_roofline", "min_speedup")
 CELL_KEYS = frozenset(("model", "replicas", *CELL_SIZES, *CELL_NUMBERS))
+RUN_KEYS = {"repeats": 100, "layer_impl": "fused"}  # config keys beside the spec's
+SPEC_KEYS = frozenset(f.name for f in fields(DecodeSpec))
 LAYER_FLOOR_KEYS = {"speedup": "min_speedup", "dense_fraction_of_copy": "min_dense_fraction_of_copy"}
 
 
 @dataclass(frozen=True)
 class GateCell:
-    """One gated configuration with its recorded speedup and floor."""
+    """One gated attention-only workload with its recorded speedup and floor."""
 
-    config: BenchConfig
+    spec: DecodeSpec
     speedup: float
     byte_roofline: float
     min_speedup: float
@@ -49,7 +53,7 @@ def _positive(value: Any, integer: bool) -> bool:
     return math.isfinite(value) and value > 0
 
 
-def _cell(raw: Any, i: int, common: dict[str, Any], path: Path) -> GateCell:
+def _cell(raw: Any, i: int, base: DecodeSpec, path: Path) -> GateCell:
     where = f"cells[{i}]"
     if not isinstance(raw, dict):
         raise InputError("expected an object", path=str(path), field=where)
@@ -63,22 +67,24 @@ def _cell(raw: Any, i: int, common: dict[str, Any], path: Path) -> GateCell:
         if not _positive(raw.get(key), integer=key not in CELL_NUMBERS):
             raise InputError("expected a positive number", path=str(path),
                              field=f"{where}.{key}")
-    sizes = {k: raw[k] for k in ("model", "replicas", *CELL_SIZES) if k in raw}
-    cfg = BenchConfig(**{**common, **sizes})
+    spec = replace(base, **{k: raw[k] for k in ("model", "replicas", *CELL_SIZES) if k in raw})
     try:
-        cfg.validate()
+        spec.validate()
     except InputError as exc:
         raise InputError(str(exc), path=str(path), field=where) from None
-    return GateCell(cfg, float(raw["speedup"]), float(raw["byte_roofline"]),
+    return GateCell(spec, float(raw["speedup"]), float(raw["byte_roofline"]),
                     float(raw["min_speedup"]))
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """A parsed gate baseline: attention-only cells, the shared config, layer gates."""
+    """A parsed gate baseline: attention-only cells, the shared spec and run settings
+    (replays, layer implementation), layer gates."""
 
     cells: list[GateCell]
-    config: BenchConfig
+    spec: DecodeSpec
+    repeats: int = 100
+    layer_impl: str = "fused"
     layer: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -110,30 +116,35 @@ def load_baseline(path: str | Path) -> Baseline:
     common = data.get("config", {})
     if not isinstance(common, dict):
         raise InputError("expected an object", path=str(path), field="config")
-    unknown = set(common) - set(BenchConfig.__dataclass_fields__)
+    unknown = set(common) - SPEC_KEYS - set(RUN_KEYS)
     if unknown:
         raise InputError(f"unknown keys {sorted(unknown)}", path=str(path), field="config")
+    run = {k: common.get(k, default) for k, default in RUN_KEYS.items()}
+    if not _positive(run["repeats"], integer=True):
+        raise InputError("expected a positive integer", path=str(path), field="config.repeats")
+    base = DecodeSpec(**{k: v for k, v in common.items() if k in SPEC_KEYS})
     cells = data.get("cells")
     if not isinstance(cells, list) or not cells:
         raise InputError("expected a non-empty list of cells", path=str(path), field="cells")
-    return Baseline([_cell(raw, i, common, path) for i, raw in enumerate(cells)],
-                    BenchConfig(**common), _check_layer_gates(data, path))
+    return Baseline([_cell(raw, i, base, path) for i, raw in enumerate(cells)], base,
+                    run["repeats"], run["layer_impl"], _check_layer_gates(data, path))
 
 
-def _layer_gate(cfg: BenchConfig, gate: dict[str, Any], printer) -> tuple[bool, dict]:
+def _layer_gate(baseline: Baseline, gate: dict[str, Any], printer) -> tuple[bool, dict]:
     """One decoder-layer gate: (passed, record)."""
-    lcfg = replace(cfg, attention_only=False, batch_size=gate["batch_size"])
-    result = compare_decode(lcfg, BENCH_METHODS, check=True)
-    values = {"speedup": result.speedups["speedup"],
+    spec = replace(baseline.spec, batch_size=gate["batch_size"])
+    result = compare_decode(spec, METHODS, scope="layer", layer_impl=baseline.layer_impl,
+                            repeats=baseline.repeats)
+    values = {"speedup": result.speedup,
               "dense_fraction_of_copy": result.methods["dense"].fraction_of_copy}
     floors = {key: float(gate[name]) for key, name in LAYER_FLOOR_KEYS.items() if name in gate}
     ok = {key: values[key] >= floor for key, floor in floors.items()}
     printer(format_table(result))
     for key, floor in floors.items():
-        printer(f"gate: layer batch {lcfg.batch_size} {key} {values[key]:.2f} vs floor "
+        printer(f"gate: layer batch {spec.batch_size} {key} {values[key]:.2f} vs floor "
                 f"{floor:.2f} ({'ok' if ok[key] else 'BELOW FLOOR'})")
     passed = all(ok.values()) and result.checks_passed
-    return passed, {"batch_size": lcfg.batch_size, "values": values, "floors": floors,
+    return passed, {"batch_size": spec.batch_size, "values": values, "floors": floors,
                     "checks_ok": result.checks_passed, "passed": passed,
                     "result": result.to_dict()}
 
@@ -155,8 +166,8 @@ def run_gate(baseline_path: str | Path, printer=print) -> GateRun:
     baseline = load_baseline(baseline_path)
     records, passed = [], True
     for cell in baseline.cells:
-        result = compare_decode(cell.config, BENCH_METHODS, check=True)
-        speedup = result.speedups["speedup"]
+        result = compare_decode(cell.spec, METHODS, scope="attention", repeats=baseline.repeats)
+        speedup = result.speedup
         ok = speedup >= cell.min_speedup and result.checks_passed
         passed = passed and ok
         printer(format_table(result))
@@ -165,12 +176,13 @@ def run_gate(baseline_path: str | Path, printer=print) -> GateRun:
                 f"{'ok' if result.checks_passed else 'FAILED'} -> {'ok' if ok else 'FAIL'}")
         records.append({**result.to_dict(), "gate": {
             "min_speedup": cell.min_speedup, "recorded_speedup": cell.speedup, "passed": ok}})
-    layers = [_layer_gate(baseline.config, gate, printer) for gate in baseline.layer]
+    layers = [_layer_gate(baseline, gate, printer) for gate in baseline.layer]
     passed = passed and all(ok for ok, _ in layers)
     printer(f"gate: {len(baseline.cells)} cells, {len(layers)} layer gates -> "
             f"{'PASS' if passed else 'FAIL'}")
     return GateRun(0 if passed else 1,
-                   {"baseline": str(baseline_path), "passed": passed, "cells": records,
+                   {"kind": "gate", "baseline": str(baseline_path), "passed": passed,
+                    "cells": records,
                     "layer": [rec for _, rec in layers]})
 
 
@@ -188,6 +200,7 @@ def baseline_from_grid(grid: dict[str, Any], cells=GATE_CELLS,
     ran = {(c["model"], c["context"], c["batch_size"], c["topk_pages"]): c
            for c in grid["cells"]}
     spec = grid["spec"]
+    base = spec.get("base", spec)  # flat in records made before the grid took a spec
     out = []
     for key in cells:
         c = ran[tuple(key)]
@@ -200,9 +213,8 @@ def baseline_from_grid(grid: dict[str, Any], cells=GATE_CELLS,
                            "in every cell, block top-k decode attention (selection included) "
                            "must be at least min_speedup times faster than dense decode, in "
                            "one run, with every in-run correctness check passing.",
-            "config": {"page_size": spec["page_size"], "tp": spec["tp"],
-                       "local_pages": spec["local_pages"], "attention_only": True,
-                       "repeats": 100},
+            "config": {"page_size": base["page_size"], "tp": base["tp"],
+                       "local_pages": base["local_pages"], "repeats": 100},
             "cells": out,
             "how_set": f"min_speedup = {fraction:g} x the speedup of the grid run of "
                        f"{grid['date']} on {grid['device']} "

@@ -1,9 +1,10 @@
 """The regime grid (``kinetics bench --grid``): dense vs block top-k decode attention
 over model shards, contexts, batch sizes and token budgets, one GPU.
 
-Per cell (model sharded ``tp`` ways, ``context`` tokens per request, ``batch_size``
-requests, ``topk_pages`` pages = budget / page size): dense ms and its fraction of the
-copy bandwidth; block top-k ms (full step with the default top-k kernel), its
+Every cell is a :class:`~kinetics.bench.spec.DecodeSpec`: the grid's ``base`` spec
+with the cell's model, context, batch size and ``topk_pages`` = budget tokens / page
+size. Per cell: dense ms and its fraction of the copy bandwidth; block top-k ms (full
+step with the base spec's top-k kernel, ``auto`` by default), its
 selection launches timed alone with each top-k kernel, its attention launches alone;
 the speedup over dense, the byte roofline (dense bytes / block top-k bytes) and the
 share of it reached. Dense is timed once per (model, context, batch) and shared by the
@@ -21,17 +22,15 @@ needs a CUDA GPU with triton and flashinfer.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from kinetics.bench.decode import BenchConfig, _step_bytes, local_heads
 from kinetics.bench.floors import ReadCurve, cell_limits, format_limits
+from kinetics.bench.spec import DecodeSpec
 from kinetics.errors import InputError
-from kinetics.models import get_model
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,27 +38,34 @@ if TYPE_CHECKING:
 GRID_MODELS = ("qwen3-8b", "qwen3-32b")
 GRID_CONTEXTS = (8192, 16384, 32768, 65536, 131072)
 GRID_BATCHES = (1, 4, 16, 64, 256)
-GRID_BUDGETS = (1024, 2048)  # tokens attended per (request, KV head)
-TOPK_KERNELS = ("bitonic", "flashinfer")
+GRID_BUDGET_TOKENS = (1024, 2048)  # tokens attended per (request, KV head)
+SELECTION_KERNELS = ("bitonic", "flashinfer")  # each cell's selection is timed with both
 
 
 @dataclass(frozen=True)
 class GridSpec:
-    """Which cells to run and how (sizes in tokens, requests and bytes)."""
+    """Which cells to run and how (sizes in tokens, requests and bytes).
 
+    ``base``: the :class:`~kinetics.bench.spec.DecodeSpec` every cell starts from (its
+    tp, page size, local pages, top-k kernel of the full step, dense kernel and seed;
+    each cell sets the model, context, batch size, pages and replicas).
+    """
+
+    base: DecodeSpec = DecodeSpec()
     models: tuple[str, ...] = GRID_MODELS
     contexts: tuple[int, ...] = GRID_CONTEXTS
     batch_sizes: tuple[int, ...] = GRID_BATCHES
-    budgets: tuple[int, ...] = GRID_BUDGETS
-    page_size: int = 16
-    tp: int = 8
-    local_pages: int = 1
+    budget_tokens: tuple[int, ...] = GRID_BUDGET_TOKENS
     repeats: int = 20
     memory_bytes: float = 48e9  # K/V of all replicas of one cell at most
     max_replicas: int = 8
     l2_multiple: float = 4.0
     check_kv_bytes: float = 2e9  # output vs reference only up to this dense KV size
     measure_floors: bool = True  # the read floors (kinetics.bench.floors) in the same run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "base"},
+                "base": self.base.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -71,27 +77,16 @@ class GridCell:
     batch_size: int
     topk_pages: int
 
-    def config(self, spec: GridSpec, replicas: int = 1) -> BenchConfig:
-        return BenchConfig(model=self.model, context=self.context, batch_size=self.batch_size,
-                           page_size=spec.page_size, topk_pages=self.topk_pages, tp=spec.tp,
-                           attention_only=True, local_pages=spec.local_pages,
-                           replicas=replicas, repeats=spec.repeats)
+    def spec(self, grid: GridSpec, replicas: int = 1) -> DecodeSpec:
+        """The cell's workload: ``grid.base`` with this cell's sizes."""
+        return replace(grid.base, model=self.model, context=self.context,
+                       batch_size=self.batch_size, topk_pages=self.topk_pages,
+                       replicas=replicas)
 
-    def _bytes(self, spec: GridSpec, method: str):
-        """The byte breakdown of one decode step of ``method`` (attention only)."""
-        model = get_model(self.model)
-        hq, hkv = local_heads(model, spec.tp)
-        return _step_bytes(self.config(spec), hq, hkv, model.head_dim, method, 0.0)
-
-    def step_bytes(self, spec: GridSpec) -> tuple[float, float]:
+    def step_bytes(self, grid: GridSpec) -> tuple[float, float]:
         """(dense, block top-k) bytes one decode step moves (attention only)."""
-        return self._bytes(spec, "dense").total, self._bytes(spec, "blocktopk").total
-
-    def blocktopk_parts(self, spec: GridSpec) -> tuple[float, float]:
-        """(selection, attention) bytes of the block top-k step: page means and page
-        table read by the scoring; selected K/V, q and output of the attention."""
-        b = self._bytes(spec, "blocktopk")
-        return b.selection, b.kv + b.io
+        spec = self.spec(grid)
+        return spec.step_bytes("dense").total, spec.step_bytes("blocktopk").total
 
 
 @dataclass(frozen=True)
@@ -104,17 +99,23 @@ class SkippedCell:
 
 def grid_cells(spec: GridSpec) -> tuple[list[GridCell], list[SkippedCell]]:
     """The spec's cells in run order (model, context, batch, budget) and those skipped:
-    a budget over the context, or K/V of two replicas over ``memory_bytes``."""
+    a budget over the context, or K/V of two replicas over ``memory_bytes``. InputError
+    on an unknown model, a budget not a whole number of pages or a bad base spec."""
     cells, skipped = [], []
+    page_size = spec.base.page_size
+    if spec.repeats < 1:
+        raise InputError(f"--repeats must be >= 1, got {spec.repeats}")
+    for budget in spec.budget_tokens:
+        if budget < page_size or budget % page_size:
+            raise InputError(f"budget {budget} tokens is not a whole number of pages of "
+                             f"{page_size}")
     for model in spec.models:
-        get_model(model)  # InputError on an unknown name
         for context in spec.contexts:
             for batch in spec.batch_sizes:
-                for budget in spec.budgets:
-                    if budget < spec.page_size or budget % spec.page_size:
-                        raise InputError(f"budget {budget} tokens is not a whole number of "
-                                         f"pages of {spec.page_size}")
-                    cell = GridCell(model, context, batch, budget // spec.page_size)
+                for budget in spec.budget_tokens:
+                    cell = GridCell(model, context, batch, budget // page_size)
+                    # every field but the budget checked even where it exceeds the context
+                    replace(cell.spec(spec), context=max(context, budget)).validate()
                     if budget > context:
                         skipped.append(SkippedCell(cell, "budget exceeds the context"))
                         continue
@@ -177,7 +178,8 @@ class CellResult:
 
 @dataclass
 class GridResult:
-    """A grid run: device, software, copy bandwidth (GB/s), spec, results and skips."""
+    """A grid run: device, date, library versions, copy bandwidth (GB/s), spec, results,
+    skips and (with ``measure_floors``) the read curve of the same run."""
 
     device: str
     date: str
@@ -189,9 +191,9 @@ class GridResult:
     read_curve: ReadCurve | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "date": self.date, "versions": self.versions,
-                "copy_gbps": self.copy_gbps, "spec": asdict(self.spec),
-                "cells": [c.to_dict() for c in self.cells],
+        return {"kind": "grid", "device": self.device, "date": self.date,
+                "versions": self.versions, "copy_gbps": self.copy_gbps,
+                "spec": self.spec.to_dict(), "cells": [c.to_dict() for c in self.cells],
                 "skipped": [{**asdict(s.cell), "reason": s.reason} for s in self.skipped],
                 "read_curve": self.read_curve.to_dict() if self.read_curve else None}
 
@@ -207,7 +209,7 @@ def format_grid(result: GridResult) -> str:
              f"{'dense ms':>9} {'of copy':>7} {'btk ms':>8} {'sel ms':>7} {'attn ms':>7} "
              f"{'bitonic':>7} {'fi topk':>7} {'speedup':>7} {'roofline':>8} {'share':>6} "
              f"{'@floor':>6} ok"]
-    limits = (cell_limits(result.to_dict(), result.read_curve, result.spec)
+    limits = (cell_limits(result.to_dict(), result.read_curve)
               if result.read_curve else [None] * len(result.cells))
     for r, limit in zip(result.cells, limits, strict=True):
         c = r.cell
@@ -229,34 +231,38 @@ def format_grid(result: GridResult) -> str:
     return "\n".join(lines)
 
 
-def grid_figure(result: GridResult) -> Figure:
+def grid_figure(record: dict[str, Any]) -> Figure:
     """Speedup (solid) and byte roofline (dashed) vs context, one colour per batch size,
-    one panel per (model, budget)."""
-    from kinetics.analysis.plots import plt
+    one panel per (model, budget), from a grid record (:meth:`GridResult.to_dict`).
+    A ``matplotlib.figure.Figure`` (no pyplot state); the caller saves it."""
+    from matplotlib.figure import Figure
 
-    panels = sorted({(r.cell.model, r.cell.topk_pages) for r in result.cells})
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 4),
-                             squeeze=False, sharey=True)
-    batches = sorted({r.cell.batch_size for r in result.cells})
+    spec = record["spec"]
+    base = spec.get("base", spec)  # flat in records made before the grid took a spec
+    cells = record["cells"]
+    panels = sorted({(c["model"], c["topk_pages"]) for c in cells})
+    fig = Figure(figsize=(4.5 * max(len(panels), 1), 4))
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False, sharey=True)
+    batches = sorted({c["batch_size"] for c in cells})
     colours = {b: f"C{i}" for i, b in enumerate(batches)}
     for ax, (model, pages) in zip(axes[0], panels, strict=False):
         for b in batches:
-            rows = sorted((r for r in result.cells if (r.cell.model, r.cell.topk_pages,
-                                                       r.cell.batch_size) == (model, pages, b)),
-                          key=lambda r: r.cell.context)
+            rows = sorted((c for c in cells if (c["model"], c["topk_pages"],
+                                                c["batch_size"]) == (model, pages, b)),
+                          key=lambda c: c["context"])
             if not rows:
                 continue
-            x = [r.cell.context for r in rows]
-            ax.plot(x, [r.speedup for r in rows], "o-", color=colours[b], label=f"batch {b}")
-            ax.plot(x, [r.byte_roofline for r in rows], "--", color=colours[b], alpha=0.6)
+            x = [c["context"] for c in rows]
+            ax.plot(x, [c["speedup"] for c in rows], "o-", color=colours[b], label=f"batch {b}")
+            ax.plot(x, [c["byte_roofline"] for c in rows], "--", color=colours[b], alpha=0.6)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xlabel("context (tokens)")
-        ax.set_title(f"{model} tp{result.spec.tp}, {pages * result.spec.page_size} tokens")
+        ax.set_title(f"{model} tp{base['tp']}, {pages * base['page_size']} tokens")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("block top-k speedup over dense (dashed: byte roofline)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{result.device}, {result.date}")
+    fig.suptitle(f"{record['device']}, {record['date']}")
     fig.tight_layout()
     return fig
 
@@ -266,23 +272,19 @@ def run_grid(spec: GridSpec = GridSpec(), progress: Callable[[str], None] = prin
     """Run every cell of ``spec`` on this GPU, the (model, context, batch) groups in
     order of dense K/V size; cells not reached within ``deadline_s`` seconds are listed
     as skipped. InputError where no GPU benchmark is possible."""
-    import flashinfer
     import torch
-    import triton
 
-    from kinetics.bench.decode import gpu_available
     from kinetics.bench.floors import measure_read_curve
-    from kinetics.bench.timing import copy_bandwidth
+    from kinetics.bench.spec import gpu_available
+    from kinetics.bench.timing import copy_bandwidth, environment
 
     ok, why = gpu_available()
     if not ok:
         raise InputError(f"no GPU benchmark possible: {why}")
     cells, skipped = grid_cells(spec)
-    result = GridResult(
-        torch.cuda.get_device_name(),
-        _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        {"torch": torch.__version__, "triton": triton.__version__,
-         "flashinfer": flashinfer.__version__}, copy_bandwidth(), spec, skipped=skipped)
+    env = environment()
+    result = GridResult(env["device"], env["date"], env["versions"], copy_bandwidth(), spec,
+                        skipped=skipped)
     if spec.measure_floors:
         result.read_curve = measure_read_curve(progress=progress)
     start = time.monotonic()
@@ -307,52 +309,51 @@ def run_grid(spec: GridSpec = GridSpec(), progress: Callable[[str], None] = prin
     return result
 
 
-def _run_group(group: list[GridCell], spec: GridSpec, l2: float, copy_gbps: float
+def _run_group(group: list[GridCell], grid: GridSpec, l2: float, copy_gbps: float
                ) -> list[CellResult]:
     """The cells of one (model, context, batch): one workload, dense timed once."""
-    from kinetics.bench.decode import build_workload, check_method, make_decoder, time_steps
+    from kinetics.bench.layer import check_method, time_steps
+    from kinetics.bench.spec import build_workload, make_decoder
 
-    dense_bytes = group[0].step_bytes(spec)[0]
-    reps = max(replicas_for(dense_bytes, c.step_bytes(spec)[1], spec, l2) for c in group)
-    cfg = group[0].config(spec, reps)
-    w = build_workload(cfg, cfg.validate())
-    compare = dense_bytes <= spec.check_kv_bytes
-    decoders = [make_decoder("dense", c, w.q_heads, cfg) for c in w.caches]
-    dense_check = check_method("dense", decoders[0], w, cfg, compare_output=compare)
-    dense_ms = time_steps(w, decoders, cfg).ms
+    dense_bytes = group[0].step_bytes(grid)[0]
+    reps = max(replicas_for(dense_bytes, c.step_bytes(grid)[1], grid, l2) for c in group)
+    spec = group[0].spec(grid, reps)
+    w = build_workload(spec)
+    compare = dense_bytes <= grid.check_kv_bytes
+    decoders = [make_decoder(spec, "dense", c, w.q_heads) for c in w.caches]
+    dense_check = check_method("dense", decoders[0], w, spec, compare_output=compare)
+    dense_ms = time_steps(w, decoders, grid.repeats).ms
     del decoders
-    out = []
-    for cell in group:
-        ccfg = replace(cfg, topk_pages=cell.topk_pages)
-        out.append(_run_blocktopk(cell, ccfg, w, spec, dense_ms, dense_check, copy_gbps,
-                                  compare))
-    return out
+    return [_run_blocktopk(cell, cell.spec(grid, reps), w, grid, dense_ms, dense_check,
+                           copy_gbps, compare) for cell in group]
 
 
-def _run_blocktopk(cell: GridCell, cfg: BenchConfig, w, spec: GridSpec, dense_ms: float,
+def _run_blocktopk(cell: GridCell, spec: DecodeSpec, w, grid: GridSpec, dense_ms: float,
                    dense_check, copy_gbps: float, compare: bool) -> CellResult:
-    """One budget of a group: both top-k kernels' selection, the default's full step."""
-    from kinetics.attention.decode import build_blocktopk_decode
+    """One budget of a group: the selection with each top-k kernel, the full step with
+    the spec's (``auto``: :func:`kinetics.attention.select.default_topk`)."""
     from kinetics.attention.select import default_topk
-    from kinetics.bench.decode import check_method, time_steps
+    from kinetics.bench.layer import check_method, time_steps
+    from kinetics.bench.spec import make_decoder
 
-    dense_bytes, sparse_bytes = cell.step_bytes(spec)
-    chosen = default_topk(w.caches[0].page_table.shape[1])
+    dense_bytes, sparse_bytes = cell.step_bytes(grid)
+    chosen = (default_topk(w.caches[0].page_table.shape[1]) if spec.topk_kernel == "auto"
+              else spec.topk_kernel)
     notes = [] if dense_check.passed else [f"dense rel err {dense_check.rel_err:.2e}"]
     selection, attention_ms, full_ms = {}, math.nan, math.nan
-    for kernel in TOPK_KERNELS:
-        decoders = [build_blocktopk_decode(c, w.q_heads, cell.topk_pages, spec.local_pages,
-                                           topk=kernel) for c in w.caches]
-        check = check_method("blocktopk", decoders[0], w, cfg,
+    for kernel in SELECTION_KERNELS:
+        kspec = replace(spec, topk_kernel=kernel)
+        decoders = [make_decoder(kspec, "blocktopk", c, w.q_heads) for c in w.caches]
+        check = check_method("blocktopk", decoders[0], w, kspec,
                              compare_output=compare and kernel == chosen)
         if not check.passed:
             notes.append(f"{kernel}: written={check.all_written} rel err {check.rel_err:.2e} "
                          f"selection ok={check.selection.passed}")
-        selection[kernel] = time_steps(w, decoders, cfg, "select").ms
+        selection[kernel] = time_steps(w, decoders, grid.repeats, "select").ms
         if kernel == chosen:
-            attention_ms = time_steps(w, decoders, cfg, "attend").ms
-            full_ms = time_steps(w, decoders, cfg).ms
+            attention_ms = time_steps(w, decoders, grid.repeats, "attend").ms
+            full_ms = time_steps(w, decoders, grid.repeats).ms
         del decoders
-    return CellResult(cell, cfg.replicas, dense_bytes, sparse_bytes, dense_ms,
+    return CellResult(cell, spec.replicas, dense_bytes, sparse_bytes, dense_ms,
                       dense_bytes / (dense_ms * 1e-3) / 1e9 / copy_gbps, chosen, selection,
                       attention_ms, full_ms, not notes, tuple(notes))

@@ -1,20 +1,25 @@
 """GPU timing shared by the benchmarks and the GPU tests (needs torch; CUDA for graphs).
 
-* :func:`capture_graph`: warm a callable up on a side stream, capture it in a CUDA graph.
-* :func:`time_graph`: the one CUDA-graph timer (median ms per step over replays);
-  :func:`time_replays` times replays of a graph captured elsewhere (ranks in step).
-* :class:`Clock`: timestamps, CUDA events on a GPU or ``perf_counter`` on CPU, for
-  loops that cannot be one graph (the tensor-parallel layer, whose attention is eager).
+* :func:`time_graph`: the one timer of a decode step: capture ``fn`` in a CUDA graph
+  (:func:`kinetics.model.capture.capture_graph`) and time its replays;
+  :func:`time_replays` times replays of any callable (a graph captured elsewhere, or an
+  eager step on the CPU) with a :class:`Clock`, median ms per step, ranks in step.
+* :class:`Clock`: timestamps, CUDA events on a GPU or ``perf_counter`` on the CPU.
 * :func:`copy_bandwidth`: device-to-device copy GB/s, the achievable-bandwidth roofline.
+* :func:`environment`: device, date and library versions for a run record.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import importlib
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from kinetics.model.capture import capture_graph
 
 
 @dataclass(frozen=True)
@@ -26,67 +31,15 @@ class GraphTiming:
     ms_p90: float
 
 
-def capture_graph(fn: Callable[[], Any], warmup: int = 3):
-    """Run ``fn`` ``warmup`` times on a side stream (JIT, autotuning, allocations), then
-    capture one call in a ``torch.cuda.CUDAGraph`` and return it (``graph.replay()``)."""
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
-
-
-def time_replays(replay: Callable[[], Any], steps: int, repeats: int, warmup: int = 10,
-                 barrier: Callable[[], None] | None = None) -> GraphTiming:
-    """Call ``replay()`` (``steps`` decode steps each) ``warmup`` times untimed, then
-    ``repeats`` times each between CUDA events; ms per step. ``barrier`` (the ranks of a
-    process group) runs after the warm-up, so all ranks start the timed replays together."""
-    import torch
-
-    for _ in range(warmup):
-        replay()
-    torch.cuda.synchronize()
-    if barrier is not None:
-        barrier()
-    events = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        replay()
-        end.record()
-        events.append((start, end))
-    torch.cuda.synchronize()
-    per_step = sorted(s.elapsed_time(e) / steps for s, e in events)
-    return GraphTiming(ms=statistics.median(per_step), ms_min=per_step[0],
-                       ms_p90=per_step[int(0.9 * (len(per_step) - 1))])
-
-
-def time_graph(fn: Callable[[], Any], steps: int, repeats: int, warmup: int = 10
-               ) -> GraphTiming:
-    """Capture ``fn`` (``steps`` decode steps) in a CUDA graph and time its replays
-    (:func:`time_replays`); ms per step."""
-    graph = capture_graph(fn)
-    timing = time_replays(graph.replay, steps, repeats, warmup)
-    del graph
-    return timing
-
-
 class Clock:
     """Timestamps: CUDA events on a GPU (recorded on the current stream), else perf_counter."""
 
-    def __init__(self, device) -> None:
+    def __init__(self, device="cuda") -> None:
         import torch
 
-        self.torch, self.device = torch, device
-        self.cuda = device.type == "cuda"
+        self.torch = torch
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
 
     def mark(self):
         if self.cuda:
@@ -101,6 +54,39 @@ class Clock:
 
     def elapsed_ms(self, start, end) -> float:
         return start.elapsed_time(end) if self.cuda else (end - start) * 1e3
+
+
+def time_replays(replay: Callable[[], Any], steps: int, repeats: int, warmup: int = 10,
+                 barrier: Callable[[], None] | None = None, device="cuda") -> GraphTiming:
+    """Call ``replay()`` (``steps`` decode steps each) ``warmup`` times untimed, then
+    ``repeats`` times each between two :class:`Clock` marks on ``device``; ms per step.
+    ``barrier`` (the ranks of a process group) runs after the warm-up, so all ranks
+    start the timed replays together."""
+    clock = Clock(device)
+    for _ in range(warmup):
+        replay()
+    clock.sync()
+    if barrier is not None:
+        barrier()
+    marks = []
+    for _ in range(repeats):
+        start = clock.mark()
+        replay()
+        marks.append((start, clock.mark()))
+    clock.sync()
+    per_step = sorted(clock.elapsed_ms(s, e) / steps for s, e in marks)
+    return GraphTiming(ms=statistics.median(per_step), ms_min=per_step[0],
+                       ms_p90=per_step[int(0.9 * (len(per_step) - 1))])
+
+
+def time_graph(fn: Callable[[], Any], steps: int, repeats: int, warmup: int = 10,
+               barrier: Callable[[], None] | None = None) -> GraphTiming:
+    """Capture ``fn`` (``steps`` decode steps) in a CUDA graph and time its replays
+    (:func:`time_replays`); ms per step."""
+    graph = capture_graph(fn)
+    timing = time_replays(graph.replay, steps, repeats, warmup, barrier)
+    del graph
+    return timing
 
 
 def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
@@ -123,18 +109,18 @@ def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
     return 2 * nbytes / (statistics.median(times) * 1e-3) / 1e9
 
 
-@dataclass
-class TimedCell:
-    """What a timed decode step ran: the configuration fields every timing record shares.
+def environment() -> dict[str, Any]:
+    """``device`` (the CUDA device's name, or 'cpu'), ``date`` (UTC, to the minute) and
+    ``versions`` of torch, triton and flashinfer (those importable)."""
+    import torch
 
-    Attributes:
-        model, method, impl: preset, attention ('dense' / 'blocktopk'), implementation.
-        batch, context, tp: requests, cached tokens per request (tokens), tensor-parallel degree.
-    """
-
-    model: str
-    method: str
-    impl: str
-    batch: int
-    context: int
-    tp: int
+    versions = {}
+    for name in ("torch", "triton", "flashinfer"):
+        try:
+            versions[name] = importlib.import_module(name).__version__
+        except ImportError:
+            continue
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return {"device": device,
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "versions": versions}

@@ -1,16 +1,82 @@
-"""``kinetics bench``: time dense vs block top-k decode on a GPU (see kinetics.bench)."""
+"""``kinetics bench``: time dense vs block top-k decode on a GPU (see kinetics.bench).
+
+The flags build exactly one :class:`~kinetics.bench.spec.DecodeSpec` (:func:`plan`),
+which the mode's benchmark takes whole. Every flag is honoured by the mode it is given
+in or refused with exit 2 (:data:`HONOURED`); nothing is silently ignored.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import shlex
 import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
-from kinetics.bench.decode import BENCH_METHODS, LAYER_IMPLS, TOPK_KERNELS
-from kinetics.cli._args import positive_ints
-from kinetics.cli._output import check_output_file, staged_file, write_json_file
+from kinetics.bench.spec import DENSE_KERNELS, METHODS, TOPK_KERNELS, DecodeSpec
+from kinetics.cli._args import finite_float, positive_ints
+from kinetics.cli._output import check_output_file, dumps_json, staged_file, write_json_file
 from kinetics.errors import InputError
+from kinetics.model.capture import LAYER_IMPLS
 from kinetics.models import MODELS
+
+# flag -> the args attribute it sets
+FLAGS: dict[str, str] = {
+    "--model": "model", "--method": "method", "--context": "context",
+    "--batch-size": "batch_size", "--page-size": "page_size", "--topk-pages": "topk_pages",
+    "--local-pages": "local_pages", "--tp": "tp", "--cuda-cores": "cuda_cores",
+    "--topk": "topk", "--replicas": "replicas", "--repeats": "repeats",
+    "--layer-impl": "layer_impl", "--attention-only": "attention_only",
+    "--whole-model": "whole_model", "--distributed": "distributed", "--json": "json",
+    "--json-out": "json_out", "--force": "force", "--gate": "gate", "--grid": "grid",
+    "--grid-models": "grid_models", "--grid-contexts": "grid_contexts",
+    "--grid-batches": "grid_batches", "--grid-budget-tokens": "grid_budget_tokens",
+    "--time-budget": "time_budget", "--no-floors": "no_floors", "--plot": "plot",
+    "--from-json": "from_json",
+}
+# flag -> the DecodeSpec field it sets
+SPEC_FLAGS: dict[str, str] = {
+    "--model": "model", "--context": "context", "--batch-size": "batch_size",
+    "--page-size": "page_size", "--topk-pages": "topk_pages", "--local-pages": "local_pages",
+    "--tp": "tp", "--cuda-cores": "dense_kernel", "--topk": "topk_kernel",
+    "--replicas": "replicas",
+}
+BLOCKTOPK_FLAGS = frozenset(("--topk-pages", "--local-pages", "--topk"))
+DENSE_FLAGS = frozenset(("--cuda-cores",))
+_SPEC = frozenset(SPEC_FLAGS)
+_OUT = frozenset(("--json", "--json-out", "--force"))
+_GRID = frozenset(("--grid", "--grid-models", "--grid-contexts", "--grid-batches",
+                   "--grid-budget-tokens", "--time-budget", "--no-floors", "--plot"))
+# mode -> the flags it honours; any other flag given is refused (exit 2)
+HONOURED: dict[str, frozenset[str]] = {
+    "layer": _SPEC | _OUT | {"--method", "--repeats", "--layer-impl"},
+    "attention": _SPEC | _OUT | {"--method", "--repeats", "--attention-only"},
+    "model": (_SPEC - {"--replicas"}) | _OUT | {"--method", "--repeats", "--layer-impl",
+                                                 "--whole-model"},
+    "tp": (_SPEC - {"--replicas"}) | _OUT | {"--method", "--repeats", "--layer-impl",
+                                              "--distributed"},
+    "tp-model": (_SPEC - {"--replicas"}) | _OUT | {"--method", "--repeats", "--layer-impl",
+                                                    "--distributed", "--whole-model"},
+    "grid": _GRID | _OUT | {"--page-size", "--tp", "--local-pages", "--cuda-cores", "--topk",
+                            "--repeats"},
+    "gate": _OUT | {"--gate"},
+    "from-json": frozenset(("--from-json", "--plot", "--force")),
+}
+# the CPU tensor-parallel layer: dense torch attention over a contiguous cache
+CPU_TP_REFUSED = frozenset(("--page-size", "--cuda-cores")) | BLOCKTOPK_FLAGS
+MODE_NAMES = {"layer": "the decoder-layer benchmark", "attention": "--attention-only",
+              "model": "--whole-model", "tp": "--distributed",
+              "tp-model": "--distributed --whole-model", "grid": "--grid", "gate": "--gate",
+              "from-json": "--from-json"}
+HINTS = {("grid", "--context"): " (the grid's: --grid-contexts)",
+         ("grid", "--batch-size"): " (the grid's: --grid-batches)",
+         ("grid", "--topk-pages"): " (the grid's: --grid-budget-tokens)",
+         ("grid", "--model"): " (the grid's: --grid-models)",
+         ("grid", "--replicas"): " (the grid picks each cell's replicas)",
+         ("gate", "--model"): " (the gate runs the configuration stored in BASELINE)"}
+DEFAULT_REPEATS = {"layer": 100, "attention": 100, "model": 20, "tp": 30, "tp-model": 20,
+                   "grid": 20}
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -18,247 +84,419 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "Example: kinetics bench --model qwen3-8b --context 16384 --batch-size 64 "
         "--page-size 16 --topk-pages 64 --tp 8 --attention-only. "
         "Gate: kinetics bench --gate benchmarks/baseline/gpu.json --json-out gate.json. "
-        "Grid: kinetics bench --grid --json-out grid.json --plot grid.png"
+        "Grid: kinetics bench --grid --json-out grid.json --plot grid.png. "
+        "Every flag applies to the modes that use it and is refused (exit 2) elsewhere."
     )
-    parser.add_argument("--model", default="qwen3-8b", help=f"model preset ({', '.join(MODELS)})")
-    parser.add_argument("--method", choices=("dense", "blocktopk", "both"), default="both",
+    spec = DecodeSpec()
+    parser.add_argument("--model", help=f"model preset ({', '.join(MODELS)}; default "
+                        f"{spec.model})")
+    parser.add_argument("--method", choices=("dense", "blocktopk", "both"),
                         help="decode attention to time: dense (flashinfer), blocktopk (page "
-                        "selection + Triton sparse attention) or both (and the speedup)")
-    parser.add_argument("--context", type=int, default=16384, metavar="T",
-                        help="tokens in each request's KV cache")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="requests")
-    parser.add_argument("--page-size", type=int, default=16, metavar="P",
-                        help="tokens per KV page (a power of two)")
-    parser.add_argument("--topk-pages", type=int, default=64, metavar="K",
+                        "selection + Triton sparse attention) or both (the default, and the "
+                        "speedup)")
+    parser.add_argument("--context", type=int, metavar="T",
+                        help=f"tokens in each request's KV cache (default {spec.context})")
+    parser.add_argument("--batch-size", type=int, metavar="B",
+                        help=f"requests (default {spec.batch_size})")
+    parser.add_argument("--page-size", type=int, metavar="P",
+                        help=f"tokens per KV page, a power of two (default {spec.page_size})")
+    parser.add_argument("--topk-pages", type=int, metavar="K",
                         help="block top-k: pages attended per request and KV head, the last "
-                        "(partial) page and the local pages included")
-    parser.add_argument("--local-pages", type=int, default=1, metavar="L",
-                        help="block top-k: trailing pages always attended")
-    parser.add_argument("--tp", type=int, default=8,
-                        help="tensor-parallel degree simulated on one GPU (heads / tp)")
+                        f"(partial) page and the local pages included (default {spec.topk_pages})")
+    parser.add_argument("--local-pages", type=int, metavar="L",
+                        help=f"block top-k: trailing pages always attended (default "
+                        f"{spec.local_pages})")
+    parser.add_argument("--tp", type=int, help="tensor-parallel degree: one rank's share of "
+                        f"the heads (default {spec.tp}; with --distributed, the ranks)")
     parser.add_argument("--attention-only", action="store_true",
                         help="time attention alone (default: one decoder layer shard)")
     parser.add_argument("--cuda-cores", action="store_true",
                         help="dense: flashinfer's CUDA-core decode (default: its tensor-core "
                         "decode, fa2 backend)")
-    parser.add_argument("--topk", choices=TOPK_KERNELS, default="auto",
-                        help="block top-k selection's top-k kernel (auto: bitonic for rows of "
-                        "<= 1024 pages, else flashinfer's radix top-k)")
-    parser.add_argument("--replicas", type=int, default=4,
-                        help="independent caches cycled through, to defeat the L2 cache")
-    parser.add_argument("--repeats", type=int, default=100, help="timed CUDA graph replays")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--gate", metavar="BASELINE",
-                        help="run the standard configuration stored in BASELINE (JSON) for "
-                        "both methods; exit 1 if the speedup is under its min_speedup or a "
-                        "correctness check fails")
-    parser.add_argument("--json-out", metavar="PATH",
-                        help="also write the numbers to PATH (a new file unless --force)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace an existing --json-out / --plot file")
-    parser.add_argument("--layer-impl", choices=LAYER_IMPLS, default="fused",
-                        help="decoder layer outside attention: fused (Triton add+RMSNorm, "
-                        "q/k norm+RoPE writing the KV cache, SiLU*mul; cuBLAS GEMMs) or the "
-                        "reference torch layer (fused-kv-separate, compiled: for comparison)")
+    parser.add_argument("--topk", choices=TOPK_KERNELS,
+                        help="block top-k selection's top-k kernel (auto, the default: "
+                        "bitonic for rows of <= 1024 pages, else flashinfer's radix top-k)")
+    parser.add_argument("--replicas", type=int, help="independent caches cycled through, to "
+                        f"defeat the L2 cache (default {spec.replicas})")
+    parser.add_argument("--repeats", type=int,
+                        help="timed CUDA graph replays (default: 100 for one layer or its "
+                        "attention, 20 for the whole model and the grid, 30 for --distributed)")
+    parser.add_argument("--layer-impl", choices=LAYER_IMPLS,
+                        help="decoder layer outside attention: fused (the default: Triton "
+                        "add+RMSNorm, q/k norm+RoPE writing the KV cache, SiLU*mul; cuBLAS "
+                        "GEMMs) or the reference torch layer (fused-kv-separate, compiled: "
+                        "for comparison)")
     parser.add_argument("--whole-model", action="store_true",
                         help="time the whole model's decode step (embedding, all layers, "
                         "final norm, LM head, greedy sampling) as one CUDA graph; with "
                         "--tp 1 the full model on one GPU (default --tp 8: one rank's share)")
     parser.add_argument("--distributed", action="store_true",
                         help="real tensor parallelism: run under torchrun --nproc-per-node TP; "
-                        "on GPUs times one decoder layer (or, with --whole-model, the whole "
-                        "model) per rank over NCCL, the whole step in one CUDA graph "
-                        "(kinetics.bench.tp); without a GPU: gloo, eager, dense")
-    parser.add_argument("--piecewise", action="store_true",
-                        help="with --distributed on GPUs: the older scheme, CUDA graphs around "
-                        "eager attention with each all-reduce timed (run_tp_bench)")
+                        "times one decoder layer (or, with --whole-model, the whole model) "
+                        "per rank, the whole step one CUDA graph over NCCL (kinetics.bench.tp); "
+                        "without a GPU: gloo, eager, --method dense")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--gate", metavar="BASELINE",
+                        help="run the standard configuration stored in BASELINE (JSON) for "
+                        "both methods; exit 1 if the speedup is under its min_speedup or a "
+                        "correctness check fails")
+    parser.add_argument("--json-out", metavar="PATH",
+                        help="also write the record (with the command) to PATH (a new file "
+                        "unless --force)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --json-out / --plot file")
+    parser.add_argument("--from-json", nargs="+", metavar="RECORD",
+                        help="no GPU: read bench records back: a grid's markdown tables and "
+                        "its cells against the read floors (a read-curve record may be "
+                        "given beside it), the cost model's predicted time beside every "
+                        "measured layer / whole-model step; --plot draws the grid figure or "
+                        "the cost model against the measured times")
     grid = parser.add_argument_group(
-        "grid", "--grid: every cell of models x contexts x batch sizes x budgets (tp, page "
-        "size and local pages from the flags above); prints a table, --json-out writes the "
-        "numbers, --plot the figure")
+        "grid", "--grid: every cell of models x contexts x batch sizes x budgets (--tp, "
+        "--page-size, --local-pages, --cuda-cores, --topk and --repeats apply to every "
+        "cell); prints a table, --json-out writes the record, --plot the figure")
     grid.add_argument("--grid", action="store_true", help="run the regime grid")
-    grid.add_argument("--grid-models", default="qwen3-8b,qwen3-32b", metavar="LIST")
-    grid.add_argument("--grid-contexts", default="8192,16384,32768,65536,131072",
-                      metavar="LIST", help="tokens per request")
-    grid.add_argument("--grid-batches", default="1,4,16,64,256", metavar="LIST")
-    grid.add_argument("--grid-budgets", default="1024,2048", metavar="LIST",
-                      help="block top-k tokens attended per request and KV head")
-    grid.add_argument("--grid-repeats", type=int, default=20, help="timed replays per number")
-    grid.add_argument("--time-budget", type=float, metavar="S",
+    grid.add_argument("--grid-models", metavar="LIST", help="default qwen3-8b,qwen3-32b")
+    grid.add_argument("--grid-contexts", metavar="LIST",
+                      help="tokens per request (default 8192,16384,32768,65536,131072)")
+    grid.add_argument("--grid-batches", metavar="LIST", help="default 1,4,16,64,256")
+    grid.add_argument("--grid-budget-tokens", metavar="LIST",
+                      help="block top-k tokens attended per request and KV head, whole "
+                      "pages (default 1024,2048)")
+    grid.add_argument("--time-budget", type=finite_float, metavar="S",
                       help="list the cells not reached after S seconds as skipped")
-    grid.add_argument("--plot", metavar="PATH", help="grid figure (PNG/PDF/SVG)")
+    grid.add_argument("--plot", metavar="PATH",
+                      help="figure (PNG/PDF/SVG) of --grid or of --from-json")
     grid.add_argument("--no-floors", action="store_true",
-                      help="with --grid: skip measuring the read floors (~15 s: a pure read "
-                           "of 0.5 MB to 2 GB and an empty launch, which give each cell the "
-                           "share of the byte roofline its floor allows, column @floor); "
-                           "that column is then '-'")
+                      help="skip measuring the read floors (a pure read of 0.5 MB to "
+                           "2 GB and an empty launch, which give each cell the share of the "
+                           "byte roofline its floor allows, column @floor); that column is "
+                           "then '-'")
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What one ``kinetics bench`` call runs: the mode, the one spec, the run settings
+    and the outputs (everything the flags said, checked)."""
+
+    mode: str
+    spec: DecodeSpec
+    methods: tuple[str, ...] = METHODS
+    repeats: int = 100
+    layer_impl: str = "fused"
+    json: bool = False
+    json_out: str | None = None
+    plot: str | None = None
+    force: bool = False
+    baseline: str | None = None
+    grid: Any = None  # a kinetics.bench.grid.GridSpec in grid mode
+    deadline_s: float | None = None
+    records: tuple[str, ...] = ()
+    command: str = "kinetics bench"
+    given: frozenset[str] = field(default_factory=frozenset)
+
+
+def mode_of(args: argparse.Namespace) -> str:
+    """The mode the flags select (the first of --from-json, --gate, --grid,
+    --distributed [--whole-model], --whole-model, --attention-only; else the layer)."""
+    if args.from_json is not None:
+        return "from-json"
+    if args.gate is not None:
+        return "gate"
+    if args.grid:
+        return "grid"
+    if args.distributed:
+        return "tp-model" if args.whole_model else "tp"
+    if args.whole_model:
+        return "model"
+    return "attention" if args.attention_only else "layer"
+
+
+def given_flags(args: argparse.Namespace) -> frozenset[str]:
+    """The flags the user gave (value flags not None, switches True)."""
+    return frozenset(flag for flag, dest in FLAGS.items()
+                     if getattr(args, dest) not in (None, False))
+
+
+def refuse_unused(mode: str, given: frozenset[str], methods: tuple[str, ...], gpu: bool) -> None:
+    """InputError naming the first flag ``mode`` would not honour (see :data:`HONOURED`)."""
+    where = MODE_NAMES[mode]
+    for flag in sorted(given - HONOURED[mode]):
+        raise InputError(f"{flag} does not apply to {where}{HINTS.get((mode, flag), '')}")
+    if "--method" in HONOURED[mode]:
+        if "blocktopk" not in methods:
+            for flag in sorted(given & BLOCKTOPK_FLAGS):
+                raise InputError(f"{flag} is a block top-k setting: it does not apply to "
+                                 "--method dense")
+        if "dense" not in methods:
+            for flag in sorted(given & DENSE_FLAGS):
+                raise InputError(f"{flag} is a dense setting: it does not apply to "
+                                 "--method blocktopk")
+    if mode == "tp" and not gpu:
+        for flag in sorted(given & CPU_TP_REFUSED):
+            raise InputError(f"{flag} does not apply to --distributed without a GPU (gloo, "
+                             "dense torch attention over a contiguous cache)")
+        if methods != ("dense",):
+            raise InputError("no GPU here: --distributed without a GPU runs --method dense "
+                             "only (gloo, torch attention); block top-k needs a GPU")
+
+
+def decode_spec(args: argparse.Namespace) -> DecodeSpec:
+    """The one :class:`DecodeSpec` of the flags (defaults where not given)."""
+    values: dict[str, Any] = {}
+    for flag, name in SPEC_FLAGS.items():
+        value = getattr(args, FLAGS[flag])
+        if value in (None, False):
+            continue
+        values[name] = DENSE_KERNELS[1] if flag == "--cuda-cores" else value
+    return DecodeSpec(**values)
+
+
+def plan(args: argparse.Namespace, gpu: bool) -> BenchPlan:
+    """Check the flags against the mode and build the :class:`BenchPlan` (InputError on a
+    flag the mode would not honour, or a bad value). ``gpu``: whether a GPU benchmark is
+    possible here (the CPU tensor-parallel layer honours fewer flags)."""
+    mode, given = mode_of(args), given_flags(args)
+    methods = METHODS if args.method in (None, "both") else (args.method,)
+    refuse_unused(mode, given, methods, gpu)
+    if args.force and not (args.json_out or args.plot):
+        raise InputError("--force replaces an existing --json-out / --plot file: give one")
+    spec = decode_spec(args)
+    repeats = args.repeats if args.repeats is not None else DEFAULT_REPEATS.get(mode, 100)
+    if repeats < 1:
+        raise InputError(f"--repeats must be >= 1, got {repeats}")
+    if mode not in ("gate", "from-json", "grid"):
+        spec.validate(methods)
+    argv = getattr(args, "argv", None)
+    common = dict(mode=mode, spec=spec, methods=methods, repeats=repeats,
+                  layer_impl=args.layer_impl or "fused", json=args.json,
+                  json_out=args.json_out, plot=args.plot, force=args.force,
+                  command=shlex.join(["kinetics", *argv]) if argv else "kinetics bench",
+                  given=given)
+    if mode == "grid":
+        return BenchPlan(**common, grid=grid_spec(args, spec, repeats),
+                         deadline_s=args.time_budget)
+    if mode == "gate":
+        return BenchPlan(**common, baseline=args.gate)
+    if mode == "from-json":
+        return BenchPlan(**common, records=tuple(args.from_json))
+    return BenchPlan(**common)
+
+
+def grid_spec(args: argparse.Namespace, base: DecodeSpec, repeats: int):
+    """The grid of the --grid-* flags around ``base`` (InputError on bad lists)."""
+    from kinetics.bench import grid
+
+    def listed(text: str | None, flag: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        return default if text is None else tuple(positive_ints(text, flag))
+
+    models = (grid.GRID_MODELS if args.grid_models is None
+              else tuple(m.strip() for m in args.grid_models.split(",") if m.strip()))
+    if not models:
+        raise InputError(f"--grid-models lists no model: {args.grid_models!r}")
+    spec = grid.GridSpec(
+        base=base, models=models,
+        contexts=listed(args.grid_contexts, "--grid-contexts", grid.GRID_CONTEXTS),
+        batch_sizes=listed(args.grid_batches, "--grid-batches", grid.GRID_BATCHES),
+        budget_tokens=listed(args.grid_budget_tokens, "--grid-budget-tokens",
+                             grid.GRID_BUDGET_TOKENS),
+        repeats=repeats, measure_floors=not args.no_floors)
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise InputError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
+    grid.grid_cells(spec)  # bad names and sizes are input errors, GPU or not
+    return spec
 
 
 def run(args: argparse.Namespace) -> int:
-    from kinetics.bench import decode as bench
-    from kinetics.bench import gate
+    from kinetics.bench.spec import gpu_available
 
-    cfg = bench.BenchConfig(model=args.model, context=args.context, batch_size=args.batch_size,
-                            page_size=args.page_size, topk_pages=args.topk_pages, tp=args.tp,
-                            attention_only=args.attention_only, local_pages=args.local_pages,
-                            replicas=args.replicas, repeats=args.repeats,
-                            use_tensor_cores=not args.cuda_cores, topk_kernel=args.topk,
-                            layer_impl=args.layer_impl)
-    for value in (args.json_out, getattr(args, "plot", None)):  # before any GPU work
+    ok, why = gpu_available()
+    p = plan(args, ok)
+    for value in (p.json_out, p.plot):  # before any GPU work
         if value is not None:
-            check_output_file(value, replace=args.force)
-    if args.grid:
-        return _run_grid(args)
-    if args.gate is not None:
-        gate.load_baseline(args.gate)  # bad files are input errors, GPU or not
-    else:
-        cfg.validate()
-    ok, why = bench.gpu_available()
-    if args.distributed and args.gate is None:
-        return _run_distributed(args, gpu=ok)
-    if not ok:
+            check_output_file(value, replace=p.force)
+    if p.mode == "from-json":
+        return _run_from_json(p)
+    if p.mode == "gate":
+        from kinetics.bench import gate
+
+        gate.load_baseline(p.baseline)  # bad files are input errors, GPU or not
+    if p.mode != "tp" and not ok:  # the tensor-parallel layer also runs on CPUs
         print(f"kinetics bench: no GPU benchmark on this machine: {why}", file=sys.stderr)
         return 2
-    if args.gate is not None:
-        run = gate.run_gate(args.gate)
-        if args.json_out:
-            write_json_file(args.json_out, run.record)
-        return run.code
-    methods = bench.BENCH_METHODS if args.method == "both" else (args.method,)
-    if args.whole_model:
-        return _run_whole_model(args, methods, cfg.tp, 0, None)
-    result = bench.compare_decode(cfg, methods, check=True)
-    _write(args, result.to_dict())
-    if not args.json:
-        print(bench.format_table(result))
+    runners = {"layer": _run_decode, "attention": _run_decode, "model": _run_whole_model,
+               "tp": _run_distributed, "tp-model": _run_distributed, "grid": _run_grid,
+               "gate": _run_gate}
+    return runners[p.mode](p)
+
+
+def _write(p: BenchPlan, record: dict[str, Any], text: str | None) -> None:
+    """--json prints the record, else ``text`` (if any); --json-out writes the record."""
+    record = {**record, "command": p.command}
+    if p.json or text is not None:
+        print(dumps_json(record) if p.json else text, flush=True)
+    if p.json_out:
+        write_json_file(p.json_out, record)
+
+
+def _run_decode(p: BenchPlan) -> int:
+    """One layer shard, or its attention alone (kinetics.bench.layer)."""
+    from kinetics.bench.layer import compare_decode, format_table
+
+    result = compare_decode(p.spec, p.methods, scope=p.mode, layer_impl=p.layer_impl,
+                            repeats=p.repeats)
+    _write(p, result.to_dict(), format_table(result))
     if not result.checks_passed:
         print("kinetics bench: a correctness check failed", file=sys.stderr)
         return 1
     return 0
 
 
-def _write(args: argparse.Namespace, record) -> None:
-    if args.json:
-        print(json.dumps(record), flush=True)
-    if args.json_out:
-        write_json_file(args.json_out, record)
+def _run_whole_model(p: BenchPlan, rank: int = 0, group=None) -> int:
+    """``--whole-model``: one CUDA graph per step of all layers (kinetics.bench.whole_model)."""
+    from kinetics.bench.timing import environment
+    from kinetics.bench.whole_model import format_step_timings, model_timings
 
-
-def _run_whole_model(args: argparse.Namespace, methods, tp: int, rank: int, group) -> int:
-    """``--whole-model``: one CUDA graph per step of all layers (kinetics.bench.model)."""
-    from dataclasses import asdict
-
-    from kinetics.bench.model import format_step_timings, model_timings
-
-    timings = model_timings(args.model, methods, args.batch_size, args.context,
-                            page_size=args.page_size, topk_pages=args.topk_pages,
-                            impls=(args.layer_impl,), tp=tp, rank=rank, group=group,
-                            repeats=args.repeats)
+    timings = model_timings(p.spec, p.methods, layer_impls=(p.layer_impl,), repeats=p.repeats,
+                            rank=rank, group=group)
     if rank == 0:
-        if not args.json:
-            print(format_step_timings(timings), flush=True)
-        _write(args, [{**asdict(t), "tokens_per_s": t.tokens_per_s} for t in timings])
+        record = {"kind": "model", **environment(), "spec": p.spec.to_dict(),
+                  "repeats": p.repeats, "rows": [t.to_dict() for t in timings]}
+        _write(p, record, format_step_timings(timings))
     return 0
 
 
-def _run_tp_graphs(args: argparse.Namespace, wanted, info) -> int:
-    """``--distributed`` on GPUs: whole-step graphs (layer, or --whole-model)."""
-    from dataclasses import asdict
-
+def _run_distributed(p: BenchPlan) -> int:
+    """``--distributed``: one tensor-parallel layer (or, on GPUs, the whole model) per
+    rank (kinetics.bench.tp)."""
+    from kinetics.bench.timing import environment
     from kinetics.bench.tp import format_tp_layer_timing, tp_layer_timing
-
-    if args.whole_model:
-        return _run_whole_model(args, wanted, args.tp, info.rank, info.group)
-    results = {}
-    for method in wanted:
-        t = tp_layer_timing(args.model, method, args.batch_size, args.context, args.tp,
-                            info.rank, info.group, page_size=args.page_size,
-                            topk_pages=args.topk_pages, impl=args.layer_impl,
-                            repeats=args.repeats)
-        results[method] = {**asdict(t), "scaling_efficiency": t.scaling_efficiency}
-        if info.rank == 0 and not args.json:
-            print(format_tp_layer_timing(t), flush=True)
-    if info.rank == 0:
-        _write(args, results)
-    return 0
-
-
-def _run_distributed(args: argparse.Namespace, gpu: bool) -> int:
-    """``--distributed``: one tensor-parallel layer (or model) per rank (kinetics.bench.tp).
-
-    On GPUs: NCCL, paged KV cache, flashinfer dense / Triton-selected block top-k,
-    each whole step one CUDA graph (``--piecewise``: graphs around eager attention).
-    Without a GPU: gloo and dense torch attention (method dense only), so the
-    sharded code path can be exercised anywhere.
-    """
-    from dataclasses import asdict
-
-    from kinetics.bench.tp import format_tp_result, paged_attend_factory, run_tp_bench
     from kinetics.model.parallel import init_distributed, shutdown_distributed
 
-    graphs = gpu and not args.piecewise
-    wanted = BENCH_METHODS if args.method == "both" else (args.method,)
-    if not gpu and args.whole_model:
-        raise InputError("no GPU here: --whole-model needs a GPU")
-    if not gpu and wanted != ("dense",):
-        raise InputError("no GPU here: --distributed without a GPU runs --method dense only "
-                         "(gloo, torch attention); block top-k needs a GPU")
-    info = init_distributed(args.tp)  # once: every method reuses this process group
-    results = {}
+    info = init_distributed(p.spec.tp)  # once: every method reuses this process group
     try:
-        if graphs:
-            return _run_tp_graphs(args, wanted, info)
-        for method in wanted:
-            factory = (paged_attend_factory(method, args.page_size, args.topk_pages,
-                                            local_pages=args.local_pages,
-                                            use_tensor_cores=not args.cuda_cores)
-                       if gpu else None)
-            result = run_tp_bench(args.model, method, args.context, args.batch_size,
-                                  args.page_size, args.topk_pages, args.tp, args.repeats, 10,
-                                  "bfloat16" if gpu else "float32", factory)
-            if result is not None:  # rank 0
-                results[method] = asdict(result)
-                if not args.json:
-                    print(format_tp_result(result), flush=True)
+        if p.mode == "tp-model":
+            return _run_whole_model(p, info.rank, info.group)
+        timings = [tp_layer_timing(p.spec, method, info.rank, info.group, info.device,
+                                   layer_impl=p.layer_impl, repeats=p.repeats)
+                   for method in p.methods]
     finally:
         shutdown_distributed(info)
-    if results:
-        _write(args, results)
+    if info.rank == 0:
+        record = {"kind": "tp", **environment(), "spec": p.spec.to_dict(),
+                  "repeats": p.repeats, "rows": [t.to_dict() for t in timings]}
+        _write(p, record, "\n".join(format_tp_layer_timing(t) for t in timings))
     return 0
 
 
-def _run_grid(args: argparse.Namespace) -> int:
+def _run_gate(p: BenchPlan) -> int:
+    """``--gate``: the GPU regression gate (kinetics.bench.gate)."""
+    from kinetics.bench import gate
+
+    result = gate.run_gate(p.baseline, printer=(lambda line: None) if p.json else print)
+    _write(p, result.record, None)
+    return result.code
+
+
+def _run_grid(p: BenchPlan) -> int:
     """``--grid``: the regime grid (kinetics.bench.grid); table on stdout, progress on
-    stderr, numbers to --json-out, figure to --plot."""
-    from pathlib import Path
-
+    stderr, the record to --json-out, figure to --plot."""
     from kinetics.bench import grid
-    from kinetics.bench.decode import gpu_available
 
-    if args.grid_repeats < 1:
-        raise InputError("--grid-repeats must be >= 1")
-    spec = grid.GridSpec(
-        models=tuple(m.strip() for m in args.grid_models.split(",")),
-        contexts=tuple(positive_ints(args.grid_contexts, "--grid-contexts")),
-        batch_sizes=tuple(positive_ints(args.grid_batches, "--grid-batches")),
-        budgets=tuple(positive_ints(args.grid_budgets, "--grid-budgets")), page_size=args.page_size,
-        tp=args.tp, local_pages=args.local_pages, repeats=args.grid_repeats,
-        measure_floors=not args.no_floors)
-    grid.grid_cells(spec)  # bad names and sizes are input errors, GPU or not
-    ok, why = gpu_available()
-    if not ok:
-        print(f"kinetics bench: no GPU benchmark on this machine: {why}", file=sys.stderr)
-        return 2
-    result = grid.run_grid(spec, progress=lambda line: print(line, file=sys.stderr,
-                                                             flush=True),
-                           deadline_s=args.time_budget)
-    print(grid.format_grid(result))
-    if args.json_out:
-        write_json_file(args.json_out, result.to_dict())
-    if args.plot:
-        with staged_file(Path(args.plot)) as tmp:
-            grid.grid_figure(result).savefig(tmp, dpi=120)
+    result = grid.run_grid(p.grid, progress=lambda line: print(line, file=sys.stderr,
+                                                               flush=True),
+                           deadline_s=p.deadline_s)
+    record = result.to_dict()
+    _write(p, record, grid.format_grid(result))
+    if p.plot:
+        _save_figure(grid.grid_figure(record), p.plot)
     if not all(r.checks_passed for r in result.cells):
         print("kinetics bench: a correctness check failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _save_figure(fig, path: str) -> None:
+    with staged_file(Path(path)) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".").lower() or "png")
+
+
+def _run_from_json(p: BenchPlan) -> int:
+    """``--from-json``: the records' tables (and --plot's figure), no GPU."""
+    from kinetics.bench import records as rec
+    from kinetics.jsonfile import read_json_object
+
+    loaded = [(path, read_json_object(path)) for path in p.records]
+    kinds = [(path, data, rec.record_kind(data, path)) for path, data in loaded]
+    grids = [(path, data) for path, data, kind in kinds if kind == "grid"]
+    curves = [data for _, data, kind in kinds if kind == "read-curve"]
+    steps = [(path, data) for path, data, kind in kinds if kind in ("decode", "model", "tp",
+                                                                      "e2e")]
+    if len(curves) > 1 or (curves and not grids):
+        raise InputError("a read-curve record goes with one or more grid records, once")
+    if p.plot and bool(grids) + bool(steps) != 1:
+        raise InputError("--plot draws one figure: give grid records or step records")
+    out: list[str] = []
+    for path, data in grids:
+        from kinetics.bench.floors import ReadCurve
+
+        curve = ReadCurve.from_dict(curves[0]) if curves else None
+        out += [f"## {path}", "", rec.grid_markdown(data)]
+        if curve is not None or data.get("read_curve"):
+            out += [rec.floor_table(data, curve), ""]
+        if p.plot:
+            from kinetics.bench.grid import grid_figure
+
+            _save_figure(grid_figure(data), p.plot)
+    if steps:
+        out += _cost_table(p, steps)
+    for path, data, kind in kinds:
+        if kind == "gate":
+            out.append(_gate_summary(path, data))
+    print("\n".join(out).rstrip())
+    return 0
+
+
+def _cost_table(p: BenchPlan, steps: list[tuple[str, dict]]) -> list[str]:
+    """The cost model's prediction beside every measured step of ``steps``."""
+    from kinetics.bench import records as rec
+    from kinetics.bench.cost_vs_measured import (
+        format_predictions,
+        hardware_for_device,
+        predict,
+        predictions_figure,
+    )
+
+    copies = [c for _, data in steps if (c := rec.copy_gbps(data)) is not None]
+    devices = [d for _, data in steps if (d := rec.device(data))]
+    if not copies or not devices:
+        raise InputError("no record gives the device and its copy bandwidth",
+                         path=steps[0][0])
+    hardware = hardware_for_device(devices[0])
+    cells, seen = [], set()
+    for path, data in steps:
+        for cell in rec.step_cells(data):
+            if cell.label in seen:  # the same configuration in another record
+                cell = replace(cell, label=f"{cell.label} ({Path(path).stem})")
+            seen.add(cell.label)
+            cells.append(cell)
+    if not cells:
+        raise InputError("no layer or whole-model step in these records (attention-only "
+                         "records have none)", path=steps[0][0])
+    preds = [predict(c, hardware, copies[0] * 1e9) for c in cells]
+    if p.plot:
+        _save_figure(predictions_figure(preds, f"Kinetics cost model vs {devices[0]}"), p.plot)
+    return [f"cost model ({hardware.name}, copy {copies[0]:.0f} GB/s) vs measured",
+            format_predictions(preds), ""]
+
+
+def _gate_summary(path: str, data: dict[str, Any]) -> str:
+    lines = [f"## {path}: gate {'PASS' if data.get('passed') else 'FAIL'}"]
+    for c in data.get("cells", []):
+        spec, g = c.get("spec", c.get("config", {})), c.get("gate", {})
+        lines.append(f"{spec.get('model')} context {spec.get('context')} batch "
+                     f"{spec.get('batch_size')}: speedup {c.get('speedup', float('nan')):.2f}x "
+                     f"(floor {g.get('min_speedup', float('nan')):.2f}x) "
+                     f"{'ok' if g.get('passed') else 'FAIL'}")
+    return "\n".join(lines)
+

@@ -104,14 +104,10 @@ def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: b
     """Every report file into the (temporary) folder ``tmp``; no figures without ``formats``."""
     analysis.frontier.assign(synthetic=synthetic).to_csv(tmp / "frontier.csv", index=False)
     analysis.pareto.to_csv(tmp / "pareto.csv", index=False)
-    bon = analysis.options["best_of_n"]
-    (bon.groupby(["model", "method", "config", "n"], sort=False)
-     [["coverage", "majority", "compute_flops", "memory_bytes"]].mean().reset_index()
-     .to_csv(tmp / "best_of_n.csv", index=False))
-    lc = analysis.options["long_cot"]
-    (lc.groupby(["model", "method", "config", "gen_budget"], sort=False)
-     [["accuracy", "compute_flops", "memory_bytes"]].mean().reset_index()
-     .to_csv(tmp / "long_cot.csv", index=False))
+    from kinetics.analysis.report import best_of_n_table, long_cot_table
+
+    best_of_n_table(analysis).to_csv(tmp / "best_of_n.csv", index=False)
+    long_cot_table(analysis).to_csv(tmp / "long_cot.csv", index=False)
     (tmp / "summary.json").write_text(dumps_json(summary.to_json(), indent=2) + "\n")
     tick("tables")
     if formats:

@@ -16,11 +16,11 @@ Two implementations of one step, equal up to float rounding:
 * ``impl="fused"``: the residual-stream formulation with the fused kernels of
   :mod:`kinetics.model.fused` (Triton on CUDA, the torch reference elsewhere).
 
-``kinetics.bench.model.CapturedStep`` records a whole step (every layer, attention
-and the all-reduces included) as one CUDA graph. ``attends[i]`` is layer ``i``'s attention
-(``attend(q, k, v)``, see ``ShardedDecoderLayer.forward``); it owns that layer's KV
-cache. For a CUDA graph the attends must keep fixed shapes (the paged benchmark
-attends overwrite the last cached slot; see kinetics.bench.tp.paged_attend_factory).
+:class:`kinetics.model.capture.CapturedStep` records a whole step (every layer,
+attention and the all-reduces included) as one CUDA graph. ``attends[i]`` is layer
+``i``'s attention (``attend(q, k, v)``, see ``ShardedDecoderLayer.forward``); it owns
+that layer's KV cache. For a CUDA graph the attends must keep fixed shapes (the paged
+benchmark attends overwrite the last cached slot; see kinetics.bench.spec.layer_attend).
 
 Weights: layer ``i`` uses seed ``layer_seed(seed, i)``; the embedding, final norm and
 LM head use tensor ids of their own under ``seed``, so every rank generates exactly

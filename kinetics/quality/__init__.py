@@ -1,4 +1,4 @@
-"""Sparse attention on a real model (``kinetics quality``, issue 16).
+"""Sparse attention on a real model (``kinetics quality``).
 
 A token sequence (a text, or a model's own greedy continuation of a prompt) is run
 once densely, teacher-forced, keeping each layer's post-RoPE queries, keys and values;

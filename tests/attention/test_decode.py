@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from kinetics.bench import decode as bench
+from kinetics.bench import spec as bench
 
 pytestmark = pytest.mark.gpu
 
@@ -31,7 +31,6 @@ from kinetics.attention.decode import (  # noqa: E402
 from kinetics.attention.select import PageSelector  # noqa: E402
 from kinetics.bench.grid import GridSpec, grid_cells  # noqa: E402
 from kinetics.bench.timing import capture_graph  # noqa: E402
-from kinetics.models import get_model  # noqa: E402
 
 DIM = 128
 CASES = [  # batch, q heads, kv heads, page size, lens (tokens), topk pages, local pages
@@ -169,7 +168,7 @@ def _grid_shapes():
     cells, _ = grid_cells(GridSpec(batch_sizes=(1, 4, 16, 64)))
     out = []
     for c in cells:
-        hq, hkv = bench.local_heads(get_model(c.model), 8)
+        hq, hkv = bench.DecodeSpec(model=c.model, tp=8).local_heads()
         out.append((hq, hkv, c.context, c.batch_size, c.topk_pages))
     return sorted(set(out))
 
@@ -213,7 +212,7 @@ def test_benchmark_decode(benchmark, method):
         caches.append(cache)
         queries.append(q)
         outs.append(torch.empty_like(q))
-        decoders.append(bench.make_decoder(method, cache, 4, bench.BenchConfig()))
+        decoders.append(bench.make_decoder(bench.DecodeSpec(), method, cache, 4))
     replay = _graph_step(decoders, queries, outs)
     benchmark.extra_info.update(steps_per_round=4, context=16384, batch_size=64)
     benchmark.pedantic(replay, rounds=50, iterations=1, warmup_rounds=5)

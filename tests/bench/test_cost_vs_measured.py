@@ -12,8 +12,8 @@ from kinetics.bench.cost_vs_measured import (
     StepCell,
     format_predictions,
     hardware_for_device,
-    plot_predictions,
     predict,
+    predictions_figure,
     rank_spec,
     speedups,
     step_cost,
@@ -75,12 +75,14 @@ def test_predicted_times_and_speedups():
     assert "speedup blocktopk b64" in format_predictions(preds)
 
 
-def test_plot_writes_png(tmp_path):
+def test_figure_saves_as_png(tmp_path):
     cells = [StepCell("d", "qwen3-8b", "dense", "layer", 64, 4096, 8, 0.2),
              StepCell("b", "qwen3-8b", "blocktopk", "layer", 64, 4096, 8, 0.1)]
     out = tmp_path / "p.png"
-    plot_predictions([predict(c, get_hardware("h100"), 3e12) for c in cells], str(out))
+    fig = predictions_figure([predict(c, get_hardware("h100"), 3e12) for c in cells])
+    fig.savefig(out)
     assert out.read_bytes()[:4] == b"\x89PNG"
+    assert len(fig.axes[0].collections) == 3  # dense, blocktopk, (empty) blocktopk-triton
 
 
 def test_bad_inputs():
@@ -98,20 +100,14 @@ def test_bad_inputs():
                 get_hardware("h200"), 0.0)
 
 
-def test_step_and_tp_timing_records():
-    from kinetics.bench.model import StepTiming, format_step_timings
-    from kinetics.bench.tp import TpLayerTiming, format_tp_layer_timing
+def test_step_timing_record():
+    from kinetics.bench.spec import DecodeSpec
+    from kinetics.bench.whole_model import StepTiming, format_step_timings
 
-    t = StepTiming("qwen3-8b", "blocktopk", "fused", 32, 16384, 1, "model", 8.0, 7.9, 8.1,
-                   2.4e10, 4000.0)
+    spec = DecodeSpec(tp=1, context=16384, batch_size=32)
+    t = StepTiming(spec, "blocktopk", "fused", "model", 8.0, 7.9, 8.1, 2.4e10, 4000.0)
     assert t.tokens_per_s == pytest.approx(4000.0)
     assert t.fraction_of_copy == pytest.approx(2.4e10 / 8e-3 / 1e9 / 4000.0)
     assert "blocktopk" in format_step_timings([t]) and "75.0%" in format_step_timings([t])
-    tp = TpLayerTiming("qwen3-8b", "blocktopk", "fused", 32, 32768, 2, 0.16, 0.14, 0.025,
-                       0.24, 0.31, 0.30, [0.16, 0.16])
-    assert tp.speedup == pytest.approx(1.5) and tp.scaling_efficiency == pytest.approx(0.75)
-    assert tp.comm_share == pytest.approx(0.125)
-    text = format_tp_layer_timing(tp)
-    assert "scaling efficiency 75.0%" in text and "host 0.3000 ms" in text
-    assert TpLayerTiming("m", "dense", "fused", 1, 1, 2, 1.0, 1.0, 0.0, None, 1.0, 1.0,
-                         [1.0]).scaling_efficiency is None
+    row = t.to_dict()
+    assert (row["batch_size"], row["tp"], row["method"], row["ms"]) == (32, 1, "blocktopk", 8.0)

@@ -78,10 +78,11 @@ def test_curve_reads_the_exploration_record():
 
 @given(context=st.sampled_from(grid.GRID_CONTEXTS), batch=st.sampled_from(grid.GRID_BATCHES),
        pages=st.sampled_from((64, 128)), model=st.sampled_from(grid.GRID_MODELS))
-def test_blocktopk_parts_add_up_to_the_step(context, batch, pages, model):
+def test_the_floor_parts_add_up_to_the_step(context, batch, pages, model):
     cell, spec = grid.GridCell(model, context, batch, pages), grid.GridSpec()
-    selection, attention = cell.blocktopk_parts(spec)
-    assert selection + attention == pytest.approx(cell.step_bytes(spec)[1], rel=1e-12)
+    parts = cell.spec(spec).step_bytes("blocktopk")
+    assert parts.selection + parts.attention == pytest.approx(cell.step_bytes(spec)[1],
+                                                              rel=1e-12)
 
 
 def _record(dense_ms=0.1354, blocktopk_ms=0.0285):
@@ -98,10 +99,14 @@ def test_cell_floor_is_its_two_reads_and_two_launches():
     # Qwen3-8B tp 8: 4 q heads, 1 KV head, head_dim 128; 1,024 pages of 16, 64 kept
     selection = 64 * 1 * (1024 - 1) * (128 * 2 + 4)  # page means + page table
     attention = 2 * 64 * 1 * 64 * 16 * 128 * 2 + 2 * 64 * 4 * 128 * 2  # K/V + q, out
-    parts = grid.GridCell("qwen3-8b", 16384, 64, 64).blocktopk_parts(grid.GridSpec())
-    assert parts == (selection, attention)
+    parts = grid.GridCell("qwen3-8b", 16384, 64, 64).spec(grid.GridSpec()).step_bytes(
+        "blocktopk")
+    assert (parts.selection, parts.attention) == (selection, attention)
     expected = curve.floor_ms(selection) + curve.floor_ms(attention) + 2 * 0.001
     assert limit.floor_ms == pytest.approx(expected, rel=1e-12)
+    spec = grid.GridCell("qwen3-8b", 16384, 64, 64).spec(grid.GridSpec())
+    assert floors.spec_floor_ms(spec, curve) == pytest.approx(expected, rel=1e-12)
+    assert floors.spec_floor_ms(spec, curve, launches=0) == pytest.approx(expected - 0.002)
     assert limit.budget_tokens == 1024
     assert limit.speedup == pytest.approx(0.1354 / 0.0285)
     assert limit.floor_share == pytest.approx(0.1354 / expected / limit.byte_roofline)

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kinetics.bench import grid
+from kinetics.bench.spec import DecodeSpec
 from kinetics.errors import InputError
 
 
@@ -23,7 +24,7 @@ def test_default_grid_is_the_issue_grid():
 
 def test_cells_over_memory_or_context_are_skipped_with_a_reason():
     spec = grid.GridSpec(models=("qwen3-8b",), contexts=(512, 131072), batch_sizes=(256,),
-                         budgets=(1024,), memory_bytes=20e9)
+                         budget_tokens=(1024,), memory_bytes=20e9)
     cells, skipped = grid.grid_cells(spec)
     assert cells == []
     reasons = {s.cell.context: s.reason for s in skipped}
@@ -35,7 +36,25 @@ def test_bad_grid_input():
     with pytest.raises(InputError, match="unknown model"):
         grid.grid_cells(grid.GridSpec(models=("nope",)))
     with pytest.raises(InputError, match="whole number of pages"):
-        grid.grid_cells(grid.GridSpec(budgets=(1000,)))
+        grid.grid_cells(grid.GridSpec(budget_tokens=(1000,)))
+    with pytest.raises(InputError, match="tp"):
+        grid.grid_cells(grid.GridSpec(base=DecodeSpec(tp=3)))
+    with pytest.raises(InputError, match="--repeats"):
+        grid.grid_cells(grid.GridSpec(repeats=0))
+
+
+def test_cells_take_the_base_spec():
+    base = DecodeSpec(tp=4, page_size=32, local_pages=2, topk_kernel="bitonic",
+                           dense_kernel="cuda-cores", seed=3)
+    spec = grid.GridSpec(base=base, models=("qwen3-8b",), contexts=(8192,), batch_sizes=(4,),
+                         budget_tokens=(1024,))
+    (cell,), _ = grid.grid_cells(spec)
+    assert cell.topk_pages == 32
+    got = cell.spec(spec, replicas=3)
+    assert got == DecodeSpec(model="qwen3-8b", tp=4, context=8192, batch_size=4,
+                                  page_size=32, topk_pages=32, local_pages=2,
+                                  topk_kernel="bitonic", dense_kernel="cuda-cores",
+                                  replicas=3, seed=3)
 
 
 def test_step_bytes_match_the_issue_numbers():
@@ -91,8 +110,10 @@ def test_table_lists_cells_failures_and_skips():
 
 
 def test_json_holds_every_number():
-    record = json.loads(json.dumps(_result().to_dict()))
+    record = json.loads(json.dumps(_result().to_dict(), allow_nan=False))
+    assert record["kind"] == "grid"
     assert record["spec"]["contexts"] == list(grid.GRID_CONTEXTS)
+    assert record["spec"]["base"]["tp"] == 8 and record["spec"]["repeats"] == 20
     cell = record["cells"][0]
     assert (cell["model"], cell["context"], cell["batch_size"], cell["topk_pages"]) == \
         ("qwen3-8b", 16384, 64, 64)
@@ -108,7 +129,7 @@ def test_figure_has_one_panel_per_model_and_budget(tmp_path):
     result.cells.append(grid.CellResult(
         grid.GridCell("qwen3-32b", 16384, 64, 128), 2, 5e8, 8e7, 0.13, 0.95, "bitonic",
         {"bitonic": 0.02}, 0.03, 0.05, True))
-    fig = grid.grid_figure(result)
+    fig = grid.grid_figure(result.to_dict())
     assert len(fig.axes) == 2
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["qwen3-32b tp8, 2048 tokens", "qwen3-8b tp8, 1024 tokens"]

@@ -1,8 +1,8 @@
 """Tensor parallelism over torch.distributed: gloo on CPU, 2 processes.
 
 The sharded layer's output after its all-reduces must equal the unsharded layer's
-(float32), over decode steps with the KV cache growing; run_tp_bench must run end to
-end and return its result on rank 0 only.
+(float32), over decode steps with the KV cache growing; tp_layer_timing must run end
+to end on every rank and give every rank the same numbers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import asdict
 from datetime import timedelta
 
 import pytest
@@ -19,7 +18,9 @@ torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 mp = pytest.importorskip("torch.multiprocessing")
 
-from kinetics.bench.tp import TpResult, _call_factory, format_tp_result, run_tp_bench  # noqa: E402
+from kinetics.bench.spec import DecodeSpec  # noqa: E402
+from kinetics.bench.tp import TpLayerTiming, format_tp_layer_timing, tp_layer_timing  # noqa: E402
+from kinetics.cli import main  # noqa: E402
 from kinetics.errors import InputError  # noqa: E402
 from kinetics.model.layer import DenseKVAttend, GraphedDecodeStep, ShardedDecoderLayer  # noqa: E402
 from kinetics.models import ModelSpec  # noqa: E402
@@ -28,6 +29,9 @@ TINY = ModelSpec(name="tiny", num_layers=2, hidden_size=64, num_q_heads=4, num_k
                  head_dim=16, intermediate_size=128, vocab_size=100)
 TINY_ONE_KV = ModelSpec(name="tiny-1kv", num_layers=2, hidden_size=64, num_q_heads=4,
                         num_kv_heads=1, head_dim=16, intermediate_size=128, vocab_size=100)
+# on GPUs the timed layer attends through flashinfer, which has no kernel for head_dim 16
+SMALL = ModelSpec(name="small", num_layers=2, hidden_size=256, num_q_heads=8, num_kv_heads=2,
+                  head_dim=128, intermediate_size=512, vocab_size=100)
 WORLD, BATCH, CONTEXT, STEPS = 2, 3, 5, 3
 TIMEOUT_S = 90
 
@@ -78,8 +82,11 @@ def _worker(rank: int, port: int, outdir: str, backend: str, world: int) -> None
                                                          device, graphs=True)
             if rank == 0:
                 result[model.name + "/unsharded"] = _decode(model, 1, 0, None, device)
-        bench = run_tp_bench(TINY, "dense", 8, 2, 16, 0, world, 3, 1, "float32")
-        result["bench"] = None if bench is None else asdict(bench)
+        spec = DecodeSpec(model=SMALL if backend == "nccl" else TINY, tp=world, context=8,
+                          batch_size=2)
+        bench = tp_layer_timing(spec, "dense", rank, dist.group.WORLD, device, repeats=3,
+                                inner=2)
+        result["bench"] = bench.to_dict()
         torch.save(result, os.path.join(outdir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -107,15 +114,20 @@ def _spawn_and_check(tmp_path, backend: str, world: int = WORLD, tol: float = 1e
         # the steps differ from each other (the cache and positions matter)
         assert not torch.allclose(want[0], want[1])
     bench = r0["bench"]
-    assert all(res["bench"] is None for res in results[1:])
+    assert all(res["bench"] == bench for res in results[1:])  # every rank: the same numbers
     assert bench["tp"] == world and bench["backend"] == backend
-    assert bench["local_q_heads"] == 4 // world and bench["local_kv_heads"] == 2 // world
-    for key in ("step_ms", "comm_ms", "nocomm_step_ms", "tp1_step_ms", "tokens_per_s",
-                "speedup", "scaling_efficiency"):
+    model = SMALL if backend == "nccl" else TINY
+    assert bench["model"] == model.name and len(bench["per_rank_ms"]) == world
+    for key in ("step_ms", "nocomm_ms", "allreduce_ms", "tp1_ms", "speedup",
+                "scaling_efficiency"):
         assert bench[key] is not None and bench[key] > 0, key
-    assert 0 < bench["comm_share"] < 1
-    assert bench["comm_overhead_ms"] is not None
-    assert "scaling efficiency" in format_tp_result(TpResult(**bench))
+    assert bench["step_ms"] == max(bench["per_rank_ms"])
+    assert bench["comm_share"] < 1
+    timing = TpLayerTiming(DecodeSpec(model=model, tp=world), bench["method"], bench["impl"],
+                           bench["backend"], bench["device"], bench["step_ms"],
+                           bench["nocomm_ms"], bench["allreduce_ms"], bench["tp1_ms"],
+                           bench["per_rank_ms"])
+    assert "scaling efficiency" in format_tp_layer_timing(timing)
 
 
 def test_gloo_two_ranks_match_unsharded(tmp_path):
@@ -156,73 +168,47 @@ def test_cuda_weights_equal_cpu_and_graphed_step_equals_eager():
         assert out[0].shape == (BATCH, 64) and torch.isfinite(out[-1]).all()
 
 
-def test_single_process_tp1(monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
-    result = run_tp_bench(TINY, "dense", 4, 2, 16, 0, 1, 2, 1, "float32")
-    assert result.tp == 1 and result.backend == "none"
-    assert result.speedup == pytest.approx(1.0) and result.comm_ms == 0.0
-    assert result.nocomm_step_ms is None
-    assert "tp 1" in format_tp_result(result)
+def test_single_process_tp1():
+    spec = DecodeSpec(model=TINY, tp=1, context=4, batch_size=2)
+    t = tp_layer_timing(spec, "dense", 0, None, torch.device("cpu"), repeats=2, inner=2)
+    assert t.spec.tp == 1 and t.backend == "none" and t.device == "cpu"
+    assert t.allreduce_ms == 0.0 and t.tp1_ms > 0 and t.step_ms > 0
+    assert t.per_rank_ms == [t.step_ms]
+    assert "tp 1" in format_tp_layer_timing(t)
 
 
-def test_tp_without_launcher_is_input_error(monkeypatch):
+def test_tp_without_launcher_is_input_error(monkeypatch, capsys):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    with pytest.raises(InputError, match="torchrun --nproc-per-node 2"):
-        run_tp_bench(TINY, "dense", 4, 2, 16, 0, 2, 2, 1, "float32")
+    assert main(["bench", "--distributed", "--tp", "2", "--method", "dense"]) == 2
+    assert "torchrun --nproc-per-node 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(method="topk"), "needs an attend_factory"),
-    (dict(tp=3), "do not divide"),
-    (dict(dtype="int8"), "unknown dtype"),
-    (dict(steps=0), "steps"),
+    (dict(method="blocktopk"), "needs a GPU"),
+    (dict(method="topk"), "unknown method"),
+    (dict(spec=DecodeSpec(model=TINY, tp=3, context=4)), "do not divide"),
+    (dict(layer_impl="magic"), "layer implementation"),
+    (dict(repeats=0), "repeats"),
 ])
 def test_bad_arguments(kwargs, match):
-    args = dict(model_name=TINY, method="dense", context=4, batch_size=1, page_size=16,
-                topk_pages=0, tp=1, steps=1, warmup=0, dtype="float32")
+    args = dict(spec=DecodeSpec(model=TINY, tp=1, context=4, batch_size=1), method="dense",
+                rank=0, group=None, device=torch.device("cpu"), repeats=1)
     with pytest.raises(InputError, match=match):
-        run_tp_bench(**{**args, **kwargs})
+        tp_layer_timing(**{**args, **kwargs})
 
 
-def test_factory_gets_only_the_extras_it_names():
-    seen = {}
-
-    def named(lq, lkv, d, b, c, device, dtype, *, method, topk_pages):
-        seen["named"] = (lq, lkv, d, b, c, method, topk_pages)
-
-    def catch_all(lq, lkv, d, b, c, device, dtype, **kw):
-        seen["all"] = sorted(kw)
-
-    extras = dict(method="topk", page_size=16, topk_pages=8, kv_head_start=1)
-    _call_factory(named, 2, 1, 16, 3, 100, "cpu", torch.float32, extras)
-    _call_factory(catch_all, 2, 1, 16, 3, 100, "cpu", torch.float32, extras)
-    assert seen["named"] == (2, 1, 16, 3, 100, "topk", 8)
-    assert seen["all"] == ["kv_head_start", "method", "page_size", "topk_pages"]
-
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or not _has("flashinfer") or not _has("triton"),
-                    reason="needs a CUDA device with flashinfer and triton")
-@pytest.mark.parametrize("method", ["dense", "blocktopk"])
-def test_paged_flashinfer_factory_one_gpu(method, monkeypatch):
-    from kinetics.bench.tp import paged_attend_factory
-
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
-    spec = ModelSpec(name="small", num_layers=2, hidden_size=256, num_q_heads=8,
-                     num_kv_heads=2, head_dim=128, intermediate_size=512, vocab_size=100)
-    factory = paged_attend_factory(method, 16, 4)
-    result = run_tp_bench(spec, method, 256, 2, 16, 4, 1, 5, 2, "bfloat16", factory)
-    assert result.attention == f"paged {method}" and result.cuda_graphs
-    assert result.step_ms > 0
+def test_timing_record_and_ratios():
+    spec = DecodeSpec(tp=2, context=32768, batch_size=32)
+    t = TpLayerTiming(spec, "blocktopk", "fused", "nccl", "GPU", 0.16, 0.14, 0.025, 0.24,
+                      [0.16, 0.16])
+    assert t.speedup == pytest.approx(1.5) and t.scaling_efficiency == pytest.approx(0.75)
+    assert t.comm_share == pytest.approx(0.125)
+    assert "scaling efficiency 75.0%" in format_tp_layer_timing(t)
+    row = t.to_dict()
+    assert (row["model"], row["batch_size"], row["tp"], row["scope"]) == ("qwen3-8b", 32, 2,
+                                                                         "layer")
+    assert TpLayerTiming(spec, "dense", "fused", "none", "cpu", 1.0, 1.0, 0.0, None,
+                         [1.0]).scaling_efficiency is None
 
 
 def test_cli_distributed_runs_under_torchrun_on_cpu(tmp_path):
@@ -237,12 +223,15 @@ def test_cli_distributed_runs_under_torchrun_on_cpu(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-port", str(_free_port()), "-m", "kinetics", "bench", "--distributed",
            "--tp", "2", "--method", "dense", "--model", "qwen3-0.6b", "--context", "64",
-           "--batch-size", "2", "--topk-pages", "2", "--repeats", "2", "--json-out", str(out)]
+           "--batch-size", "2", "--repeats", "2", "--json-out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())["dense"]
-    assert result["tp"] == 2 and result["step_ms"] > 0 and 0 <= result["comm_share"] <= 1
+    record = json.loads(out.read_text())
+    assert record["kind"] == "tp" and record["command"].startswith("kinetics bench")
+    (result,) = record["rows"]
+    assert result["tp"] == 2 and result["step_ms"] > 0 and result["comm_share"] <= 1
+    assert result["method"] == "dense" and result["context"] == 64
     assert "scaling efficiency" in proc.stdout
 
 

@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kinetics.bench.model import CapturedStep  # noqa: E402
 from kinetics.model import fused  # noqa: E402
+from kinetics.model.capture import CapturedStep  # noqa: E402
 from kinetics.model.decoder import ShardedDecoderModel  # noqa: E402
 from kinetics.model.layer import DenseKVAttend, ShardedDecoderLayer  # noqa: E402
 from kinetics.models import ModelSpec  # noqa: E402

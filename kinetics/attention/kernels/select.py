@@ -31,8 +31,8 @@ def _summed_query(q_ptr, req, head, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
                   HEAD_DIM: tl.constexpr):
     """Sum (float32) of the group's query heads, added one [D] row at a time: a 1-D
     layout whatever the group, so the page-mean load keeps its own. (Summing a [group,
-    D] tile made the scoring of GQA group 8 27-33% slower on an H200: its layout reached
-    the page-mean load; benchmarks/explore/explore_qsum.py.)"""
+    D] tile let its layout reach the page-mean load and slowed the scoring of GQA group
+    8: benchmarks/explore/explore_qsum.py, benchmarks/RESULTS.md.)"""
     d = tl.arange(0, HEAD_DIM)
     first = (req * KV_HEADS + head) * GROUP
     qsum = tl.zeros((HEAD_DIM,), dtype=tl.float32)

@@ -1,4 +1,5 @@
-"""``kinetics bench`` without a GPU: one line on stderr, exit code 2 (no GPU needed)."""
+"""The one-GPU layer / attention benchmark and the gate without a GPU: tables, records,
+baselines, and ``kinetics bench`` failing with one line and exit 2."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from kinetics.bench import decode as bench
-from kinetics.bench import gate
+from kinetics.bench import gate, spec
+from kinetics.bench.layer import DecodeComparison, MethodCheck, MethodTiming, format_table
+from kinetics.bench.spec import DecodeSpec
 from kinetics.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def no_gpu(monkeypatch):
-    monkeypatch.setattr(bench, "gpu_available", lambda: (False, "no CUDA GPU (test)"))
+    monkeypatch.setattr(spec, "gpu_available", lambda: (False, "no CUDA GPU (test)"))
 
 
 @pytest.mark.parametrize("argv", [
@@ -29,7 +33,7 @@ def no_gpu(monkeypatch):
     ["bench", "--grid", "--grid-contexts", "16384", "--json-out", "unused.json"],
 ])
 def test_bench_without_gpu_exits_2_with_one_line(argv, no_gpu, capsys, monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.chdir(ROOT)
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -42,11 +46,13 @@ def test_bench_without_gpu_exits_2_with_one_line(argv, no_gpu, capsys, monkeypat
     ["bench", "--topk-pages", "0"],
     ["bench", "--tp", "3"],
     ["bench", "--model", "nope"],
+    ["bench", "--repeats", "0"],
     ["bench", "--grid", "--grid-contexts", "16k"],
     ["bench", "--grid", "--grid-batches", "0"],
     ["bench", "--grid", "--grid-models", "qwen3-8b,nope"],
-    ["bench", "--grid", "--grid-budgets", "1000"],
-    ["bench", "--grid", "--grid-repeats", "0"],
+    ["bench", "--grid", "--grid-budget-tokens", "1000"],
+    ["bench", "--grid", "--repeats", "0"],
+    ["bench", "--grid", "--time-budget", "0"],
 ])
 def test_bench_bad_flags_exit_2(argv, no_gpu, capsys):
     assert main(argv) == 2
@@ -76,75 +82,67 @@ def test_gate_bad_baseline(cell, field, tmp_path, no_gpu, capsys):
 
 
 def test_stored_baseline_is_valid():
-    root = Path(__file__).resolve().parents[2]
-    baseline = gate.load_baseline(root / "benchmarks" / "baseline" / "gpu.json")
+    baseline = gate.load_baseline(ROOT / "benchmarks" / "baseline" / "gpu.json")
     cells = baseline.cells
     assert len(cells) >= 3
-    keys = {(c.config.model, c.config.context, c.config.batch_size, c.config.topk_pages)
+    keys = {(c.spec.model, c.spec.context, c.spec.batch_size, c.spec.topk_pages)
             for c in cells}
     assert set(gate.GATE_CELLS) <= keys  # standard point, long-CoT, GQA group 8
     for c in cells:
         assert 1 < c.min_speedup <= c.speedup <= c.byte_roofline
+        c.spec.validate()
 
 
 def test_baseline_from_grid_round_trips(tmp_path):
     grid = {"device": "GPU", "date": "today", "versions": {"torch": "2"},
-            "spec": {"page_size": 16, "tp": 8, "local_pages": 1},
+            "spec": {"base": DecodeSpec().to_dict()},
             "cells": [{**GOOD_CELL, "replicas": 5, "speedup": 4.47, "byte_roofline": 10.59}]}
     data = gate.baseline_from_grid(grid, cells=[("qwen3-8b", 16384, 64, 64)])
     assert data["cells"][0]["min_speedup"] == 3.5  # floor(0.8 * 4.47, 0.1)
     path = tmp_path / "gpu.json"
     path.write_text(json.dumps(data))
-    (cell,) = gate.load_baseline(path).cells
-    assert cell.config.replicas == 5 and cell.config.repeats == 100
+    baseline = gate.load_baseline(path)
+    (cell,) = baseline.cells
+    assert cell.spec.replicas == 5 and baseline.repeats == 100
     assert (cell.speedup, cell.byte_roofline, cell.min_speedup) == (4.47, 10.59, 3.5)
     with pytest.raises(KeyError):
         gate.baseline_from_grid(grid, cells=[("qwen3-8b", 8192, 64, 64)])
 
 
-def test_gpu_available_reports_a_reason():
-    ok, why = bench.gpu_available()
-    assert isinstance(ok, bool) and why
+def _timing(ms, frac=0.92, **parts):
+    return MethodTiming(ms, ms, ms, 64 / (ms * 1e-3), 1e6, 2700.0, frac, **parts)
 
 
-def test_local_heads_and_step_bytes():
-    from kinetics.errors import InputError
-    from kinetics.models import get_model
-
-    model = get_model("qwen3-8b")
-    assert bench.local_heads(model, 8) == (4, 1)
-    assert bench.local_heads(model, 16) == (2, 1)  # KV heads replicated
-    assert bench.local_heads(model, 1) == (32, 8)
-    with pytest.raises(InputError):
-        bench.local_heads(model, 3)
-    cfg = bench.BenchConfig()
-    dense = bench._step_bytes(cfg, 4, 1, 128, "dense", 0.0)
-    sparse = bench._step_bytes(cfg, 4, 1, 128, "blocktopk", 0.0)
-    assert dense.kv == 2 * 64 * 16384 * 128 * 2  # K and V, bf16 bytes
-    assert sparse.kv == 2 * 64 * 64 * 16 * 128 * 2
-    assert sparse.selection == 64 * 1023 * (128 * 2 + 4)
-    assert 10 < dense.total / sparse.total < 11
+def _comparison(dense_ms=0.2, sparse_ms=0.04, fraction=0.9, layer_err=None, scope="attention"):
+    methods = {"dense": _timing(dense_ms, fraction),
+               "blocktopk": _timing(sparse_ms, 0.2, selection_ms=0.015,
+                                    sparse_attention_ms=0.025)}
+    return DecodeComparison(
+        {"device": "GPU", "date": "today", "versions": {"torch": "2.x"}}, DecodeSpec(), scope,
+        "fused", 100, 4, 1, 128, 2900.0, methods=methods,
+        checks={"dense": MethodCheck(True, 1e-3, True)},
+        layer_rel_errs={} if layer_err is None else {"dense": layer_err})
 
 
 def test_format_table_and_json_record():
-    def timing(ms, **parts):
-        return bench.MethodTiming(ms, ms, ms, 64 / (ms * 1e-3), 1e6, 2700.0, 0.92, **parts)
-
-    result = bench.DecodeComparison(
-        "GPU", "today", "2.x", bench.BenchConfig(), 4, 1, 128, 2900.0,
-        methods={"dense": timing(0.2),
-                 "blocktopk": timing(0.04, selection_ms=0.015, sparse_attention_ms=0.025)},
-        checks={"dense": bench.MethodCheck(True, 1e-3, True)},
-        speedups={"speedup": 5.0}, roofline_speedup=10.6)
-    text = bench.format_table(result)
-    assert "speedup blocktopk over dense: 5.00x (byte roofline 10.60x, 47% of it)" in text
+    result = _comparison(0.2, 0.04)
+    text = format_table(result)
+    assert "speedup blocktopk over dense: 5.00x" in text and "attention only" in text
     assert "0.0150" in text
     assert "1.00e-03" in text and "FAIL" not in text
-    record = json.loads(json.dumps(result.to_dict()))
-    assert record["speedup"] == 5.0 and record["checks_passed"] is True
+    record = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert record["kind"] == "decode" and record["scope"] == "attention"
+    assert record["speedup"] == pytest.approx(5.0) and record["checks_passed"] is True
+    assert record["roofline_speedup"] == pytest.approx(1.0)  # both timings say 1e6 bytes
     assert record["methods"]["blocktopk"]["selection_ms"] == 0.015
     assert "selection_ms" not in record["methods"]["dense"]
-    assert record["config"]["topk_pages"] == 64
+    assert record["spec"]["topk_pages"] == 64 and record["device"] == "GPU"
+    assert "layer_impl" not in record
+    layer = _comparison(scope="layer", layer_err=2e-3).to_dict()
+    assert layer["layer_impl"] == "fused" and layer["layer_rel_err_vs_reference"]
+    only = _comparison()
+    del only.methods["blocktopk"]
+    assert only.speedup is None and "speedup" not in only.to_dict()
 
 
 def test_baseline_unknown_config_key(tmp_path):
@@ -154,20 +152,15 @@ def test_baseline_unknown_config_key(tmp_path):
     path.write_text(json.dumps({"config": {"contexts": 1}, "cells": [GOOD_CELL]}))
     with pytest.raises(InputError, match="unknown keys"):
         gate.load_baseline(path)
+    path.write_text(json.dumps({"config": {"attention_only": True}, "cells": [GOOD_CELL]}))
+    with pytest.raises(InputError, match="unknown keys"):
+        gate.load_baseline(path)
+    path.write_text(json.dumps({"config": {"repeats": 0}, "cells": [GOOD_CELL]}))
+    with pytest.raises(InputError, match="positive"):
+        gate.load_baseline(path)
     path.write_text(json.dumps({"config": {}, "cells": []}))
     with pytest.raises(InputError, match="non-empty list"):
         gate.load_baseline(path)
-
-
-def _comparison(dense_ms: float, sparse_ms: float, fraction: float, layer_err: float = 1e-3):
-    def timing(ms, frac):
-        return bench.MethodTiming(ms, ms, ms, 64 / (ms * 1e-3), 1e6, 2700.0, frac)
-
-    methods = {"dense": timing(dense_ms, fraction), "blocktopk": timing(sparse_ms, 0.2)}
-    return bench.DecodeComparison(
-        "GPU", "today", "2.x", bench.BenchConfig(), 4, 1, 128, 2900.0, methods=methods,
-        speedups={"speedup": dense_ms / sparse_ms},
-        roofline_speedup=6.0, layer_rel_errs={"dense": layer_err})
 
 
 @pytest.mark.parametrize("layer_ms,fraction,layer_err,code", [
@@ -178,23 +171,26 @@ def _comparison(dense_ms: float, sparse_ms: float, fraction: float, layer_err: f
 ])
 def test_gate_layer_floors(tmp_path, monkeypatch, layer_ms, fraction, layer_err, code):
     path = tmp_path / "gpu.json"
-    path.write_text(json.dumps({"config": {}, "cells": [{**GOOD_CELL, "min_speedup": 3}],
+    path.write_text(json.dumps({"config": {"repeats": 7}, "cells": [{**GOOD_CELL,
+                                                                     "min_speedup": 3}],
                                 "layer": [{"batch_size": 256, "min_speedup": 3,
                                            "min_dense_fraction_of_copy": 0.5}]}))
     calls = []
 
-    def fake_compare(cfg, methods, check=True, copy_gbps=None):
-        calls.append(cfg)
-        if cfg.attention_only:
+    def fake_compare(spec, methods, *, scope, repeats, layer_impl="fused", **_):
+        calls.append((spec, scope, repeats, layer_impl))
+        if scope == "attention":
             return _comparison(0.2, 0.04, 0.9)
-        return _comparison(0.2, layer_ms, fraction, layer_err)
+        return _comparison(0.2, layer_ms, fraction, layer_err, scope="layer")
 
     monkeypatch.setattr(gate, "compare_decode", fake_compare)
     run = gate.run_gate(path, printer=lambda *_: None)
     assert run.code == code
-    assert [c.attention_only for c in calls] == [True, False]
-    assert calls[1].batch_size == 256 and calls[1].layer_impl == "fused"
+    assert [c[1] for c in calls] == ["attention", "layer"]
+    assert calls[1][0].batch_size == 256 and calls[1][3] == "fused"
+    assert {c[2] for c in calls} == {7}  # the baseline's replays, both scopes
     record = json.loads(json.dumps(run.record, allow_nan=False))
+    assert record["kind"] == "gate"
     assert record["layer"][0]["passed"] is (code == 0) and record["cells"][0]["gate"]["passed"]
     assert record["passed"] is (code == 0)
 
@@ -215,13 +211,6 @@ def test_baseline_bad_layer_gate(tmp_path, layer, field):
     assert field in str(err.value)
 
 
-def test_bad_layer_impl_is_input_error():
-    from kinetics.errors import InputError
-
-    with pytest.raises(InputError, match="layer implementation"):
-        bench.BenchConfig(layer_impl="magic").validate()
-
-
 @pytest.mark.parametrize("argv", [
     ["bench", "--attention-only", "--json-out", "{f}"],
     ["bench", "--gate", "benchmarks/baseline/gpu.json", "--json-out", "{f}"],
@@ -230,7 +219,7 @@ def test_bad_layer_impl_is_input_error():
 def test_bench_never_replaces_a_users_file(argv, tmp_path, capsys, monkeypatch):
     """An existing --json-out / --plot file is refused before any work (GPU or not),
     byte for byte untouched; --force is the way to replace it."""
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.chdir(ROOT)
     mine = tmp_path / "mine.csv"
     mine.write_text("user data\n")
     assert main([a.format(f=mine) for a in argv]) == 2
@@ -239,14 +228,12 @@ def test_bench_never_replaces_a_users_file(argv, tmp_path, capsys, monkeypatch):
     assert mine.read_text() == "user data\n"
 
 
-def test_random_paged_attend_rejects_bad_input_before_any_gpu_work():
+def test_builders_reject_bad_input_before_any_gpu_work():
     torch = pytest.importorskip("torch")
-    from kinetics.bench.decode import random_paged_attend
     from kinetics.errors import InputError
 
-    with pytest.raises(InputError, match="context >= 1"):
-        random_paged_attend("dense", 2, 4, 1, 64, 0, 16, 4, dtype=torch.float32,
-                            device="cpu")
     with pytest.raises(InputError, match="unknown method"):
-        random_paged_attend("sparse", 2, 4, 1, 64, 64, 16, 4, dtype=torch.float32,
-                            device="cpu")
+        spec.paged_attend(DecodeSpec(), "sparse", 4, 1, 64, dtype=torch.float32, device="cpu",
+                          seed=0)
+    with pytest.raises(InputError, match="unknown method"):
+        spec.make_decoder(DecodeSpec(), "sparse", None, 4)

@@ -1,0 +1,155 @@
+"""Bench records read back (kinetics.bench.records, ``kinetics bench --from-json``): no GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kinetics.bench import records
+from kinetics.bench.floors import ReadCurve
+from kinetics.bench.layer import DecodeComparison, MethodTiming
+from kinetics.bench.spec import DecodeSpec
+from kinetics.bench.tp import TpLayerTiming
+from kinetics.bench.whole_model import StepTiming
+from kinetics.cli import main
+from kinetics.errors import InputError
+
+GRID = Path(__file__).resolve().parents[1] / "data" / "bench" / "grid-synthetic.json"
+ENV = {"device": "NVIDIA H200", "date": "2000-01-01 00:00 UTC", "versions": {}}
+
+
+@pytest.fixture
+def grid() -> dict:
+    return json.loads(GRID.read_text())
+
+
+def _decode_record(scope="layer") -> dict:
+    t = {m: MethodTiming(ms, ms, ms, 1.0, 1.0, 1.0, 0.5) for m, ms in
+         (("dense", 0.17), ("blocktopk", 0.07))}
+    return DecodeComparison(ENV, DecodeSpec(), scope, "fused", 100, 4, 1, 128, 4200.0,
+                            methods=t).to_dict()
+
+
+def _model_record() -> dict:
+    spec = DecodeSpec(tp=1, batch_size=32)
+    rows = [StepTiming(spec, m, "fused", "model", ms, ms, ms, 1e10, 4200.0).to_dict()
+            for m, ms in (("dense", 22.3), ("blocktopk", 7.1))]
+    return {"kind": "model", **ENV, "rows": rows}
+
+
+def _tp_record() -> dict:
+    spec = DecodeSpec(tp=2, batch_size=32, context=32768)
+    rows = [TpLayerTiming(spec, m, "fused", "nccl", "NVIDIA H200", ms, ms, 0.02, 2 * ms,
+                          [ms, ms]).to_dict() for m, ms in (("dense", 0.59), ("blocktopk", 0.15))]
+    return {"kind": "tp", **ENV, "rows": rows}
+
+
+def test_kinds_new_and_old(grid):
+    assert records.record_kind(grid) == "grid"
+    assert records.record_kind({"cells": [], "spec": {"page_size": 16}}) == "grid"  # old
+    assert records.record_kind({"read": [], "empty_launch_ms": 0.001}) == "read-curve"
+    assert records.record_kind({"baseline": "x", "cells": []}) == "gate"
+    assert records.record_kind({"versions": {}, "layer_b64_fused": []}) == "e2e"
+    for bad in ([1, 2], {"what": 1}):
+        with pytest.raises(InputError, match="kinetics bench record"):
+            records.record_kind(bad, "x.json")
+
+
+def test_grid_markdown_rows_and_floor_share(grid):
+    text = records.grid_markdown(grid)
+    lines = text.splitlines()
+    assert lines[0] == "**qwen3-8b tp 8.**"
+    assert "1,024 tokens: ms (sel / attn)" in lines[2] and "floor)" in lines[2]
+    row = next(line for line in lines if line.startswith("| 16k | 64 |"))
+    cell = grid["cells"][0]
+    assert f"{cell['blocktopk_ms']:.4f} ({cell['selection_ms']['bitonic']:.4f} bi" in row
+    assert f"{cell['speedup']:.2f}x / {cell['byte_roofline']:.2f}x" in row
+    flat = {**grid, "spec": grid["spec"]["base"], "read_curve": None}  # an old record
+    assert "floor)" not in records.grid_markdown(flat)
+
+
+def test_floor_table_own_or_given_curve(grid):
+    own = records.floor_table(grid)
+    assert own.splitlines()[-1].startswith("2 cells with dense >= 0.1 ms")
+    slower = ReadCurve((1e6, 1e9), (0.02, 2.5), 0.01)
+    assert records.floor_table({**grid, "read_curve": None}, slower) != own
+    with pytest.raises(InputError, match="no read curve"):
+        records.floor_table({**grid, "read_curve": None})
+
+
+def test_step_cells_of_each_kind():
+    layer = records.step_cells(_decode_record())
+    assert [c.label for c in layer] == ["layer b64 tp8 dense", "layer b64 tp8 blocktopk"]
+    assert layer[1].measured_ms == 0.07 and layer[1].topk_pages == 64
+    assert records.step_cells(_decode_record("attention")) == []
+    model = records.step_cells(_model_record())
+    assert [(c.scope, c.batch_size, c.tp, c.measured_ms) for c in model] == [
+        ("model", 32, 1, 22.3), ("model", 32, 1, 7.1)]
+    tp = records.step_cells(_tp_record())
+    assert [(c.scope, c.tp, c.measured_ms) for c in tp] == [("layer", 2, 0.59),
+                                                           ("layer", 2, 0.15)]
+    old = {"versions": {"device": "NVIDIA H200"}, "copy_gbps": 4199.0, "layer_b64_fused": [
+        {"model": "qwen3-8b", "method": "dense", "impl": "fused", "scope": "layer",
+         "batch": 64, "context": 16384, "tp": 8, "ms": 0.2375}]}
+    (cell,) = records.step_cells(old)
+    assert (cell.batch_size, cell.measured_ms) == (64, 0.2375)
+    assert records.device(old) == "NVIDIA H200" and records.copy_gbps(old) == 4199.0
+    assert records.copy_gbps(_model_record()) == 4200.0
+
+
+def test_cli_from_json_grid_tables_and_figure(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["bench", "--from-json", str(GRID), "--plot", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "**qwen3-8b tp 8.**" in text and "share at floor" in text
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_from_json_cost_model_table(tmp_path, capsys):
+    paths = []
+    for name, record in (("layer", _decode_record()), ("model", _model_record()),
+                         ("tp", _tp_record())):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(record))
+    plot = tmp_path / "cost.png"
+    assert main(["bench", "--from-json", *map(str, paths), "--plot", str(plot)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("cost model (h200, copy 4200 GB/s) vs measured")
+    for label in ("layer b64 tp8 dense", "model b32 tp1 blocktopk", "layer b32 tp2 blocktopk"):
+        assert label in text
+    assert "speedup model b32 tp1 blocktopk: measured 3.14x" in text
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"what": 1}', "not a kinetics bench record"),
+    ("[1]", "expected a JSON object"),
+    ("{", ""),
+])
+def test_cli_from_json_bad_records_exit_2(content, match, tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    assert main(["bench", "--from-json", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and match in err[0]
+
+
+def test_cli_from_json_combinations(tmp_path, capsys):
+    curve = tmp_path / "floors.json"
+    curve.write_text(json.dumps({"read": [{"mb": 1, "read_ms": 0.002},
+                                          {"mb": 1000, "read_ms": 0.25}],
+                                 "empty_launch_ms": 0.001}))
+    attention = tmp_path / "attention.json"
+    attention.write_text(json.dumps(_decode_record("attention")))
+    layer = tmp_path / "layer.json"
+    layer.write_text(json.dumps(_decode_record()))
+    assert main(["bench", "--from-json", str(GRID), str(curve)]) == 0
+    assert "share at floor" in capsys.readouterr().out
+    for argv, match in (([str(curve)], "read-curve record goes with"),
+                        ([str(attention)], "no layer or whole-model step"),
+                        ([str(GRID), str(layer), "--plot", str(tmp_path / "x.png")],
+                         "--plot draws one figure")):
+        assert main(["bench", "--from-json", *argv]) == 2
+        assert match in capsys.readouterr().err
