@@ -16,12 +16,24 @@ from kinetics.errors import InputError
 BOM = "\ufeff"
 
 
+class _NotJSON(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJSON(name)  # NaN, Infinity, -Infinity: Python's json reads them, JSON has none
+
+
 def parse_json(text: str, source: str, line: int | None = None) -> Any:
     """Parse JSON ``text`` read from ``source`` (at 1-based ``line`` of it, for one line of a
-    JSONL file); InputError naming the source, line and column on invalid JSON, and on
-    nesting deeper than the parser's recursion limit (never a RecursionError)."""
+    JSONL file); InputError naming the source, line and column on invalid JSON (``NaN``
+    and ``Infinity`` included, which JSON does not have), and on nesting deeper than the
+    parser's recursion limit (never a RecursionError)."""
     try:
-        return json.loads(text)
+        return json.loads(text.rstrip("\r\n"), parse_constant=_no_constant)
+    except _NotJSON as exc:
+        raise InputError(f"not valid JSON ({exc} is no JSON number)", path=source,
+                         line=line) from None
     except json.JSONDecodeError as exc:
         where = (f"column {exc.colno}" if line is not None
                  else f"line {exc.lineno}, column {exc.colno}")

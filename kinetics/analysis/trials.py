@@ -19,7 +19,7 @@ import pandas as pd
 
 from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig
 from kinetics.errors import InputError
-from kinetics.models import ModelSpec, get_model, preset_key, with_param_count
+from kinetics.models import ModelSpec, get_model, model_key, with_param_count
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "model", "method", "budget", "block_size", "local", "query_id", "trial",
@@ -145,9 +145,9 @@ def validate_trials(frame: pd.DataFrame, path: str = "<trials>") -> pd.DataFrame
             raise InputError("missing value", path=path, row=_bad_row(empty), field=column)
         out[column] = raw.astype(str).str.strip()
     out["method"] = out["method"].str.lower()
-    # one name per preset: 'Qwen/Qwen3-8B' and 'qwen3-8b' are the same model
+    # one name per model: 'Qwen/Qwen3-8B' and 'qwen3-8b' are the same preset
     names = pd.unique(out["model"])
-    out["model"] = out["model"].map({n: preset_key(n) or n for n in names})
+    out["model"] = out["model"].map({n: model_key(n) for n in names})
     bad_method = ~out["method"].isin(METHODS).to_numpy()
     if bad_method.any():
         row = _bad_row(bad_method)
@@ -229,7 +229,7 @@ def _config_labels(out: pd.DataFrame, path: str) -> pd.Series:
             if method == "dense" and win is not None:
                 raise InputError("dense attention takes no local window")
         except InputError as exc:
-            raise InputError(str(exc), path=path, row=int(index) + 1, field=field) from None
+            raise exc.at(path=path, row=int(index) + 1, field=field) from None
         labels.append(config.label)
     return pd.Series(np.asarray(labels, dtype=object)[codes], index=out.index, dtype=object)
 
@@ -254,16 +254,17 @@ def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path]
 
     An unknown model with no config raises InputError naming the first row using it.
     """
-    model_configs = dict(model_configs or {})
+    model_configs = {model_key(name): p for name, p in (model_configs or {}).items()}
     specs: dict[str, ModelSpec] = {}
     for name in pd.unique(trials["model"]):
+        config = model_configs.get(model_key(name))
         try:
-            specs[name] = get_model(name, model_configs.get(name))
+            specs[name] = get_model(name, config, config_flag=True)
         except InputError as exc:
-            row = _bad_row((trials["model"] == name).to_numpy())
-            if name in model_configs:
+            if config is not None:
                 raise
-            raise InputError(str(exc), path=path, row=row, field="model") from None
+            row = _bad_row((trials["model"] == name).to_numpy())
+            raise exc.at(path=path, row=row, field="model") from None
     return {name: with_param_count(spec, param_count) for name, spec in specs.items()}
 
 

@@ -14,7 +14,7 @@ from kinetics.cli._output import dumps_json
 from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig, query_cost
 from kinetics.errors import InputError
 from kinetics.hardware import resolve_intensity
-from kinetics.models import MODELS, ModelSpec, get_model, with_param_count
+from kinetics.models import MODELS, ModelSpec, get_model, model_key, with_param_count
 
 DEFAULT_MODEL = "qwen3-8b"
 
@@ -62,7 +62,7 @@ def model_from_args(args: argparse.Namespace) -> ModelSpec:
             raise InputError(f"several --model-config given ({', '.join(configs)}): "
                              "pick one with --model NAME")
         name = next(iter(configs), DEFAULT_MODEL)
-    model = get_model(name, configs.get(name))
+    model = get_model(name, configs.get(model_key(name)), config_flag=True)
     return with_param_count(model, args.param_count)
 
 

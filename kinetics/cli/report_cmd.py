@@ -19,7 +19,12 @@ from kinetics.cli._args import (
     positive_ints,
     progress,
 )
-from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
+from kinetics.cli._output import (
+    check_output_folder,
+    dumps_json,
+    refuse_output_over_inputs,
+    staged_folder,
+)
 from kinetics.errors import InputError
 from kinetics.hardware import Hardware, get_hardware, resolve_intensity
 
@@ -158,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dpi < 10:
         raise InputError(f"--dpi must be at least 10, got {args.dpi}")
     out = check_output_folder(args.out)  # refuse a user's folder before any work
+    refuse_output_over_inputs(args.out, [args.trials, *configs.values()])
 
     # Validate the input before the progress bar starts, so an error prints alone.
     trials, synthetic = load_trials(args.trials)

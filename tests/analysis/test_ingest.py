@@ -178,11 +178,19 @@ BAD_RAW = [
     ([GOOD_ROW, {"query": QUERY_A, "prediction": ["x"], "score": None}],
      "line 3, field 'score': no score and no gold choices"),
     ([GOOD_ROW, {**GOOD_ROW, "score": "high"}], "line 3, field 'score': expected a number"),
-    ([GOOD_ROW, GOOD_ROW, '{"query": "q", "prediction": '], "line 4: not JSON"),
+    ([GOOD_ROW, GOOD_ROW, '{"query": "q", "prediction": '],
+     "line 4: not valid JSON (Expecting value at column 30)"),
+    # a prediction list defines the samples: none or two is an error, never 0 or 1 trial
+    ([GOOD_ROW, {**GOOD_ROW, "prediction": []}], "line 3, field 'prediction': an empty list"),
+    ([GOOD_ROW, {**GOOD_ROW, "prediction": ["\\boxed{70}", "\\boxed{5}"]}],
+     "line 3, field 'prediction': 2 generated texts in one row"),
+    ([GOOD_ROW, '{"query": "q", "prediction": ["x"], "score": NaN}'],
+     "line 3: not valid JSON (NaN is no JSON number)"),
+    ([GOOD_ROW, "[" * 100_000 + "]" * 100_000], "line 3: not valid JSON here (nested too deeply"),
 ]
 
 
-@pytest.mark.parametrize("rows, message", BAD_RAW, ids=[m for _, m in BAD_RAW])
+@pytest.mark.parametrize("rows, message", BAD_RAW, ids=[m[:40] for _, m in BAD_RAW])
 def test_a_bad_raw_row_names_file_line_and_field(tmp_path, tokenizer_dir, capsys, rows, message):
     raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
     raw.write_text(_raw_lines(*rows))
@@ -192,6 +200,57 @@ def test_a_bad_raw_row_names_file_line_and_field(tmp_path, tokenizer_dir, capsys
     err = capsys.readouterr().err
     assert f"{raw}, {message}" in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [raw.name]  # nothing written
+
+
+BAD_META = [
+    # (metadata line, what stderr must say): the field, never "field 'x': field 'x'"
+    ({"attn_local": 0, "attn_topk": -5}, "field 'attn_topk': expected an integer >= 1"),
+    ({"attn_local": 0, "attn_block_size": 0, "attn_block_topk": 4},
+     "field 'attn_block_size': expected an integer >= 1"),
+    ({"attn_local": -1, "attn_topk": 8}, "field 'attn_local': expected an integer >= 0"),
+    ({"attn_local": 0, "attn_topk": "1024"},
+     "aime24_qwen3-8b.jsonl, field 'attn_topk': expected an integer or null, got '1024'"),
+    ({"attn_local": 0, "attn_topk": 2**40}, "field 'attn_topk': budget 1099511627776 is over"),
+]
+
+
+@pytest.mark.parametrize("meta, message", BAD_META, ids=[m[:40] for _, m in BAD_META])
+def test_bad_metadata_names_the_field_once(tmp_path, tokenizer_dir, capsys, meta, message):
+    raw = tmp_path / "aime24_qwen3-8b.jsonl"
+    raw.write_text(json.dumps(meta) + "\n" + json.dumps(GOOD_ROW) + "\n")
+    assert main(["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out",
+                 str(tmp_path / "t.csv"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert err.count("field") == 1, err
+
+
+def test_invalid_utf8_names_the_line_and_a_bom_is_accepted(tmp_path, tokenizer_dir, capsys):
+    raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
+    good = _raw_lines(GOOD_ROW, GOOD_ROW).encode()
+    raw.write_bytes(good + b'{"query": "caf\xe9"}\n')
+    out = tmp_path / "t.csv"
+    argv = ["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{raw}, line 4: not UTF-8 text (invalid byte 0xe9 at byte 15)" in err, err
+    raw.write_bytes(b"\xef\xbb\xbf" + good)  # a BOM, as editors on Windows write
+    assert main(argv) == 0, capsys.readouterr().err
+    assert len(pd.read_csv(out)) == 2
+
+
+def test_ingest_refuses_to_write_over_its_input_even_with_force(tmp_path, tokenizer_dir, capsys):
+    raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
+    raw.write_text(_raw_lines(GOOD_ROW))
+    before = raw.read_bytes()
+    for out in (raw, tmp_path / "link.jsonl"):
+        if out != raw:
+            out.symlink_to(raw)
+        assert main(["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                     "--force", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "is an input of this run" in err and len(err.strip().splitlines()) == 1, err
+    assert raw.read_bytes() == before
 
 
 def test_grading_is_decided_per_row(tmp_path, tokenizer_dir):
