@@ -8,6 +8,7 @@ file and, where the text has them, the line and column.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def parse_json(text: str, source: str, line: int | None = None) -> Any:
     except json.JSONDecodeError as exc:
         where = (f"column {exc.colno}" if line is not None
                  else f"line {exc.lineno}, column {exc.colno}")
-        raise InputError(f"not valid JSON ({exc.msg} at {where})", path=source,
+        raise InputError(f"not valid JSON ({exc.msg}; {where})", path=source,
                          line=line) from None
     except RecursionError:
         raise InputError("not valid JSON here (nested too deeply to read)", path=source,
@@ -54,6 +55,21 @@ def decode_utf8(data: bytes, source: str, line: int | None = None) -> str:
         raise InputError(f"not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at {where})",
                          path=source, line=line) from None
     return text[1:] if text.startswith(BOM) else text
+
+
+def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(1-based line, parsed JSON) of each non-blank line of a JSONL file (a UTF-8 BOM is
+    accepted); InputError naming the file and line for invalid UTF-8 and invalid or too
+    deeply nested JSON, and naming the file when it cannot be read."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                text = decode_utf8(raw, str(path), number)
+                if text.strip():
+                    yield number, parse_json(text, str(path), number)
+    except OSError as exc:
+        raise InputError(f"cannot read it ({exc.strerror or exc})", path=str(path)) from None
 
 
 def read_text_file(path: str | Path, missing_hint: str = "") -> str:

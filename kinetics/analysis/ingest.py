@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ import pandas as pd
 
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
-from kinetics.jsonfile import decode_utf8, parse_json
+from kinetics.jsonfile import json_lines
 
 _MODEL_RE = re.compile(r"qwen3[-_](\d+(?:\.\d+)?b(?:[-_]a\d+b)?)", re.IGNORECASE)
 _BLOCK_RE = re.compile(r"local(\d+)_block(\d+)_blocktopk(\d+)", re.IGNORECASE)
@@ -366,25 +366,11 @@ def _is_metadata(record: dict) -> bool:
     return not {"prediction", "query"} & set(record)
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(1-based line, parsed JSON) of each non-blank line of a JSONL file (a UTF-8 BOM is
-    accepted); InputError naming the line for invalid UTF-8, invalid or too deeply
-    nested JSON."""
-    try:
-        with path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                text = decode_utf8(raw, str(path), number)
-                if text.strip():
-                    yield number, parse_json(text, str(path), number)
-    except OSError as exc:
-        raise InputError(f"cannot read it ({exc.strerror or exc})", path=str(path)) from None
-
-
 def read_metadata(path: Path) -> dict:
     """The metadata dict of a raw file (its first line; {} when that is a trace row or
     not JSON: :func:`read_raw_file` names the bad line)."""
     try:
-        record = next((value for _, value in _json_lines(path)), {})
+        record = next((value for _, value in json_lines(path)), {})
     except InputError:
         return {}
     return record if isinstance(record, dict) and _is_metadata(record) else {}
@@ -398,7 +384,7 @@ def read_raw_file(path: Path) -> tuple[dict, pd.DataFrame]:
     """
     meta: dict | None = None
     records: list[dict] = []
-    for number, record in _json_lines(path):
+    for number, record in json_lines(path):
         if not isinstance(record, dict):
             raise InputError("expected a JSON object", path=str(path), line=number)
         if meta is None and not records and _is_metadata(record):

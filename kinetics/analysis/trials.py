@@ -19,6 +19,7 @@ import pandas as pd
 
 from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig
 from kinetics.errors import InputError
+from kinetics.jsonfile import json_lines, read_text_file
 from kinetics.models import ModelSpec, get_model, model_key, with_param_count
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
@@ -66,11 +67,14 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, bool]:
             frame = pd.read_csv(path, index_col=False,
                                 dtype={"model": str, "method": str, "query_id": str, "answer": str})
         elif suffix in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=True, dtype=False)
+            frame = _read_jsonl(path)
         else:
             raise InputError(f"unknown file type '{suffix or '(none)'}' "
                              "(expected .csv, .jsonl or .parquet)", path=str(path))
     except InputError:
+        raise
+    except UnicodeDecodeError:
+        read_text_file(path)  # raises, naming the line of the first invalid byte
         raise
     except Exception as exc:  # parser errors of three libraries: one message
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -78,6 +82,18 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, bool]:
     if len(frame) == 0:
         raise InputError("no data rows", path=str(path))
     return frame, synthetic
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """A JSONL trial table (a UTF-8 BOM accepted); on a parse error, InputError naming
+    the first line that is not a JSON object."""
+    try:
+        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
+    except Exception:
+        for number, record in json_lines(path):  # raises at a line that is not JSON
+            if not isinstance(record, dict):
+                raise InputError("expected a JSON object", path=str(path), line=number) from None
+        raise
 
 
 def _bad_row(mask: np.ndarray) -> int:

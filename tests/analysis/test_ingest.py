@@ -179,7 +179,7 @@ BAD_RAW = [
      "line 3, field 'score': no score and no gold choices"),
     ([GOOD_ROW, {**GOOD_ROW, "score": "high"}], "line 3, field 'score': expected a number"),
     ([GOOD_ROW, GOOD_ROW, '{"query": "q", "prediction": '],
-     "line 4: not valid JSON (Expecting value at column 30)"),
+     "line 4: not valid JSON (Expecting value; column 30)"),
     # a prediction list defines the samples: none or two is an error, never 0 or 1 trial
     ([GOOD_ROW, {**GOOD_ROW, "prediction": []}], "line 3, field 'prediction': an empty list"),
     ([GOOD_ROW, {**GOOD_ROW, "prediction": ["\\boxed{70}", "\\boxed{5}"]}],
