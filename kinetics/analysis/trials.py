@@ -284,15 +284,36 @@ def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path]
     return {name: with_param_count(spec, param_count) for name, spec in specs.items()}
 
 
-def load_trials(path: str | Path | None) -> tuple[pd.DataFrame, bool]:
-    """Load and validate a trial table; ``None`` loads the embedded synthetic default.
+def check_same_queries(trials: pd.DataFrame, path: str = "<trials>") -> None:
+    """Every (model, config) of a validated table must have samples for the same
+    queries (the analysis compares pairs query by query); InputError naming the first
+    row of a pair that lacks a query some other pair has, and that query."""
+    pairs = trials.groupby(["model", "config"], sort=False)["query_id"]
+    every = set(trials["query_id"])
+    for (model, config), queries in pairs:
+        missing = every - set(queries)
+        if missing:
+            row = int(queries.index[0]) + 1
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise InputError(f"{model} ({config}) has no sample of query {min(missing)!r}{more}, "
+                             "which other (model, config) pairs have; every pair needs samples "
+                             "of the same queries", path=path, row=row, field="query_id")
 
-    Returns (validated trials, synthetic). ``synthetic`` is True for the embedded
-    set and for any Parquet file the synthetic generator wrote (its metadata says so).
+
+def load_trials(path: str | Path | None) -> tuple[pd.DataFrame, bool]:
+    """Load and validate a trial table for the analysis; ``None`` loads the embedded
+    synthetic default.
+
+    Beyond :func:`validate_trials`, every (model, config) must cover the same queries
+    (:func:`check_same_queries`). Returns (validated trials, synthetic). ``synthetic``
+    is True for the embedded set and for any Parquet file the synthetic generator
+    wrote (its metadata says so).
     """
     if path is None:
         frame, _ = _read_table(embedded_path())
-        return validate_trials(frame, EMBEDDED_SOURCE), True
-    path = Path(path)
-    frame, synthetic = _read_table(path)
-    return validate_trials(frame, str(path)), synthetic
+        trials, source, synthetic = validate_trials(frame, EMBEDDED_SOURCE), EMBEDDED_SOURCE, True
+    else:
+        frame, synthetic = _read_table(Path(path))
+        trials, source = validate_trials(frame, str(path)), str(path)
+    check_same_queries(trials, source)
+    return trials, synthetic
