@@ -297,7 +297,8 @@ def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
     majority = majority and "answer" in trials.columns and bool(trials["answer"].notna().any())
     n_max = int(np.bincount(_group_codes(trials)).max(initial=1))
     limits = max_samples(trials)
-    cap = dict(zip(zip(limits["model"], limits["config"]), limits["fewest"], strict=True))
+    pairs = zip(limits["model"], limits["config"], strict=True)
+    cap = dict(zip(pairs, limits["fewest"], strict=True))
     parts = [_best_of_n_sorted(trials.iloc[rows].reset_index(drop=True), models, majority, cap)
              for rows in query_blocks(trials, n_max)]
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)

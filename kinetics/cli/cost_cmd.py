@@ -66,8 +66,24 @@ def model_from_args(args: argparse.Namespace) -> ModelSpec:
     return with_param_count(model, args.param_count)
 
 
+# method flag -> (attribute, smallest value); each is at most MAX_TOKENS (2**31)
+SIZE_FLAGS = {"--budget": ("budget", 1), "--block-size": ("block_size", 1),
+              "--topk-blocks": ("topk_blocks", 0), "--local": ("local", 0),
+              "--batch-size": ("batch_size", 1)}
+
+
+def check_size_flags(args: argparse.Namespace) -> None:
+    """InputError naming the flag for a size flag out of its range."""
+    for flag, (name, low) in SIZE_FLAGS.items():
+        value = getattr(args, name)
+        if value is not None and not low <= value <= MAX_TOKENS:
+            raise InputError(f"{flag} must be {low}..{MAX_TOKENS} (2**31), got {value}")
+
+
 def attention_from_args(args: argparse.Namespace) -> AttentionConfig:
-    """Validate the method flags into an AttentionConfig (InputError on misuse)."""
+    """Validate the method flags into an AttentionConfig (InputError on misuse, naming
+    the flag)."""
+    check_size_flags(args)
     if args.method == "dense":
         extra = [f for f in ("budget", "block_size", "topk_blocks") if getattr(args, f) is not None]
         if extra or args.local:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kinetics.cli._args import add_model_config, model_configs, progress
+from kinetics.cli._args import add_model_config, model_configs, progress, show_progress
 from kinetics.cli._output import (
     check_output_file,
     output_lock,
@@ -13,6 +13,7 @@ from kinetics.cli._output import (
     staged_file,
 )
 from kinetics.errors import InputError
+from kinetics.quiet import third_party_output
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
 
@@ -36,6 +37,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_model_config(parser, "; pass the same to kinetics report")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (there is none anyway when stderr is not a terminal)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the warnings of transformers and other libraries (hidden "
+                        "otherwise)")
 
 
 INSTALL_HINT = "pip install 'kinetics-tts[ingest]'"
@@ -124,13 +128,14 @@ def _ingest(args: argparse.Namespace, out: Path, configs: dict[str, str], files:
     import pandas as pd
 
     from kinetics.analysis.ingest import describe_file, read_metadata, read_raw_file, trial_rows
-    from kinetics.analysis.trials import REQUIRED_COLUMNS, validate_trials
+    from kinetics.analysis.trials import REQUIRED_COLUMNS, check_same_queries, validate_trials
 
     described = []
     for path in files:  # every file's model and config before the slow tokenizing
         model, config = describe_file(path, read_metadata(path), args.model)
         described.append((path, _check_model(model, configs, path), config))
-    tokenizer = _load_tokenizer(args.tokenizer)
+    with third_party_output(progress=show_progress(args.quiet), verbose=args.verbose):
+        tokenizer = _load_tokenizer(args.tokenizer)
     parts = []
     for path, model, config in progress(described, desc="kinetics ingest", unit="file",
                                         quiet=args.quiet):
@@ -142,11 +147,15 @@ def _ingest(args: argparse.Namespace, out: Path, configs: dict[str, str], files:
     key = ["model", "method", "budget", "block_size", "local", "query_id"]
     frame["trial"] = frame.groupby(key, dropna=False, sort=False).cumcount()
     columns = list(REQUIRED_COLUMNS) + ["answer"]
-    validate_trials(frame, str(out))  # duplicates across files, bad lengths: fail before writing
+    validated = validate_trials(frame, str(out))  # duplicates, bad lengths: fail before writing
     _write_table(frame[columns], out)
     summary = frame.groupby(["model", "method"]).size()
     print(f"wrote {args.out}: {len(frame)} trials from {len(files)} file(s), "
           f"{frame['query_id'].nunique()} queries, accuracy {frame['correct'].mean():.3f}")
     for (model, method), count in summary.items():
         print(f"  {model:16} {method:10} {count} trials")
+    try:
+        check_same_queries(validated)
+    except InputError as exc:  # the table is what the files hold; the analysis needs more
+        print(f"note: kinetics report refuses this table: {exc.detail}")
     return 0

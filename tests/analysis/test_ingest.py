@@ -67,7 +67,7 @@ def raw_dir(tmp_path):
     write_raw(root / "dense" / "aime24_qwen3-8b_t32_dense.jsonl", dense, PREDICTIONS)
     block = {"attn_local": 0, "attn_topk": None, "attn_block_size": 16, "attn_block_topk": 64}
     write_raw(root / "blocktopk" / "aime24_qwen3-0.6b_local0_block16_blocktopk64.jsonl", block,
-              PREDICTIONS[:2])
+              PREDICTIONS[:2] + PREDICTIONS[3:])  # both queries: the analysis needs that
     return tmp_path / "raw"
 
 
@@ -77,7 +77,7 @@ def test_ingest_writes_a_valid_trial_table(raw_dir, tokenizer_dir, tmp_path, cap
                  "--quiet"])
     assert code == 0, capsys.readouterr().err
     trials, synthetic = load_trials(out)
-    assert not synthetic and len(trials) == 6
+    assert not synthetic and len(trials) == 7
     dense = trials[trials["model"] == "qwen3-8b"].reset_index(drop=True)
     assert set(dense["method"]) == {"dense"}
     block = trials[trials["model"] == "qwen3-0.6b"]
@@ -94,6 +94,21 @@ def test_ingest_writes_a_valid_trial_table(raw_dir, tokenizer_dir, tmp_path, cap
     # the table feeds the report
     assert main(["report", "--trials", str(out), "--out", str(tmp_path / "rep"), "--quiet",
                  "--no-plots"]) == 0
+
+
+def test_ingest_writes_a_table_that_misses_queries_and_says_report_refuses_it(
+        tmp_path, tokenizer_dir, capsys):
+    root = tmp_path / "raw"
+    dense = {"attn_local": None, "attn_topk": None, "attn_block_size": None,
+             "attn_block_topk": None}
+    write_raw(root / "aime24_qwen3-8b_dense.jsonl", dense, PREDICTIONS)
+    write_raw(root / "aime24_qwen3-4b_dense.jsonl", dense, PREDICTIONS[:1])
+    out = tmp_path / "t.csv"
+    assert main(["ingest", str(root), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                 "--quiet"]) == 0
+    assert len(pd.read_csv(out)) == 5  # every raw row, as read
+    assert "note: kinetics report refuses this table: qwen3-4b (dense) has no sample of query" \
+        in capsys.readouterr().out
 
 
 def test_ingest_errors_exit_2(raw_dir, tokenizer_dir, tmp_path, capsys):
@@ -307,7 +322,7 @@ def test_ingest_never_replaces_an_existing_file_or_folder(raw_dir, tokenizer_dir
     assert main([*base, str(folder)]) == 2
     assert "is a folder" in capsys.readouterr().err
     assert main([*base, str(mine), "--force"]) == 0
-    assert len(load_trials(mine)[0]) == 6
+    assert len(load_trials(mine)[0]) == 7
 
 
 def test_model_aliases_become_one_preset_name(raw_dir, tokenizer_dir, tmp_path):
