@@ -268,9 +268,16 @@ def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path]
     """ModelSpec for every model in the table: a preset, or ``model_configs[name]``,
     priced with ``param_count`` parameters (see :func:`kinetics.models.with_param_count`).
 
-    An unknown model with no config raises InputError naming the first row using it.
+    Names match as :func:`kinetics.models.model_key` spells them. An unknown model with
+    no config raises InputError naming the first row using it; so does a config for a
+    model the table does not have (a typo would otherwise be ignored).
     """
     model_configs = {model_key(name): p for name, p in (model_configs or {}).items()}
+    unused = sorted(set(model_configs) - set(pd.unique(trials["model"])))
+    if unused:
+        have = ", ".join(sorted(pd.unique(trials["model"])))
+        raise InputError(f"--model-config {unused[0]}: the trial table has no model "
+                         f"'{unused[0]}' (it has {have})", path=path)
     specs: dict[str, ModelSpec] = {}
     for name in pd.unique(trials["model"]):
         config = model_configs.get(model_key(name))

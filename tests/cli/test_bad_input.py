@@ -50,6 +50,19 @@ def work(tmp_path, monkeypatch):
     inf_trials = trials.astype({"gen_len": float})
     inf_trials.loc[4, "gen_len"] = float("inf")
     inf_trials.to_csv(tmp_path / "inf.csv", index=False)
+    entry = baseline["entries"][0]
+    for name, entries in [  # baselines `kinetics check` must refuse as bad input, not compare
+        ("dup", [entry, entry]), ("clash", [entry, {**entry, "accuracy": 0.7}]),
+        ("acc-high", [{**entry, "accuracy": 1.5}]), ("acc-low", [{**entry, "accuracy": -0.2}]),
+        ("acc-pct", [{**entry, "accuracy": 50}]), ("budget-0", [{**entry, "budget_eflops": 0}]),
+        ("budget-neg", [{**entry, "budget_eflops": -1e15}]),
+        ("law-typo", [{**entry, "law": "kinetcs"}]), ("method", [{**entry, "method": "sparse"}]),
+        ("strategy", [{**entry, "strategy": "best_of_3"}]),
+        ("config", [{**entry, "config": 16}])]:
+        (tmp_path / f"bad-{name}.json").write_text(json.dumps({**baseline, "entries": entries}))
+    (tmp_path / "bad-tpu.json").write_text(json.dumps({**baseline, "hardware": "tpu9"}))
+    (tmp_path / "bad-neg-intensity.json").write_text(json.dumps({**baseline, "intensity": -1}))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     return tmp_path
 
 
@@ -82,6 +95,54 @@ BAD_INPUT = [
     (["report", "--model-config", "nopath"], "expected NAME=PATH"),
     (["check", "--baseline", "base.json", "--model-config", "x"], "expected NAME=PATH"),
     (["ingest", "raw", "--tokenizer", "t", "--model-config", "=p"], "expected NAME=PATH"),
+    # baselines are validated like trial tables: duplicates, ranges, known names
+    (["check", "--baseline", "bad-dup.json"], "bad-dup.json, row 2, field 'budget_eflops': "
+     "repeats row 1: two entries"),
+    (["check", "--baseline", "bad-clash.json"], "row 2, field 'budget_eflops': contradicts row 1"),
+    (["check", "--baseline", "bad-acc-high.json"], "field 'accuracy': expected a fraction from "
+     "0 to 1, got 1.5"),
+    (["check", "--baseline", "bad-acc-low.json"], "field 'accuracy': expected a fraction"),
+    (["check", "--baseline", "bad-acc-pct.json"], "field 'accuracy': expected a fraction"),
+    (["check", "--baseline", "bad-budget-0.json"], "field 'budget_eflops': expected a budget > 0"),
+    (["check", "--baseline", "bad-budget-neg.json"], "field 'budget_eflops': expected a budget"),
+    (["check", "--baseline", "bad-law-typo.json"], "field 'law': unknown law 'kinetcs'"),
+    (["check", "--baseline", "bad-method.json"], "field 'method': unknown method 'sparse'"),
+    (["check", "--baseline", "bad-strategy.json"], "field 'strategy': unknown strategy"),
+    (["check", "--baseline", "bad-config.json"], "field 'config': expected a string, got 16"),
+    (["check", "--baseline", "bad-tpu.json"], "bad-tpu.json, field 'hardware': expected a "
+     "hardware preset"),
+    (["check", "--baseline", "bad-neg-intensity.json"], "field 'intensity': expected a finite "
+     "number >= 0"),
+    # JSON nested too deeply for the parser: one line, not a RecursionError
+    (["check", "--baseline", "deep.json"], "deep.json: not valid JSON here (nested too deeply"),
+    ([*COST, "--model-config", "m=deep.json"], "deep.json: not valid JSON here (nested too deeply"),
+    (["report", "--model-config", "qwen3-8b=deep.json", "--out", "r"], "deep.json: not valid JSON"),
+    # a --model-config the table never uses is a typo, not something to ignore
+    (["report", "--model-config", "qwen3-9b=config.json", "--out", "r"],
+     "--model-config qwen3-9b: the trial table has no model 'qwen3-9b' (it has qwen3-"),
+    # an output path that is an input is refused, --force or not
+    (["check", "--update", "--trials", "d/trials.csv", "--baseline", "d/trials.csv"],
+     "d/trials.csv: is an input of this run"),
+    (["ingest", "d/trials.csv", "--tokenizer", "t", "--out", "d/trials.csv", "--force"],
+     "d/trials.csv: is an input of this run"),
+    # size flags named, before anything is loaded
+    ([*COST, "--method", "blocktopk", "--block-size", "0", "--topk-blocks", "4"],
+     "--block-size must be 1.."),
+    ([*COST, "--method", "blocktopk", "--block-size", "16", "--topk-blocks", "-3"],
+     "--topk-blocks must be 0.."),
+    ([*COST, "--method", "topk", "--budget", "-5"], "--budget must be 1.."),
+    ([*COST, "--batch-size", "0"], "--batch-size must be 1.."),
+    (["quality", "--methods", ""], "--methods needs at least one of topk, blocktopk"),
+    (["quality", "--methods", " , "], "--methods needs at least one"),
+    (["quality", "--tokens", "1000000000"], "--tokens must be 2..16384"),
+    (["quality", "--budgets", "1000000000", "--tokens", "160"],
+     "largest of --budgets (1000000000 tokens) exceeds --tokens 160"),
+    (["quality", "--budgets", "2048"], "exceeds --tokens 1024 (the default)"),
+    (["quality", "--threads", "100000"], "--threads must be 1.."),
+    (["quality", "--text", "d"], "d: is a folder, expected a file"),
+    (["quality", "--text", "d/notes.txt", "--budgets", "128", "--block-sizes", "16"],
+     "notes.txt: holds 8 bytes, too few for the largest of --budgets (128 tokens)"),
+    (["bench", "--grid", "--grid-models", "llama"], "unknown model 'llama' (presets: qwen3-0.6b"),
 ]
 
 
@@ -102,6 +163,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(work, capsys, argv, me
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
+    assert "--model-config" not in err or "--model-config" in argv  # no flag it lacks
     assert snapshot(work) == before  # nothing written, nothing removed
 
 
