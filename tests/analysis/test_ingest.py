@@ -268,6 +268,30 @@ def test_ingest_refuses_to_write_over_its_input_even_with_force(tmp_path, tokeni
     assert raw.read_bytes() == before
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_full_disk_is_one_line_and_the_earlier_table_stays(tmp_path, tokenizer_dir, capsys,
+                                                             monkeypatch, suffix):
+    import errno
+
+    raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
+    raw.write_text(_raw_lines(GOOD_ROW))
+    out = tmp_path / f"t{suffix}"
+    out.write_text("the earlier table")
+
+    def full(self, path, *args, **kwargs):
+        open(path, "w").write("half")  # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet" if suffix == ".parquet" else "to_csv", full)
+    assert main(["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                 "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: cannot write it (no space left on device); nothing was replaced" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert out.read_text() == "the earlier table"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([raw.name, out.name])
+
+
 def test_grading_is_decided_per_row(tmp_path, tokenizer_dir):
     # a null score grades that row by its gold choices; the next row keeps its score
     raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"

@@ -485,3 +485,16 @@ def test_a_report_never_replaces_the_file_it_reads(work, capsys):
     err = capsys.readouterr().err
     assert "rep: holds an input of this run (rep/pareto.csv)" in err, err
     assert snapshot(work) == before
+
+
+def test_quality_never_replaces_the_text_it_reads(work, capsys):
+    out = work / "q"
+    out.mkdir()
+    (out / "sequence.txt").write_text("a long enough text to pass the size check. " * 10)
+    (out / MARKER).write_text("written by kinetics; files it may replace:\nsequence.txt\n")
+    before = snapshot(work)
+    assert main(["quality", "--text", "q/sequence.txt", "--budgets", "64", "--block-sizes", "16",
+                 "--out", "q"]) == 2
+    err = capsys.readouterr().err
+    assert "q: holds an input of this run (q/sequence.txt)" in err, err
+    assert snapshot(work) == before
