@@ -72,7 +72,7 @@ _WRITE_TEXTS = ("No space left on device", "Disk quota exceeded", "File too larg
                 "Read-only file system")
 
 
-def _write_failure(exc: BaseException) -> str | None:
+def write_failure(exc: BaseException) -> str | None:
     """Why an exception means the output could not be written (a full disk, ...), else None.
     Also reads the text of writers that wrap the OS error (pyarrow's)."""
     if not isinstance(exc, OSError):
@@ -181,8 +181,12 @@ def _acquire(path: Path, target: Path, wait_s: float) -> int:
                                  "finish, or choose another output", path=str(target)) from None
             time.sleep(0.05)
             continue
-        except OSError:  # no flock on this file system (ENOLCK, EOPNOTSUPP)
+        except OSError:  # no flock on this file system (ENOLCK, EOPNOTSUPP): no lock file
             os.close(fd)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
             return -1
         try:
             now = os.stat(path)
@@ -438,7 +442,7 @@ def staged_folder(target: Path) -> Iterator[Path]:
         except BaseException as exc:
             if tmp.is_dir():
                 _remove_tree(tmp)
-            reason = _write_failure(exc)
+            reason = write_failure(exc)
             if reason is not None:
                 raise _unwritable(target, reason) from None
             raise
@@ -500,7 +504,7 @@ def staged_file(target: str | Path) -> Iterator[Path]:
             os.replace(tmp, target)
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
-            reason = _write_failure(exc)
+            reason = write_failure(exc)
             if reason is not None:
                 raise _unwritable(target, reason) from None
             raise

@@ -498,3 +498,15 @@ def test_quality_never_replaces_the_text_it_reads(work, capsys):
     err = capsys.readouterr().err
     assert "q: holds an input of this run (q/sequence.txt)" in err, err
     assert snapshot(work) == before
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("argv", [COST, [*COST, "--json"]], ids=["table", "json"])
+def test_stdout_on_a_full_disk_is_one_line(work, argv):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open("/dev/full", "w") as full:  # every write: ENOSPC, as a full disk
+        proc = subprocess.run([sys.executable, "-m", "kinetics", *argv], cwd=work, env=env,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "kinetics cost: error: cannot write the output (no space left on device)"], proc.stderr
