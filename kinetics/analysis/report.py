@@ -36,7 +36,7 @@ from kinetics.analysis.frontier import (
 )
 from kinetics.analysis.strategies import DEFAULT_GEN_BUDGETS, best_of_n, long_cot
 from kinetics.analysis.trials import resolve_models
-from kinetics.cost import METHODS
+from kinetics.cost import METHODS, CostSettings
 from kinetics.models import ModelSpec
 
 # strategy -> (accuracy column in its options table, option parameter column)
@@ -72,11 +72,12 @@ class Analysis:
 
 def strategy_options(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
                      gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS,
-                     majority: bool = True) -> dict[str, pd.DataFrame]:
-    """Options tables per strategy; ``majority_vote`` only when answers are known
-    (and ``majority``)."""
-    bon = best_of_n(trials, models, majority=majority)
-    options = {"best_of_n": bon, "long_cot": long_cot(trials, models, gen_budgets)}
+                     majority: bool = True,
+                     settings: CostSettings = CostSettings()) -> dict[str, pd.DataFrame]:
+    """Options tables per strategy, priced with ``settings``; ``majority_vote`` only when
+    answers are known (and ``majority``)."""
+    bon = best_of_n(trials, models, majority=majority, settings=settings)
+    options = {"best_of_n": bon, "long_cot": long_cot(trials, models, gen_budgets, settings)}
     if bon["majority"].notna().any():
         options["majority_vote"] = bon
     return options
@@ -107,15 +108,17 @@ def _frontiers(options: Mapping[str, pd.DataFrame], models: Mapping[str, ModelSp
 
 def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: float, *,
             gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS, grid_points: int = GRID_POINTS,
-            smooth: int = 1, tick: Callable[[str], None] | None = None) -> Analysis:
+            smooth: int = 1, tick: Callable[[str], None] | None = None,
+            settings: CostSettings = CostSettings()) -> Analysis:
     """Run both laws, all strategies and method families over a validated table.
 
-    ``intensity`` in FLOPs per byte; ``smooth`` an odd moving-average width over the
+    ``intensity`` in FLOPs per byte; ``settings`` the element types and parameter
+    reads the costs are priced with; ``smooth`` an odd moving-average width over the
     grid for the frontier curves (1 = off; see :func:`kinetics.analysis.frontier.moving_average`);
     ``tick`` (optional) is called after each step with a short label (the CLI drives
     a progress bar with it).
     """
-    options = strategy_options(trials, models, gen_budgets=gen_budgets)
+    options = strategy_options(trials, models, gen_budgets=gen_budgets, settings=settings)
     if tick:
         tick("strategies")
     frontiers = _frontiers(options, models, intensity,
@@ -152,7 +155,9 @@ class SummaryEntry:
 
 @dataclass(frozen=True)
 class Summary:
-    """The regression-gate payload; :meth:`to_json` is summary.json (schema 1)."""
+    """The regression-gate payload; :meth:`to_json` is summary.json (schema 1).
+    ``settings`` are the cost settings it was priced with (kv_dtype, weight_dtype and
+    batch_size in the JSON; a summary without them was priced with the defaults)."""
 
     synthetic: bool
     trials_source: str
@@ -160,12 +165,14 @@ class Summary:
     hardware: str | None
     param_count: str
     entries: tuple[SummaryEntry, ...]
+    settings: CostSettings = CostSettings()
 
     def to_json(self) -> dict:
         """The summary.json object (what ``kinetics check`` reads)."""
         return {"schema": SCHEMA_VERSION, "synthetic": self.synthetic,
                 "trials_source": self.trials_source, "intensity": self.intensity,
                 "hardware": self.hardware, "param_count": self.param_count,
+                **asdict(self.settings),
                 "entries": [asdict(e) for e in self.entries]}
 
 
@@ -183,22 +190,24 @@ def build_summary(trials: pd.DataFrame, intensity: float, *, hardware: str | Non
                   model_configs: Mapping[str, str] | None = None,
                   param_count: str = "published",
                   options: Mapping[str, pd.DataFrame] | None = None,
-                  models: Mapping[str, ModelSpec] | None = None) -> Summary:
+                  models: Mapping[str, ModelSpec] | None = None,
+                  settings: CostSettings = CostSettings()) -> Summary:
     """The summary of a validated trial table (summary.json via :meth:`Summary.to_json`).
 
     Entries: for each law (kinetics, flops), strategy (best_of_n, long_cot) and
     method present, at each of SUMMARY_BUDGETS (eFLOPs): the single-choice frontier
     accuracy, the optimal model and its config; never smoothed. ``param_count``
-    ('published' or 'derived') prices the models; ``options`` may pass precomputed
-    strategy tables (from :func:`strategy_options`, same ``param_count``) to skip
+    ('published' or 'derived') prices the models, ``settings`` the bytes; ``options``
+    may pass precomputed strategy tables (from :func:`strategy_options`, same
+    ``param_count`` and ``settings``) to skip
     recomputing them, and ``models`` the specs already resolved from ``model_configs``
     (same ``param_count``) to skip reading the configs again.
     """
     if models is None:
         models = resolve_models(trials, model_configs, source, param_count)
     if options is None:
-        options = strategy_options(trials, models, majority=False)
+        options = strategy_options(trials, models, majority=False, settings=settings)
     frontiers = _frontiers(options, models, intensity,
                            lambda _s: np.asarray(SUMMARY_BUDGETS), SUMMARY_STRATEGIES)
     return Summary(bool(synthetic), str(source), float(intensity), hardware, param_count,
-                   summary_entries(frontiers))
+                   summary_entries(frontiers), settings)

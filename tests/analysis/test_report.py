@@ -48,8 +48,10 @@ def test_report_on_embedded_data_writes_every_file(report_dir, capsys):
 def test_summary_schema_is_exact(report_dir):
     summary = json.loads((report_dir / "summary.json").read_text())
     assert list(summary) == ["schema", "synthetic", "trials_source", "intensity", "hardware",
-                             "param_count", "entries"]
+                             "param_count", "kv_dtype", "weight_dtype", "batch_size", "entries"]
     assert summary["param_count"] == "published"
+    assert (summary["kv_dtype"], summary["weight_dtype"], summary["batch_size"]) == (
+        "bf16", "bf16", None)
     assert summary["schema"] == 1 and summary["synthetic"] is True
     assert summary["intensity"] == 562.5 and summary["hardware"] == "b200"
     assert len(summary["entries"]) == 2 * 2 * 3 * len(SUMMARY_BUDGETS)
