@@ -363,6 +363,9 @@ class CostSettings:
         return shared_cost(model, attention, prompt_len, max_gen_len, self.kv_dtype)
 
 
+DEFAULT_SETTINGS = CostSettings()  # bf16 KV cache and weights, parameter reads left out
+
+
 def query_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,
                gen_len: ArrayLike, num_samples: ArrayLike = 1,
                batch_size: int | None = None, kv_dtype: str = DEFAULT_DTYPE,

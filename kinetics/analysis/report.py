@@ -36,7 +36,7 @@ from kinetics.analysis.frontier import (
 )
 from kinetics.analysis.strategies import DEFAULT_GEN_BUDGETS, best_of_n, long_cot
 from kinetics.analysis.trials import resolve_models
-from kinetics.cost import METHODS, CostSettings
+from kinetics.cost import DEFAULT_SETTINGS, METHODS, CostSettings
 from kinetics.models import ModelSpec
 
 # strategy -> (accuracy column in its options table, option parameter column)
@@ -73,7 +73,7 @@ class Analysis:
 def strategy_options(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
                      gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS,
                      majority: bool = True,
-                     settings: CostSettings = CostSettings()) -> dict[str, pd.DataFrame]:
+                     settings: CostSettings = DEFAULT_SETTINGS) -> dict[str, pd.DataFrame]:
     """Options tables per strategy, priced with ``settings``; ``majority_vote`` only when
     answers are known (and ``majority``)."""
     bon = best_of_n(trials, models, majority=majority, settings=settings)
@@ -109,7 +109,7 @@ def _frontiers(options: Mapping[str, pd.DataFrame], models: Mapping[str, ModelSp
 def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: float, *,
             gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS, grid_points: int = GRID_POINTS,
             smooth: int = 1, tick: Callable[[str], None] | None = None,
-            settings: CostSettings = CostSettings()) -> Analysis:
+            settings: CostSettings = DEFAULT_SETTINGS) -> Analysis:
     """Run both laws, all strategies and method families over a validated table.
 
     ``intensity`` in FLOPs per byte; ``settings`` the element types and parameter
@@ -165,7 +165,7 @@ class Summary:
     hardware: str | None
     param_count: str
     entries: tuple[SummaryEntry, ...]
-    settings: CostSettings = CostSettings()
+    settings: CostSettings = DEFAULT_SETTINGS
 
     def to_json(self) -> dict:
         """The summary.json object (what ``kinetics check`` reads)."""
@@ -191,7 +191,7 @@ def build_summary(trials: pd.DataFrame, intensity: float, *, hardware: str | Non
                   param_count: str = "published",
                   options: Mapping[str, pd.DataFrame] | None = None,
                   models: Mapping[str, ModelSpec] | None = None,
-                  settings: CostSettings = CostSettings()) -> Summary:
+                  settings: CostSettings = DEFAULT_SETTINGS) -> Summary:
     """The summary of a validated trial table (summary.json via :meth:`Summary.to_json`).
 
     Entries: for each law (kinetics, flops), strategy (best_of_n, long_cot) and

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from kinetics.analysis.trials import MAX_VOTE_SAMPLES, attention_of
-from kinetics.cost import CostSettings
+from kinetics.cost import DEFAULT_SETTINGS, CostSettings
 from kinetics.models import ModelSpec
 
 GROUP = ["model", "config", "query_id"]
@@ -268,7 +268,7 @@ def query_blocks(trials: pd.DataFrame, cells_per_row: int) -> list[np.ndarray]:
 
 
 def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
-              majority: bool = True, settings: CostSettings = CostSettings()) -> pd.DataFrame:
+              majority: bool = True, settings: CostSettings = DEFAULT_SETTINGS) -> pd.DataFrame:
     """Best-of-N options: one row per (model, config, query, N), N = 1..n samples.
 
     Columns: model, method, config, query_id, n, coverage, majority (NaN without
@@ -338,7 +338,7 @@ def _best_of_n_sorted(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
 
 def long_cot(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
              gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS,
-             settings: CostSettings = CostSettings()) -> pd.DataFrame:
+             settings: CostSettings = DEFAULT_SETTINGS) -> pd.DataFrame:
     """Long-CoT options: one row per (model, config, query, generation budget G tokens).
 
     Columns: model, method, config, query_id, gen_budget, accuracy, compute_flops,
