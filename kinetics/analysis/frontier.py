@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from kinetics.errors import InputError
-from kinetics.hardware import B200_FLOPS_PER_S
+from kinetics.hardware import Hardware
 from kinetics.models import ModelSpec
 
 LAWS: tuple[str, ...] = ("kinetics", "flops")
@@ -212,12 +212,24 @@ def pareto_points(options: pd.DataFrame, intensity: float, *, param: str,
     return agg[agg["accuracy"].to_numpy() > prior].reset_index(drop=True)
 
 
-def frontier_table(frontiers: Mapping[tuple[str, str, str], Frontier]) -> pd.DataFrame:
-    """Long table (law, strategy, method, budget_eflops, b200_seconds, accuracy, model,
-    config, per_query_oracle_accuracy) from frontiers keyed by (law, strategy, method)."""
+def seconds_column(hardware: Hardware) -> str:
+    """The name of the budget-in-seconds column for ``hardware``: 'h100_seconds',
+    'b200_fp8_seconds'."""
+    return f"{hardware.name.replace('-', '_')}_seconds"
+
+
+def frontier_table(frontiers: Mapping[tuple[str, str, str], Frontier],
+                   hardware: Hardware | None = None) -> pd.DataFrame:
+    """Long table (law, strategy, method, budget_eflops, [<hardware>_seconds,] accuracy,
+    model, config, per_query_oracle_accuracy) from frontiers keyed by (law, strategy,
+    method). With a ``hardware`` preset, :func:`seconds_column` holds the budget / its
+    peak FLOP/s (compute + memory time under the Kinetics law, compute time alone
+    under the FLOPs-only law); without one (a custom intensity) there is no such column."""
+    seconds = {} if hardware is None else {
+        seconds_column(hardware): lambda f: f.budgets / hardware.peak_flops_per_s}
     parts = [pd.DataFrame({
-        "law": law, "strategy": strategy, "method": method,
-        "budget_eflops": f.budgets, "b200_seconds": f.budgets / B200_FLOPS_PER_S,
+        "law": law, "strategy": strategy, "method": method, "budget_eflops": f.budgets,
+        **{name: per(f) for name, per in seconds.items()},
         "accuracy": f.accuracy, "model": f.optimal_model, "config": f.config,
         "per_query_oracle_accuracy": f.per_query_oracle_accuracy,
     }) for (law, strategy, method), f in frontiers.items()]

@@ -37,6 +37,7 @@ from kinetics.analysis.frontier import (
 from kinetics.analysis.strategies import DEFAULT_GEN_BUDGETS, best_of_n, long_cot
 from kinetics.analysis.trials import resolve_models
 from kinetics.cost import DEFAULT_SETTINGS, METHODS, CostSettings
+from kinetics.hardware import Hardware
 from kinetics.models import ModelSpec
 
 # strategy -> (accuracy column in its options table, option parameter column)
@@ -109,11 +110,13 @@ def _frontiers(options: Mapping[str, pd.DataFrame], models: Mapping[str, ModelSp
 def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: float, *,
             gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS, grid_points: int = GRID_POINTS,
             smooth: int = 1, tick: Callable[[str], None] | None = None,
-            settings: CostSettings = DEFAULT_SETTINGS) -> Analysis:
+            settings: CostSettings = DEFAULT_SETTINGS,
+            hardware: Hardware | None = None) -> Analysis:
     """Run both laws, all strategies and method families over a validated table.
 
     ``intensity`` in FLOPs per byte; ``settings`` the element types and parameter
-    reads the costs are priced with; ``smooth`` an odd moving-average width over the
+    reads the costs are priced with; ``hardware`` the preset behind ``intensity``, if
+    any (it gives frontier.csv its seconds column); ``smooth`` an odd moving-average width over the
     grid for the frontier curves (1 = off; see :func:`kinetics.analysis.frontier.moving_average`);
     ``tick`` (optional) is called after each step with a short label (the CLI drives
     a progress bar with it).
@@ -136,7 +139,8 @@ def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: fl
     if not pareto_df.empty:
         pareto_df = pareto_df[["law", "strategy", "method", "model", "config", "param_name",
                                "param", "cost_eflops", "accuracy"]]
-    return Analysis(options, frontiers, frontier_table(frontiers), pareto_df, float(intensity))
+    return Analysis(options, frontiers, frontier_table(frontiers, hardware), pareto_df,
+                    float(intensity))
 
 
 @dataclass(frozen=True)

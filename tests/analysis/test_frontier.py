@@ -24,6 +24,7 @@ from kinetics.analysis.synthetic import SyntheticSpec, generate_trials
 from kinetics.analysis.trials import validate_trials
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
+from kinetics.hardware import HARDWARE
 from kinetics.models import MODELS
 
 MODEL_NAMES = ["qwen3-0.6b", "qwen3-4b", "qwen3-14b"]
@@ -130,13 +131,18 @@ def test_fixed_table_frontier_and_optimal_model_under_each_law(law):
     np.testing.assert_allclose(f.model_accuracy[1], big, atol=1e-12)
     assert f.queries.tolist() == ["q1", "q2"]
     np.testing.assert_allclose(f.per_query, FIXED_PER_QUERY[law], atol=1e-12)
-    table = frontier_table({(law, "best_of_n", "dense"): f})
+    assert "h100_seconds" not in frontier_table({(law, "best_of_n", "dense"): f})
+    table = frontier_table({(law, "best_of_n", "dense"): f}, HARDWARE["h100"])
     assert table.columns.tolist() == ["law", "strategy", "method", "budget_eflops",
-                                      "b200_seconds", "accuracy", "model", "config",
+                                      "h100_seconds", "accuracy", "model", "config",
                                       "per_query_oracle_accuracy"]
     np.testing.assert_allclose(table["accuracy"], accuracy, atol=1e-12)
     np.testing.assert_allclose(table["per_query_oracle_accuracy"], oracle, atol=1e-12)
-    np.testing.assert_allclose(table["b200_seconds"], np.array(FIXED_BUDGETS) / 4.5e15, rtol=1e-15)
+    np.testing.assert_allclose(table["h100_seconds"], np.array(FIXED_BUDGETS) / 989.5e12,
+                               rtol=1e-15)
+    fp8 = frontier_table({(law, "best_of_n", "dense"): f}, HARDWARE["b200-fp8"])
+    np.testing.assert_allclose(fp8["b200_fp8_seconds"], np.array(FIXED_BUDGETS) / 4.5e15,
+                               rtol=1e-15)
     assert [None if pd.isna(m) else m for m in table["model"]] == model
 
 
