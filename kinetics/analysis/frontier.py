@@ -196,6 +196,31 @@ def compute_frontier(options: pd.DataFrame, budgets: Sequence[float] | np.ndarra
                     np.asarray(queries, dtype=object))
 
 
+def option_means(options: pd.DataFrame, *, param: str, metric: str = "accuracy",
+                 by: Sequence[str] = ()) -> pd.DataFrame:
+    """Options averaged over queries: columns ``by``, model, config, ``param``,
+    compute_flops, memory_bytes, accuracy (the mean ``metric``), rows without an
+    accuracy dropped. Any law's mean cost follows from it, mean compute_flops + I *
+    mean memory_bytes (the mean is linear), so one call serves every law."""
+    keys = [*by, "model", "config", param]
+    return (options.groupby(keys, sort=False)
+            .agg(compute_flops=("compute_flops", "mean"), memory_bytes=("memory_bytes", "mean"),
+                 accuracy=(metric, "mean"))
+            .reset_index().dropna(subset=["accuracy"]))
+
+
+def pareto_front(means: pd.DataFrame, intensity: float) -> pd.DataFrame:
+    """Non-dominated rows of :func:`option_means` under intensity I: a cost_eflops column
+    added (replacing compute_flops and memory_bytes), sorted by cost, each row strictly
+    more accurate than every cheaper one."""
+    frame = means.assign(cost_eflops=option_cost(means, intensity)).drop(
+        columns=["compute_flops", "memory_bytes"])
+    frame = frame.sort_values(["cost_eflops", "accuracy"], ascending=[True, False], kind="stable")
+    prior = np.maximum.accumulate(np.r_[-np.inf, frame["accuracy"].to_numpy()[:-1]])
+    frame = frame[frame["accuracy"].to_numpy() > prior].reset_index(drop=True)
+    return frame[[c for c in frame.columns if c != "accuracy"] + ["accuracy"]]
+
+
 def pareto_points(options: pd.DataFrame, intensity: float, *, param: str,
                   metric: str = "accuracy") -> pd.DataFrame:
     """Non-dominated (mean cost, mean accuracy) options, averaged over queries.
@@ -203,13 +228,7 @@ def pareto_points(options: pd.DataFrame, intensity: float, *, param: str,
     Returns columns model, config, ``param``, cost_eflops, accuracy sorted by cost;
     each point is strictly more accurate than every cheaper one.
     """
-    frame = options.assign(cost_eflops=option_cost(options, intensity))
-    agg = (frame.groupby(["model", "config", param], sort=False)
-           .agg(cost_eflops=("cost_eflops", "mean"), accuracy=(metric, "mean"))
-           .reset_index().dropna(subset=["accuracy"]))
-    agg = agg.sort_values(["cost_eflops", "accuracy"], ascending=[True, False], kind="stable")
-    prior = np.maximum.accumulate(np.r_[-np.inf, agg["accuracy"].to_numpy()[:-1]])
-    return agg[agg["accuracy"].to_numpy() > prior].reset_index(drop=True)
+    return pareto_front(option_means(options, param=param, metric=metric), intensity)
 
 
 def seconds_column(hardware: Hardware) -> str:

@@ -32,7 +32,8 @@ from kinetics.analysis.frontier import (
     compute_frontier,
     frontier_table,
     law_intensity,
-    pareto_points,
+    option_means,
+    pareto_front,
 )
 from kinetics.analysis.strategies import DEFAULT_GEN_BUDGETS, best_of_n, long_cot
 from kinetics.analysis.trials import resolve_models
@@ -128,11 +129,13 @@ def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: fl
                            lambda s: budget_grid(*GRIDS[s], grid_points), list(options), tick)
     frontiers = {key: f.smoothed(smooth) for key, f in frontiers.items()}
     pareto = []
+    means = {s: option_means(options[s], param=STRATEGIES[s][1], metric=STRATEGIES[s][0],
+                             by=["method"]) for s in {s for _, s, _ in frontiers}}
     for (law, strategy, method), _f in frontiers.items():
-        metric, param = STRATEGIES[strategy]
-        table = options[strategy]
-        points = pareto_points(table[table["method"] == method], law_intensity(law, intensity),
-                               param=param, metric=metric)
+        param = STRATEGIES[strategy][1]
+        table = means[strategy]
+        points = pareto_front(table[table["method"] == method].drop(columns="method"),
+                              law_intensity(law, intensity))
         pareto.append(points.rename(columns={param: "param"}).assign(
             law=law, strategy=strategy, method=method, param_name=param))
     pareto_df = pd.concat(pareto, ignore_index=True) if pareto else pd.DataFrame()
