@@ -77,12 +77,14 @@ def add_hardware(parser: argparse.ArgumentParser, default: str | None = "b200") 
                     help="custom intensity, FLOPs per byte (0 gives the FLOPs-only law)")
 
 
-def add_cost_settings(parser: argparse.ArgumentParser, default: str | None = "bf16",
-                      batch_help: str = "") -> None:
+def add_cost_settings(parser: argparse.ArgumentParser, *,
+                      baseline: bool = False) -> None:
     """The shared ``--kv-dtype``, ``--weight-dtype`` and ``--batch-size`` flags
-    (kinetics.cost.CostSettings); ``default=None`` leaves them unset (a baseline's)."""
+    (kinetics.cost.CostSettings); ``baseline=True`` leaves them unset (``kinetics check``
+    then uses its baseline's)."""
     from kinetics.cost import KV_DTYPES, WEIGHT_DTYPES
 
+    default = None if baseline else "bf16"
     parser.add_argument("--kv-dtype", choices=list(KV_DTYPES), default=default,
                         help="KV-cache element type: bf16 (2 bytes, the paper's) or fp8 "
                         "(1 byte); scales every KV byte")
@@ -91,7 +93,8 @@ def add_cost_settings(parser: argparse.ArgumentParser, default: str | None = "bf
                         "(2 bytes), fp8 (1) or int4 (0.5; group scales not counted)")
     parser.add_argument("--batch-size", type=int, metavar="BS",
                         help="count parameter reads, amortized over this decode batch "
-                        f"(off by default, as in the paper){batch_help}")
+                        + ("(default: the baseline's)" if baseline
+                           else "(off by default, as in the paper)"))
 
 
 def cost_settings(kv_dtype: str | None, weight_dtype: str | None, batch_size: int | None):

@@ -77,10 +77,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "size and local pages from the flags above); prints a table, --json-out writes the "
         "numbers, --plot the figure")
     grid.add_argument("--grid", action="store_true", help="run the regime grid")
-    grid.add_argument("--grid-models", default="qwen3-8b,qwen3-32b", metavar="LIST")
+    grid.add_argument("--grid-models", default="qwen3-8b,qwen3-32b", metavar="LIST",
+                      help="model presets, comma-separated")
     grid.add_argument("--grid-contexts", default="8192,16384,32768,65536,131072",
                       metavar="LIST", help="tokens per request")
-    grid.add_argument("--grid-batches", default="1,4,16,64,256", metavar="LIST")
+    grid.add_argument("--grid-batches", default="1,4,16,64,256", metavar="LIST",
+                      help="requests decoded together, comma-separated")
     grid.add_argument("--grid-budgets", default="1024,2048", metavar="LIST",
                       help="block top-k tokens attended per request and KV head")
     grid.add_argument("--grid-repeats", type=int, default=20, help="timed replays per number")

@@ -45,7 +45,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_hardware(parser, default=None)
     add_model_config(parser, "; as given to kinetics report")
     add_param_count(parser, default=None)
-    add_cost_settings(parser, default=None, batch_help="; default: the baseline's")
+    add_cost_settings(parser, baseline=True)
     parser.add_argument("--update", action="store_true",
                         help="rewrite the baseline with the recomputed summary and exit 0")
 
