@@ -32,6 +32,7 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     name: str
+    cached: bool = False  # loaded from the dequantized-GGUF cache (kinetics.quality.cache)
 
 
 def smollm2_gguf() -> Path:
@@ -84,12 +85,16 @@ def _tqdm_disabled(disable: bool) -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = before
 
 
-def load_model(model: str = SMOLLM2, gguf_file: str | None = None, progress: bool = True
-               ) -> LoadedModel:
+def load_model(model: str = SMOLLM2, gguf_file: str | None = None, progress: bool = True,
+               cache_dir: Path | None = None) -> LoadedModel:
     """Load tokenizer and model (float32, eval mode); any loader failure is an InputError.
-    ``progress=False`` hides transformers' GGUF dequantization bar."""
+    ``progress=False`` hides transformers' GGUF dequantization bar. With ``cache_dir``, a
+    GGUF model comes from its dequantized copy there when there is one, and is put there
+    after a conversion (:mod:`kinetics.quality.cache`)."""
     source, gguf = resolve_source(model, gguf_file)
     where = str(Path(source) / gguf) if gguf else source
+    if gguf and cache_dir is not None:
+        return _load_cached_gguf(Path(where), Path(cache_dir), progress)
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -108,3 +113,21 @@ def load_model(model: str = SMOLLM2, gguf_file: str | None = None, progress: boo
                          path=where) from None
     lm.eval()
     return LoadedModel(lm, tokenizer, where)
+
+
+def _load_cached_gguf(path: Path, cache_dir: Path, progress: bool) -> LoadedModel:
+    """The GGUF at ``path`` from the cache, else converted and then cached."""
+    from kinetics.quality import cache
+
+    try:
+        folder = cache.entry(cache_dir, path)
+        hit = cache.load(folder)
+    except ImportError as exc:
+        raise InputError(f"kinetics quality needs {exc.name} ({QUALITY_EXTRA_HINT})") from None
+    except Exception:  # noqa: BLE001 - a damaged entry: convert again, as without a cache
+        hit = None
+    if hit is not None:
+        return LoadedModel(hit[0], hit[1], str(path), cached=True)
+    loaded = load_model(str(path), progress=progress)
+    cache.save(folder, loaded.model, loaded.tokenizer, str(path))
+    return loaded
