@@ -6,8 +6,8 @@ One folder per GGUF file under the cache directory (``--cache-dir``; default
 ``gguf/``), named by the file's stem and a key over its absolute path, size and
 modification time and the transformers version, so an edited or replaced file, or
 another transformers, gets a new entry. The folder holds the model's
-``save_pretrained`` (float32 safetensors, about 4 bytes a parameter) and the
-tokenizer's; it is written beside its final name and renamed into place, so a run
+config, its float32 weights (safetensors, about 4 bytes a parameter) and the
+tokenizer's ``save_pretrained``; it is written beside its final name and renamed into place, so a run
 never reads a half-written entry. Nothing is ever deleted: remove the folder to
 free the space.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 DONE = "kinetics-cache.txt"  # written last: an entry without it is ignored
+WEIGHTS = "model.safetensors"
 
 
 def default_cache_dir() -> Path:
@@ -48,10 +49,21 @@ def load(folder: Path) -> tuple[Any, Any] | None:
     if not (folder / DONE).is_file():
         return None
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):  # no random initialisation: the weights are loaded next
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = model.to_empty(device="cpu")
+    # save_model wrote a tied tensor (the LM head of a tied embedding) once
+    missing, unexpected = load_model(model, folder / WEIGHTS, strict=False)
+    model.tie_weights()
+    state = model.state_dict()
+    loaded = {t.data_ptr() for name, t in state.items() if name not in missing}
+    if unexpected or any(state[name].data_ptr() not in loaded for name in missing):
+        raise ValueError(f"cache entry {folder} does not match its config")
     return model.eval(), tokenizer
 
 
@@ -60,8 +72,14 @@ def save(folder: Path, model: Any, tokenizer: Any, source: str) -> bool:
     when it cannot be written (a read-only or full disk: the run goes on uncached)."""
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     try:
+        from safetensors.torch import save_model
+
         folder.parent.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(tmp)
+        tmp.mkdir()
+        # save_pretrained refuses a model loaded from GGUF ("not serializable"); its
+        # config and dequantized float32 weights are all a reload needs
+        model.config.save_pretrained(tmp)
+        save_model(model, str(tmp / WEIGHTS))
         tokenizer.save_pretrained(tmp)
         (tmp / DONE).write_text(f"dequantized from {source}\n")
         os.replace(tmp, folder)
