@@ -49,7 +49,7 @@ def load(folder: Path) -> tuple[Any, Any] | None:
     if not (folder / DONE).is_file():
         return None
     import torch
-    from safetensors.torch import load_model
+    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -57,12 +57,13 @@ def load(folder: Path) -> tuple[Any, Any] | None:
     with torch.device("meta"):  # no random initialisation: the weights are loaded next
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model = model.to_empty(device="cpu")
-    # save_model wrote a tied tensor (the LM head of a tied embedding) once
-    missing, unexpected = load_model(model, folder / WEIGHTS, strict=False)
-    model.tie_weights()
+    model.tie_weights()  # to_empty gave tied weights storage each: share it again
+    weights = load_file(folder / WEIGHTS)
+    # the file holds a tied tensor (a tied embedding's LM head) once, under one name
+    stored = {t.data_ptr() for name, t in model.state_dict().items() if name in weights}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     state = model.state_dict()
-    loaded = {t.data_ptr() for name, t in state.items() if name not in missing}
-    if unexpected or any(state[name].data_ptr() not in loaded for name in missing):
+    if unexpected or any(state[name].data_ptr() not in stored for name in missing):
         raise ValueError(f"cache entry {folder} does not match its config")
     return model.eval(), tokenizer
 
