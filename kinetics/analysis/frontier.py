@@ -199,13 +199,14 @@ def compute_frontier(options: pd.DataFrame, budgets: Sequence[float] | np.ndarra
 def option_means(options: pd.DataFrame, *, param: str, metric: str = "accuracy",
                  by: Sequence[str] = ()) -> pd.DataFrame:
     """Options averaged over queries: columns ``by``, model, config, ``param``,
-    compute_flops, memory_bytes, accuracy (the mean ``metric``), rows without an
-    accuracy dropped. Any law's mean cost follows from it, mean compute_flops + I *
-    mean memory_bytes (the mean is linear), so one call serves every law."""
+    compute_flops, memory_bytes, accuracy (the mean ``metric``), queries (how many rows
+    have a ``metric``), rows without an accuracy dropped. Any law's mean cost follows
+    from it, mean compute_flops + I * mean memory_bytes (the mean is linear), so one call
+    serves every law."""
     keys = [*by, "model", "config", param]
     return (options.groupby(keys, sort=False)
             .agg(compute_flops=("compute_flops", "mean"), memory_bytes=("memory_bytes", "mean"),
-                 accuracy=(metric, "mean"))
+                 accuracy=(metric, "mean"), queries=(metric, "count"))
             .reset_index().dropna(subset=["accuracy"]))
 
 
@@ -214,7 +215,7 @@ def pareto_front(means: pd.DataFrame, intensity: float) -> pd.DataFrame:
     added (replacing compute_flops and memory_bytes), sorted by cost, each row strictly
     more accurate than every cheaper one."""
     frame = means.assign(cost_eflops=option_cost(means, intensity)).drop(
-        columns=["compute_flops", "memory_bytes"])
+        columns=["compute_flops", "memory_bytes", "queries"])
     frame = frame.sort_values(["cost_eflops", "accuracy"], ascending=[True, False], kind="stable")
     prior = np.maximum.accumulate(np.r_[-np.inf, frame["accuracy"].to_numpy()[:-1]])
     frame = frame[frame["accuracy"].to_numpy() > prior].reset_index(drop=True)

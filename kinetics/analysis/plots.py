@@ -22,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import (  # noqa: E402
@@ -139,7 +140,7 @@ def _panel_title(analysis: Analysis, strategy: str, law: str, note: str = "") ->
 
 
 def _strategies(analysis: Analysis) -> list[str]:
-    return [s for s in SUMMARY_STRATEGIES if s in analysis.options]
+    return [s for s in SUMMARY_STRATEGIES if s in analysis.means]
 
 
 def model_colors(names: list[str]) -> dict[str, tuple]:
@@ -151,7 +152,7 @@ def model_colors(names: list[str]) -> dict[str, tuple]:
 
 def _model_names(analysis: Analysis, models: Mapping[str, ModelSpec]) -> list[str]:
     """Every model of the analysis, smallest (active parameters) first."""
-    shown = {m for o in analysis.options.values() for m in o["model"].unique()}
+    shown = {m for o in analysis.means.values() for m in o["model"].unique()}
     return sorted(shown, key=lambda m: (models[m].active_params, m))
 
 
@@ -164,18 +165,15 @@ def accuracy_vs_cost(analysis: Analysis, models: Mapping[str, ModelSpec], *,
     fig, axes = _figure(len(strategies), panel=3.6, hardware=hardware)
     colors = model_colors(_model_names(analysis, models))
     for r, strategy in enumerate(strategies):
-        metric, param = STRATEGIES[strategy]
-        table = analysis.options[strategy]
+        param = STRATEGIES[strategy][1]
+        table = analysis.means[strategy]
         present = [m for m in METHOD_STYLE if (table["method"] == m).any()]
         method = "dense" if "dense" in present or not present else present[0]
         shown = table[table["method"] == method]
         note = "dense" if method == "dense" else f"no dense rows, showing {METHOD_NAMES[method]}"
         for c, law in enumerate(LAWS):
             ax = axes[r, c]
-            intensity = law_intensity(law, analysis.intensity)
-            agg = (shown.assign(cost=option_cost(shown, intensity))
-                   .groupby(["model", param]).agg(cost=("cost", "mean"), acc=(metric, "mean"))
-                   .reset_index())
+            agg = per_model_means(shown, param, law_intensity(law, analysis.intensity))
             for name, color in colors.items():
                 part = agg[agg["model"] == name].sort_values(param)
                 if len(part):
@@ -187,6 +185,19 @@ def accuracy_vs_cost(analysis: Analysis, models: Mapping[str, ModelSpec], *,
                           hardware=hardware, synthetic=synthetic)
     _title(fig, "accuracy vs cost per model", synthetic)
     return fig
+
+
+def per_model_means(means: pd.DataFrame, param: str, intensity: float) -> pd.DataFrame:
+    """Columns model, ``param``, cost (mean eFLOPs at ``intensity``), acc (mean accuracy):
+    the mean over every query and config of each model's option at each ``param``, from
+    :func:`kinetics.analysis.frontier.option_means` rows (weighted by their queries)."""
+    weight = means["queries"].to_numpy(dtype=np.float64)
+    frame = pd.DataFrame({"model": means["model"], param: means[param], "w": weight,
+                          "wc": weight * option_cost(means, intensity),
+                          "wa": weight * means["accuracy"].to_numpy(dtype=np.float64)})
+    agg = frame.groupby(["model", param], sort=False)[["w", "wc", "wa"]].sum().reset_index()
+    return pd.DataFrame({"model": agg["model"], param: agg[param], "cost": agg["wc"] / agg["w"],
+                         "acc": agg["wa"] / agg["w"]})
 
 
 def _method_frontiers(analysis: Analysis, law: str, strategy: str):

@@ -63,6 +63,9 @@ class Analysis:
         frontier: the long frontier table (frontier.csv).
         pareto: Pareto points (pareto.csv), with law, strategy, method columns.
         intensity: I of the Kinetics law, FLOPs per byte.
+        means: strategy -> its options averaged over queries per method, model, config
+            and N or generation budget (:func:`kinetics.analysis.frontier.option_means`):
+            all the figures need of the options.
     """
 
     options: dict[str, pd.DataFrame]
@@ -70,6 +73,7 @@ class Analysis:
     frontier: pd.DataFrame
     pareto: pd.DataFrame
     intensity: float
+    means: dict[str, pd.DataFrame]
 
 
 def strategy_options(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
@@ -129,8 +133,8 @@ def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: fl
                            lambda s: budget_grid(*GRIDS[s], grid_points), list(options), tick)
     frontiers = {key: f.smoothed(smooth) for key, f in frontiers.items()}
     pareto = []
-    means = {s: option_means(options[s], param=STRATEGIES[s][1], metric=STRATEGIES[s][0],
-                             by=["method"]) for s in {s for _, s, _ in frontiers}}
+    means = {s: option_means(table, param=STRATEGIES[s][1], metric=STRATEGIES[s][0],
+                             by=["method"]) for s, table in options.items()}
     for (law, strategy, method), _f in frontiers.items():
         param = STRATEGIES[strategy][1]
         table = means[strategy]
@@ -143,7 +147,7 @@ def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: fl
         pareto_df = pareto_df[["law", "strategy", "method", "model", "config", "param_name",
                                "param", "cost_eflops", "accuracy"]]
     return Analysis(options, frontiers, frontier_table(frontiers, hardware), pareto_df,
-                    float(intensity))
+                    float(intensity), means)
 
 
 @dataclass(frozen=True)

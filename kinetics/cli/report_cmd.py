@@ -23,6 +23,7 @@ from kinetics.cli._args import (
     positive_ints,
     progress,
 )
+from kinetics.cli._figures import FigureWriter
 from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
 from kinetics.errors import InputError
 from kinetics.hardware import Hardware, get_hardware, resolve_intensity
@@ -147,14 +148,13 @@ def _wrap(text: str) -> str:
 
 
 def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: bool,
-                  preset: Hardware | None, formats: list[str], dpi: int, tick) -> None:
-    """Every report file into the (temporary) folder ``tmp``; no figures without
-    ``formats``. The tables are written while the figures draw in other processes."""
+                  preset: Hardware | None, formats: list[str], dpi: int, tick,
+                  figures: FigureWriter | None) -> None:
+    """Every report file into the (temporary) folder ``tmp``; figures (by ``figures``)
+    only with ``formats``. The tables are written while the figures draw."""
     tables = functools.partial(_write_tables, tmp, analysis, summary, synthetic, tick)
-    if formats:
-        from kinetics.cli._figures import write_figures
-
-        write_figures(tmp, analysis, models, synthetic=synthetic, hardware=preset,
+    if formats and figures is not None:
+        figures.write(tmp, analysis, models, synthetic=synthetic, hardware=preset,
                       formats=formats, dpi=dpi, tick=tick, background=tables)
     else:
         tables()
@@ -214,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(label, refresh=False)
         bar.update(1)
 
+    # forked now, it imports matplotlib while the analysis runs
+    figures = FigureWriter() if formats else None
     try:
         with staged_folder(out) as tmp:
             tick("load")
@@ -228,8 +230,10 @@ def run(args: argparse.Namespace) -> int:
             tick("summary")
             _write_report(tmp, analysis, summary, models, synthetic=synthetic,
                           preset=preset, formats=formats, dpi=args.dpi,
-                          tick=tick)
+                          tick=tick, figures=figures)
     finally:
+        if figures is not None:
+            figures.close()
         bar.close()
 
     if args.json:

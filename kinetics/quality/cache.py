@@ -54,10 +54,10 @@ def load(folder: Path) -> tuple[Any, Any] | None:
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = AutoConfig.from_pretrained(folder)
-    with torch.device("meta"):  # no random initialisation: the weights are loaded next
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model = model.to_empty(device="cpu")
-    model.tie_weights()  # to_empty gave tied weights storage each: share it again
+    # built on the CPU, randomly initialised (about a second): on the meta device the
+    # buffers that are computed, not stored (the rotary frequencies), would stay empty
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.tie_weights()
     weights = load_file(folder / WEIGHTS)
     # the file holds a tied tensor (a tied embedding's LM head) once, under one name
     stored = {t.data_ptr() for name, t in model.state_dict().items() if name in weights}
