@@ -14,6 +14,7 @@ free the space.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -54,9 +55,14 @@ def load(folder: Path) -> tuple[Any, Any] | None:
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = AutoConfig.from_pretrained(folder)
-    # built on the CPU, randomly initialised (about a second): on the meta device the
-    # buffers that are computed, not stored (the rotary frequencies), would stay empty
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    try:  # no random initialisation of weights about to be overwritten (seconds)
+        from transformers.initialization import no_init_weights
+    except ImportError:  # another transformers: initialise, only slower
+        no_init_weights = contextlib.nullcontext
+    # on the CPU, not the meta device: buffers that are computed, not stored (the
+    # rotary frequencies), are made by the constructor
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.tie_weights()
     weights = load_file(folder / WEIGHTS)
     # the file holds a tied tensor (a tied embedding's LM head) once, under one name
