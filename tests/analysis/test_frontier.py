@@ -17,6 +17,8 @@ from kinetics.analysis.frontier import (
     law_intensity,
     moving_average,
     option_cost,
+    option_means,
+    pareto_front,
     pareto_points,
 )
 from kinetics.analysis.strategies import best_of_n, long_cot
@@ -291,3 +293,32 @@ def test_best_per_query_is_minus_one_where_nothing_fits_and_the_best_that_fits_e
     got = best_per_query(cost, accuracy, np.array([0, 0, 1]), np.array([0, 0, 0]), 2, 1,
                          np.array([3.0, 0.5, 2.0]))  # unsorted budgets, one exactly a cost
     np.testing.assert_array_equal(got, [[[0.7, -1.0, 0.2], [0.5, -1.0, 0.5]]])
+
+
+def test_option_means_average_over_queries_and_count_them():
+    options = pd.DataFrame({
+        "model": "qwen3-8b", "method": ["dense", "dense", "dense", "topk"],
+        "config": ["dense", "dense", "dense", "topk64"], "query_id": ["q1", "q2", "q3", "q1"],
+        "n": 1, "coverage": [1.0, 0.0, np.nan, 0.5],
+        "compute_flops": [1.0, 3.0, 5.0, 7.0], "memory_bytes": [2.0, 4.0, 6.0, 8.0]})
+    means = option_means(options, param="n", metric="coverage", by=["method"])
+    assert means.columns.tolist() == ["method", "model", "config", "n", "compute_flops",
+                                      "memory_bytes", "accuracy", "queries"]
+    dense = means[means["method"] == "dense"].iloc[0]
+    assert (dense["compute_flops"], dense["memory_bytes"]) == (3.0, 4.0)  # all three rows
+    assert (dense["accuracy"], dense["queries"]) == (0.5, 2)  # the NaN neither counts nor scores
+    assert means[means["method"] == "topk"]["queries"].tolist() == [1]
+    all_nan = option_means(options.assign(coverage=np.nan), param="n", metric="coverage")
+    assert all_nan.empty  # no accuracy anywhere: no option
+
+
+def test_pareto_points_of_another_metric_and_pareto_front_of_means():
+    options = pd.DataFrame({
+        "model": "qwen3-8b", "method": "dense", "config": "dense", "query_id": "q",
+        "n": [1, 2, 3], "coverage": [0.2, 0.6, 0.9], "accuracy": [0.9, 0.1, 0.1],
+        "compute_flops": [1.0, 2.0, 3.0], "memory_bytes": [1.0, 1.0, 1.0]})
+    points = pareto_points(options, 10.0, param="n", metric="coverage")
+    assert points["n"].tolist() == [1, 2, 3]
+    assert points["cost_eflops"].tolist() == [11.0, 12.0, 13.0]
+    front = pareto_front(option_means(options, param="n", metric="coverage"), 10.0)
+    pd.testing.assert_frame_equal(front, points)
