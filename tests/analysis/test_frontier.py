@@ -310,6 +310,9 @@ def test_option_means_average_over_queries_and_count_them():
     assert means[means["method"] == "topk"]["queries"].tolist() == [1]
     all_nan = option_means(options.assign(coverage=np.nan), param="n", metric="coverage")
     assert all_nan.empty  # no accuracy anywhere: no option
+    renamed = option_means(options.rename(columns={"coverage": "accuracy"}), param="n",
+                           by=["method"])  # the default metric is "accuracy"
+    pd.testing.assert_frame_equal(renamed, means)
 
 
 def test_pareto_points_of_another_metric_and_pareto_front_of_means():
