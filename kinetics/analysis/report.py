@@ -116,7 +116,8 @@ def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: fl
             gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS, grid_points: int = GRID_POINTS,
             smooth: int = 1, tick: Callable[[str], None] | None = None,
             settings: CostSettings = DEFAULT_SETTINGS,
-            hardware: Hardware | None = None) -> Analysis:
+            hardware: Hardware | None = None,
+            early: Callable[[Analysis], None] | None = None) -> Analysis:
     """Run both laws, all strategies and method families over a validated table.
 
     ``intensity`` in FLOPs per byte; ``settings`` the element types and parameter
@@ -124,17 +125,21 @@ def analyze(trials: pd.DataFrame, models: Mapping[str, ModelSpec], intensity: fl
     any (it gives frontier.csv its seconds column); ``smooth`` an odd moving-average width over the
     grid for the frontier curves (1 = off; see :func:`kinetics.analysis.frontier.moving_average`);
     ``tick`` (optional) is called after each step with a short label (the CLI drives
-    a progress bar with it).
+    a progress bar with it); ``early`` (optional) as soon as the options and their means
+    exist, with an Analysis that has only those (no frontiers yet), e.g. to start
+    drawing what needs nothing more.
     """
     options = strategy_options(trials, models, gen_budgets=gen_budgets, settings=settings)
+    means = {s: option_means(table, param=STRATEGIES[s][1], metric=STRATEGIES[s][0],
+                             by=["method"]) for s, table in options.items()}
     if tick:
         tick("strategies")
+    if early:
+        early(Analysis(options, {}, pd.DataFrame(), pd.DataFrame(), float(intensity), means))
     frontiers = _frontiers(options, models, intensity,
                            lambda s: budget_grid(*GRIDS[s], grid_points), list(options), tick)
     frontiers = {key: f.smoothed(smooth) for key, f in frontiers.items()}
     pareto = []
-    means = {s: option_means(table, param=STRATEGIES[s][1], metric=STRATEGIES[s][0],
-                             by=["method"]) for s, table in options.items()}
     for (law, strategy, method), _f in frontiers.items():
         param = STRATEGIES[strategy][1]
         table = means[strategy]

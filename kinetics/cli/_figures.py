@@ -1,14 +1,17 @@
 """Writing the report's figures in other processes, while the analysis runs and the
 tables are written.
 
-Drawing dominates a report's time. :class:`FigureWriter` forks a process before the
-analysis starts; it imports matplotlib while the analysis runs here, receives what
-the figures need (the analysis without its options tables: a small pickle) and draws
-each figure in a process of its own, built once and saved in every format, while
-this process writes the tables. Where ``fork`` is not the safe default (macOS,
-Windows) or there is only one usable CPU, the figures are drawn here, one after
-another. The files land in the caller's (temporary) folder;
-:mod:`kinetics.cli._output` moves them into place.
+Drawing dominates a report's time. :class:`FigureWriter` forks a figure process
+before the report reads its table; it imports matplotlib and draws a small figure
+(fonts and caches loaded once) while the analysis runs. The report then hands it
+figures as soon as their data exist (accuracy_vs_cost as soon as the options are
+averaged, the others once the frontiers are done): for each, the figure process
+forks a drawing process that inherits the data (the analysis without its options
+tables) and builds the figure once and saves it in every format, while the report
+writes its tables. Where ``fork`` is not the safe default (macOS, Windows) or there
+is only one usable CPU, the figures are drawn in the report's own process. The files
+land in the caller's (temporary) folder; :mod:`kinetics.cli._output` moves them into
+place.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 FIGURES: tuple[str, ...] = ("accuracy_vs_cost", "pareto_dense_vs_sparse", "optimal_model_size")
+EARLY: tuple[str, ...] = ("accuracy_vs_cost",)  # needs the option means only
 # zlib level 1 instead of Pillow's 6: a 200-dpi report PNG saves in a third of the time
 # and is about 30% larger.
 PNG_OPTIONS = {"compress_level": 1}
 
-_JOB: dict[str, Any] = {}  # what the drawing processes draw from (set before they fork)
+_JOB: dict[str, Any] = {}  # what a drawing process draws from (set before it forks)
 
 
 def _draw(name: str) -> str:
@@ -57,50 +62,93 @@ def parallel() -> bool:
     return (cpus or 1) >= 2
 
 
-def _quiet_worker() -> None:
-    """A drawing process leaves Ctrl-C to the report (which then ends it) and dies at
-    once on SIGTERM, never with a traceback of its own."""
+def _warm_up() -> None:
+    """Import matplotlib and draw a small figure in each default format, so that the
+    drawing processes forked later inherit loaded fonts and caches."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from kinetics.analysis import plots
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([1e14, 1e16], [0.1, 0.9], marker=".", label="warm-up")
+    plots._finish_panel(ax, law="kinetics", xlabel="x", ylabel="y", title="t", hardware=None,
+                        synthetic=True)
+    for ext in ("png", "pdf"):
+        fig.savefig(io.BytesIO(), format=ext, dpi=50)
+    plt.close(fig)
+
+
+def _drawing_process(name: str, errors) -> None:
+    """Target of one drawing process: draw ``name``; on a failure put the exception on
+    ``errors`` and exit 1. Ctrl-C is the report's; SIGTERM ends it at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        _draw(name)
+    except BaseException as exc:  # noqa: BLE001 - handed to the report, raised there
+        try:
+            errors.put(exc)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle: its text
+            errors.put(RuntimeError(f"{type(exc).__name__}: {exc}"))
+        os._exit(1)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    sys.exit(128 + signum)  # unwinds the pool's `with`, which ends its workers
+    sys.exit(128 + signum)  # unwinds _serve, whose `finally` ends the drawing processes
 
 
 def _serve(conn) -> None:
-    """The forked figure process: import matplotlib, wait for the job, draw every figure
-    in its own worker, report each one ("done", name), then ("end", None), or
-    ("error", exception) on a failure."""
+    """The figure process. Receives (names, job, last) messages; for each name forks a
+    drawing process with ``job``; reports ("done", name) as each ends, then ("end",
+    None) after the last message's figures, or ("error", exception) on a failure."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    import kinetics.analysis.plots  # noqa: F401  (once, before the workers fork)
-
+    _warm_up()
+    context = multiprocessing.get_context("fork")
+    errors = context.SimpleQueue()
+    running: dict[int, tuple[Any, str]] = {}  # sentinel -> (process, figure)
+    last = False
     try:
-        job = conn.recv()
-    except EOFError:  # the report ended before the analysis did
-        return
-    _JOB.update(job)
-    try:
-        with multiprocessing.get_context("fork").Pool(len(FIGURES),
-                                                      initializer=_quiet_worker) as pool:
-            for name in pool.imap_unordered(_draw, FIGURES):
+        while not (last and not running):
+            for ready in wait([conn, *running]):
+                if ready is conn:
+                    try:
+                        names, job, last = conn.recv()
+                    except EOFError:  # the report ended before it sent every figure
+                        return
+                    _JOB.clear()
+                    _JOB.update(job)
+                    for name in names:
+                        process = context.Process(target=_drawing_process, args=(name, errors),
+                                                  daemon=True)
+                        process.start()
+                        running[process.sentinel] = (process, name)
+                    continue
+                process, name = running.pop(ready)
+                process.join()
+                if process.exitcode:
+                    conn.send(("error", errors.get() if not errors.empty() else RuntimeError(
+                        f"drawing {name} ended with exit code {process.exitcode}")))
+                    return
                 conn.send(("done", name))
         conn.send(("end", None))
-    except Exception as exc:  # noqa: BLE001 - reported to the report process, raised there
-        try:
-            conn.send(("error", exc))
-        except Exception:  # noqa: BLE001 - an exception that does not pickle: its text
-            conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+    finally:
+        for process, _name in running.values():
+            process.terminate()
+            process.join()
 
 
 class FigureWriter:
-    """The report's figures: start it before the analysis, :meth:`write` after it, and
-    :meth:`close` in a ``finally`` (it ends the drawing processes of an interrupted run)."""
+    """The report's figures: start it before the analysis, :meth:`draw` figures as their
+    data exist, :meth:`finish` to wait for them, and :meth:`close` in a ``finally`` (it
+    ends the drawing processes of an interrupted run)."""
 
     def __init__(self) -> None:
         self._process = self._conn = None
         self._finished = False
+        self._drawn: list[str] = []  # drawn here (no figure process), to tick in finish
         if parallel():
             context = multiprocessing.get_context("fork")
             self._conn, child = context.Pipe()
@@ -108,34 +156,38 @@ class FigureWriter:
             self._process.start()
             child.close()
 
-    def write(self, folder: Path, analysis, models: Mapping, *, synthetic: bool, hardware,
-              formats: list[str], dpi: int, tick: Callable[[str], None] = lambda label: None,
-              background: Callable[[], None] | None = None) -> None:
-        """Every figure in every format into ``folder``; ``tick(name)`` once a figure is
-        written; ``background()`` (e.g. writing the tables) runs here meanwhile. A
-        drawing process's exception is raised here."""
+    def draw(self, names: tuple[str, ...], folder: Path, analysis, models: Mapping, *,
+             synthetic: bool, hardware, formats: list[str], dpi: int, last: bool) -> None:
+        """Start drawing ``names`` into ``folder`` (here, at once, without a figure
+        process); ``last`` for the final call. The figures read the analysis's means and
+        frontiers, never its options tables, which are left out."""
         job = {"folder": Path(folder), "models": dict(models), "synthetic": synthetic,
                "hardware": hardware, "formats": list(formats), "dpi": dpi,
-               # the figures read the means, never the options tables: leave those out
                "analysis": dataclasses.replace(analysis, options={})}
-        if self._process is None:
-            if background:
-                background()
-            _JOB.update(job)
-            try:
-                for name in FIGURES:
-                    tick(_draw(name))
-            finally:
-                _JOB.clear()
+        if self._process is not None:
+            self._conn.send((tuple(names), job, last))
             return
-        self._conn.send(job)
+        _JOB.update(job)
+        try:
+            self._drawn += [_draw(name) for name in names]
+        finally:
+            _JOB.clear()
+
+    def finish(self, tick: Callable[[str], None] = lambda label: None,
+               background: Callable[[], None] | None = None) -> None:
+        """Run ``background()`` (e.g. writing the tables), then wait for every figure,
+        ``tick(name)`` as each is written; a drawing process's exception is raised here."""
         if background:
             background()
+        if self._process is None:
+            for name in self._drawn:
+                tick(name)
+            return
         while True:
             kind, value = self._conn.recv()
             if kind == "end":
                 self._finished = True
-                break
+                return
             if kind == "error":
                 raise value
             tick(value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from kinetics.cli._args import (
     positive_ints,
     progress,
 )
-from kinetics.cli._figures import FigureWriter
+from kinetics.cli._figures import EARLY, FIGURES, FigureWriter
 from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
 from kinetics.errors import InputError
 from kinetics.hardware import Hardware, get_hardware, resolve_intensity
@@ -147,17 +148,16 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
 
 
-def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: bool,
-                  preset: Hardware | None, formats: list[str], dpi: int, tick,
-                  figures: FigureWriter | None) -> None:
-    """Every report file into the (temporary) folder ``tmp``; figures (by ``figures``)
-    only with ``formats``. The tables are written while the figures draw."""
+def _write_report(tmp: Path, analysis, summary: Summary, *, synthetic: bool, tick,
+                  figures: FigureWriter | None, draw: Callable[..., None]) -> None:
+    """Every report file into the (temporary) folder ``tmp``: the figures not drawn yet
+    (by ``draw``), the tables meanwhile, then wait for ``figures``."""
     tables = functools.partial(_write_tables, tmp, analysis, summary, synthetic, tick)
-    if formats and figures is not None:
-        figures.write(tmp, analysis, models, synthetic=synthetic, hardware=preset,
-                      formats=formats, dpi=dpi, tick=tick, background=tables)
-    else:
+    if figures is None:
         tables()
+    else:
+        draw(tuple(n for n in FIGURES if n not in EARLY), analysis, last=True)
+        figures.finish(tick, background=tables)
     if synthetic:
         (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + "\n")
 
@@ -176,6 +176,13 @@ def _write_tables(tmp: Path, analysis, summary: Summary, synthetic: bool, tick) 
      .to_csv(tmp / "long_cot.csv", index=False))
     (tmp / "summary.json").write_text(dumps_json(summary.to_json(), indent=2) + "\n")
     tick("tables")
+
+
+def _draw_figures(figures: FigureWriter | None, folder: Path, models, names, analysis, *,
+                  last: bool, **style) -> None:
+    """Hand ``names`` to ``figures`` (nothing without figures: --no-plots)."""
+    if figures is not None:
+        figures.draw(names, folder, analysis, models, last=last, **style)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,40 +208,40 @@ def run(args: argparse.Namespace) -> int:
     if args.dpi < 10:
         raise InputError(f"--dpi must be at least 10, got {args.dpi}")
     out = check_output_folder(args.out)  # refuse a user's folder before any work
-
-    # Validate the input before the progress bar starts, so an error prints alone.
-    trials, synthetic = load_trials(args.trials)
-    source = EMBEDDED_SOURCE if args.trials is None else str(args.trials)
-    models = resolve_models(trials, configs, source, args.param_count)
-
-    steps = 4 + 2 * 3 + (0 if args.no_plots else 3)
-    bar = progress(total=steps, desc="kinetics report", unit="step", quiet=args.quiet)
-
-    def tick(label: str) -> None:
-        bar.set_postfix_str(label, refresh=False)
-        bar.update(1)
-
-    # forked now, it imports matplotlib while the analysis runs
+    # forked before the table is read (it stays small) to import matplotlib meanwhile
     figures = FigureWriter() if formats else None
     try:
-        with staged_folder(out) as tmp:
-            tick("load")
-            analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
-                               grid_points=args.grid_points, smooth=args.smooth,
-                               tick=tick, settings=settings, hardware=preset)
-            summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
-                                    source=source, model_configs=configs,
-                                    param_count=args.param_count,
-                                    options=analysis.options, models=models,
-                                    settings=settings)
-            tick("summary")
-            _write_report(tmp, analysis, summary, models, synthetic=synthetic,
-                          preset=preset, formats=formats, dpi=args.dpi,
-                          tick=tick, figures=figures)
+        # Validate the input before the progress bar starts, so an error prints alone.
+        trials, synthetic = load_trials(args.trials)
+        source = EMBEDDED_SOURCE if args.trials is None else str(args.trials)
+        models = resolve_models(trials, configs, source, args.param_count)
+        steps = 4 + 2 * 3 + (0 if args.no_plots else 3)
+        with progress(total=steps, desc="kinetics report", unit="step",
+                      quiet=args.quiet) as bar:
+            def tick(label: str) -> None:
+                bar.set_postfix_str(label, refresh=False)
+                bar.update(1)
+
+            with staged_folder(out) as tmp:
+                tick("load")
+                draw = functools.partial(_draw_figures, figures, tmp, models,
+                                         synthetic=synthetic, hardware=preset,
+                                         formats=formats, dpi=args.dpi)
+                analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
+                                   grid_points=args.grid_points, smooth=args.smooth,
+                                   tick=tick, settings=settings, hardware=preset,
+                                   early=lambda part: draw(EARLY, part, last=False))
+                summary = build_summary(trials, intensity, hardware=hardware,
+                                        synthetic=synthetic, source=source,
+                                        model_configs=configs, param_count=args.param_count,
+                                        options=analysis.options, models=models,
+                                        settings=settings)
+                tick("summary")
+                _write_report(tmp, analysis, summary, synthetic=synthetic, tick=tick,
+                              figures=figures, draw=draw)
     finally:
         if figures is not None:
             figures.close()
-        bar.close()
 
     if args.json:
         print(dumps_json(summary.to_json()))
