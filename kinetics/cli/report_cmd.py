@@ -85,14 +85,18 @@ def parse_formats(text: str) -> list[str]:
 
 def _short_names(names: list[str], room: int) -> tuple[dict[str, str], str]:
     """Model names that fit ``room`` characters: unchanged when they do, else without the
-    prefix up to a '-' that they all share ('qwen3-8b' -> '8b'); (names, prefix cut)."""
-    if max(map(len, names), default=0) <= room or len(names) < 2:
+    prefix up to a '-' that they all share ('qwen3-235b-a22b' -> '235b-a22b'), and what
+    still does not fit cut with '…'; returns (names, the prefix cut)."""
+    if max(map(len, names), default=0) <= room:
         return {n: n for n in names}, ""
-    first, last = min(names), max(names)
-    common = first[:next((i for i, (a, b) in enumerate(zip(first, last, strict=False))
-                          if a != b), min(len(first), len(last)))]
-    prefix = common[:common.rfind("-") + 1]
-    return {n: n[len(prefix):] for n in names}, prefix
+    prefix = ""
+    if len(names) > 1:
+        first, last = min(names), max(names)
+        common = first[:next((i for i, (a, b) in enumerate(zip(first, last, strict=False))
+                              if a != b), min(len(first), len(last)))]
+        prefix = common[:common.rfind("-") + 1]
+    short = {n: n[len(prefix):] for n in names}
+    return {n: s if len(s) <= room else s[:room - 1] + "…" for n, s in short.items()}, prefix
 
 
 def _terminal_table(summary: Summary, hardware: Hardware | None) -> str:
@@ -140,7 +144,6 @@ def _terminal_table(summary: Summary, hardware: Hardware | None) -> str:
                     cells.append(f"  {e.accuracy:5.3f} {names[e.optimal_model]:{width}}")
             lines.append(f"{budget:9.1e} {secs}" + "".join(cells).rstrip())
     return "\n".join(lines)
-
 
 
 def _wrap(text: str) -> str:

@@ -217,3 +217,32 @@ def test_a_failure_while_writing_leaves_the_old_report_untouched(tmp_path, monke
         main(["report", "--quiet", "--out", str(out)])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temp folder left behind
+
+
+@pytest.mark.parametrize("names, room, want, prefix", [
+    (["qwen3-8b", "qwen3-32b"], 12, ["qwen3-8b", "qwen3-32b"], ""),
+    (["qwen3-235b-a22b", "qwen3-30b-a3b"], 12, ["235b-a22b", "30b-a3b"], "qwen3-"),
+    (["a-very-long-model-name", "b"], 8, ["a-very-…", "b"], ""),
+])
+def test_model_names_are_shortened_only_to_fit(names, room, want, prefix):
+    from kinetics.cli.report_cmd import _short_names
+
+    short, cut = _short_names(names, room)
+    assert [short[n] for n in names] == want and cut == prefix
+    assert all(len(s) <= room for s in short.values())
+
+
+def test_the_table_fits_80_columns_with_long_model_names():
+    from kinetics.analysis.report import Summary, SummaryEntry
+    from kinetics.cli.report_cmd import _terminal_table
+    from kinetics.hardware import get_hardware
+
+    entries = tuple(SummaryEntry(law, "best_of_n", method, budget, 0.5, model, "c")
+                    for law in ("kinetics", "flops") for method in ("dense", "topk", "blocktopk")
+                    for budget, model in ((1e14, None), (1e15, "qwen3-235b-a22b"),
+                                          (1e16, "qwen3-30b-a3b")))
+    text = _terminal_table(Summary(True, "t", 562.5, "b200", "published", entries),
+                           get_hardware("b200"))
+    assert max(map(len, text.splitlines())) <= 80
+    assert "235b-a22b" in text and "names without 'qwen3-'" in " ".join(text.split())
+    assert text.count("0.500") == 12 and "0.000" not in text
