@@ -56,3 +56,27 @@ def test_out_folder_holding_a_users_file_is_refused(capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     _fails(capsys, ["--out", str(tmp_path)], "notes.txt", "did not write")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_stages_show_on_a_terminal_only_and_help_gives_the_time(capsys):
+    from kinetics.cli import build_parser
+    from kinetics.cli.quality_cmd import _stage
+
+    _stage(False, 1, 3, "loading")
+    assert capsys.readouterr().err == ""
+    _stage(True, 2, 3, "loading")
+    assert capsys.readouterr().err == "[2/3] loading\n"
+    parser = build_parser()._subparsers._group_actions[0].choices["quality"]
+    text = " ".join(parser.format_help().split())
+    assert "13 minutes" in text and "--cache-dir" in text and "--no-cache" in text
+
+
+def test_no_cache_and_cache_dir(tmp_path, monkeypatch):
+    import argparse
+
+    from kinetics.cli.quality_cmd import _cache_dir
+
+    monkeypatch.setenv("KINETICS_CACHE", str(tmp_path / "env"))
+    assert _cache_dir(argparse.Namespace(no_cache=True, cache_dir=None)) is None
+    assert _cache_dir(argparse.Namespace(no_cache=False, cache_dir=None)) == tmp_path / "env"
+    assert _cache_dir(argparse.Namespace(no_cache=False, cache_dir="x")).name == "x"
