@@ -32,8 +32,14 @@ from kinetics.models import ModelSpec
 Method = Literal["dense", "topk", "blocktopk"]
 METHODS: tuple[str, ...] = ("dense", "topk", "blocktopk")
 MAX_TOKENS = 2**31  # largest accepted length (S, T, B, b, W), tokens; see "Exactness range"
-KV_BYTES_PER_ELEMENT = 2  # bf16
-WEIGHT_BYTES_PER_PARAM = 2  # bf16
+# Bytes a stored element takes, by type name (--kv-dtype, --weight-dtype); "bf16" is
+# the paper's (and the default) for both. int4 counts the 4-bit weights alone: the
+# scales of a grouped format (e.g. one fp16 scale per 128 weights, +1/64 byte a
+# weight) are not counted. An fp8 KV cache's per-tensor or per-head scales are
+# likewise left out (a few bytes per layer).
+KV_DTYPES: dict[str, int] = {"bf16": 2, "fp8": 1}
+WEIGHT_DTYPES: dict[str, float] = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5}
+DEFAULT_DTYPE = "bf16"
 
 ArrayLike = npt.ArrayLike
 
@@ -199,29 +205,47 @@ def block_key_sum(prompt_len: ArrayLike, gen_len: ArrayLike, block_size: ArrayLi
     return t * q0 + b * q * (q + 1) // 2 + r * (q + 1) - r0
 
 
-def _per_token_attention(model: ModelSpec) -> tuple[int, int]:
+def kv_bytes_per_element(kv_dtype: str) -> int:
+    """Bytes of one KV-cache element of type ``kv_dtype`` ('bf16' 2, 'fp8' 1)."""
+    if kv_dtype not in KV_DTYPES:
+        raise InputError(f"unknown KV-cache dtype '{kv_dtype}' (choose from "
+                         f"{', '.join(KV_DTYPES)})", field="kv_dtype")
+    return KV_DTYPES[kv_dtype]
+
+
+def weight_bytes_per_param(weight_dtype: str) -> float:
+    """Bytes of one parameter of type ``weight_dtype`` ('bf16' 2, 'fp8' 1, 'int4' 0.5)."""
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise InputError(f"unknown weight dtype '{weight_dtype}' (choose from "
+                         f"{', '.join(WEIGHT_DTYPES)})", field="weight_dtype")
+    return WEIGHT_DTYPES[weight_dtype]
+
+
+def _per_token_attention(model: ModelSpec, kv_dtype: str) -> tuple[int, int]:
     """(FLOPs, bytes) of attending one cached token in all layers: QK and PV, K and V."""
     flops = 4 * model.num_layers * model.num_q_heads * model.head_dim
-    nbytes = 2 * KV_BYTES_PER_ELEMENT * model.num_layers * model.num_kv_heads * model.head_dim
+    nbytes = 2 * kv_bytes_per_element(kv_dtype) * model.num_layers * model.num_kv_heads \
+        * model.head_dim
     return flops, nbytes
 
 
-def _per_block_key(model: ModelSpec) -> tuple[int, int]:
+def _per_block_key(model: ModelSpec, kv_dtype: str) -> tuple[int, int]:
     """(FLOPs, bytes) of scoring one block representative in all layers (K only)."""
     flops = 2 * model.num_layers * model.num_q_heads * model.head_dim
-    nbytes = KV_BYTES_PER_ELEMENT * model.num_layers * model.num_kv_heads * model.head_dim
+    nbytes = kv_bytes_per_element(kv_dtype) * model.num_layers * model.num_kv_heads * model.head_dim
     return flops, nbytes
 
 
 def sample_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,
-                gen_len: ArrayLike) -> Cost:
+                gen_len: ArrayLike, kv_dtype: str = DEFAULT_DTYPE) -> Cost:
     """Private cost of decoding one sample of ``gen_len`` tokens after ``prompt_len``.
 
     Compute: 2*P*T (P = active parameters) plus attention FLOPs. Memory: KV bytes
-    this sample reads that no other sample of the group shares.
+    this sample reads that no other sample of the group shares, at ``kv_dtype``'s
+    bytes per element.
     """
     s, t = _lengths(prompt_len, gen_len)
-    attn_flops, attn_bytes = _per_token_attention(model)
+    attn_flops, attn_bytes = _per_token_attention(model, kv_dtype)
     linear_flops = 2.0 * model.active_params * t
     if attention.method == "dense":
         private_tokens = t * (t + 1) // 2  # the sample's own generated tokens
@@ -232,7 +256,7 @@ def sample_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayL
     compute = linear_flops + attn_flops * attended
     memory = attn_bytes * attended
     if attention.method == "blocktopk":
-        key_flops, key_bytes = _per_block_key(model)
+        key_flops, key_bytes = _per_block_key(model, kv_dtype)
         keys = block_key_sum(s, t, attention.block_size)
         private_keys = keys - (s // attention.block_size) * t
         compute = compute + key_flops * keys.astype(np.float64)
@@ -248,27 +272,30 @@ def _broadcast_cost(compute: np.ndarray, memory: np.ndarray, s: np.ndarray, t: n
 
 
 def shared_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,
-                max_gen_len: ArrayLike) -> Cost:
+                max_gen_len: ArrayLike, kv_dtype: str = DEFAULT_DTYPE) -> Cost:
     """Cost paid once per decode step by a group of samples of one prompt.
 
     Dense: the prompt's KV (S tokens) read once a step for all samples. Block
     top-k: the prompt's floor(S/b) full-block representative keys read once a step.
-    Top-k: nothing is shared (sparse reads differ per sample). Zero FLOPs.
+    Top-k: nothing is shared (sparse reads differ per sample). Zero FLOPs. Bytes at
+    ``kv_dtype``'s size.
     """
     s, t = _lengths(prompt_len, max_gen_len)
     if attention.method == "dense":
-        _, attn_bytes = _per_token_attention(model)
+        _, attn_bytes = _per_token_attention(model, kv_dtype)
         memory = attn_bytes * (s * t).astype(np.float64)
     elif attention.method == "blocktopk":
-        _, key_bytes = _per_block_key(model)
+        _, key_bytes = _per_block_key(model, kv_dtype)
         memory = key_bytes * ((s // attention.block_size) * t).astype(np.float64)
     else:
         memory = np.zeros(np.broadcast(s, t).shape)
     return Cost(np.zeros_like(memory), memory)
 
 
-def weight_bytes_per_step(model: ModelSpec, batch_size: int) -> float:
-    """Parameter bytes read in one decode step of a batch of ``batch_size`` sequences.
+def weight_bytes_per_step(model: ModelSpec, batch_size: int,
+                          weight_dtype: str = DEFAULT_DTYPE) -> float:
+    """Parameter bytes read in one decode step of a batch of ``batch_size`` sequences,
+    at ``weight_dtype``'s bytes per parameter.
 
     Dense models read all weights. MoE models read the shared weights and the
     experts the batch touches, in expectation E * (1 - (1 - k/E)^batch) per layer
@@ -276,36 +303,79 @@ def weight_bytes_per_step(model: ModelSpec, batch_size: int) -> float:
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    per_param = weight_bytes_per_param(weight_dtype)
     if not model.is_moe:
-        return float(WEIGHT_BYTES_PER_PARAM * model.total_params)
+        return float(per_param * model.total_params)
     e, k = model.num_experts, model.experts_per_token
     if k >= e:  # every token uses every expert: all weights are read each step
-        return float(WEIGHT_BYTES_PER_PARAM * model.total_params)
+        return float(per_param * model.total_params)
     # One expert's parameters summed over all layers, from the (published) totals.
     expert_stack = (model.total_params - model.active_params) / (e - k)
     shared = model.active_params - k * expert_stack
     touched = e * (1.0 - (1.0 - k / e) ** batch_size)
-    return float(WEIGHT_BYTES_PER_PARAM * (shared + touched * expert_stack))
+    return float(per_param * (shared + touched * expert_stack))
 
 
-def weight_cost(model: ModelSpec, gen_len: ArrayLike, batch_size: int | None) -> Cost:
+def weight_cost(model: ModelSpec, gen_len: ArrayLike, batch_size: int | None,
+                weight_dtype: str = DEFAULT_DTYPE) -> Cost:
     """Per-sample share of parameter reads: T steps x weight bytes / batch size.
 
     Zero when ``batch_size`` is None (the paper's default: weights amortized away).
     """
     t = as_token_counts(gen_len, "gen_len").astype(np.float64)
     if batch_size is None:
+        weight_bytes_per_param(weight_dtype)  # an unknown dtype is an error even here
         return Cost(np.zeros_like(t), np.zeros_like(t))
-    return Cost(np.zeros_like(t), t * weight_bytes_per_step(model, batch_size) / batch_size)
+    return Cost(np.zeros_like(t),
+                t * weight_bytes_per_step(model, batch_size, weight_dtype) / batch_size)
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """How a decode is priced beyond its token counts; the defaults are the paper's.
+
+    Attributes:
+        kv_dtype: KV-cache element type, a key of KV_DTYPES ('bf16', 'fp8').
+        weight_dtype: parameter type, a key of WEIGHT_DTYPES ('bf16', 'fp8', 'int4').
+        batch_size: sequences decoded together, over which each step's parameter
+            reads are shared; None leaves parameter reads out (the paper's default).
+    """
+
+    kv_dtype: str = DEFAULT_DTYPE
+    weight_dtype: str = DEFAULT_DTYPE
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        kv_bytes_per_element(self.kv_dtype)
+        weight_bytes_per_param(self.weight_dtype)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+    def private(self, model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,
+                gen_len: ArrayLike) -> Cost:
+        """One sample's private cost: :func:`sample_cost` plus :func:`weight_cost`."""
+        return (sample_cost(model, attention, prompt_len, gen_len, self.kv_dtype)
+                + weight_cost(model, gen_len, self.batch_size, self.weight_dtype))
+
+    def shared(self, model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,
+               max_gen_len: ArrayLike) -> Cost:
+        """A group's shared cost: :func:`shared_cost` at this KV dtype."""
+        return shared_cost(model, attention, prompt_len, max_gen_len, self.kv_dtype)
+
+
+DEFAULT_SETTINGS = CostSettings()  # bf16 KV cache and weights, parameter reads left out
 
 
 def query_cost(model: ModelSpec, attention: AttentionConfig, prompt_len: ArrayLike,
                gen_len: ArrayLike, num_samples: ArrayLike = 1,
-               batch_size: int | None = None) -> Cost:
+               batch_size: int | None = None, kv_dtype: str = DEFAULT_DTYPE,
+               weight_dtype: str = DEFAULT_DTYPE) -> Cost:
     """Cost of N samples of one query, each ``gen_len`` tokens, decoded together.
 
-    Dense memory: 2*L*h_kv*d*(2S + N*(T+1))*T bytes; compute N*(2PT + attention).
+    Dense memory: 2*L*h_kv*d*(2S + N*(T+1))*T bytes at bf16 (scaled by the KV
+    dtype's bytes per element); compute N*(2PT + attention), the same at every dtype.
     """
+    settings = CostSettings(kv_dtype, weight_dtype, batch_size)
     n = np.asarray(num_samples, dtype=np.float64)
-    private = sample_cost(model, attention, prompt_len, gen_len) + weight_cost(model, gen_len, batch_size)
-    return private.scale(n) + shared_cost(model, attention, prompt_len, gen_len)
+    private = settings.private(model, attention, prompt_len, gen_len)
+    return private.scale(n) + settings.shared(model, attention, prompt_len, gen_len)

@@ -11,16 +11,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kinetics.cost import (
+    KV_DTYPES,
     MAX_TOKENS,
+    WEIGHT_DTYPES,
     AttentionConfig,
     Cost,
+    CostSettings,
     as_token_counts,
     attended_token_sum,
     block_key_sum,
     context_token_sum,
+    kv_bytes_per_element,
     query_cost,
     sample_cost,
     shared_cost,
+    weight_bytes_per_param,
     weight_bytes_per_step,
     weight_cost,
 )
@@ -34,9 +39,11 @@ budgets = st.integers(min_value=1, max_value=4000)
 trials = st.integers(min_value=1, max_value=32)
 
 
-def brute_force(model, attention, prompt_len, gen_len, num_samples):
-    """Loop over every decode step of N samples, the issue's definitions verbatim."""
+def brute_force(model, attention, prompt_len, gen_len, num_samples, kv_bytes=2):
+    """Loop over every decode step of N samples, the issue's definitions verbatim;
+    ``kv_bytes`` bytes per KV element (2 for bf16)."""
     L, hq, hkv, d = model.num_layers, model.num_q_heads, model.num_kv_heads, model.head_dim
+    hkv = hkv * kv_bytes / 2  # the byte terms below are written for 2-byte elements
     compute = memory = 0
     for t in range(gen_len):
         c = prompt_len + t + 1
@@ -75,6 +82,16 @@ def attention_configs(draw):
 def test_closed_forms_equal_brute_force_loop(model, attention, s, t, n):
     cost = query_cost(model, attention, s, t, n)
     compute, memory = brute_force(model, attention, s, t, n)
+    assert float(cost.compute_flops) == pytest.approx(compute, rel=1e-12, abs=0)
+    assert float(cost.memory_bytes) == pytest.approx(memory, rel=1e-12, abs=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(models, attention_configs(), st.integers(0, 300), st.integers(0, 300), st.integers(1, 8),
+       st.sampled_from(sorted(KV_DTYPES)))
+def test_closed_forms_equal_brute_force_loop_at_every_kv_dtype(model, attention, s, t, n, kv):
+    cost = query_cost(model, attention, s, t, n, kv_dtype=kv)
+    compute, memory = brute_force(model, attention, s, t, n, kv_bytes={"bf16": 2, "fp8": 1}[kv])
     assert float(cost.compute_flops) == pytest.approx(compute, rel=1e-12, abs=0)
     assert float(cost.memory_bytes) == pytest.approx(memory, rel=1e-12, abs=0)
 
@@ -491,3 +508,111 @@ def test_moe_with_every_expert_active_reads_all_weights_every_step():
     assert weight_bytes_per_step(one, 1) == pytest.approx(2 * one.active_params)
     assert weight_bytes_per_step(one, 2) == pytest.approx(
         2 * (one.active_params + expert_stack * (1 - 1 / one.num_experts)))
+
+
+# --- element sizes: --kv-dtype and --weight-dtype ------------------------------------
+
+def test_element_sizes_are_the_types_bytes():
+    assert KV_DTYPES == {"bf16": 2, "fp8": 1}
+    assert WEIGHT_DTYPES == {"bf16": 2.0, "fp8": 1.0, "int4": 0.5}
+    assert [kv_bytes_per_element(k) for k in ("bf16", "fp8")] == [2, 1]
+    assert [weight_bytes_per_param(w) for w in ("bf16", "fp8", "int4")] == [2.0, 1.0, 0.5]
+
+
+@pytest.mark.parametrize("call, message, field", [
+    (lambda: kv_bytes_per_element("int4"),
+     "unknown KV-cache dtype 'int4' (choose from bf16, fp8)", "kv_dtype"),
+    (lambda: weight_bytes_per_param("fp16"),
+     "unknown weight dtype 'fp16' (choose from bf16, fp8, int4)", "weight_dtype"),
+    (lambda: query_cost(MODELS["qwen3-8b"], AttentionConfig.dense(), 1, 1, kv_dtype="BF16"),
+     "unknown KV-cache dtype 'BF16'", "kv_dtype"),
+    (lambda: query_cost(MODELS["qwen3-8b"], AttentionConfig.dense(), 1, 1, weight_dtype="int8"),
+     "unknown weight dtype 'int8'", "weight_dtype"),
+    (lambda: weight_cost(MODELS["qwen3-8b"], 10, None, "int8"), "unknown weight dtype", "weight_dtype"),
+    (lambda: weight_bytes_per_step(MODELS["qwen3-8b"], 4, "fp4"), "unknown weight dtype",
+     "weight_dtype"),
+    (lambda: CostSettings(kv_dtype="fp16"), "unknown KV-cache dtype 'fp16'", "kv_dtype"),
+    (lambda: CostSettings(weight_dtype="fp16"), "unknown weight dtype 'fp16'", "weight_dtype"),
+])
+def test_unknown_dtypes_are_input_errors_naming_the_field(call, message, field):
+    with pytest.raises(InputError) as err:
+        call()
+    assert message in str(err.value) and err.value.field == field
+
+
+def test_cost_settings_rejects_a_batch_below_one_and_defaults_to_the_paper():
+    with pytest.raises(InputError, match="--batch-size must be at least 1, got 0"):
+        CostSettings(batch_size=0)
+    assert CostSettings() == CostSettings("bf16", "bf16", None)
+    assert CostSettings(batch_size=1).batch_size == 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(models, any_attention(), token_lengths, token_lengths, st.integers(1, 64),
+       st.one_of(st.none(), st.integers(1, 4096)))
+def test_the_default_is_bf16_and_fp8_kv_halves_every_byte_exactly(model, attention, s, t, n, batch):
+    """Defaults unchanged; an fp8 KV cache halves the KV bytes (a power of two: exact),
+    leaves weight bytes and every FLOP alone."""
+    default = query_cost(model, attention, s, t, n, batch)
+    bf16 = query_cost(model, attention, s, t, n, batch, kv_dtype="bf16", weight_dtype="bf16")
+    fp8 = query_cost(model, attention, s, t, n, batch, kv_dtype="fp8")
+    weights = weight_cost(model, t, batch).memory_bytes * n
+    assert float(default.compute_flops) == float(bf16.compute_flops) == float(fp8.compute_flops)
+    assert float(default.memory_bytes) == float(bf16.memory_bytes)
+    kv_bf16 = query_cost(model, attention, s, t, n).memory_bytes
+    kv_fp8 = query_cost(model, attention, s, t, n, kv_dtype="fp8").memory_bytes
+    assert float(kv_fp8) * 2 == float(kv_bf16)
+    assert float(fp8.memory_bytes) == pytest.approx(float(kv_fp8 + weights), rel=1e-15)
+    for part in (sample_cost, shared_cost):
+        half = part(model, attention, s, t, kv_dtype="fp8")
+        full = part(model, attention, s, t)
+        assert float(half.memory_bytes) * 2 == float(full.memory_bytes)
+        assert float(half.compute_flops) == float(full.compute_flops)
+
+
+@settings(max_examples=80, deadline=None)
+@given(models, any_attention(), token_lengths, st.integers(0, 2**20), st.integers(1, 64),
+       st.integers(1, 4096), st.sampled_from(sorted(WEIGHT_DTYPES)))
+def test_weight_dtype_scales_only_the_weight_bytes(model, attention, s, t, n, batch, dtype):
+    """Weight bytes = bytes per parameter x the bf16 count / 2, exactly (powers of two);
+    KV bytes and FLOPs do not move, and nothing moves without a batch size."""
+    per_param = WEIGHT_DTYPES[dtype]
+    step = weight_bytes_per_step(model, batch, dtype)
+    assert step == weight_bytes_per_step(model, batch) * per_param / 2
+    got = weight_cost(model, t, batch, dtype)
+    assert float(got.memory_bytes) == float(weight_cost(model, t, batch).memory_bytes) * per_param / 2
+    assert float(got.compute_flops) == 0
+    base = query_cost(model, attention, s, t, n, batch)
+    priced = query_cost(model, attention, s, t, n, batch, weight_dtype=dtype)
+    assert float(priced.compute_flops) == float(base.compute_flops)
+    kv = query_cost(model, attention, s, t, n).memory_bytes
+    assert float(priced.memory_bytes) == pytest.approx(float(kv + n * got.memory_bytes), rel=1e-15)
+    unbatched = query_cost(model, attention, s, t, n, weight_dtype=dtype)
+    assert float(unbatched.memory_bytes) == float(kv)
+
+
+def test_weight_bytes_golden_numbers():
+    """Computed by hand from the published counts: 8.19e9 parameters of Qwen3-8B."""
+    dense = MODELS["qwen3-8b"]
+    assert weight_bytes_per_step(dense, 1, "bf16") == 16.38e9
+    assert weight_bytes_per_step(dense, 1, "fp8") == 8.19e9
+    assert weight_bytes_per_step(dense, 3, "int4") == 4.095e9
+    assert float(weight_cost(dense, 1000, 8, "int4").memory_bytes) == 1000 * 4.095e9 / 8
+    # an fp8 KV cache: Qwen3-8B's 36 layers x 8 KV heads x 128 dims, K and V, 1 byte each
+    one_token = query_cost(dense, AttentionConfig.dense(), 0, 1, kv_dtype="fp8")
+    assert float(one_token.memory_bytes) == 2 * 36 * 8 * 128
+
+
+def test_cost_settings_private_and_shared_are_the_cost_functions():
+    model, attention = MODELS["qwen3-30b-a3b"], AttentionConfig.blocktopk(16, topk_blocks=4)
+    settings = CostSettings("fp8", "int4", 32)
+    private = settings.private(model, attention, 100, 300)
+    want = (sample_cost(model, attention, 100, 300, "fp8")
+            + weight_cost(model, 300, 32, "int4"))
+    assert float(private.memory_bytes) == float(want.memory_bytes)
+    assert float(private.compute_flops) == float(want.compute_flops)
+    shared = settings.shared(model, attention, 100, 300)
+    assert float(shared.memory_bytes) == float(shared_cost(model, attention, 100, 300, "fp8")
+                                              .memory_bytes) > 0
+    total = query_cost(model, attention, 100, 300, 3, 32, "fp8", "int4")
+    assert float(total.memory_bytes) == float(3 * private.memory_bytes + shared.memory_bytes)

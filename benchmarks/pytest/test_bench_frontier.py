@@ -32,10 +32,13 @@ def test_full_embedded_analysis(benchmark):
     assert summary.synthetic is True
 
 
-# The child runs the CLI in-process and reports its own peak RSS (KiB) and CPU seconds.
+# The child runs the CLI in-process and reports its own peak RSS (KiB) and CPU seconds,
+# then the largest peak RSS and the CPU seconds of its own children (the figure processes).
 _CHILD = ("import resource, sys; from kinetics.cli import main; code = main(sys.argv[1:]); "
-          "use = resource.getrusage(resource.RUSAGE_SELF); print('rusage', use.ru_maxrss, "
-          "use.ru_utime + use.ru_stime, file=sys.stderr); sys.exit(code)")
+          "use = resource.getrusage(resource.RUSAGE_SELF); "
+          "kids = resource.getrusage(resource.RUSAGE_CHILDREN); print('rusage', use.ru_maxrss, "
+          "use.ru_utime + use.ru_stime, kids.ru_maxrss, kids.ru_utime + kids.ru_stime, "
+          "file=sys.stderr); sys.exit(code)")
 
 
 @pytest.mark.parametrize("copies", [1, 10, 50])
@@ -49,11 +52,14 @@ def test_report_time_and_peak_rss(benchmark, tmp_path, copies):
     table.to_parquet(trials)
     command = [sys.executable, "-c", _CHILD, "report", "--quiet", "--trials", str(trials),
                "--out", str(tmp_path / "report")]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
     done = benchmark.pedantic(subprocess.run, args=(command,), rounds=1, iterations=1,
                               kwargs={"check": True, "env": env, "capture_output": True,
-                                      "text": True})
-    peak_kib, cpu = done.stderr.split("rusage")[-1].split()[:2]
+                                      "text": True, "cwd": root})
+    peak_kib, cpu, kids_kib, kids_cpu = done.stderr.split("rusage")[-1].split()[:4]
     benchmark.extra_info.update(trials=len(table), peak_rss_gb=round(int(peak_kib) * 1024 / 1e9, 3),
-                                cpu_seconds=round(float(cpu), 1))
+                                cpu_seconds=round(float(cpu), 1),
+                                figure_process_peak_rss_gb=round(int(kids_kib) * 1024 / 1e9, 3),
+                                figure_processes_cpu_seconds=round(float(kids_cpu), 1))
     assert (tmp_path / "report" / "summary.json").exists()

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from kinetics.errors import InputError
-from kinetics.hardware import B200_FLOPS_PER_S
+from kinetics.hardware import Hardware
 from kinetics.models import ModelSpec
 
 LAWS: tuple[str, ...] = ("kinetics", "flops")
@@ -196,6 +196,32 @@ def compute_frontier(options: pd.DataFrame, budgets: Sequence[float] | np.ndarra
                     np.asarray(queries, dtype=object))
 
 
+def option_means(options: pd.DataFrame, *, param: str, metric: str = "accuracy",
+                 by: Sequence[str] = ()) -> pd.DataFrame:
+    """Options averaged over queries: columns ``by``, model, config, ``param``,
+    compute_flops, memory_bytes, accuracy (the mean ``metric``), queries (how many rows
+    have a ``metric``), rows without an accuracy dropped. Any law's mean cost follows
+    from it, mean compute_flops + I * mean memory_bytes (the mean is linear), so one call
+    serves every law."""
+    keys = [*by, "model", "config", param]
+    return (options.groupby(keys, sort=False)
+            .agg(compute_flops=("compute_flops", "mean"), memory_bytes=("memory_bytes", "mean"),
+                 accuracy=(metric, "mean"), queries=(metric, "count"))
+            .reset_index().dropna(subset=["accuracy"]))
+
+
+def pareto_front(means: pd.DataFrame, intensity: float) -> pd.DataFrame:
+    """Non-dominated rows of :func:`option_means` under intensity I: a cost_eflops column
+    added (replacing compute_flops and memory_bytes), sorted by cost, each row strictly
+    more accurate than every cheaper one."""
+    frame = means.assign(cost_eflops=option_cost(means, intensity)).drop(
+        columns=["compute_flops", "memory_bytes", "queries"])
+    frame = frame.sort_values(["cost_eflops", "accuracy"], ascending=[True, False], kind="stable")
+    prior = np.maximum.accumulate(np.r_[-np.inf, frame["accuracy"].to_numpy()[:-1]])
+    frame = frame[frame["accuracy"].to_numpy() > prior].reset_index(drop=True)
+    return frame[[c for c in frame.columns if c != "accuracy"] + ["accuracy"]]
+
+
 def pareto_points(options: pd.DataFrame, intensity: float, *, param: str,
                   metric: str = "accuracy") -> pd.DataFrame:
     """Non-dominated (mean cost, mean accuracy) options, averaged over queries.
@@ -203,21 +229,27 @@ def pareto_points(options: pd.DataFrame, intensity: float, *, param: str,
     Returns columns model, config, ``param``, cost_eflops, accuracy sorted by cost;
     each point is strictly more accurate than every cheaper one.
     """
-    frame = options.assign(cost_eflops=option_cost(options, intensity))
-    agg = (frame.groupby(["model", "config", param], sort=False)
-           .agg(cost_eflops=("cost_eflops", "mean"), accuracy=(metric, "mean"))
-           .reset_index().dropna(subset=["accuracy"]))
-    agg = agg.sort_values(["cost_eflops", "accuracy"], ascending=[True, False], kind="stable")
-    prior = np.maximum.accumulate(np.r_[-np.inf, agg["accuracy"].to_numpy()[:-1]])
-    return agg[agg["accuracy"].to_numpy() > prior].reset_index(drop=True)
+    return pareto_front(option_means(options, param=param, metric=metric), intensity)
 
 
-def frontier_table(frontiers: Mapping[tuple[str, str, str], Frontier]) -> pd.DataFrame:
-    """Long table (law, strategy, method, budget_eflops, b200_seconds, accuracy, model,
-    config, per_query_oracle_accuracy) from frontiers keyed by (law, strategy, method)."""
+def seconds_column(hardware: Hardware) -> str:
+    """The name of the budget-in-seconds column for ``hardware``: 'h100_seconds',
+    'b200_fp8_seconds'."""
+    return f"{hardware.name.replace('-', '_')}_seconds"
+
+
+def frontier_table(frontiers: Mapping[tuple[str, str, str], Frontier],
+                   hardware: Hardware | None = None) -> pd.DataFrame:
+    """Long table (law, strategy, method, budget_eflops, [<hardware>_seconds,] accuracy,
+    model, config, per_query_oracle_accuracy) from frontiers keyed by (law, strategy,
+    method). With a ``hardware`` preset, :func:`seconds_column` holds the budget / its
+    peak FLOP/s (compute + memory time under the Kinetics law, compute time alone
+    under the FLOPs-only law); without one (a custom intensity) there is no such column."""
+    seconds = {} if hardware is None else {
+        seconds_column(hardware): lambda f: f.budgets / hardware.peak_flops_per_s}
     parts = [pd.DataFrame({
-        "law": law, "strategy": strategy, "method": method,
-        "budget_eflops": f.budgets, "b200_seconds": f.budgets / B200_FLOPS_PER_S,
+        "law": law, "strategy": strategy, "method": method, "budget_eflops": f.budgets,
+        **{name: per(f) for name, per in seconds.items()},
         "accuracy": f.accuracy, "model": f.optimal_model, "config": f.config,
         "per_query_oracle_accuracy": f.per_query_oracle_accuracy,
     }) for (law, strategy, method), f in frontiers.items()]

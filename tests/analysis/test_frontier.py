@@ -17,6 +17,8 @@ from kinetics.analysis.frontier import (
     law_intensity,
     moving_average,
     option_cost,
+    option_means,
+    pareto_front,
     pareto_points,
 )
 from kinetics.analysis.strategies import best_of_n, long_cot
@@ -24,6 +26,7 @@ from kinetics.analysis.synthetic import SyntheticSpec, generate_trials
 from kinetics.analysis.trials import validate_trials
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
+from kinetics.hardware import HARDWARE
 from kinetics.models import MODELS
 
 MODEL_NAMES = ["qwen3-0.6b", "qwen3-4b", "qwen3-14b"]
@@ -130,13 +133,18 @@ def test_fixed_table_frontier_and_optimal_model_under_each_law(law):
     np.testing.assert_allclose(f.model_accuracy[1], big, atol=1e-12)
     assert f.queries.tolist() == ["q1", "q2"]
     np.testing.assert_allclose(f.per_query, FIXED_PER_QUERY[law], atol=1e-12)
-    table = frontier_table({(law, "best_of_n", "dense"): f})
+    assert "h100_seconds" not in frontier_table({(law, "best_of_n", "dense"): f})
+    table = frontier_table({(law, "best_of_n", "dense"): f}, HARDWARE["h100"])
     assert table.columns.tolist() == ["law", "strategy", "method", "budget_eflops",
-                                      "b200_seconds", "accuracy", "model", "config",
+                                      "h100_seconds", "accuracy", "model", "config",
                                       "per_query_oracle_accuracy"]
     np.testing.assert_allclose(table["accuracy"], accuracy, atol=1e-12)
     np.testing.assert_allclose(table["per_query_oracle_accuracy"], oracle, atol=1e-12)
-    np.testing.assert_allclose(table["b200_seconds"], np.array(FIXED_BUDGETS) / 4.5e15, rtol=1e-15)
+    np.testing.assert_allclose(table["h100_seconds"], np.array(FIXED_BUDGETS) / 989.5e12,
+                               rtol=1e-15)
+    fp8 = frontier_table({(law, "best_of_n", "dense"): f}, HARDWARE["b200-fp8"])
+    np.testing.assert_allclose(fp8["b200_fp8_seconds"], np.array(FIXED_BUDGETS) / 4.5e15,
+                               rtol=1e-15)
     assert [None if pd.isna(m) else m for m in table["model"]] == model
 
 
@@ -285,3 +293,35 @@ def test_best_per_query_is_minus_one_where_nothing_fits_and_the_best_that_fits_e
     got = best_per_query(cost, accuracy, np.array([0, 0, 1]), np.array([0, 0, 0]), 2, 1,
                          np.array([3.0, 0.5, 2.0]))  # unsorted budgets, one exactly a cost
     np.testing.assert_array_equal(got, [[[0.7, -1.0, 0.2], [0.5, -1.0, 0.5]]])
+
+
+def test_option_means_average_over_queries_and_count_them():
+    options = pd.DataFrame({
+        "model": "qwen3-8b", "method": ["dense", "dense", "dense", "topk"],
+        "config": ["dense", "dense", "dense", "topk64"], "query_id": ["q1", "q2", "q3", "q1"],
+        "n": 1, "coverage": [1.0, 0.0, np.nan, 0.5],
+        "compute_flops": [1.0, 3.0, 5.0, 7.0], "memory_bytes": [2.0, 4.0, 6.0, 8.0]})
+    means = option_means(options, param="n", metric="coverage", by=["method"])
+    assert means.columns.tolist() == ["method", "model", "config", "n", "compute_flops",
+                                      "memory_bytes", "accuracy", "queries"]
+    dense = means[means["method"] == "dense"].iloc[0]
+    assert (dense["compute_flops"], dense["memory_bytes"]) == (3.0, 4.0)  # all three rows
+    assert (dense["accuracy"], dense["queries"]) == (0.5, 2)  # the NaN neither counts nor scores
+    assert means[means["method"] == "topk"]["queries"].tolist() == [1]
+    all_nan = option_means(options.assign(coverage=np.nan), param="n", metric="coverage")
+    assert all_nan.empty  # no accuracy anywhere: no option
+    renamed = option_means(options.rename(columns={"coverage": "accuracy"}), param="n",
+                           by=["method"])  # the default metric is "accuracy"
+    pd.testing.assert_frame_equal(renamed, means)
+
+
+def test_pareto_points_of_another_metric_and_pareto_front_of_means():
+    options = pd.DataFrame({
+        "model": "qwen3-8b", "method": "dense", "config": "dense", "query_id": "q",
+        "n": [1, 2, 3], "coverage": [0.2, 0.6, 0.9], "accuracy": [0.9, 0.1, 0.1],
+        "compute_flops": [1.0, 2.0, 3.0], "memory_bytes": [1.0, 1.0, 1.0]})
+    points = pareto_points(options, 10.0, param="n", metric="coverage")
+    assert points["n"].tolist() == [1, 2, 3]
+    assert points["cost_eflops"].tolist() == [11.0, 12.0, 13.0]
+    front = pareto_front(option_means(options, param="n", metric="coverage"), 10.0)
+    pd.testing.assert_frame_equal(front, points)

@@ -92,6 +92,16 @@ def test_float_noise_in_budgets_does_not_split_keys():
      "base.json, row 1, field 'accuracy': expected a finite number, got nan"),
     ({"schema": 1, "entries": [entry(True)]},
      "base.json, row 1, field 'accuracy': expected a finite number, got True"),
+    ({"schema": 1, "kv_dtype": "int4", "entries": [entry(0.5)]},
+     "base.json, field 'kv_dtype': expected one of bf16, fp8, got 'int4'"),
+    ({"schema": 1, "weight_dtype": "fp4", "entries": [entry(0.5)]},
+     "base.json, field 'weight_dtype': expected one of bf16, fp8, int4, got 'fp4'"),
+    ({"schema": 1, "batch_size": 0, "entries": [entry(0.5)]},
+     "base.json, field 'batch_size': expected a positive integer or null, got 0"),
+    ({"schema": 1, "batch_size": True, "entries": [entry(0.5)]},
+     "base.json, field 'batch_size': expected a positive integer or null, got True"),
+    ({"schema": 1, "batch_size": 2.0, "entries": [entry(0.5)]},
+     "base.json, field 'batch_size': expected a positive integer or null, got 2.0"),
 ])
 def test_malformed_baseline_names_file_row_and_field(bad, message):
     with pytest.raises(InputError) as info:
@@ -104,6 +114,14 @@ def test_both_param_counts_and_none_are_valid(param_count):
     base = summary(entry(0.5))
     if param_count:
         base["param_count"] = param_count
+    assert validate_summary(base, "base.json") is base
+
+
+@pytest.mark.parametrize("settings", [{}, {"kv_dtype": "fp8"}, {"weight_dtype": "int4"},
+                                      {"batch_size": 1}, {"batch_size": None},
+                                      {"kv_dtype": "bf16", "weight_dtype": "fp8", "batch_size": 64}])
+def test_cost_settings_absent_or_valid_are_accepted(settings):
+    base = {**summary(entry(0.5)), **settings}
     assert validate_summary(base, "base.json") is base
 
 
@@ -179,6 +197,20 @@ def test_the_baseline_param_count_is_used_and_a_different_one_moves(baseline_fil
     capsys.readouterr()
     assert main(["check", "--baseline", str(derived)]) == 2
     assert "param_count" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # end to end: recomputes the frontier
+def test_the_baseline_cost_settings_are_used_and_others_move(tmp_path, capsys):
+    fp8 = tmp_path / "fp8.json"
+    assert main(["check", "--baseline", str(fp8), "--update", "--kv-dtype", "fp8",
+                 "--batch-size", "64", "--weight-dtype", "int4"]) == 0
+    data = json.loads(fp8.read_text())
+    assert (data["kv_dtype"], data["weight_dtype"], data["batch_size"]) == ("fp8", "int4", 64)
+    assert main(["check", "--baseline", str(fp8)]) == 0  # its own settings, read back
+    assert main(["check", "--baseline", str(fp8), "--kv-dtype", "bf16"]) == 1
+    capsys.readouterr()
+    assert main(["check", "--baseline", str(fp8), "--weight-dtype", "fp8"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
 
 
 def test_missing_baseline_exits_2(tmp_path, capsys):

@@ -17,15 +17,52 @@ from kinetics.models import MODELS
 FILES = [".kinetics-report", "frontier.csv", "pareto.csv", "best_of_n.csv", "long_cot.csv",
          "summary.json", "SYNTHETIC.txt"] + [f"{name}.{ext}" for name in
                              ("accuracy_vs_cost", "pareto_dense_vs_sparse", "optimal_model_size")
-                             for ext in ("png", "svg", "pdf")]
+                             for ext in ("png", "pdf")]
 
 
 @pytest.fixture(scope="module")
-def report_dir(tmp_path_factory):
+def printed_report(tmp_path_factory):
+    """The default report's folder and what it printed."""
+    import contextlib
+    import io
+
     out = tmp_path_factory.mktemp("rep") / "kinetics-report"
     assert main(["report", "--quiet", "--no-plots", "--intensity", "1", "--out", str(out)]) == 0
-    assert main(["report", "--quiet", "--out", str(out)]) == 0  # replaces the earlier report
-    return out
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["report", "--quiet", "--out", str(out)]) == 0  # replaces the earlier one
+    return out, stdout.getvalue()
+
+
+@pytest.fixture(scope="module")
+def report_dir(printed_report):
+    return printed_report[0]
+
+
+def test_the_terminal_output_fits_80_columns_and_says_what_it_shows(printed_report):
+    _, text = printed_report
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert "Frontier accuracy" in text and "optimal model" in text
+    headers = [line for line in lines if line.strip().startswith("eFLOPs")
+               or line.strip().startswith("FLOPs")]
+    assert len(headers) == 4 and all(h.count("acc") == 3 and h.count("model") == 3
+                                     for h in headers)
+    assert "0.000 -" not in text and "0.000" not in text.split("Frontier")[1].replace(
+        "1.000", "")  # nothing fits: '-', not a zero accuracy
+    summary = json.loads((printed_report[0] / "summary.json").read_text())
+    empty = [e for e in summary["entries"] if e["optimal_model"] is None]
+    rows = [line for line in lines if line.strip()[:1].isdigit() and "e+" in line]
+    assert len(rows) == len(summary["entries"]) // 3
+    assert sum(line.count(" - ") for line in rows) >= len(empty)  # every empty cell shows '-'
+
+
+def test_default_figures_are_png_and_pdf_at_200_dpi(report_dir):
+    from PIL import Image
+
+    with Image.open(report_dir / "pareto_dense_vs_sparse.png") as image:
+        assert image.size[0] == 12 * 200
+    assert not list(report_dir.glob("*.svg"))
 
 
 def test_report_on_embedded_data_writes_every_file(report_dir, capsys):
@@ -35,7 +72,7 @@ def test_report_on_embedded_data_writes_every_file(report_dir, capsys):
         FILES[1:])
     for name in ("accuracy_vs_cost", "pareto_dense_vs_sparse", "optimal_model_size"):
         assert (report_dir / f"{name}.png").stat().st_size > 10_000
-        assert "SYNTHETIC data" in (report_dir / f"{name}.svg").read_text()
+        assert (report_dir / f"{name}.pdf").read_bytes().startswith(b"%PDF")
     frontier = pd.read_csv(report_dir / "frontier.csv")
     for column in ("law", "strategy", "method", "budget_eflops", "accuracy", "model", "config"):
         assert column in frontier
@@ -48,8 +85,10 @@ def test_report_on_embedded_data_writes_every_file(report_dir, capsys):
 def test_summary_schema_is_exact(report_dir):
     summary = json.loads((report_dir / "summary.json").read_text())
     assert list(summary) == ["schema", "synthetic", "trials_source", "intensity", "hardware",
-                             "param_count", "entries"]
+                             "param_count", "kv_dtype", "weight_dtype", "batch_size", "entries"]
     assert summary["param_count"] == "published"
+    assert (summary["kv_dtype"], summary["weight_dtype"], summary["batch_size"]) == (
+        "bf16", "bf16", None)
     assert summary["schema"] == 1 and summary["synthetic"] is True
     assert summary["intensity"] == 562.5 and summary["hardware"] == "b200"
     assert len(summary["entries"]) == 2 * 2 * 3 * len(SUMMARY_BUDGETS)
@@ -66,7 +105,7 @@ def test_terminal_output_says_synthetic(tmp_path, capsys):
     assert main(["report", "--quiet", "--no-plots", "--intensity", "100", "--out",
                  str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert "SYNTHETIC" in out and "kinetics best_of_n" in out
+    assert "SYNTHETIC" in out and "Best-of-N, Kinetics law" in out
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["hardware"] is None and summary["intensity"] == 100.0
 
@@ -178,3 +217,32 @@ def test_a_failure_while_writing_leaves_the_old_report_untouched(tmp_path, monke
         main(["report", "--quiet", "--out", str(out)])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temp folder left behind
+
+
+@pytest.mark.parametrize("names, room, want, prefix", [
+    (["qwen3-8b", "qwen3-32b"], 12, ["qwen3-8b", "qwen3-32b"], ""),
+    (["qwen3-235b-a22b", "qwen3-30b-a3b"], 12, ["235b-a22b", "30b-a3b"], "qwen3-"),
+    (["a-very-long-model-name", "b"], 8, ["a-very-…", "b"], ""),
+])
+def test_model_names_are_shortened_only_to_fit(names, room, want, prefix):
+    from kinetics.cli.report_cmd import _short_names
+
+    short, cut = _short_names(names, room)
+    assert [short[n] for n in names] == want and cut == prefix
+    assert all(len(s) <= room for s in short.values())
+
+
+def test_the_table_fits_80_columns_with_long_model_names():
+    from kinetics.analysis.report import Summary, SummaryEntry
+    from kinetics.cli.report_cmd import _terminal_table
+    from kinetics.hardware import get_hardware
+
+    entries = tuple(SummaryEntry(law, "best_of_n", method, budget, 0.5, model, "c")
+                    for law in ("kinetics", "flops") for method in ("dense", "topk", "blocktopk")
+                    for budget, model in ((1e14, None), (1e15, "qwen3-235b-a22b"),
+                                          (1e16, "qwen3-30b-a3b")))
+    text = _terminal_table(Summary(True, "t", 562.5, "b200", "published", entries),
+                           get_hardware("b200"))
+    assert max(map(len, text.splitlines())) <= 80
+    assert "235b-a22b" in text and "names without 'qwen3-'" in " ".join(text.split())
+    assert text.count("0.500") == 12 and "0.000" not in text

@@ -17,7 +17,8 @@ def _analysis() -> Analysis:
     lc = pd.DataFrame({"query_id": [1, 2], "model": "a", "method": "blocktopk",
                        "config": "k64", "gen_budget": 2048, "accuracy": [1.0, 0.0],
                        "compute_flops": [1.0, 2.0], "memory_bytes": [3.0, 5.0]})
-    return Analysis({"best_of_n": bon, "long_cot": lc}, {}, pd.DataFrame(), pd.DataFrame(), 1.0)
+    return Analysis({"best_of_n": bon, "long_cot": lc}, {}, pd.DataFrame(), pd.DataFrame(), 1.0,
+                    means={})
 
 
 def test_best_of_n_table_means_over_queries_in_option_order():

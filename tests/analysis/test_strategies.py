@@ -22,7 +22,7 @@ from kinetics.analysis.strategies import (
     pass_at_n,
 )
 from kinetics.analysis.trials import validate_trials
-from kinetics.cost import AttentionConfig, sample_cost, shared_cost
+from kinetics.cost import AttentionConfig, CostSettings, sample_cost, shared_cost, weight_cost
 from kinetics.models import MODELS
 
 CONFIGS = [AttentionConfig.dense(), AttentionConfig.topk(64),
@@ -97,6 +97,45 @@ def test_best_of_n_cost_and_coverage_equal_brute_force(samples, attention, promp
         assert row.compute_flops == pytest.approx(np.mean(compute), rel=1e-9)
         assert row.memory_bytes == pytest.approx(np.mean(memory), rel=1e-9)
         assert row.coverage == pytest.approx(np.mean(cover), abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(query_samples(max_n=5), st.sampled_from(CONFIGS), st.integers(0, 2000),
+       st.sampled_from(["bf16", "fp8"]), st.sampled_from(["bf16", "fp8", "int4"]),
+       st.integers(1, 512))
+def test_best_of_n_prices_with_the_cost_settings(samples, attention, prompt, kv, weight, batch):
+    """Each subset's cost at the settings: private (KV at kv bytes, weights at the
+    weight dtype over the batch) per sample plus the shared KV once, averaged."""
+    lengths, correct = samples
+    model = MODELS["qwen3-30b-a3b"]
+    priced = CostSettings(kv, weight, batch)
+    trials = table("qwen3-30b-a3b", attention, prompt, lengths, correct)
+    out = best_of_n(trials, MODELS, majority=False, settings=priced).sort_values("n")
+    plain = best_of_n(trials, MODELS, majority=False).sort_values("n")
+    assert out["compute_flops"].tolist() == plain["compute_flops"].tolist()
+    n = len(lengths)
+    for num, row in zip(range(1, n + 1), out.itertuples(), strict=True):
+        memory = []
+        for subset in itertools.combinations(range(n), num):
+            ts = np.array([lengths[i] for i in subset])
+            private = (sample_cost(model, attention, prompt, ts, kv).memory_bytes.sum()
+                       + weight_cost(model, ts, batch, weight).memory_bytes.sum())
+            memory.append(private + float(shared_cost(model, attention, prompt, ts.max(),
+                                                      kv).memory_bytes))
+        assert row.memory_bytes == pytest.approx(np.mean(memory), rel=1e-9)
+
+
+def test_long_cot_prices_with_the_cost_settings():
+    trials = table("qwen3-8b", CONFIGS[0], 100, [3000, 1000], [1, 0], answer_pos=[500, None])
+    plain = long_cot(trials, MODELS, (2048,))
+    fp8 = long_cot(trials, MODELS, (2048,), CostSettings(kv_dtype="fp8"))
+    assert fp8["memory_bytes"].iloc[0] * 2 == plain["memory_bytes"].iloc[0]
+    assert fp8["compute_flops"].iloc[0] == plain["compute_flops"].iloc[0]
+    weights = long_cot(trials, MODELS, (2048,), CostSettings(weight_dtype="int4", batch_size=8))
+    added = float(weight_cost(MODELS["qwen3-8b"], np.array([2048, 1000]), 8, "int4")
+                  .memory_bytes.mean())
+    assert weights["memory_bytes"].iloc[0] == pytest.approx(plain["memory_bytes"].iloc[0] + added,
+                                                            rel=1e-15)
 
 
 def brute_majority(answers, correct, num) -> Fraction:

@@ -116,3 +116,48 @@ def test_param_count_changes_only_the_linear_flops(capsys, model, published, der
     assert der["compute_flops"] - pub["compute_flops"] == pytest.approx(
         4 * 2 * (derived - published) * 3000, rel=1e-9)
     assert der["memory_bytes"] == pub["memory_bytes"]
+
+
+def test_seconds_on_the_hardware_beside_eflops(capsys):
+    common = ["--prompt-len", "128", "--gen-len", "32768", "--samples", "8"]
+    out = run_json(capsys, *common, "--hardware", "h100")
+    assert out["compute_seconds"] == out["compute_flops"] / 989.5e12
+    assert out["memory_seconds"] == out["memory_bytes"] / 3.35e12
+    assert out["seconds"] == pytest.approx(out["eflops"] / 989.5e12, rel=1e-12)
+    assert run_json(capsys, *common, "--intensity", "10")["seconds"] is None
+    assert main(["cost", *common]) == 0
+    text = capsys.readouterr().out
+    eflops_line = next(line for line in text.splitlines() if "eFLOPs" in line)
+    want = run_json(capsys, *common)["seconds"]
+    assert f"{want:.4g} s on b200" in eflops_line
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_kv_and_weight_dtypes_price_the_bytes(capsys):
+    common = ["--prompt-len", "128", "--gen-len", "4096", "--samples", "4"]
+    base = run_json(capsys, *common)
+    assert (base["kv_dtype"], base["weight_dtype"]) == ("bf16", "bf16")
+    fp8 = run_json(capsys, *common, "--kv-dtype", "fp8")
+    assert fp8["memory_bytes"] * 2 == base["memory_bytes"]
+    assert fp8["compute_flops"] == base["compute_flops"]
+    model = MODELS["qwen3-8b"]
+    batched = run_json(capsys, *common, "--batch-size", "16", "--weight-dtype", "int4")
+    want = query_cost(model, AttentionConfig.dense(), 128, 4096, 4, 16, "bf16", "int4")
+    assert batched["memory_bytes"] == float(want.memory_bytes)
+    assert batched["weight_dtype"] == "int4" and batched["batch_size"] == 16
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--weight-dtype", "int4"], "--weight-dtype int4 prices parameter reads, which only "
+     "--batch-size BS counts"),
+    (["--kv-dtype", "int4"], "--kv-dtype"),
+    (["--batch-size", "0"], "--batch-size must be 1..2147483648 (2**31), got 0"),
+])
+def test_bad_dtype_flags(capsys, argv, needle):
+    try:
+        code = main(["cost", "--prompt-len", "1", "--gen-len", "1", *argv])
+    except SystemExit as exit_:  # argparse's own refusal of a choice
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err

@@ -66,3 +66,17 @@ def test_report_help_names_the_defaults_it_does_not_import():
                          .choices["report"].format_help().split())
     assert ",".join(map(str, DEFAULT_GEN_BUDGETS)) in help_text
     assert f"(default: {GRID_POINTS})" in help_text
+
+
+def test_every_flag_has_help_and_names_its_default_at_most_once():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"kinetics {name} {action.option_strings} has no help"
+            text = formatter._get_help_string(action).replace("%(default)s", "X")
+            assert text.lower().count("default") <= 1, (name, action.option_strings, text)
+            assert "(default: [])" not in text

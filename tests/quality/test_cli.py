@@ -73,7 +73,8 @@ def test_an_error_after_loading_the_model_is_still_one_line(tmp_path):
             pytest.skip(f"{module} is not installed")
     text = tmp_path / "short.txt"
     text.write_text("The cat sat on the mat and looked at the dog. " * 3)  # ~40 tokens
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "KINETICS_CACHE": str(tmp_path / "cache")}  # the conversion is cached there
     proc = subprocess.run([sys.executable, "-m", "kinetics", "quality", "--text", str(text),
                            "--budgets", "64", "--block-sizes", "16"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
@@ -81,3 +82,27 @@ def test_an_error_after_loading_the_model_is_still_one_line(tmp_path):
     assert proc.stderr.splitlines() == [
         f"kinetics quality: error: {text}: the text holds 37 tokens, fewer than the largest "
         "budget (64 tokens)"], proc.stderr
+
+
+def test_stages_show_on_a_terminal_only_and_help_gives_the_time(capsys):
+    from kinetics.cli import build_parser
+    from kinetics.cli.quality_cmd import _stage
+
+    _stage(False, 1, 3, "loading")
+    assert capsys.readouterr().err == ""
+    _stage(True, 2, 3, "loading")
+    assert capsys.readouterr().err == "[2/3] loading\n"
+    parser = build_parser()._subparsers._group_actions[0].choices["quality"]
+    text = " ".join(parser.format_help().split())
+    assert "13 minutes" in text and "--cache-dir" in text and "--no-cache" in text
+
+
+def test_no_cache_and_cache_dir(tmp_path, monkeypatch):
+    import argparse
+
+    from kinetics.cli.quality_cmd import _cache_dir
+
+    monkeypatch.setenv("KINETICS_CACHE", str(tmp_path / "env"))
+    assert _cache_dir(argparse.Namespace(no_cache=True, cache_dir=None)) is None
+    assert _cache_dir(argparse.Namespace(no_cache=False, cache_dir=None)) == tmp_path / "env"
+    assert _cache_dir(argparse.Namespace(no_cache=False, cache_dir="x")).name == "x"

@@ -147,3 +147,26 @@ def test_cli_text_shorter_than_largest_budget(monkeypatch, tmp_path, smollm2, ca
     assert main(["quality", "--text", str(text), "--budgets", "64", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "short.txt" in err and "fewer than" in err
+
+
+def test_the_dequantized_model_cache_gives_back_the_same_model(smollm2, tmp_path):
+    """An entry written from the converted GGUF model loads as the same weights, tied
+    LM head included, and the same tokenizer; the CLI's load then comes from it."""
+    import torch
+
+    from kinetics.quality import cache
+    from kinetics.quality.load import load_model, smollm2_gguf
+
+    folder = cache.entry(tmp_path, smollm2_gguf())
+    assert cache.load(folder) is None  # nothing yet
+    assert cache.save(folder, smollm2.model, smollm2.tokenizer, "test")
+    model, tokenizer = cache.load(folder)
+    want, got = smollm2.model.state_dict(), model.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    ids = smollm2.tokenizer("Sparse attention, 12 + 7 = ?", return_tensors="pt").input_ids
+    assert tokenizer("Sparse attention, 12 + 7 = ?", return_tensors="pt").input_ids.equal(ids)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, smollm2.model(ids).logits)
+    again = load_model(cache_dir=tmp_path, progress=False)
+    assert again.cached and again.name == smollm2.name
+    assert not list(folder.parent.glob(".*tmp*"))  # no temporary left behind
