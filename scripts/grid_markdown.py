@@ -1,8 +1,9 @@
 """Markdown tables (one per model) of a `kinetics bench --grid` JSON, as in
 benchmarks/RESULTS.md: per (context, batch) the dense step and, per budget, the block
-top-k step (selection with the default top-k: `bi` bitonic / `fl` flashinfer;
-attention), its speedup over dense and the byte roofline (share; with the run's read
-curve also the share its floor allows, kinetics.bench.floors).
+top-k step of the library default (its variants' steps in brackets: fused / separate /
+fused on fp8 page means), its speedup over dense and the byte roofline (share; with the
+run's read curve also the share the one-launch floor allows and the measured step as a
+share of that floor, kinetics.bench.floors).
 
     python scripts/grid_markdown.py GRID.json > tables.md
 """
@@ -10,10 +11,16 @@ curve also the share its floor allows, kinetics.bench.floors).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections import defaultdict
 
-SHORT = {"bitonic": "bi", "flashinfer": "fl"}
+VARIANTS = ("fused", "separate", "fused-fp8")
+
+
+def _ms(cell: dict) -> str:
+    steps = " / ".join(f"{cell['step_ms'].get(v, math.nan):.4f}" for v in VARIANTS)
+    return f"{cell['blocktopk_ms']:.4f} ({steps})"
 
 
 def tables(grid: dict) -> str:
@@ -22,7 +29,7 @@ def tables(grid: dict) -> str:
         from kinetics.bench.floors import ReadCurve, cell_limits
 
         for x in cell_limits(grid, ReadCurve.from_dict(grid["read_curve"])):
-            floor[(x.model, x.context, x.batch_size, x.budget_tokens)] = x.floor_share
+            floor[(x.model, x.context, x.batch_size, x.budget_tokens)] = x
     page = grid["spec"]["page_size"]
     by_model: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
     budgets = sorted({c["topk_pages"] for c in grid["cells"]})
@@ -32,8 +39,9 @@ def tables(grid: dict) -> str:
     for model, rows in by_model.items():
         head = ["context", "batch", "KV MB", "dense ms", "dense % copy"]
         for b in budgets:
-            head += [f"{b * page:,} tokens: ms (sel / attn)",
-                     "speedup / roofline (share" + ("; floor)" if floor else ")")]
+            head += [f"{b * page:,} tokens: ms (fused / separate / fp8)",
+                     "speedup / roofline (share" + ("; 1-launch floor share, of floor)"
+                                                    if floor else ")")]
         out += [f"**{model} tp {grid['spec']['tp']}.**", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]
         for (context, batch), cells in sorted(rows.items()):
@@ -45,13 +53,11 @@ def tables(grid: dict) -> str:
                 if c is None:
                     line += ["-", "-"]
                     continue
-                sel = c["selection_ms"][c["topk_kernel"]]
-                line += [f"{c['blocktopk_ms']:.4f} ({sel:.4f} {SHORT[c['topk_kernel']]} / "
-                         f"{c['attention_ms']:.4f})",
-                         f"{c['speedup']:.2f}x / {c['byte_roofline']:.2f}x "
-                         f"({100 * c['share_of_roofline']:.0f}%" + (
-                             f"; {100 * floor[(c['model'], context, batch, b * page)]:.0f}%)"
-                             if floor else ")")]
+                x = floor.get((c["model"], context, batch, b * page))
+                tail = (f"; {100 * x.one_launch_floor_share:.0f}%, "
+                        f"{100 * x.of_one_launch_floor:.0f}%)" if x else ")")
+                line += [_ms(c), f"{c['speedup']:.2f}x / {c['byte_roofline']:.2f}x "
+                                 f"({100 * c['share_of_roofline']:.0f}%" + tail]
             out.append("| " + " | ".join(line) + " |")
         out.append("")
     return "\n".join(out)

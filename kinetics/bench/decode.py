@@ -49,10 +49,12 @@ if TYPE_CHECKING:
 
 BENCH_METHODS: tuple[str, ...] = ("dense", "blocktopk")
 # dense: flashinfer paged decode (tensor cores, fa2, unless use_tensor_cores=False).
-# blocktopk: page selection (Triton scoring + the topk_kernel top-k) + our Triton
-# split-KV decode over the selected pages (kinetics.attention.decode).
+# blocktopk: block top-k decode (kinetics.attention.decode.build_blocktopk_decode,
+# blocktopk_impl: the fused one-kernel step by default; "separate": Triton scoring + the
+# topk_kernel top-k, then the Triton split-KV decode over the selected pages).
 SPEEDUP_KEYS = {"blocktopk": "speedup"}
 TOPK_KERNELS: tuple[str, ...] = ("auto", "bitonic", "flashinfer")
+BLOCKTOPK_IMPLS: tuple[str, ...] = ("auto", "fused", "separate")
 REL_TOL = 1e-2  # bf16 GPU output vs float32 reference, ||out - ref|| / ||ref||
 # decoder-layer mode: the layer's reference forward, or the fused path (kinetics.model.fused;
 # fused-kv-separate leaves the cache writes to the attend; compiled: torch.compile of the
@@ -99,6 +101,8 @@ class BenchConfig:
     topk_kernel: str = "auto"
     seed: int = 0
     layer_impl: str = "fused"
+    blocktopk_impl: str = "auto"
+    page_means_dtype: str = "bf16"
 
     def validate(self) -> ModelSpec:
         """Check the sizes; returns the model spec (InputError on bad input)."""
@@ -116,6 +120,12 @@ class BenchConfig:
         if self.topk_kernel not in TOPK_KERNELS:
             raise InputError(f"--topk must be one of {', '.join(TOPK_KERNELS)}, "
                              f"got {self.topk_kernel!r}")
+        if self.blocktopk_impl not in BLOCKTOPK_IMPLS:
+            raise InputError(f"--impl must be one of {', '.join(BLOCKTOPK_IMPLS)}, "
+                             f"got {self.blocktopk_impl!r}")
+        from kinetics.attention.cache import page_means_dtype
+
+        page_means_dtype(self.page_means_dtype)
         if self.layer_impl not in LAYER_IMPLS:
             raise InputError(f"unknown layer implementation '{self.layer_impl}' (choose from "
                              f"{', '.join(LAYER_IMPLS)})")
@@ -145,7 +155,8 @@ def _step_bytes(cfg: BenchConfig, hq: int, hkv: int, d: int, method: str, weight
         return _Bytes(kv=kv, io=io, weights=weight_bytes)
     pages = -(-cfg.context // cfg.page_size)
     kv = 2 * b * hkv * cfg.topk_pages * cfg.page_size * d * elem
-    sel = b * hkv * (pages - cfg.local_pages) * (d * elem + 4)  # page means + table
+    mean = {"fp8": 1, "bf16": 2, "fp32": 4}[cfg.page_means_dtype]
+    sel = b * hkv * (pages - cfg.local_pages) * (d * mean + 4)  # page means + table
     return _Bytes(kv=kv, selection=sel, io=io, weights=weight_bytes)
 
 
@@ -166,7 +177,7 @@ def make_decoder(method: str, cache, num_q_heads: int, cfg: BenchConfig):
     if method == "dense":
         return FlashinferDenseDecode(cache, num_q_heads, cfg.use_tensor_cores)
     return build_blocktopk_decode(cache, num_q_heads, cfg.topk_pages, cfg.local_pages,
-                                  topk=cfg.topk_kernel)
+                                  topk=cfg.topk_kernel, impl=cfg.blocktopk_impl)
 
 
 class FixedSlotAttend:
@@ -274,7 +285,7 @@ def build_workload(cfg: BenchConfig, model: ModelSpec) -> DecodeWorkload:
     """Random caches and queries (seeded by ``cfg.seed``) for ``cfg`` on the GPU."""
     import torch
 
-    from kinetics.attention.cache import PagedKVCache
+    from kinetics.attention.cache import PagedKVCache, page_means_dtype
 
     plan = shard_plan(model, cfg.tp, 0)
     hq, hkv, d = plan.local_q_heads, plan.local_kv_heads, model.head_dim
@@ -284,7 +295,9 @@ def build_workload(cfg: BenchConfig, model: ModelSpec) -> DecodeWorkload:
     for i in range(cfg.replicas):
         w.caches.append(PagedKVCache.random(cfg.batch_size, hkv, d, cfg.context,
                                             page_size=cfg.page_size, dtype=dtype, device="cuda",
-                                            seed=cfg.seed + i, generator=gen))
+                                            seed=cfg.seed + i, generator=gen,
+                                            page_means_dtype=page_means_dtype(
+                                                cfg.page_means_dtype)))
         w.queries.append(torch.randn((cfg.batch_size, hq, d), dtype=dtype, device="cuda",
                                      generator=gen))
         w.outs.append(torch.empty((cfg.batch_size, hq, d), dtype=dtype, device="cuda"))
@@ -389,7 +402,8 @@ class MethodTiming:
 
     ms_per_step (ms), tokens_per_s (tokens/s), bytes_per_step (bytes), gbytes_per_s
     (1e9 bytes/s), fraction_of_copy (of the measured copy bandwidth); block top-k
-    attention-only adds the selection and sparse-attention launches timed alone.
+    attention-only with the separate path adds its selection and sparse-attention
+    launches timed alone (the fused step has no such parts).
     """
 
     ms_per_step: float
@@ -422,12 +436,13 @@ def time_steps(w: DecodeWorkload, decoders: list, cfg: BenchConfig, only: str | 
 def measure_method(method: str, decoders: list, w: DecodeWorkload, cfg: BenchConfig,
                    copy_gbps: float) -> MethodTiming:
     """The full step of ``decoders`` timed (:func:`time_steps`), its bytes and rates;
-    block top-k attention alone also times its selection and attention launches."""
+    the separate block top-k path, attention alone, also times its selection and
+    attention launches."""
     t = time_steps(w, decoders, cfg, layer_impl=cfg.layer_impl)
     nbytes = _step_bytes(cfg, w.q_heads, w.kv_heads, w.head_dim, method, w.weight_bytes)
     rate = nbytes.total / (t.ms * 1e-3) / 1e9
     parts: dict[str, float] = {}
-    if method != "dense" and w.layer is None:
+    if method != "dense" and w.layer is None and hasattr(decoders[0], "select"):
         sel = time_steps(w, decoders, cfg, "select").ms
         att = time_steps(w, decoders, cfg, "attend").ms
         parts = dict(selection_ms=sel, sparse_attention_ms=att,

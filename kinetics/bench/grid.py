@@ -3,13 +3,16 @@ over model shards, contexts, batch sizes and token budgets, one GPU.
 
 Per cell (model sharded ``tp`` ways, ``context`` tokens per request, ``batch_size``
 requests, ``topk_pages`` pages = budget / page size): dense ms and its fraction of the
-copy bandwidth; block top-k ms (full step with the default top-k kernel), its
-selection launches timed alone with each top-k kernel, its attention launches alone;
-the speedup over dense, the byte roofline (dense bytes / block top-k bytes) and the
-share of it reached. Dense is timed once per (model, context, batch) and shared by the
-budgets. Every cell is checked first on replica 0 (NaN-poisoned output fully written,
-selection vs ``torch.topk`` up to ties for both top-k kernels, output vs the float32
-reference where the dense KV is at most ``GridSpec.check_kv_bytes``).
+copy bandwidth; the full block top-k step of each variant (:data:`VARIANTS`: the fused
+one-kernel step, the separate selection + attention kernels, the fused step on fp8
+page means), the library default's (``impl="auto"``) as the cell's block top-k ms; the
+speedup over dense, the byte roofline (dense bytes / block top-k bytes) and the share
+of it reached; with the read curve, the one-launch floor (:mod:`kinetics.bench.floors`)
+and the measured step against it. Dense is timed once per (model, context, batch) and
+shared by the budgets. Every cell is checked first on replica 0 (NaN-poisoned output
+fully written, selection vs ``torch.topk`` up to ties for every variant, output vs the
+float32 reference for the fused variants where the dense KV is at most
+``GridSpec.check_kv_bytes``).
 
 Timing: :func:`kinetics.bench.timing.time_graph` over CUDA graphs cycling
 :func:`replicas_for` cache replicas (enough that the block top-k working set is
@@ -29,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from kinetics.bench.decode import BenchConfig, _step_bytes, local_heads
-from kinetics.bench.floors import ReadCurve, cell_limits, format_limits
+from kinetics.bench.floors import ReadCurve, cell_limits
 from kinetics.errors import InputError
 from kinetics.models import get_model
 
@@ -40,7 +43,9 @@ GRID_MODELS = ("qwen3-8b", "qwen3-32b")
 GRID_CONTEXTS = (8192, 16384, 32768, 65536, 131072)
 GRID_BATCHES = (1, 4, 16, 64, 256)
 GRID_BUDGETS = (1024, 2048)  # tokens attended per (request, KV head)
-TOPK_KERNELS = ("bitonic", "flashinfer")
+# block top-k variants timed per cell: (impl of build_blocktopk_decode, page-means dtype)
+VARIANTS = {"fused": ("fused", "bf16"), "separate": ("separate", "bf16"),
+            "fused-fp8": ("fused", "fp8")}
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class GridSpec:
     l2_multiple: float = 4.0
     check_kv_bytes: float = 2e9  # output vs reference only up to this dense KV size
     measure_floors: bool = True  # the read floors (kinetics.bench.floors) in the same run
+    variants: tuple[str, ...] = tuple(VARIANTS)  # block top-k variants timed per cell
 
 
 @dataclass(frozen=True)
@@ -77,15 +83,17 @@ class GridCell:
                            attention_only=True, local_pages=spec.local_pages,
                            replicas=replicas, repeats=spec.repeats)
 
-    def _bytes(self, spec: GridSpec, method: str):
-        """The byte breakdown of one decode step of ``method`` (attention only)."""
+    def _bytes(self, spec: GridSpec, method: str, means: str = "bf16"):
+        """The byte breakdown of one decode step of ``method`` (attention only; page means
+        stored as ``means``)."""
         model = get_model(self.model)
         hq, hkv = local_heads(model, spec.tp)
-        return _step_bytes(self.config(spec), hq, hkv, model.head_dim, method, 0.0)
+        cfg = replace(self.config(spec), page_means_dtype=means)
+        return _step_bytes(cfg, hq, hkv, model.head_dim, method, 0.0)
 
-    def step_bytes(self, spec: GridSpec) -> tuple[float, float]:
+    def step_bytes(self, spec: GridSpec, means: str = "bf16") -> tuple[float, float]:
         """(dense, block top-k) bytes one decode step moves (attention only)."""
-        return self._bytes(spec, "dense").total, self._bytes(spec, "blocktopk").total
+        return self._bytes(spec, "dense").total, self._bytes(spec, "blocktopk", means).total
 
     def blocktopk_parts(self, spec: GridSpec) -> tuple[float, float]:
         """(selection, attention) bytes of the block top-k step: page means and page
@@ -105,6 +113,10 @@ class SkippedCell:
 def grid_cells(spec: GridSpec) -> tuple[list[GridCell], list[SkippedCell]]:
     """The spec's cells in run order (model, context, batch, budget) and those skipped:
     a budget over the context, or K/V of two replicas over ``memory_bytes``."""
+    unknown = set(spec.variants) - set(VARIANTS)
+    if unknown:
+        raise InputError(f"unknown block top-k variants {sorted(unknown)} (choose from "
+                         f"{', '.join(VARIANTS)})")
     cells, skipped = [], []
     for model in spec.models:
         get_model(model)  # InputError on an unknown name
@@ -147,12 +159,12 @@ class CellResult:
     blocktopk_bytes: float
     dense_ms: float
     dense_fraction_of_copy: float
-    topk_kernel: str  # the default kernel the full step ran
-    selection_ms: dict[str, float]  # per top-k kernel, selection launches alone
-    attention_ms: float
-    blocktopk_ms: float
+    impl: str  # the variant the library's default (impl="auto") runs
+    step_ms: dict[str, float]  # full block top-k step per variant (VARIANTS)
+    blocktopk_ms: float  # step_ms[impl]
     checks_passed: bool
     check_notes: tuple[str, ...] = ()
+    fp8_blocktopk_bytes: float = math.nan  # the step's bytes with fp8 page means
 
     @property
     def speedup(self) -> float:
@@ -197,35 +209,41 @@ class GridResult:
 
 
 def format_grid(result: GridResult) -> str:
-    """The grid as a plain-text table (``@floor``: the share of the byte roofline the
-    cell's floor allows, ``-`` without a read curve), skipped cells listed after it, then (with
-    the read curve) how many cells meet 75% of the roofline and how many could."""
+    """The grid as a plain-text table: per cell the default block top-k step (``impl``)
+    and each variant's, and with the read curve the one-launch floor (``floor ms``), the
+    measured step against it (``of floor``: floor / measured) and the share of the byte
+    roofline it allows (``@floor``; ``-`` without a read curve); skipped cells after it,
+    then (with the read curve) how many cells meet 75% of the roofline and how many the
+    floors allow."""
+    from kinetics.bench.floors import count_line
+
     v = result.versions
     lines = [f"{result.device}  {result.date}  copy {result.copy_gbps:.0f} GB/s  "
              + "  ".join(f"{k} {v[k]}" for k in sorted(v)),
              f"{'model':<10} {'ctx':>6} {'batch':>5} {'pages':>5} {'KV MB':>7} "
-             f"{'dense ms':>9} {'of copy':>7} {'btk ms':>8} {'sel ms':>7} {'attn ms':>7} "
-             f"{'bitonic':>7} {'fi topk':>7} {'speedup':>7} {'roofline':>8} {'share':>6} "
-             f"{'@floor':>6} ok"]
+             f"{'dense ms':>9} {'of copy':>7} {'btk ms':>8} {'impl':>8} {'fused':>7} "
+             f"{'separate':>8} {'fp8':>7} {'speedup':>7} {'roofline':>8} {'share':>6} "
+             f"{'floor ms':>8} {'of floor':>8} {'@floor':>6} ok"]
     limits = (cell_limits(result.to_dict(), result.read_curve, result.spec)
               if result.read_curve else [None] * len(result.cells))
     for r, limit in zip(result.cells, limits, strict=True):
-        c = r.cell
-        sel = r.selection_ms
+        c, step = r.cell, r.step_ms
+        floor = (f"{limit.one_launch_floor_ms:>8.4f} {limit.of_one_launch_floor:>8.0%} "
+                 f"{limit.one_launch_floor_share:>6.0%}" if limit else
+                 f"{'-':>8} {'-':>8} {'-':>6}")
         lines.append(
             f"{c.model:<10} {c.context:>6} {c.batch_size:>5} {c.topk_pages:>5} "
             f"{r.dense_bytes / 1e6:>7.0f} {r.dense_ms:>9.4f} {r.dense_fraction_of_copy:>7.1%} "
-            f"{r.blocktopk_ms:>8.4f} {sel[r.topk_kernel]:>7.4f} {r.attention_ms:>7.4f} "
-            f"{sel.get('bitonic', math.nan):>7.4f} {sel.get('flashinfer', math.nan):>7.4f} "
+            f"{r.blocktopk_ms:>8.4f} {r.impl:>8} {step.get('fused', math.nan):>7.4f} "
+            f"{step.get('separate', math.nan):>8.4f} {step.get('fused-fp8', math.nan):>7.4f} "
             f"{r.speedup:>6.2f}x {r.byte_roofline:>7.2f}x {r.share_of_roofline:>6.0%} "
-            f"{f'{limit.floor_share:.0%}' if limit else '-':>6} "
-            f"{'ok' if r.checks_passed else 'FAIL ' + '; '.join(r.check_notes)}")
+            f"{floor} {'ok' if r.checks_passed else 'FAIL ' + '; '.join(r.check_notes)}")
     for s in result.skipped:
         c = s.cell
         lines.append(f"skipped: {c.model} context {c.context} batch {c.batch_size} "
                      f"{c.topk_pages} pages: {s.reason}")
     if result.read_curve:
-        lines.append(format_limits(limits).splitlines()[-1])
+        lines.append(count_line([x for x in limits if x.dense_ms >= 0.1]))
     return "\n".join(lines)
 
 
@@ -329,30 +347,41 @@ def _run_group(group: list[GridCell], spec: GridSpec, l2: float, copy_gbps: floa
     return out
 
 
+def _variant_workload(w, means: str):
+    """``w`` with its caches' page means stored as ``means`` (K/V shared)."""
+    from kinetics.attention.cache import page_means_dtype
+
+    if means == "bf16":
+        return w
+    return replace(w, caches=[c.with_page_means_dtype(page_means_dtype(means))
+                              for c in w.caches])
+
+
 def _run_blocktopk(cell: GridCell, cfg: BenchConfig, w, spec: GridSpec, dense_ms: float,
                    dense_check, copy_gbps: float, compare: bool) -> CellResult:
-    """One budget of a group: both top-k kernels' selection, the default's full step."""
-    from kinetics.attention.decode import build_blocktopk_decode
-    from kinetics.attention.select import default_topk
+    """One budget of a group: every variant's full step, checked first."""
+    from kinetics.attention.decode import build_blocktopk_decode, default_impl
     from kinetics.bench.decode import check_method, time_steps
 
     dense_bytes, sparse_bytes = cell.step_bytes(spec)
-    chosen = default_topk(w.caches[0].page_table.shape[1])
+    c0 = w.caches[0]
+    chosen = default_impl(c0.batch_size * c0.num_kv_heads, c0.page_table.shape[1],
+                          cell.topk_pages)
     notes = [] if dense_check.passed else [f"dense rel err {dense_check.rel_err:.2e}"]
-    selection, attention_ms, full_ms = {}, math.nan, math.nan
-    for kernel in TOPK_KERNELS:
+    step: dict[str, float] = {}
+    for variant in spec.variants:
+        impl, means = VARIANTS[variant]
+        vw, vcfg = _variant_workload(w, means), replace(cfg, page_means_dtype=means)
         decoders = [build_blocktopk_decode(c, w.q_heads, cell.topk_pages, spec.local_pages,
-                                           topk=kernel) for c in w.caches]
-        check = check_method("blocktopk", decoders[0], w, cfg,
-                             compare_output=compare and kernel == chosen)
+                                           impl=impl) for c in vw.caches]
+        check = check_method("blocktopk", decoders[0], vw, vcfg,
+                             compare_output=compare and impl == "fused")
         if not check.passed:
-            notes.append(f"{kernel}: written={check.all_written} rel err {check.rel_err:.2e} "
-                         f"selection ok={check.selection.passed}")
-        selection[kernel] = time_steps(w, decoders, cfg, "select").ms
-        if kernel == chosen:
-            attention_ms = time_steps(w, decoders, cfg, "attend").ms
-            full_ms = time_steps(w, decoders, cfg).ms
-        del decoders
+            notes.append(f"{variant}: written={check.all_written} rel err "
+                         f"{check.rel_err:.2e} selection ok={check.selection.passed}")
+        step[variant] = time_steps(vw, decoders, vcfg).ms
+        del decoders, vw
     return CellResult(cell, cfg.replicas, dense_bytes, sparse_bytes, dense_ms,
-                      dense_bytes / (dense_ms * 1e-3) / 1e9 / copy_gbps, chosen, selection,
-                      attention_ms, full_ms, not notes, tuple(notes))
+                      dense_bytes / (dense_ms * 1e-3) / 1e9 / copy_gbps, chosen, step,
+                      step.get(chosen, math.nan), not notes, tuple(notes),
+                      cell.step_bytes(spec, "fp8")[1])

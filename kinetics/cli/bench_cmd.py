@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from kinetics.bench.decode import BENCH_METHODS, LAYER_IMPLS, TOPK_KERNELS
+from kinetics.attention.cache import PAGE_MEANS_DTYPES
+from kinetics.bench.decode import BENCH_METHODS, BLOCKTOPK_IMPLS, LAYER_IMPLS, TOPK_KERNELS
 from kinetics.cli._args import positive_ints
 from kinetics.cli._output import check_output_file, staged_file, write_json_file
 from kinetics.errors import InputError
@@ -44,6 +45,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", choices=TOPK_KERNELS, default="auto",
                         help="block top-k selection's top-k kernel (auto: bitonic for rows of "
                         "<= 1024 pages, else flashinfer's radix top-k)")
+    parser.add_argument("--impl", choices=BLOCKTOPK_IMPLS, default="auto",
+                        help="block top-k implementation: fused (one kernel per step: "
+                        "scoring, selection and attention), separate (selection kernels, then "
+                        "the sparse attention), auto (the library default)")
+    parser.add_argument("--page-means-dtype", choices=PAGE_MEANS_DTYPES, default="bf16",
+                        help="storage of the page means block top-k scores (fp8: e4m3)")
     parser.add_argument("--replicas", type=int, default=4,
                         help="independent caches cycled through, to defeat the L2 cache")
     parser.add_argument("--repeats", type=int, default=100, help="timed CUDA graph replays")
@@ -103,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                             attention_only=args.attention_only, local_pages=args.local_pages,
                             replicas=args.replicas, repeats=args.repeats,
                             use_tensor_cores=not args.cuda_cores, topk_kernel=args.topk,
-                            layer_impl=args.layer_impl)
+                            layer_impl=args.layer_impl, blocktopk_impl=args.impl,
+                            page_means_dtype=args.page_means_dtype)
     for value in (args.json_out, getattr(args, "plot", None)):  # before any GPU work
         if value is not None:
             check_output_file(value, replace=args.force)
