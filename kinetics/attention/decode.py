@@ -265,6 +265,7 @@ class BlockTopkDecode:
 MAX_CANDIDATES = 1024  # fused: candidates per row (splits x chunks x k) aimed at
 MAX_CHUNK_PAGES = 1024  # fused: pages per chunk top-k at most
 MAX_SPLITS = 16  # fused: programs per row at most
+MAX_ROW_PAGES = 1 << 24  # fused: pages a row may hold (the page number's bits in a pack)
 
 
 @dataclass(frozen=True)
@@ -383,6 +384,8 @@ class FusedBlockTopkDecode:
                if cache.device.type == "cuda" else 132)
         self.rows = cache.batch_size * h
         self.max_pages = cache.page_table.shape[1]
+        if self.max_pages * 2 > MAX_ROW_PAGES:
+            raise ValueError(f"rows of {self.max_pages} pages: at most {MAX_ROW_PAGES // 2}")
         self.launch = choose_fused_launch(self.rows, self.max_pages, topk_pages, local_pages,
                                           cache.page_size, sms, splits, chunk_pages,
                                           tile_pages, one_launch, interpreted)
@@ -407,6 +410,15 @@ class FusedBlockTopkDecode:
     def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Block top-k attention of ``q`` ``[batch, q_heads, dim]`` (contiguous) into ``out``
         (same shape); the selection into :attr:`pages`."""
+        self._launch(q, out, compile_only=False)
+        return out
+
+    def compile(self, q: torch.Tensor, out: torch.Tensor) -> None:
+        """Compile the kernel(s) a call with these arguments launches, without launching
+        (Triton's warm-up: fills its cache, e.g. from several processes at once)."""
+        self._launch(q, out, compile_only=True)
+
+    def _launch(self, q: torch.Tensor, out: torch.Tensor, compile_only: bool) -> None:
         from kinetics.attention.kernels.fused_decode import fused_blocktopk_kernel
 
         c, n = self.cache, self.launch
@@ -420,14 +432,16 @@ class FusedBlockTopkDecode:
                     LOCAL_P2=max(next_pow2(self.local_pages), 2), SPLITS=n.splits,
                     CHUNKS=n.chunks, CHUNK_PAGES=n.chunk_pages, BLOCK_P=self.block_p,
                     K_P2=self.k_p2, CANDS_P2=max(next_pow2(n_cands), self.k_p2),
-                    MAXP=next_pow2(n.splits * n.chunks * n.chunk_pages),
+                    MAXP=MAX_ROW_PAGES,
                     TILE_PAGES=n.tile_pages, TILES=n.tiles,
                     M_ROWS=max(16, next_pow2(self.group)), num_warps=self.num_warps,
                     num_stages=self.num_stages)
         grid = (self.rows, n.splits)
         for phase in ((0,) if n.one_launch else (1, 2)):
-            fused_blocktopk_kernel[grid](*args, PHASE=phase, **meta)
-        return out
+            if compile_only:
+                fused_blocktopk_kernel.warmup(*args, grid=grid, PHASE=phase, **meta)
+            else:
+                fused_blocktopk_kernel[grid](*args, PHASE=phase, **meta)
 
     def selected_page_mask(self) -> torch.Tensor:
         """The last selection as a bool ``[batch, kv_heads, max_pages]`` mask."""
