@@ -1,7 +1,7 @@
 """Markdown tables (one per model) of a `kinetics bench --grid` JSON, as in
 benchmarks/RESULTS.md: per (context, batch) the dense step and, per budget, the block
 top-k step of the library default (its variants' steps in brackets: fused / separate /
-fused on fp8 page means), its speedup over dense and the byte roofline (share; with the
+fused on fp8 page means / separate on fp8 page means), its speedup over dense and the byte roofline (share; with the
 run's read curve also the share the one-launch floor allows and the measured step as a
 share of that floor, kinetics.bench.floors).
 
@@ -11,16 +11,16 @@ share of that floor, kinetics.bench.floors).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections import defaultdict
 
-VARIANTS = ("fused", "separate", "fused-fp8")
+VARIANTS = ("fused", "separate", "fused-fp8", "separate-fp8")
 
 
 def _ms(cell: dict) -> str:
-    steps = " / ".join(f"{cell['step_ms'].get(v, math.nan):.4f}" for v in VARIANTS)
-    return f"{cell['blocktopk_ms']:.4f} ({steps})"
+    steps = " / ".join(f"{cell['step_ms'][v]:.4f}" if v in cell["step_ms"] else "-"
+                       for v in VARIANTS)
+    return f"{cell['blocktopk_ms']:.4f} {cell['impl'][:3]} ({steps})"
 
 
 def tables(grid: dict) -> str:
@@ -39,7 +39,7 @@ def tables(grid: dict) -> str:
     for model, rows in by_model.items():
         head = ["context", "batch", "KV MB", "dense ms", "dense % copy"]
         for b in budgets:
-            head += [f"{b * page:,} tokens: ms (fused / separate / fp8)",
+            head += [f"{b * page:,} tokens: ms (fused / separate / fused fp8 / separate fp8)",
                      "speedup / roofline (share" + ("; 1-launch floor share, of floor)"
                                                     if floor else ")")]
         out += [f"**{model} tp {grid['spec']['tp']}.**", "", "| " + " | ".join(head) + " |",

@@ -51,8 +51,10 @@ if [ "$mode" = explore ]; then
     step tests "$(left)" python3 -m pytest -m gpu -x -q -p no:cacheprovider \
         tests/attention/test_decode.py -k fused
 else
-    step tests "$(left)" python3 -m pytest -m gpu -q -p no:cacheprovider \
+    step tests "$(left)" python3 -m pytest -m gpu -v -p no:cacheprovider \
         tests/attention tests/bench tests/model
+    echo "tests: $(grep -c ' PASSED' "$log") passed, $(grep -c ' FAILED' "$log") failed," \
+        "$(grep -c ' SKIPPED' "$log") skipped (as far as they got)" | tee -a "$log"
 fi
 echo "== summary"
 grep -E "^== |^precompiled|^compiled|cells with dense|gate:|passed|failed| FAIL|Error" "$log" | tail -40

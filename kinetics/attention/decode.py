@@ -264,7 +264,7 @@ class BlockTopkDecode:
 
 MAX_CANDIDATES = 1024  # fused: candidates per row (splits x chunks x k) aimed at
 MAX_CHUNK_PAGES = 1024  # fused: pages per chunk top-k at most
-MAX_SPLITS = 16  # fused: programs per row at most
+MAX_SPLITS = 8  # fused: programs per row at most (8 beat 16 at 1, 4 and 16 rows on an H200)
 MAX_ROW_PAGES = 1 << 24  # fused: pages a row may hold (the page number's bits in a pack)
 
 
@@ -451,9 +451,17 @@ class FusedBlockTopkDecode:
 BLOCKTOPK_IMPLS = ("fused", "separate")
 
 
-def default_impl(rows: int, max_pages: int, topk_pages: int) -> str:
-    """The block top-k implementation ``impl="auto"`` builds for ``rows`` rows of
-    ``max_pages`` pages attending ``topk_pages``: the fused kernel."""
+def default_impl(rows: int, max_pages: int, topk_pages: int, group: int) -> str:
+    """The block top-k implementation ``impl="auto"`` builds for ``rows`` (request, KV
+    head) rows of ``max_pages`` pages attending ``topk_pages`` with GQA group ``group``:
+    the separate kernels where they measured faster on an H200 (benchmarks/RESULTS.md,
+    2026-12-03 grid: long rows at many rows, where the fused kernel's programs each
+    score several chunks in turn; few rows with 2,048-token budgets; few rows of GQA
+    group 4 from 1,024 pages), the fused kernel everywhere else."""
+    if (rows >= 64 and max_pages >= 4096) or (rows >= 256 and max_pages >= 2048):
+        return "separate"
+    if rows <= 4 and (topk_pages >= 128 or (group <= 4 and max_pages >= 1024)):
+        return "separate"
     return "fused"
 
 
@@ -466,7 +474,7 @@ def build_blocktopk_decode(cache: PagedKVCache, num_q_heads: int, topk_pages: in
     ``"auto"`` (:func:`default_impl`)."""
     if impl == "auto":
         impl = default_impl(cache.batch_size * cache.num_kv_heads, cache.page_table.shape[1],
-                            topk_pages)
+                            topk_pages, num_q_heads // cache.num_kv_heads)
     if impl == "fused":
         return FusedBlockTopkDecode(cache, num_q_heads, topk_pages, local_pages, **options)
     if impl != "separate":

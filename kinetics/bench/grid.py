@@ -4,14 +4,14 @@ over model shards, contexts, batch sizes and token budgets, one GPU.
 Per cell (model sharded ``tp`` ways, ``context`` tokens per request, ``batch_size``
 requests, ``topk_pages`` pages = budget / page size): dense ms and its fraction of the
 copy bandwidth; the full block top-k step of each variant (:data:`VARIANTS`: the fused
-one-kernel step, the separate selection + attention kernels, the fused step on fp8
-page means), the library default's (``impl="auto"``) as the cell's block top-k ms; the
+one-kernel step and the separate selection + attention kernels, each on bf16 and on
+fp8 page means), the library default's (``impl="auto"``) as the cell's block top-k ms; the
 speedup over dense, the byte roofline (dense bytes / block top-k bytes) and the share
 of it reached; with the read curve, the one-launch floor (:mod:`kinetics.bench.floors`)
 and the measured step against it. Dense is timed once per (model, context, batch) and
 shared by the budgets. Every cell is checked first on replica 0 (NaN-poisoned output
 fully written, selection vs ``torch.topk`` up to ties for every variant, output vs the
-float32 reference for the fused variants where the dense KV is at most
+float32 reference for the bf16 variants where the dense KV is at most
 ``GridSpec.check_kv_bytes``).
 
 Timing: :func:`kinetics.bench.timing.time_graph` over CUDA graphs cycling
@@ -45,7 +45,7 @@ GRID_BATCHES = (1, 4, 16, 64, 256)
 GRID_BUDGETS = (1024, 2048)  # tokens attended per (request, KV head)
 # block top-k variants timed per cell: (impl of build_blocktopk_decode, page-means dtype)
 VARIANTS = {"fused": ("fused", "bf16"), "separate": ("separate", "bf16"),
-            "fused-fp8": ("fused", "fp8")}
+            "fused-fp8": ("fused", "fp8"), "separate-fp8": ("separate", "fp8")}
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,8 @@ def format_grid(result: GridResult) -> str:
              + "  ".join(f"{k} {v[k]}" for k in sorted(v)),
              f"{'model':<10} {'ctx':>6} {'batch':>5} {'pages':>5} {'KV MB':>7} "
              f"{'dense ms':>9} {'of copy':>7} {'btk ms':>8} {'impl':>8} {'fused':>7} "
-             f"{'separate':>8} {'fp8':>7} {'speedup':>7} {'roofline':>8} {'share':>6} "
+             f"{'separate':>8} {'fp8':>7} {'sep fp8':>7} {'speedup':>7} {'roofline':>8} "
+             f"{'share':>6} "
              f"{'floor ms':>8} {'of floor':>8} {'@floor':>6} ok"]
     limits = (cell_limits(result.to_dict(), result.read_curve, result.spec)
               if result.read_curve else [None] * len(result.cells))
@@ -236,7 +237,7 @@ def format_grid(result: GridResult) -> str:
             f"{r.dense_bytes / 1e6:>7.0f} {r.dense_ms:>9.4f} {r.dense_fraction_of_copy:>7.1%} "
             f"{r.blocktopk_ms:>8.4f} {r.impl:>8} {step.get('fused', math.nan):>7.4f} "
             f"{step.get('separate', math.nan):>8.4f} {step.get('fused-fp8', math.nan):>7.4f} "
-            f"{r.speedup:>6.2f}x {r.byte_roofline:>7.2f}x {r.share_of_roofline:>6.0%} "
+            f"{step.get('separate-fp8', math.nan):>7.4f} {r.speedup:>6.2f}x {r.byte_roofline:>7.2f}x {r.share_of_roofline:>6.0%} "
             f"{floor} {'ok' if r.checks_passed else 'FAIL ' + '; '.join(r.check_notes)}")
     for s in result.skipped:
         c = s.cell
@@ -366,21 +367,24 @@ def _run_blocktopk(cell: GridCell, cfg: BenchConfig, w, spec: GridSpec, dense_ms
     dense_bytes, sparse_bytes = cell.step_bytes(spec)
     c0 = w.caches[0]
     chosen = default_impl(c0.batch_size * c0.num_kv_heads, c0.page_table.shape[1],
-                          cell.topk_pages)
+                          cell.topk_pages, w.q_heads // w.kv_heads)
     notes = [] if dense_check.passed else [f"dense rel err {dense_check.rel_err:.2e}"]
     step: dict[str, float] = {}
+    workloads = {"bf16": w}
     for variant in spec.variants:
         impl, means = VARIANTS[variant]
-        vw, vcfg = _variant_workload(w, means), replace(cfg, page_means_dtype=means)
+        if means not in workloads:
+            workloads[means] = _variant_workload(w, means)
+        vw, vcfg = workloads[means], replace(cfg, page_means_dtype=means)
         decoders = [build_blocktopk_decode(c, w.q_heads, cell.topk_pages, spec.local_pages,
                                            impl=impl) for c in vw.caches]
         check = check_method("blocktopk", decoders[0], vw, vcfg,
-                             compare_output=compare and impl == "fused")
+                             compare_output=compare and variant in ("fused", "separate"))
         if not check.passed:
             notes.append(f"{variant}: written={check.all_written} rel err "
                          f"{check.rel_err:.2e} selection ok={check.selection.passed}")
         step[variant] = time_steps(vw, decoders, vcfg).ms
-        del decoders, vw
+        del decoders
     return CellResult(cell, cfg.replicas, dense_bytes, sparse_bytes, dense_ms,
                       dense_bytes / (dense_ms * 1e-3) / 1e9 / copy_gbps, chosen, step,
                       step.get(chosen, math.nan), not notes, tuple(notes),
