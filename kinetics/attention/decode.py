@@ -455,12 +455,15 @@ def default_impl(rows: int, max_pages: int, topk_pages: int, group: int) -> str:
     """The block top-k implementation ``impl="auto"`` builds for ``rows`` (request, KV
     head) rows of ``max_pages`` pages attending ``topk_pages`` with GQA group ``group``:
     the separate kernels where they measured faster on an H200 (benchmarks/RESULTS.md,
-    2026-12-03 grid: long rows at many rows, where the fused kernel's programs each
-    score several chunks in turn; few rows with 2,048-token budgets; few rows of GQA
-    group 4 from 1,024 pages), the fused kernel everywhere else."""
-    if (rows >= 64 and max_pages >= 4096) or (rows >= 256 and max_pages >= 2048):
+    2026-12-03 grids, both steps timed in every cell): long rows at many rows, where
+    each fused program scores several chunks in turn; 2,048-token budgets at few rows
+    (and at 16 rows for GQA group 4); rows of 8,192 pages and more at 1-4 rows. The
+    fused kernel everywhere else."""
+    if topk_pages >= 128 and (rows <= 4 or (rows <= 16 and group <= 4)):
         return "separate"
-    if rows <= 4 and (topk_pages >= 128 or (group <= 4 and max_pages >= 1024)):
+    if rows <= 4 and max_pages >= 8192:
+        return "separate"
+    if (rows >= 64 and max_pages >= 4096) or (rows >= 256 and max_pages >= 2048):
         return "separate"
     return "fused"
 
