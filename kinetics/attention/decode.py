@@ -1,4 +1,5 @@
-"""GPU decode over a :class:`PagedKVCache`: dense, and block top-k in two steps.
+"""GPU decode over a :class:`PagedKVCache`: dense, and block top-k (one fused kernel, or
+selection and attention kernels).
 
 Every class plans once into buffers it owns, so a step is a fixed sequence of kernel
 launches that a CUDA graph can capture and replay.
@@ -8,14 +9,20 @@ launches that a CUDA graph can capture and replay.
   default its tensor-core path with the ``fa2`` backend, which streams K/V at 87-107%
   of copy bandwidth on an H200 from 268 MB of K/V up, for both GQA groups (4 and 8),
   where the CUDA-core path reached 34-66% (benchmarks/RESULTS.md).
-* Block top-k = :class:`TopkPageSelection` (Triton scoring + a top-k kernel,
-  :mod:`kinetics.attention.select`; writes ``topk_pages`` physical page ids per
-  (request, KV head) row) followed by :class:`TritonSparseAttention` (split-KV
-  Triton decode over those pages, :mod:`kinetics.attention.kernels.sparse_decode`);
-  :class:`BlockTopkDecode` runs the two and :func:`build_blocktopk_decode` builds it.
-  flashinfer's paged decode over the selected pages measured 1.4-2.5x slower than the
-  Triton attention on every cell tried and left the library. Every request must hold
-  at least ``topk_pages`` pages.
+* Block top-k, built by :func:`build_blocktopk_decode` (``impl``; ``"auto"``:
+  :func:`default_impl`, the one that measured faster for the shape):
+
+  * ``"fused"``: :class:`FusedBlockTopkDecode`, scoring, selection and split-KV
+    attention of each (request, KV head) row in one Triton kernel per step
+    (:mod:`kinetics.attention.kernels.fused_decode`; launch:
+    :func:`choose_fused_launch`); requests may hold any number of pages;
+  * ``"separate"``: :class:`BlockTopkDecode` = :class:`TopkPageSelection` (Triton
+    scoring + a top-k kernel, :mod:`kinetics.attention.select`; writes ``topk_pages``
+    physical page ids per row) followed by :class:`TritonSparseAttention` (split-KV
+    Triton decode over those pages, :mod:`kinetics.attention.kernels.sparse_decode`).
+    flashinfer's paged decode over the selected pages measured 1.4-2.5x slower than
+    the Triton attention on every cell tried and left the library. Every request must
+    hold at least ``topk_pages`` pages.
 
 flashinfer and triton import lazily (inside ``__init__``), so importing this module
 needs only torch.
