@@ -1,8 +1,9 @@
 """The Triton kernels on CPU under ``TRITON_INTERPRET=1`` (no GPU needed; needs triton).
 
-The separate path: selection (scoring + bitonic top-k) then split-KV attention (float32: the interpreter
-does not model bfloat16 loads) against the torch reference, in a subprocess because
-the interpreter is chosen when the kernels are decorated, at import. The attention
+The separate path: selection (scoring + bitonic top-k) then split-KV attention
+(float32: the interpreter does not model bfloat16 loads) against the torch reference,
+in a subprocess because the interpreter is chosen when the kernels are decorated, at
+import. The attention
 runs again over each row's page list shuffled: it finds the partial last page by its
 id, so the order must not matter.
 """
