@@ -54,7 +54,7 @@ def timed(w, decoders, cfg, only=None) -> float:
 
 def sweep_cell(model, context, batch, l2, deadline, log):
     cfg, w = workload(model, context, batch, l2)
-    base = [build_blocktopk_decode(c, w.q_heads, K, 1) for c in w.caches]
+    base = [build_blocktopk_decode(c, w.q_heads, K, 1, impl="separate") for c in w.caches]
     for i, d in enumerate(base):
         d.select(w.queries[i])
     base_ms = timed(w, base, cfg, "attend")
@@ -72,7 +72,7 @@ def sweep_cell(model, context, batch, l2, deadline, log):
                     if time.time() > deadline or splits * tile > K:
                         continue
                     try:
-                        decs = [build_blocktopk_decode(c, w.q_heads, K, 1, tile_pages=tile,
+                        decs = [build_blocktopk_decode(c, w.q_heads, K, 1, impl="separate", tile_pages=tile,
                                                        num_warps=warps, num_stages=stages,
                                                        splits=splits) for c in w.caches]
                     except ValueError:
@@ -124,7 +124,7 @@ def fp8_cell(model, context, batch, l2, log):
     cfg, w = workload(model, context, batch, l2)
     rec = dict(model=model, context=context, batch=batch)
     for name in ("bf16", "fp8"):
-        decs = [build_blocktopk_decode(c, w.q_heads, K, 1) for c in w.caches]
+        decs = [build_blocktopk_decode(c, w.q_heads, K, 1, impl="separate") for c in w.caches]
         if name == "fp8":
             decs = [Fp8Means(d) for d in decs]
         sel, full = timed(w, decs, cfg, "select"), timed(w, decs, cfg)

@@ -29,6 +29,32 @@ if TYPE_CHECKING:  # torch stays an optional dependency of the package
     import torch
 
 
+PAGE_MEANS_DTYPES = ("bf16", "fp8", "fp32")  # names of the page-mean dtypes (CLI, bench)
+FP8_MAX = 448.0  # largest finite float8 e4m3fn
+
+
+def page_means_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a page-mean dtype name (``"bf16"``, ``"fp8"``: e4m3fn,
+    ``"fp32"``); InputError on another name."""
+    import torch
+
+    dtypes = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn, "fp32": torch.float32}
+    if name not in dtypes:
+        raise InputError(f"page-means dtype must be one of {', '.join(PAGE_MEANS_DTYPES)}, "
+                         f"got {name!r}")
+    return dtypes[name]
+
+
+def round_page_means(means: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Float ``means`` stored as ``dtype``: float8 e4m3fn saturates at +-FP8_MAX (a plain
+    cast would give NaN), other dtypes cast as torch does."""
+    import torch
+
+    if dtype == torch.float8_e4m3fn:
+        means = means.clamp(-FP8_MAX, FP8_MAX)
+    return means.to(dtype)
+
+
 def _check_page_size(page_size: int) -> None:
     if page_size < 1 or page_size & (page_size - 1):
         raise InputError(f"page size must be a power of two (tokens), got {page_size}")
@@ -42,7 +68,8 @@ class PagedKVCache:
         num_kv_heads, head_dim: KV heads and their width (elements).
         page_size: tokens per page, a power of two (16 by default).
         max_tokens: capacity per request, tokens (sets the page-table width).
-        dtype, device: storage of K, V and the page means.
+        dtype, device: storage of K and V (and of the page means by default).
+        page_means_dtype: storage of the page means (default ``dtype``).
         num_pages: pages in the pool (default: exactly enough for every request).
         page_order: ``"sequential"`` hands out pages in pool order, ``"random"`` in
             a random permutation (non-contiguous page tables), drawn from ``seed``.
@@ -52,7 +79,8 @@ class PagedKVCache:
     def __init__(self, batch_size: int, num_kv_heads: int, head_dim: int, *,
                  page_size: int = 16, max_tokens: int, dtype: torch.dtype | None = None,
                  device: str | torch.device = "cpu", num_pages: int | None = None,
-                 page_order: str = "sequential", seed: int = 0) -> None:
+                 page_order: str = "sequential", seed: int = 0,
+                 page_means_dtype: torch.dtype | None = None) -> None:
         import torch
 
         _check_page_size(page_size)
@@ -72,7 +100,8 @@ class PagedKVCache:
         self.k_pages = torch.zeros(shape, dtype=dtype, device=self.device)
         self.v_pages = torch.zeros(shape, dtype=dtype, device=self.device)
         self.key_means = torch.zeros((batch_size, num_kv_heads, self.max_pages_per_request,
-                                      head_dim), dtype=dtype, device=self.device)
+                                      head_dim), dtype=page_means_dtype or dtype,
+                                     device=self.device)
         self.page_table = torch.full((batch_size, self.max_pages_per_request), -1,
                                      dtype=torch.int32, device=self.device)
         self.seq_lens = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
@@ -90,7 +119,8 @@ class PagedKVCache:
     def from_dense(cls, keys: torch.Tensor, values: torch.Tensor, *, page_size: int = 16,
                    seq_lens: list[int] | None = None, dtype: torch.dtype | None = None,
                    device: str | torch.device | None = None, page_order: str = "sequential",
-                   seed: int = 0, num_pages: int | None = None) -> PagedKVCache:
+                   seed: int = 0, num_pages: int | None = None,
+                   page_means_dtype: torch.dtype | None = None) -> PagedKVCache:
         """Build a cache holding contiguous ``keys``/``values`` ``[batch, tokens, kv_heads, dim]``.
 
         ``seq_lens`` (tokens per request, default all ``tokens``) makes a ragged batch:
@@ -106,7 +136,8 @@ class PagedKVCache:
             raise InputError(f"seq_lens must give 0..{tokens} tokens for each of {batch} requests")
         cache = cls(batch, heads, dim, page_size=page_size, max_tokens=max(tokens, 1),
                     dtype=dtype or keys.dtype, device=device or keys.device,
-                    page_order=page_order, seed=seed, num_pages=num_pages)
+                    page_order=page_order, seed=seed, num_pages=num_pages,
+                    page_means_dtype=page_means_dtype)
         ps = page_size
         for r, n in enumerate(lens):
             pages = -(-n // ps)
@@ -126,13 +157,15 @@ class PagedKVCache:
     def random(cls, batch_size: int, num_kv_heads: int, head_dim: int, context: int, *,
                page_size: int = 16, dtype: torch.dtype | None = None,
                device: str | torch.device = "cpu", seed: int = 0,
-               generator: torch.Generator | None = None) -> PagedKVCache:
+               generator: torch.Generator | None = None,
+               page_means_dtype: torch.dtype | None = None) -> PagedKVCache:
         """A cache of ``context`` tokens per request filled with standard-normal K and V,
         pages in a random order (fast: no per-token work; used by the benchmark)."""
         import torch
 
         cache = cls(batch_size, num_kv_heads, head_dim, page_size=page_size,
-                    max_tokens=context, dtype=dtype, device=device)
+                    max_tokens=context, dtype=dtype, device=device,
+                    page_means_dtype=page_means_dtype)
         gen = generator or torch.Generator(device=cache.device).manual_seed(seed)
         cache.k_pages.normal_(generator=gen)
         cache.v_pages.normal_(generator=gen)
@@ -219,7 +252,8 @@ class PagedKVCache:
         slots = torch.arange(self.page_size, device=self.device)
         valid = (slots[None, :] < counts[:, None]).to(torch.float32)  # [P, ps]
         sums = torch.einsum("phsd,ps->phd", self.k_pages[phys].to(torch.float32), valid)
-        means = (sums / counts.clamp(min=1)[:, None, None]).to(self.dtype)  # [P, H, D]
+        means = round_page_means(sums / counts.clamp(min=1)[:, None, None],
+                                 self.key_means.dtype)  # [P, H, D]
         self.key_means[req, :, page] = means
 
     def _refresh_means(self, requests: torch.Tensor) -> None:
@@ -256,6 +290,20 @@ class PagedKVCache:
         """Tokens in each request's last page, ``[batch]`` int64 (0 for an empty request)."""
         n = self.seq_lens
         return ((n - 1) % self.page_size + 1) * (n > 0)
+
+    def with_page_means_dtype(self, dtype: torch.dtype) -> PagedKVCache:
+        """A cache sharing this one's K/V pages, page table and lengths (not copied) whose
+        page means are recomputed from the pages and stored as ``dtype``: for reading
+        (benchmarks, checks); appending to either leaves the other's view stale."""
+        import copy
+
+        import torch
+
+        other = copy.copy(self)
+        other.key_means = torch.zeros_like(self.key_means, dtype=dtype)
+        other._free = list(self._free)
+        other.recompute_means()
+        return other
 
     def contiguous(self, request: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Request ``request``'s keys and values, ``[tokens, kv_heads, head_dim]`` each."""

@@ -1,4 +1,5 @@
-"""GPU decode over a :class:`PagedKVCache`: dense, and block top-k in two steps.
+"""GPU decode over a :class:`PagedKVCache`: dense, and block top-k (one fused kernel, or
+selection and attention kernels).
 
 Every class plans once into buffers it owns, so a step is a fixed sequence of kernel
 launches that a CUDA graph can capture and replay.
@@ -7,12 +8,18 @@ launches that a CUDA graph can capture and replay.
   with all its KV heads; the page list of request ``r`` is its page table row. By
   default its tensor-core path with the ``fa2`` backend, the faster of flashinfer's
   paths in the grid runs (benchmarks/RESULTS.md).
-* Block top-k = :class:`TopkPageSelection` (Triton scoring + a top-k kernel,
-  :mod:`kinetics.attention.select`; writes ``topk_pages`` physical page ids per
-  (request, KV head) row) followed by :class:`TritonSparseAttention` (split-KV
-  Triton decode over those pages, :mod:`kinetics.attention.kernels.sparse_decode`);
-  :class:`BlockTopkDecode` runs the two and :func:`build_blocktopk_decode` builds it.
-  Every request must hold at least ``topk_pages`` pages.
+* Block top-k, built by :func:`build_blocktopk_decode` (``impl``; ``"auto"``:
+  :func:`default_impl`, the one that measured faster for the shape):
+
+  * ``"fused"``: :class:`FusedBlockTopkDecode`, scoring, selection and split-KV
+    attention of each (request, KV head) row in one Triton kernel per step
+    (:mod:`kinetics.attention.kernels.fused_decode`; launch:
+    :func:`choose_fused_launch`); requests may hold any number of pages;
+  * ``"separate"``: :class:`BlockTopkDecode` = :class:`TopkPageSelection` (Triton
+    scoring + a top-k kernel, :mod:`kinetics.attention.select`; writes ``topk_pages``
+    physical page ids per row) followed by :class:`TritonSparseAttention` (split-KV
+    Triton decode over those pages, :mod:`kinetics.attention.kernels.sparse_decode`).
+    Every request must hold at least ``topk_pages`` pages.
 
 flashinfer and triton import lazily (inside ``__init__``), so importing this module
 needs only torch.
@@ -21,6 +28,7 @@ needs only torch.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kinetics.attention.select import next_pow2, prev_pow2
@@ -52,6 +60,31 @@ def choose_launch(rows: int, list_len: int, page_size: int, sms: int) -> tuple[i
     tiles = -(-list_len // tile_pages)
     splits = max(2, prev_pow2(sms // max(rows, 1)))
     return tile_pages, min(splits, prev_pow2(tiles))
+
+
+def page_mask_from_ids(cache: PagedKVCache, pages: torch.Tensor) -> torch.Tensor:
+    """A selection given as physical page ids ``pages`` (int32 ``[batch * kv_heads, n]``,
+    row ``request * kv_heads + head``, -1 for an unused slot) as a bool ``[batch,
+    kv_heads, max_pages]`` mask over logical page positions (for checks against the
+    reference). AssertionError if a row lists a page its request does not own."""
+    import torch
+
+    c = cache
+    b, h, p = c.batch_size, c.num_kv_heads, c.page_table.shape[1]
+    phys = pages.view(b, h, -1).long()
+    # physical page -> logical position, per request
+    inverse = torch.full((c.num_pages + 1,), -1, dtype=torch.int64, device=c.device)
+    mask = torch.zeros((b, h, p + 1), dtype=torch.bool, device=c.device)
+    for r in range(b):
+        n = int(c.num_request_pages()[r])
+        inverse[c.page_table[r, :n].long()] = torch.arange(n, device=c.device)
+        listed = phys[r] >= 0
+        pos = torch.where(listed, inverse[phys[r].clamp(min=0)], p)  # [h, k]; unused -> p
+        if bool((pos < 0).any()):
+            raise AssertionError(f"request {r}: selected a page it does not own")
+        mask[r].scatter_(-1, pos, True)
+        inverse[c.page_table[r, :n].long()] = -1
+    return mask[..., :p]
 
 
 class FlashinferDenseDecode:
@@ -143,23 +176,7 @@ class TopkPageSelection:
     def selected_page_mask(self) -> torch.Tensor:
         """The last selection as a bool ``[batch, kv_heads, max_pages]`` mask over logical
         page positions (for checks against the reference)."""
-        import torch
-
-        c = self.cache
-        b, h, p = c.batch_size, c.num_kv_heads, c.page_table.shape[1]
-        phys = self.pages.view(b, h, self.topk_pages).long()
-        # physical page -> logical position, per request
-        inverse = torch.full((c.num_pages,), -1, dtype=torch.int64, device=c.device)
-        mask = torch.zeros((b, h, p), dtype=torch.bool, device=c.device)
-        for r in range(b):
-            n = int(c.num_request_pages()[r])
-            inverse[c.page_table[r, :n].long()] = torch.arange(n, device=c.device)
-            pos = inverse[phys[r]]  # [h, k]
-            if bool((pos < 0).any()):
-                raise AssertionError(f"request {r}: selected a page it does not own")
-            mask[r].scatter_(-1, pos, True)
-            inverse[c.page_table[r, :n].long()] = -1
-        return mask
+        return page_mask_from_ids(self.cache, self.pages)
 
 
 class TritonSparseAttention:
@@ -248,10 +265,225 @@ class BlockTopkDecode:
         return self.selection.selected_page_mask()
 
 
+MAX_CANDIDATES = 1024  # fused: candidates per row (splits x chunks x k) aimed at
+MAX_CHUNK_PAGES = 1024  # fused: pages per chunk top-k at most
+MAX_SPLITS = 8  # fused: programs per row at most (the faster cap explored: benchmarks/RESULTS.md)
+MAX_ROW_PAGES = 1 << 24  # fused: pages a row may hold (the page number's bits in a pack)
+
+
+@dataclass(frozen=True)
+class FusedLaunch:
+    """Launch shape of :class:`FusedBlockTopkDecode`: ``splits`` programs per row, each
+    scoring ``chunks`` chunks of ``chunk_pages`` pages and attending ``tiles`` tiles of
+    ``tile_pages`` list positions; ``one_launch``: one kernel launch per step (the
+    splits of a row wait for each other) instead of two."""
+
+    splits: int
+    chunk_pages: int
+    chunks: int
+    tile_pages: int
+    tiles: int
+    one_launch: bool
+
+
+def candidate_width(topk_pages: int, local_pages: int) -> int:
+    """Candidates each chunk keeps: ``topk_pages - local_pages`` rounded up to a power
+    of two (at least 2)."""
+    return max(next_pow2(topk_pages - local_pages), 2)
+
+
+def choose_fused_launch(rows: int, max_pages: int, topk_pages: int, local_pages: int,
+                        page_size: int, sms: int, splits: int | None = None,
+                        chunk_pages: int | None = None, tile_pages: int | None = None,
+                        one_launch: bool | None = None, interpreted: bool = False
+                        ) -> FusedLaunch:
+    """The launch of the fused block top-k decode for ``rows`` (request, KV head) rows of
+    ``max_pages`` pages of ``page_size`` tokens attending ``topk_pages`` pages, on
+    ``sms`` SMs. Any argument given is kept (checked).
+
+    Defaults: ``prev_pow2(sms // rows)`` splits per row (about one program per SM while
+    rows are few), at most MAX_SPLITS, at most MAX_CANDIDATES candidates per row, each
+    split scoring at least one candidate width of pages and attending at least one
+    page; chunks of at most MAX_CHUNK_PAGES pages; tiles as :func:`choose_launch`;
+    one launch wherever the grid fits one program per SM (the splits of a row spin on
+    each other, so they must all be resident), never under Triton's interpreter (it
+    runs programs one after another).
+    """
+    k_p2 = candidate_width(topk_pages, local_pages)
+    if splits is None:
+        splits = max(1, prev_pow2(sms // max(rows, 1)))
+        splits = min(splits, MAX_SPLITS, max(1, MAX_CANDIDATES // k_p2),
+                     prev_pow2(max(max_pages // max(k_p2, 16), 1)), prev_pow2(topk_pages))
+    if splits < 1:
+        raise ValueError(f"splits must be >= 1, got {splits}")
+    per_split = -(-max_pages // splits)
+    if chunk_pages is None:
+        chunk_pages = min(next_pow2(per_split), MAX_CHUNK_PAGES)
+    chunk_pages = max(chunk_pages, k_p2, 16)
+    if chunk_pages & (chunk_pages - 1):
+        raise ValueError(f"chunk_pages must be a power of two, got {chunk_pages}")
+    chunks = -(-per_split // chunk_pages)
+    share = -(-topk_pages // splits)  # list positions each split attends
+    if tile_pages is None:
+        tile_pages, _ = choose_launch(rows, topk_pages, page_size, sms)
+        tile_pages = min(tile_pages, next_pow2(share))
+    tile_pages = max(tile_pages, -(-16 // page_size))
+    tiles = -(-share // tile_pages)
+    fits = rows * splits <= sms
+    if one_launch is None:
+        one_launch = splits == 1 or (fits and not interpreted)
+    if one_launch and splits > 1 and (interpreted or not fits):
+        raise ValueError(f"one launch of {rows} rows x {splits} splits needs every program "
+                         f"resident at once ({sms} SMs{', interpreted' if interpreted else ''})")
+    return FusedLaunch(splits, chunk_pages, chunks, tile_pages, tiles, one_launch)
+
+
+class FusedBlockTopkDecode:
+    """Block top-k decode in one Triton kernel per step (two where a row's splits cannot
+    all be resident): each (request, KV head) row's programs score its page means,
+    select its pages and attend them, and the row's last program merges the splits
+    (:mod:`kinetics.attention.kernels.fused_decode`).
+
+    Same selection and attention as :func:`kinetics.attention.reference.blocktopk_decode`
+    (up to ties and float32 summation order); requests holding ``topk_pages`` pages or
+    fewer attend all of them.
+
+    Args:
+        cache: the KV cache (CUDA, or CPU under ``TRITON_INTERPRET=1``).
+        num_q_heads: query heads (a multiple of the cache's KV heads).
+        topk_pages: pages attended per (request, KV head), the local ones included.
+        local_pages: trailing pages always attended (>= 1: the last, partial page).
+        splits, chunk_pages, tile_pages, one_launch: launch shape
+            (:func:`choose_fused_launch`; defaults from the device's SM count).
+        block_p: pages per scoring ``tl.dot``.
+        num_warps, num_stages: of the kernel.
+
+    Attributes:
+        pages: int32 ``[batch * kv_heads, topk_pages]`` physical page ids of the last
+            selection (the chosen pages best first, then the local pages; -1 where a
+            request holds fewer pages).
+        scores: float32 ``[batch * kv_heads, max_pages]`` the last block scores of the
+            candidate pages (other entries stale).
+    """
+
+    def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
+                 local_pages: int = 1, splits: int | None = None,
+                 chunk_pages: int | None = None, tile_pages: int | None = None,
+                 one_launch: bool | None = None, block_p: int = 128, num_warps: int = 4,
+                 num_stages: int = 3) -> None:
+        import os
+
+        import torch
+
+        if not 1 <= local_pages <= topk_pages:
+            raise ValueError(f"need 1 <= local_pages ({local_pages}) <= topk_pages ({topk_pages})")
+        h = cache.num_kv_heads
+        if num_q_heads % h:
+            raise ValueError(f"{num_q_heads} query heads do not divide into {h} KV heads")
+        if cache.head_dim & (cache.head_dim - 1) or cache.head_dim < 16:
+            raise ValueError(f"head_dim must be a power of two >= 16, got {cache.head_dim}")
+        interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+        sms = (torch.cuda.get_device_properties(cache.device).multi_processor_count
+               if cache.device.type == "cuda" else 132)
+        self.rows = cache.batch_size * h
+        self.max_pages = cache.page_table.shape[1]
+        if self.max_pages * 2 > MAX_ROW_PAGES:
+            raise ValueError(f"rows of {self.max_pages} pages: at most {MAX_ROW_PAGES // 2}")
+        self.launch = choose_fused_launch(self.rows, self.max_pages, topk_pages, local_pages,
+                                          cache.page_size, sms, splits, chunk_pages,
+                                          tile_pages, one_launch, interpreted)
+        self.cache, self.num_q_heads, self.topk_pages = cache, num_q_heads, topk_pages
+        self.local_pages, self.group = local_pages, num_q_heads // h
+        self.block_p = min(block_p, self.launch.chunk_pages)
+        self.num_warps, self.num_stages = num_warps, num_stages
+        self.k_p2 = candidate_width(topk_pages, local_pages)
+        n = self.launch
+        dev, rows, d = cache.device, self.rows, cache.head_dim
+        self.pages = torch.full((rows, topk_pages), -1, dtype=torch.int32, device=dev)
+        self.scores = torch.zeros((rows, self.max_pages), dtype=torch.float32, device=dev)
+        self.cands = torch.empty((rows, n.splits * n.chunks * self.k_p2), dtype=torch.int64,
+                                 device=dev)
+        self.part_o = torch.empty((rows, n.splits, self.group, d), dtype=torch.float32,
+                                  device=dev)
+        self.part_ml = torch.empty((rows, n.splits, self.group, 2), dtype=torch.float32,
+                                   device=dev)
+        self.counters = torch.zeros((rows, 2), dtype=torch.int32, device=dev)
+        self.qk_scale = LOG2_E / math.sqrt(d)
+
+    def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Block top-k attention of ``q`` ``[batch, q_heads, dim]`` (contiguous) into ``out``
+        (same shape); the selection into :attr:`pages`."""
+        self._launch(q, out, compile_only=False)
+        return out
+
+    def compile(self, q: torch.Tensor, out: torch.Tensor) -> None:
+        """Compile the kernel(s) a call with these arguments launches, without launching
+        (Triton's warm-up: fills its cache, e.g. from several processes at once)."""
+        self._launch(q, out, compile_only=True)
+
+    def _launch(self, q: torch.Tensor, out: torch.Tensor, compile_only: bool) -> None:
+        from kinetics.attention.kernels.fused_decode import fused_blocktopk_kernel
+
+        c, n = self.cache, self.launch
+        n_cands = n.splits * n.chunks * self.k_p2
+        args = (q, c.key_means, c.k_pages, c.v_pages, c.page_table, c.seq_lens, self.scores,
+                self.cands, self.pages, self.part_o, self.part_ml, self.counters, out,
+                self.qk_scale, self.max_pages, c.page_table.stride(0))
+        meta = dict(KV_HEADS=c.num_kv_heads, GROUP=self.group, HEAD_DIM=c.head_dim,
+                    PAGE_SIZE=c.page_size, TOPK=self.topk_pages,
+                    TOPK_P2=next_pow2(self.topk_pages), LOCAL_PAGES=self.local_pages,
+                    LOCAL_P2=max(next_pow2(self.local_pages), 2), SPLITS=n.splits,
+                    CHUNKS=n.chunks, CHUNK_PAGES=n.chunk_pages, BLOCK_P=self.block_p,
+                    K_P2=self.k_p2, CANDS_P2=max(next_pow2(n_cands), self.k_p2),
+                    MAXP=MAX_ROW_PAGES,
+                    TILE_PAGES=n.tile_pages, TILES=n.tiles,
+                    M_ROWS=max(16, next_pow2(self.group)), num_warps=self.num_warps,
+                    num_stages=self.num_stages)
+        grid = (self.rows, n.splits)
+        for phase in ((0,) if n.one_launch else (1, 2)):
+            if compile_only:
+                fused_blocktopk_kernel.warmup(*args, grid=grid, PHASE=phase, **meta)
+            else:
+                fused_blocktopk_kernel[grid](*args, PHASE=phase, **meta)
+
+    def selected_page_mask(self) -> torch.Tensor:
+        """The last selection as a bool ``[batch, kv_heads, max_pages]`` mask."""
+        return page_mask_from_ids(self.cache, self.pages)
+
+
+BLOCKTOPK_IMPLS = ("fused", "separate")
+
+
+def default_impl(rows: int, max_pages: int, topk_pages: int, group: int) -> str:
+    """The block top-k implementation ``impl="auto"`` builds for ``rows`` (request, KV
+    head) rows of ``max_pages`` pages attending ``topk_pages`` with GQA group ``group``:
+    the separate kernels where they measured faster on an H200 (benchmarks/RESULTS.md,
+    2026-12-03 grids, both steps timed in every cell): long rows at many rows, where
+    each fused program scores several chunks in turn; 2,048-token budgets at few rows
+    (and at 16 rows for GQA group 4); rows of 8,192 pages and more at 1-4 rows. The
+    fused kernel everywhere else."""
+    if topk_pages >= 128 and (rows <= 4 or (rows <= 16 and group <= 4)):
+        return "separate"
+    if rows <= 4 and max_pages >= 8192:
+        return "separate"
+    if (rows >= 64 and max_pages >= 4096) or (rows >= 256 and max_pages >= 2048):
+        return "separate"
+    return "fused"
+
+
 def build_blocktopk_decode(cache: PagedKVCache, num_q_heads: int, topk_pages: int,
-                           local_pages: int = 1, topk: str = "auto", **options
-                           ) -> BlockTopkDecode:
-    """Selection (``topk``: :class:`TopkPageSelection`) + Triton split-KV attention
-    (``options``: :class:`TritonSparseAttention`)."""
+                           local_pages: int = 1, topk: str = "auto", impl: str = "auto",
+                           **options) -> FusedBlockTopkDecode | BlockTopkDecode:
+    """The block top-k decoder: ``impl="fused"`` (:class:`FusedBlockTopkDecode`,
+    ``options`` its launch), ``"separate"`` (selection with the ``topk`` kernel, then the
+    Triton split-KV attention, ``options`` of :class:`TritonSparseAttention`), or
+    ``"auto"`` (:func:`default_impl`)."""
+    if impl == "auto":
+        impl = default_impl(cache.batch_size * cache.num_kv_heads, cache.page_table.shape[1],
+                            topk_pages, num_q_heads // cache.num_kv_heads)
+    if impl == "fused":
+        return FusedBlockTopkDecode(cache, num_q_heads, topk_pages, local_pages, **options)
+    if impl != "separate":
+        raise ValueError(f"impl must be 'auto' or one of {BLOCKTOPK_IMPLS}, got {impl!r}")
     selection = TopkPageSelection(cache, num_q_heads, topk_pages, local_pages, topk)
     return BlockTopkDecode(selection, TritonSparseAttention(selection, **options))

@@ -220,10 +220,14 @@ def causal_topk_mask(q: torch.Tensor, k: torch.Tensor, k_tokens: int) -> torch.T
 
 
 def causal_block_mask(q: torch.Tensor, k: torch.Tensor, page_size: int, topk_pages: int,
-                      local_pages: int = 1) -> torch.Tensor:
+                      local_pages: int = 1, means_dtype: torch.dtype | None = None
+                      ) -> torch.Tensor:
     """Block top-k of every query (as :func:`select_pages` + :func:`page_mask_to_tokens`
-    on a cache of ``page_size``-token pages holding its prefix), as a token mask."""
+    on a cache of ``page_size``-token pages holding its prefix, its page means stored as
+    ``means_dtype``: ``None`` keeps them float32), as a token mask."""
     import torch
+
+    from kinetics.attention.cache import round_page_means
 
     _check_pages(topk_pages, local_pages)
     if page_size < 1 or page_size & (page_size - 1):
@@ -236,6 +240,8 @@ def causal_block_mask(q: torch.Tensor, k: torch.Tensor, page_size: int, topk_pag
     # Only full pages are ever candidates (the last, partial page is always local), so
     # the plain mean of each page's keys is the compressed key the cache would hold.
     means = padded.view(b, hkv, pages, page_size, d).sum(dim=3) / page_size
+    if means_dtype is not None:
+        means = round_page_means(means, means_dtype).to(torch.float32)
     qsum = q.to(torch.float32).view(b, hkv, group, tq, d).sum(dim=2)
     scores = torch.einsum("bhqd,bhpd->bhqp", qsum, means)  # [B, Hkv, Tq, P]
     held = (torch.arange(tq, device=q.device) + (tk - tq)) // page_size + 1  # pages per query

@@ -7,12 +7,17 @@ step is a chain of dependent kernels (scoring, top-k, attention, merge). A
 :class:`ReadCurve` holds what a pure streaming read kernel measured on the device
 (:func:`measure_read_curve`, run by ``kinetics bench --grid`` beside the cells: ms
 to read S bytes, and one empty launch inside a CUDA graph); :func:`cell_limits`
-turns it into, per grid cell, the
-*floor* of the library's four-kernel block top-k step (its selection bytes and its
-attention bytes each read at the measured rate, plus two empty launches for the top-k
-and the merge) and the speedup and share of the byte roofline that floor would give
-against the measured dense step. A target above a cell's floor share cannot be met
-by faster kernels of the same structure. Times in ms, sizes in bytes.
+turns it into, per grid cell, two *floors* and the speedup and share of the byte
+roofline each would give against the measured dense step:
+
+* the four-kernel step (scoring, top-k, attention, merge): its selection bytes and its
+  attention bytes each read at the measured rate, plus two empty launches for the
+  top-k and the merge (:func:`blocktopk_floor_ms`);
+* the one-launch step (the fused kernel): selection and attention bytes as one
+  dependent read at the measured rate, plus one launch (:func:`one_launch_floor_ms`).
+
+A target above a cell's floor share cannot be met by faster kernels of that
+structure. Times in ms, sizes in bytes.
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ class CellLimit:
     blocktopk_ms: float
     floor_ms: float
     byte_roofline: float
+    one_launch_floor_ms: float = math.nan
 
     @property
     def speedup(self) -> float:
@@ -116,6 +122,16 @@ class CellLimit:
         """Floor ms / measured ms: how close the measured step is to its floor."""
         return self.floor_ms / self.blocktopk_ms
 
+    @property
+    def one_launch_floor_share(self) -> float:
+        """Speedup at the one-launch floor / byte roofline."""
+        return self.dense_ms / self.one_launch_floor_ms / self.byte_roofline
+
+    @property
+    def of_one_launch_floor(self) -> float:
+        """One-launch floor ms / measured ms."""
+        return self.one_launch_floor_ms / self.blocktopk_ms
+
 
 def blocktopk_floor_ms(selection_bytes: float, attention_bytes: float, curve: ReadCurve,
                        launches: int = 2) -> float:
@@ -124,12 +140,26 @@ def blocktopk_floor_ms(selection_bytes: float, attention_bytes: float, curve: Re
             + launches * curve.launch_ms)
 
 
+def one_launch_floor_ms(selection_bytes: float, attention_bytes: float, curve: ReadCurve
+                        ) -> float:
+    """Floor of the one-launch step: selection and attention bytes read as one stream at
+    the curve, plus one launch."""
+    return curve.floor_ms(selection_bytes + attention_bytes) + curve.launch_ms
+
+
 def spec_floor_ms(spec: DecodeSpec, curve: ReadCurve, launches: int = 2) -> float:
-    """Floor of the block top-k attention step of ``spec``: :func:`blocktopk_floor_ms`
-    of its selection and attention bytes (:meth:`DecodeSpec.step_bytes
-    <kinetics.bench.spec.DecodeSpec.step_bytes>`)."""
+    """Floor of the four-kernel block top-k attention step of ``spec``:
+    :func:`blocktopk_floor_ms` of its selection and attention bytes
+    (:meth:`DecodeSpec.step_bytes <kinetics.bench.spec.DecodeSpec.step_bytes>`)."""
     nbytes = spec.step_bytes("blocktopk")
     return blocktopk_floor_ms(nbytes.selection, nbytes.attention, curve, launches)
+
+
+def spec_one_launch_floor_ms(spec: DecodeSpec, curve: ReadCurve) -> float:
+    """Floor of the one-launch (fused) block top-k attention step of ``spec``:
+    :func:`one_launch_floor_ms` of its selection and attention bytes."""
+    nbytes = spec.step_bytes("blocktopk")
+    return one_launch_floor_ms(nbytes.selection, nbytes.attention, curve)
 
 
 def cell_limits(grid_record: dict[str, Any], curve: ReadCurve) -> list[CellLimit]:
@@ -145,27 +175,40 @@ def cell_limits(grid_record: dict[str, Any], curve: ReadCurve) -> list[CellLimit
                           topk_pages=c["topk_pages"], **base)
         out.append(CellLimit(cell.model_name, cell.context, cell.batch_size,
                              cell.budget_tokens, c["dense_ms"], c["blocktopk_ms"],
-                             spec_floor_ms(cell, curve), c["dense_bytes"] / c["blocktopk_bytes"]))
+                             spec_floor_ms(cell, curve), c["dense_bytes"] / c["blocktopk_bytes"],
+                             spec_one_launch_floor_ms(cell, curve)))
     return out
 
 
 def format_limits(limits: Sequence[CellLimit], min_dense_ms: float = 0.1,
                   target_share: float = 0.75) -> str:
-    """Markdown table of the cells whose dense step takes at least ``min_dense_ms``,
-    and a line counting those whose floor allows ``target_share`` of the roofline."""
+    """Markdown table of the cells whose dense step takes at least ``min_dense_ms`` (the
+    four-kernel floor and the one-launch floor, each with the share of the roofline it
+    allows), and a line counting those that meet ``target_share`` and whose floors
+    allow it."""
     rows = [x for x in limits if x.dense_ms >= min_dense_ms]
-    lines = ["| model | context | batch | tokens | block top-k ms | floor ms | of floor | "
-             "share (measured) | share at floor |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | context | batch | tokens | block top-k ms | 4-kernel floor ms | "
+             "1-launch floor ms | of 1-launch floor | share (measured) | share at 4-kernel "
+             "floor | share at 1-launch floor |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in rows:
         lines.append(f"| {x.model} | {x.context // 1024}k | {x.batch_size} | "
                      f"{x.budget_tokens:,} | {x.blocktopk_ms:.4f} | {x.floor_ms:.4f} | "
-                     f"{x.of_floor:.0%} | {x.share:.0%} | {x.floor_share:.0%} |")
-    reachable = sum(x.floor_share >= target_share for x in rows)
-    met = sum(x.share >= target_share for x in rows)
-    lines += ["", f"{len(rows)} cells with dense >= {min_dense_ms} ms: {met} at >= "
-              f"{target_share:.0%} of the byte roofline measured, {reachable} where the floor "
-              f"allows it."]
+                     f"{x.one_launch_floor_ms:.4f} | {x.of_one_launch_floor:.0%} | "
+                     f"{x.share:.0%} | {x.floor_share:.0%} | {x.one_launch_floor_share:.0%} |")
+    lines += ["", count_line(rows, min_dense_ms, target_share)]
     return "\n".join(lines)
+
+
+def count_line(rows: Sequence[CellLimit], min_dense_ms: float = 0.1,
+               target_share: float = 0.75) -> str:
+    """One line: of ``rows`` (cells with dense >= ``min_dense_ms``), how many meet
+    ``target_share`` of the byte roofline, and how many each floor allows."""
+    met = sum(x.share >= target_share for x in rows)
+    four = sum(x.floor_share >= target_share for x in rows)
+    one = sum(x.one_launch_floor_share >= target_share for x in rows)
+    return (f"{len(rows)} cells with dense >= {min_dense_ms} ms: {met} at >= "
+            f"{target_share:.0%} of the byte roofline measured; the four-kernel floor allows "
+            f"it in {four}, the one-launch floor in {one}.")
 
 
 def _read_ms(nbytes: float, sms: int) -> float:

@@ -187,7 +187,8 @@ def run_gate(baseline_path: str | Path, printer=print) -> GateRun:
 
 
 GATE_CELLS = (("qwen3-8b", 16384, 64, 64), ("qwen3-8b", 65536, 16, 64),
-              ("qwen3-32b", 16384, 64, 64))  # standard point, long-CoT, GQA group 8
+              ("qwen3-8b", 131072, 16, 64),
+              ("qwen3-32b", 16384, 64, 64))  # standard point, long-CoT 64k / 128k, GQA group 8
 FLOOR_FRACTION = 0.8
 
 

@@ -3,14 +3,18 @@ over model shards, contexts, batch sizes and token budgets, one GPU.
 
 Every cell is a :class:`~kinetics.bench.spec.DecodeSpec`: the grid's ``base`` spec
 with the cell's model, context, batch size and ``topk_pages`` = budget tokens / page
-size. Per cell: dense ms and its fraction of the copy bandwidth; block top-k ms (full
-step with the base spec's top-k kernel, ``auto`` by default), its
-selection launches timed alone with each top-k kernel, its attention launches alone;
-the speedup over dense, the byte roofline (dense bytes / block top-k bytes) and the
-share of it reached. Dense is timed once per (model, context, batch) and shared by the
-budgets. Every cell is checked first on replica 0 (NaN-poisoned output fully written,
-selection vs ``torch.topk`` up to ties for both top-k kernels, output vs the float32
-reference where the dense KV is at most ``GridSpec.check_kv_bytes``).
+size. Per cell: dense ms and its fraction of the copy bandwidth; the full block top-k
+step of each variant (:data:`VARIANTS`, ``GridSpec.variants``: the fused one-kernel
+step and the separate selection + attention kernels, the latter with the base spec's
+top-k kernel, each on bf16 and on fp8 page means), the library default's
+(:func:`kinetics.attention.decode.default_impl` on bf16 page means) as the cell's
+block top-k ms; the speedup over dense, the byte roofline (dense bytes / block top-k
+bytes) and the share of it reached; with the read curve, the one-launch floor
+(:mod:`kinetics.bench.floors`) and the measured step against it. Dense is timed once
+per (model, context, batch) and shared by the budgets. Every cell is checked first on
+replica 0 (NaN-poisoned output fully written, selection vs ``torch.topk`` up to ties
+for every variant, output vs the float32 reference for the bf16 variants where the
+dense KV is at most ``GridSpec.check_kv_bytes``).
 
 Timing: :func:`kinetics.bench.timing.time_graph` over CUDA graphs cycling
 :func:`replicas_for` cache replicas (enough that the block top-k working set is
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from kinetics.bench.floors import ReadCurve, cell_limits, format_limits
+from kinetics.bench.floors import ReadCurve, cell_limits, count_line
 from kinetics.bench.spec import DecodeSpec
 from kinetics.errors import InputError
 
@@ -39,7 +43,9 @@ GRID_MODELS = ("qwen3-8b", "qwen3-32b")
 GRID_CONTEXTS = (8192, 16384, 32768, 65536, 131072)
 GRID_BATCHES = (1, 4, 16, 64, 256)
 GRID_BUDGET_TOKENS = (1024, 2048)  # tokens attended per (request, KV head)
-SELECTION_KERNELS = ("bitonic", "flashinfer")  # each cell's selection is timed with both
+# block top-k variants timed per cell: (impl of build_blocktopk_decode, page-means dtype)
+VARIANTS = {"fused": ("fused", "bf16"), "separate": ("separate", "bf16"),
+            "fused-fp8": ("fused", "fp8"), "separate-fp8": ("separate", "fp8")}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class GridSpec:
     l2_multiple: float = 4.0
     check_kv_bytes: float = 2e9  # output vs reference only up to this dense KV size
     measure_floors: bool = True  # the read floors (kinetics.bench.floors) in the same run
+    variants: tuple[str, ...] = tuple(VARIANTS)  # block top-k variants timed per cell
 
     def to_dict(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self).items() if k != "base"},
@@ -77,15 +84,20 @@ class GridCell:
     batch_size: int
     topk_pages: int
 
-    def spec(self, grid: GridSpec, replicas: int = 1) -> DecodeSpec:
-        """The cell's workload: ``grid.base`` with this cell's sizes."""
+    def spec(self, grid: GridSpec, replicas: int = 1, variant: str | None = None
+             ) -> DecodeSpec:
+        """The cell's workload: ``grid.base`` with this cell's sizes (and, given a
+        ``variant`` of :data:`VARIANTS`, its implementation and page-means dtype; else
+        the library default on bf16 page means)."""
+        impl, means = VARIANTS[variant] if variant is not None else ("auto", "bf16")
         return replace(grid.base, model=self.model, context=self.context,
                        batch_size=self.batch_size, topk_pages=self.topk_pages,
-                       replicas=replicas)
+                       replicas=replicas, blocktopk_impl=impl, page_means_dtype=means)
 
-    def step_bytes(self, grid: GridSpec) -> tuple[float, float]:
-        """(dense, block top-k) bytes one decode step moves (attention only)."""
-        spec = self.spec(grid)
+    def step_bytes(self, grid: GridSpec, means: str = "bf16") -> tuple[float, float]:
+        """(dense, block top-k) bytes one decode step moves (attention only; page means
+        stored as ``means``)."""
+        spec = replace(self.spec(grid), page_means_dtype=means)
         return spec.step_bytes("dense").total, spec.step_bytes("blocktopk").total
 
 
@@ -100,7 +112,12 @@ class SkippedCell:
 def grid_cells(spec: GridSpec) -> tuple[list[GridCell], list[SkippedCell]]:
     """The spec's cells in run order (model, context, batch, budget) and those skipped:
     a budget over the context, or K/V of two replicas over ``memory_bytes``. InputError
-    on an unknown model, a budget not a whole number of pages or a bad base spec."""
+    on an unknown model or variant, a budget not a whole number of pages or a bad base
+    spec."""
+    unknown = set(spec.variants) - set(VARIANTS)
+    if unknown or not spec.variants:
+        raise InputError(f"unknown block top-k variants {sorted(unknown)} (choose one or "
+                         f"more of {', '.join(VARIANTS)})")
     cells, skipped = [], []
     page_size = spec.base.page_size
     if spec.repeats < 1:
@@ -148,12 +165,12 @@ class CellResult:
     blocktopk_bytes: float
     dense_ms: float
     dense_fraction_of_copy: float
-    topk_kernel: str  # the default kernel the full step ran
-    selection_ms: dict[str, float]  # per top-k kernel, selection launches alone
-    attention_ms: float
-    blocktopk_ms: float
+    impl: str  # the variant the library's default (impl="auto") runs
+    step_ms: dict[str, float]  # full block top-k step per variant (VARIANTS)
+    blocktopk_ms: float  # step_ms[impl]
     checks_passed: bool
     check_notes: tuple[str, ...] = ()
+    fp8_blocktopk_bytes: float | None = None  # the step's bytes with fp8 page means
 
     @property
     def speedup(self) -> float:
@@ -199,35 +216,40 @@ class GridResult:
 
 
 def format_grid(result: GridResult) -> str:
-    """The grid as a plain-text table (``@floor``: the share of the byte roofline the
-    cell's floor allows, ``-`` without a read curve), skipped cells listed after it, then (with
-    the read curve) how many cells meet 75% of the roofline and how many could."""
+    """The grid as a plain-text table: per cell the default block top-k step (``impl``)
+    and each variant's, and with the read curve the one-launch floor (``floor ms``), the
+    measured step against it (``of floor``: floor / measured) and the share of the byte
+    roofline it allows (``@floor``; ``-`` without a read curve); skipped cells after it,
+    then (with the read curve) how many cells meet 75% of the roofline and how many the
+    floors allow."""
     v = result.versions
     lines = [f"{result.device}  {result.date}  copy {result.copy_gbps:.0f} GB/s  "
              + "  ".join(f"{k} {v[k]}" for k in sorted(v)),
              f"{'model':<10} {'ctx':>6} {'batch':>5} {'pages':>5} {'KV MB':>7} "
-             f"{'dense ms':>9} {'of copy':>7} {'btk ms':>8} {'sel ms':>7} {'attn ms':>7} "
-             f"{'bitonic':>7} {'fi topk':>7} {'speedup':>7} {'roofline':>8} {'share':>6} "
-             f"{'@floor':>6} ok"]
+             f"{'dense ms':>9} {'of copy':>7} {'btk ms':>8} {'impl':>8} {'fused':>7} "
+             f"{'separate':>8} {'fp8':>7} {'sep fp8':>7} {'speedup':>7} {'roofline':>8} "
+             f"{'share':>6} {'floor ms':>8} {'of floor':>8} {'@floor':>6} ok"]
     limits = (cell_limits(result.to_dict(), result.read_curve)
               if result.read_curve else [None] * len(result.cells))
     for r, limit in zip(result.cells, limits, strict=True):
-        c = r.cell
-        sel = r.selection_ms
+        c, step = r.cell, r.step_ms
+        floor = (f"{limit.one_launch_floor_ms:>8.4f} {limit.of_one_launch_floor:>8.0%} "
+                 f"{limit.one_launch_floor_share:>6.0%}" if limit else
+                 f"{'-':>8} {'-':>8} {'-':>6}")
         lines.append(
             f"{c.model:<10} {c.context:>6} {c.batch_size:>5} {c.topk_pages:>5} "
             f"{r.dense_bytes / 1e6:>7.0f} {r.dense_ms:>9.4f} {r.dense_fraction_of_copy:>7.1%} "
-            f"{r.blocktopk_ms:>8.4f} {sel[r.topk_kernel]:>7.4f} {r.attention_ms:>7.4f} "
-            f"{sel.get('bitonic', math.nan):>7.4f} {sel.get('flashinfer', math.nan):>7.4f} "
-            f"{r.speedup:>6.2f}x {r.byte_roofline:>7.2f}x {r.share_of_roofline:>6.0%} "
-            f"{f'{limit.floor_share:.0%}' if limit else '-':>6} "
+            f"{r.blocktopk_ms:>8.4f} {r.impl:>8} {step.get('fused', math.nan):>7.4f} "
+            f"{step.get('separate', math.nan):>8.4f} {step.get('fused-fp8', math.nan):>7.4f} "
+            f"{step.get('separate-fp8', math.nan):>7.4f} {r.speedup:>6.2f}x "
+            f"{r.byte_roofline:>7.2f}x {r.share_of_roofline:>6.0%} {floor} "
             f"{'ok' if r.checks_passed else 'FAIL ' + '; '.join(r.check_notes)}")
     for s in result.skipped:
         c = s.cell
         lines.append(f"skipped: {c.model} context {c.context} batch {c.batch_size} "
                      f"{c.topk_pages} pages: {s.reason}")
     if result.read_curve:
-        lines.append(format_limits(limits).splitlines()[-1])
+        lines.append(count_line([x for x in limits if x.dense_ms >= 0.1]))
     return "\n".join(lines)
 
 
@@ -328,32 +350,47 @@ def _run_group(group: list[GridCell], grid: GridSpec, l2: float, copy_gbps: floa
                            copy_gbps, compare) for cell in group]
 
 
+def _variant_workload(w, means: str):
+    """``w`` with its caches' page means stored as ``means`` (K/V shared)."""
+    from kinetics.attention.cache import page_means_dtype
+
+    if means == "bf16":
+        return w
+    return replace(w, caches=[c.with_page_means_dtype(page_means_dtype(means))
+                              for c in w.caches])
+
+
 def _run_blocktopk(cell: GridCell, spec: DecodeSpec, w, grid: GridSpec, dense_ms: float,
                    dense_check, copy_gbps: float, compare: bool) -> CellResult:
-    """One budget of a group: the selection with each top-k kernel, the full step with
-    the spec's (``auto``: :func:`kinetics.attention.select.default_topk`)."""
-    from kinetics.attention.select import default_topk
+    """One budget of a group: every variant's full step (``grid.variants``), each checked
+    first; the cell's block top-k ms is the library default's
+    (:func:`kinetics.attention.decode.default_impl`)."""
+    from kinetics.attention.decode import default_impl
     from kinetics.bench.layer import check_method, time_steps
     from kinetics.bench.spec import make_decoder
 
     dense_bytes, sparse_bytes = cell.step_bytes(grid)
-    chosen = (default_topk(w.caches[0].page_table.shape[1]) if spec.topk_kernel == "auto"
-              else spec.topk_kernel)
+    c0 = w.caches[0]
+    chosen = default_impl(c0.batch_size * c0.num_kv_heads, c0.page_table.shape[1],
+                          cell.topk_pages, w.q_heads // w.kv_heads)
     notes = [] if dense_check.passed else [f"dense rel err {dense_check.rel_err:.2e}"]
-    selection, attention_ms, full_ms = {}, math.nan, math.nan
-    for kernel in SELECTION_KERNELS:
-        kspec = replace(spec, topk_kernel=kernel)
-        decoders = [make_decoder(kspec, "blocktopk", c, w.q_heads) for c in w.caches]
-        check = check_method("blocktopk", decoders[0], w, kspec,
-                             compare_output=compare and kernel == chosen)
+    step: dict[str, float] = {}
+    workloads = {"bf16": w}
+    for variant in grid.variants:
+        vspec = cell.spec(grid, spec.replicas, variant)
+        means = vspec.page_means_dtype
+        if means not in workloads:
+            workloads[means] = _variant_workload(w, means)
+        vw = workloads[means]
+        decoders = [make_decoder(vspec, "blocktopk", c, w.q_heads) for c in vw.caches]
+        check = check_method("blocktopk", decoders[0], vw, vspec,
+                             compare_output=compare and means == "bf16")
         if not check.passed:
-            notes.append(f"{kernel}: written={check.all_written} rel err {check.rel_err:.2e} "
-                         f"selection ok={check.selection.passed}")
-        selection[kernel] = time_steps(w, decoders, grid.repeats, "select").ms
-        if kernel == chosen:
-            attention_ms = time_steps(w, decoders, grid.repeats, "attend").ms
-            full_ms = time_steps(w, decoders, grid.repeats).ms
+            notes.append(f"{variant}: written={check.all_written} rel err "
+                         f"{check.rel_err:.2e} selection ok={check.selection.passed}")
+        step[variant] = time_steps(vw, decoders, grid.repeats).ms
         del decoders
     return CellResult(cell, spec.replicas, dense_bytes, sparse_bytes, dense_ms,
-                      dense_bytes / (dense_ms * 1e-3) / 1e9 / copy_gbps, chosen, selection,
-                      attention_ms, full_ms, not notes, tuple(notes))
+                      dense_bytes / (dense_ms * 1e-3) / 1e9 / copy_gbps, chosen, step,
+                      step.get(chosen, math.nan), not notes, tuple(notes),
+                      cell.step_bytes(grid, "fp8")[1])

@@ -5,8 +5,9 @@ same :class:`~kinetics.bench.spec.DecodeSpec` workload in one run: one rank's sh
 (the paper's benchmark simulates ``tp``-way tensor parallelism on one GPU), in one of
 two scopes:
 
-* ``"attention"``: the decode attention alone; block top-k also has its selection
-  launches and its sparse-attention launches timed alone;
+* ``"attention"``: the decode attention alone; block top-k on the separate kernels also
+  has its selection launches and its sparse-attention launches timed alone (the fused
+  one-kernel step has no such parts);
 * ``"layer"``: rank 0's decoder-layer shard around the attention, run as
   ``layer_impl`` (:data:`kinetics.model.capture.LAYER_IMPLS`; ``fused`` by default);
   the in-run check adds its output against the reference layer's (``layer_rel_errs``).
@@ -151,7 +152,8 @@ class MethodTiming:
 
     ms_per_step (ms), tokens_per_s (tokens/s), bytes_per_step (bytes), gbytes_per_s
     (1e9 bytes/s), fraction_of_copy (of the measured copy bandwidth); block top-k
-    attention alone adds its selection and sparse-attention launches timed alone.
+    attention alone on the separate kernels adds its selection and sparse-attention
+    launches timed alone (the fused step has no such parts).
     """
 
     ms_per_step: float
@@ -173,12 +175,13 @@ class MethodTiming:
 def measure_method(method: str, decoders: list, w: DecodeWorkload, spec: DecodeSpec,
                    repeats: int, layer_impl: str, copy_gbps: float) -> MethodTiming:
     """The full step of ``decoders`` timed (:func:`time_steps`), its bytes and rates;
-    block top-k attention alone also times its selection and attention launches."""
+    the separate block top-k path, attention alone, also times its selection and
+    attention launches."""
     t = time_steps(w, decoders, repeats, layer_impl=layer_impl)
     nbytes = spec.step_bytes(method, w.weight_bytes)
     rate = nbytes.total / (t.ms * 1e-3) / 1e9
     parts: dict[str, float] = {}
-    if method != "dense" and w.layer is None:
+    if method != "dense" and w.layer is None and hasattr(decoders[0], "select"):
         sel = time_steps(w, decoders, repeats, "select").ms
         att = time_steps(w, decoders, repeats, "attend").ms
         parts = dict(selection_ms=sel, sparse_attention_ms=att,
@@ -193,7 +196,9 @@ class DecodeComparison:
     """Every number of one :func:`compare_decode` run (``to_dict`` for JSON).
 
     speedup: dense ms / block top-k ms (selection included) when both ran;
-    roofline_speedup: the byte ratio dense / block top-k.
+    roofline_speedup: the byte ratio dense / block top-k; blocktopk_impl: the block
+    top-k implementation that ran (``fused`` or ``separate``; the spec's ``auto``
+    resolved), None without block top-k.
     """
 
     environment: dict[str, Any]
@@ -208,6 +213,7 @@ class DecodeComparison:
     methods: dict[str, MethodTiming] = field(default_factory=dict)
     checks: dict[str, MethodCheck] = field(default_factory=dict)
     layer_rel_errs: dict[str, float] = field(default_factory=dict)
+    blocktopk_impl: str | None = None
 
     @property
     def speedup(self) -> float | None:
@@ -238,6 +244,8 @@ class DecodeComparison:
         if self.scope == "layer":
             out["layer_impl"] = self.layer_impl
             out["layer_rel_err_vs_reference"] = dict(self.layer_rel_errs)
+        if self.blocktopk_impl is not None:
+            out["blocktopk_impl"] = self.blocktopk_impl
         if self.speedup is not None:
             out.update(speedup=self.speedup, roofline_speedup=self.roofline_speedup)
         return {**out, "checks_passed": self.checks_passed}
@@ -270,6 +278,8 @@ def compare_decode(spec: DecodeSpec, methods: tuple[str, ...] = METHODS, *,
                               w.kv_heads, w.head_dim, copy_gbps)
     for method in methods:
         decoders = [make_decoder(spec, method, c, w.q_heads) for c in w.caches]
+        if method == "blocktopk":
+            result.blocktopk_impl = "separate" if hasattr(decoders[0], "select") else "fused"
         if check:
             result.checks[method] = check_method(method, decoders[0], w, spec)
             if w.layer is not None:
@@ -290,7 +300,9 @@ def format_table(result: DecodeComparison) -> str:
         f"{env['device']}  {env['date']}  copy {result.copy_gbps:.0f} GB/s",
         f"{spec.model_name} tp{spec.tp} ({result.local_q_heads} q / {result.local_kv_heads} "
         f"kv heads, d {result.head_dim})  context {spec.context}  batch {spec.batch_size}"
-        f"  {spec.topk_pages} pages of {spec.page_size}  {scope}",
+        f"  {spec.topk_pages} pages of {spec.page_size}  {scope}"
+        + (f"  block top-k {result.blocktopk_impl}" if result.blocktopk_impl else "")
+        + (f", {spec.page_means_dtype} page means" if spec.page_means_dtype != "bf16" else ""),
         f"{'method':<16} {'ms/step':>9} {'tokens/s':>11} {'GB/s':>8} {'of copy':>8}"
         f" {'select ms':>10} {'attn ms':>8} {'rel err':>9} {'check':>6}",
     ]

@@ -9,9 +9,13 @@ random physical order, standard-normal K/V), one new query token per request per
 
 * dense attention reads every cached token: flashinfer's paged decode, on tensor cores
   (``dense_kernel="tensor-cores"``, the ``fa2`` backend) or CUDA cores;
-* block top-k scores the page means of every candidate page, keeps ``topk_pages``
-  pages per (request, KV head) (the last ``local_pages`` always, the partial last page
-  included; ``topk_kernel`` picks the top-k kernel) and attends those.
+* block top-k scores the page means of every candidate page (stored as
+  ``page_means_dtype``: bf16, fp8 e4m3 or fp32), keeps ``topk_pages`` pages per
+  (request, KV head) (the last ``local_pages`` always, the partial last page included)
+  and attends those: ``blocktopk_impl`` ``"fused"`` in one kernel per step,
+  ``"separate"`` as selection kernels (``topk_kernel`` picks the top-k kernel) then the
+  sparse attention, ``"auto"`` the library default
+  (:func:`kinetics.attention.decode.default_impl`).
 
 ``replicas`` independent caches are cycled by the benchmarks that time many steps of
 one layer, so the working set of a step is not served from the L2 cache; ``seed``
@@ -28,6 +32,7 @@ import importlib.util
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from kinetics.attention.cache import PAGE_MEANS_DTYPES
 from kinetics.errors import InputError
 from kinetics.model.parallel import shard_plan
 from kinetics.models import ModelSpec, get_model
@@ -37,6 +42,8 @@ if TYPE_CHECKING:
 
 METHODS: tuple[str, ...] = ("dense", "blocktopk")
 TOPK_KERNELS: tuple[str, ...] = ("auto", "bitonic", "flashinfer")
+BLOCKTOPK_IMPLS: tuple[str, ...] = ("auto", "fused", "separate")
+PAGE_MEAN_BYTES = {"bf16": 2, "fp8": 1, "fp32": 4}  # bytes per page-mean element
 DENSE_KERNELS: tuple[str, ...] = ("tensor-cores", "cuda-cores")
 ELEMENT_BYTES = 2  # bf16 K, V, q and output
 REL_TOL = 1e-2  # bf16 GPU output vs float32 reference, ||out - ref|| / ||ref||
@@ -70,8 +77,8 @@ class StepBytes:
     """The fewest bytes one decode step of one rank moves through device memory.
 
     kv: K and V read by the attention (every cached token, or the selected pages);
-    selection: page means (``head_dim`` bf16) and the page table (4 bytes) of every
-    candidate page read by the block top-k scoring; io: q read and output written;
+    selection: page means (``head_dim`` elements of the spec's page-means dtype) and the
+    page table (4 bytes) of every candidate page read by the block top-k scoring; io: q read and output written;
     weights: the layer's (or model's) weights read once per step.
     """
 
@@ -102,6 +109,8 @@ class DecodeSpec:
     topk_pages: int = 64
     local_pages: int = 1
     topk_kernel: str = "auto"
+    blocktopk_impl: str = "auto"
+    page_means_dtype: str = "bf16"
     dense_kernel: str = "tensor-cores"
     replicas: int = 4
     seed: int = 0
@@ -149,6 +158,12 @@ class DecodeSpec:
         if sparse and self.topk_kernel not in TOPK_KERNELS:
             raise InputError(f"--topk must be one of {', '.join(TOPK_KERNELS)}, "
                              f"got {self.topk_kernel!r}")
+        if sparse and self.blocktopk_impl not in BLOCKTOPK_IMPLS:
+            raise InputError(f"--impl must be one of {', '.join(BLOCKTOPK_IMPLS)}, "
+                             f"got {self.blocktopk_impl!r}")
+        if sparse and self.page_means_dtype not in PAGE_MEANS_DTYPES:
+            raise InputError(f"--page-means-dtype must be one of "
+                             f"{', '.join(PAGE_MEANS_DTYPES)}, got {self.page_means_dtype!r}")
         if self.replicas < 1:
             raise InputError(f"--replicas must be >= 1, got {self.replicas}")
         if self.dense_kernel not in DENSE_KERNELS:
@@ -173,7 +188,8 @@ class DecodeSpec:
             return StepBytes(kv=2 * b * hkv * self.context * d * elem, io=io,
                              weights=weight_bytes)
         kv = 2 * b * hkv * self.budget_tokens * d * elem
-        selection = b * hkv * (self.pages - self.local_pages) * (d * elem + 4)
+        mean = PAGE_MEAN_BYTES[self.page_means_dtype]
+        selection = b * hkv * (self.pages - self.local_pages) * (d * mean + 4)
         return StepBytes(kv=kv, selection=selection, io=io, weights=weight_bytes)
 
 
@@ -188,14 +204,14 @@ def rel_err(out, ref) -> float:
 def make_decoder(spec: DecodeSpec, method: str, cache, num_q_heads: int):
     """The ``method`` decoder of ``spec`` over ``cache`` (``decoder(q, out)``): flashinfer
     dense on ``spec.dense_kernel``, or block top-k with ``spec.topk_pages``,
-    ``spec.local_pages`` and ``spec.topk_kernel``."""
+    ``spec.local_pages``, ``spec.blocktopk_impl`` and ``spec.topk_kernel``."""
     from kinetics.attention.decode import FlashinferDenseDecode, build_blocktopk_decode
 
     check_methods((method,))
     if method == "dense":
         return FlashinferDenseDecode(cache, num_q_heads, spec.use_tensor_cores)
     return build_blocktopk_decode(cache, num_q_heads, spec.topk_pages, spec.local_pages,
-                                  topk=spec.topk_kernel)
+                                  topk=spec.topk_kernel, impl=spec.blocktopk_impl)
 
 
 class FixedSlotAttend:
@@ -238,11 +254,12 @@ def paged_attend(spec: DecodeSpec, method: str, q_heads: int, kv_heads: int, hea
     and the ``method`` decoder of :func:`make_decoder`."""
     import torch
 
-    from kinetics.attention.cache import PagedKVCache
+    from kinetics.attention.cache import PagedKVCache, page_means_dtype
 
     check_methods((method,))
     cache = PagedKVCache.random(spec.batch_size, kv_heads, head_dim, spec.context,
-                                page_size=spec.page_size, dtype=dtype, device=device, seed=seed)
+                                page_size=spec.page_size, dtype=dtype, device=device, seed=seed,
+                                page_means_dtype=page_means_dtype(spec.page_means_dtype))
     out = torch.empty(spec.batch_size, q_heads, head_dim, dtype=dtype, device=device)
     return FixedSlotAttend(cache, make_decoder(spec, method, cache, q_heads), out)
 
@@ -280,7 +297,7 @@ def build_workload(spec: DecodeSpec, with_layer: bool = False) -> DecodeWorkload
     ``with_layer`` also rank 0's decoder-layer shard and its hidden inputs."""
     import torch
 
-    from kinetics.attention.cache import PagedKVCache
+    from kinetics.attention.cache import PagedKVCache, page_means_dtype
 
     model = spec.validate(("dense",))  # the caches and the layer: no block top-k field
     hq, hkv = spec.local_heads()
@@ -290,7 +307,8 @@ def build_workload(spec: DecodeSpec, with_layer: bool = False) -> DecodeWorkload
     for i in range(spec.replicas):
         w.caches.append(PagedKVCache.random(b, hkv, d, spec.context, page_size=spec.page_size,
                                             dtype=dtype, device="cuda", seed=spec.seed + i,
-                                            generator=gen))
+                                            generator=gen, page_means_dtype=page_means_dtype(
+                                                spec.page_means_dtype)))
         w.queries.append(torch.randn((b, hq, d), dtype=dtype, device="cuda", generator=gen))
         w.outs.append(torch.empty((b, hq, d), dtype=dtype, device="cuda"))
     if with_layer:

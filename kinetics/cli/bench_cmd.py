@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kinetics.bench.spec import DENSE_KERNELS, METHODS, TOPK_KERNELS, DecodeSpec
+from kinetics.bench.spec import (
+    BLOCKTOPK_IMPLS,
+    DENSE_KERNELS,
+    METHODS,
+    PAGE_MEANS_DTYPES,
+    TOPK_KERNELS,
+    DecodeSpec,
+)
 from kinetics.cli._args import finite_float, positive_ints
 from kinetics.cli._output import check_output_file, dumps_json, staged_file, write_json_file
 from kinetics.errors import InputError
@@ -26,23 +33,26 @@ FLAGS: dict[str, str] = {
     "--model": "model", "--method": "method", "--context": "context",
     "--batch-size": "batch_size", "--page-size": "page_size", "--topk-pages": "topk_pages",
     "--local-pages": "local_pages", "--tp": "tp", "--cuda-cores": "cuda_cores",
-    "--topk": "topk", "--replicas": "replicas", "--repeats": "repeats",
+    "--topk": "topk", "--impl": "impl", "--page-means-dtype": "page_means_dtype",
+    "--replicas": "replicas", "--repeats": "repeats",
     "--layer-impl": "layer_impl", "--attention-only": "attention_only",
     "--whole-model": "whole_model", "--distributed": "distributed", "--json": "json",
     "--json-out": "json_out", "--force": "force", "--gate": "gate", "--grid": "grid",
     "--grid-models": "grid_models", "--grid-contexts": "grid_contexts",
     "--grid-batches": "grid_batches", "--grid-budget-tokens": "grid_budget_tokens",
     "--time-budget": "time_budget", "--no-floors": "no_floors", "--plot": "plot",
-    "--from-json": "from_json",
+    "--from-json": "from_json", "--relabel": "relabel",
 }
 # flag -> the DecodeSpec field it sets
 SPEC_FLAGS: dict[str, str] = {
     "--model": "model", "--context": "context", "--batch-size": "batch_size",
     "--page-size": "page_size", "--topk-pages": "topk_pages", "--local-pages": "local_pages",
     "--tp": "tp", "--cuda-cores": "dense_kernel", "--topk": "topk_kernel",
+    "--impl": "blocktopk_impl", "--page-means-dtype": "page_means_dtype",
     "--replicas": "replicas",
 }
-BLOCKTOPK_FLAGS = frozenset(("--topk-pages", "--local-pages", "--topk"))
+BLOCKTOPK_FLAGS = frozenset(("--topk-pages", "--local-pages", "--topk", "--impl",
+                             "--page-means-dtype"))
 DENSE_FLAGS = frozenset(("--cuda-cores",))
 _SPEC = frozenset(SPEC_FLAGS)
 _OUT = frozenset(("--json", "--json-out", "--force"))
@@ -61,7 +71,7 @@ HONOURED: dict[str, frozenset[str]] = {
     "grid": _GRID | _OUT | {"--page-size", "--tp", "--local-pages", "--cuda-cores", "--topk",
                             "--repeats"},
     "gate": _OUT | {"--gate"},
-    "from-json": frozenset(("--from-json", "--plot", "--force")),
+    "from-json": frozenset(("--from-json", "--plot", "--force", "--relabel")),
 }
 # the CPU tensor-parallel layer: dense torch attention over a contiguous cache
 CPU_TP_REFUSED = frozenset(("--page-size", "--cuda-cores")) | BLOCKTOPK_FLAGS
@@ -74,6 +84,10 @@ HINTS = {("grid", "--context"): " (the grid's: --grid-contexts)",
          ("grid", "--topk-pages"): " (the grid's: --grid-budget-tokens)",
          ("grid", "--model"): " (the grid's: --grid-models)",
          ("grid", "--replicas"): " (the grid picks each cell's replicas)",
+         ("grid", "--impl"): " (the grid times every variant: fused and separate, on bf16 "
+                             "and fp8 page means)",
+         ("grid", "--page-means-dtype"): " (the grid times every variant: fused and "
+                                         "separate, on bf16 and fp8 page means)",
          ("gate", "--model"): " (the gate runs the configuration stored in BASELINE)"}
 DEFAULT_REPEATS = {"layer": 100, "attention": 100, "model": 20, "tp": 30, "tp-model": 20,
                    "grid": 20}
@@ -115,7 +129,16 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "decode, fa2 backend)")
     parser.add_argument("--topk", choices=TOPK_KERNELS,
                         help="block top-k selection's top-k kernel (auto, the default: "
-                        "bitonic for rows of <= 1024 pages, else flashinfer's radix top-k)")
+                        "bitonic for rows of <= 1024 pages, else flashinfer's radix top-k); "
+                        "the separate implementation's")
+    parser.add_argument("--impl", choices=BLOCKTOPK_IMPLS,
+                        help="block top-k implementation: fused (one kernel per step: "
+                        "scoring, selection and attention), separate (selection kernels, then "
+                        "the sparse attention) or auto (the default: the library's choice "
+                        "for the shape, by kinetics.attention.decode's rule)")
+    parser.add_argument("--page-means-dtype", choices=PAGE_MEANS_DTYPES,
+                        help="storage of the page means block top-k scores (default bf16; "
+                        "fp8: e4m3)")
     parser.add_argument("--replicas", type=int, help="independent caches cycled through, to "
                         f"defeat the L2 cache (default {spec.replicas})")
     parser.add_argument("--repeats", type=int,
@@ -150,7 +173,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "its cells against the read floors (a read-curve record may be "
                         "given beside it), the cost model's predicted time beside every "
                         "measured layer / whole-model step; --plot draws the grid figure or "
-                        "the cost model against the measured times")
+                        "the cost model against the measured times; two or more grid records: "
+                        "each later one's block top-k steps against the first's")
+    parser.add_argument("--relabel", metavar="PATH",
+                        help="with --from-json GRID (a grid that timed every block top-k "
+                        "variant): write GRID with each cell's block top-k step re-chosen by "
+                        "today's kinetics.attention.decode.default_impl from the steps it "
+                        "measured to PATH (a new file unless --force), and print its tables")
     grid = parser.add_argument_group(
         "grid", "--grid: every cell of models x contexts x batch sizes x budgets (--tp, "
         "--page-size, --local-pages, --cuda-cores, --topk and --repeats apply to every "
@@ -195,6 +224,7 @@ class BenchPlan:
     grid: Any = None  # a kinetics.bench.grid.GridSpec in grid mode
     deadline_s: float | None = None
     records: tuple[str, ...] = ()
+    relabel: str | None = None
     command: str = "kinetics bench"
     given: frozenset[str] = field(default_factory=frozenset)
 
@@ -262,8 +292,12 @@ def plan(args: argparse.Namespace, gpu: bool) -> BenchPlan:
     mode, given = mode_of(args), given_flags(args)
     methods = METHODS if args.method in (None, "both") else (args.method,)
     refuse_unused(mode, given, methods, gpu)
-    if args.force and not (args.json_out or args.plot):
-        raise InputError("--force replaces an existing --json-out / --plot file: give one")
+    if args.force and not (args.json_out or args.plot or args.relabel):
+        raise InputError("--force replaces an existing --json-out / --plot / --relabel file: "
+                         "give one")
+    if args.impl == "fused" and args.topk is not None:
+        raise InputError("--topk picks the separate implementation's top-k kernel: it does "
+                         "not apply to --impl fused")
     spec = decode_spec(args)
     repeats = args.repeats if args.repeats is not None else DEFAULT_REPEATS.get(mode, 100)
     if repeats < 1:
@@ -282,7 +316,7 @@ def plan(args: argparse.Namespace, gpu: bool) -> BenchPlan:
     if mode == "gate":
         return BenchPlan(**common, baseline=args.gate)
     if mode == "from-json":
-        return BenchPlan(**common, records=tuple(args.from_json))
+        return BenchPlan(**common, records=tuple(args.from_json), relabel=args.relabel)
     return BenchPlan(**common)
 
 
@@ -315,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
 
     ok, why = gpu_available()
     p = plan(args, ok)
-    for value in (p.json_out, p.plot):  # before any GPU work
+    for value in (p.json_out, p.plot, p.relabel):  # before any GPU work
         if value is not None:
             check_output_file(value, replace=p.force)
     if p.mode == "from-json":
@@ -439,6 +473,12 @@ def _run_from_json(p: BenchPlan) -> int:
         raise InputError("a read-curve record goes with one or more grid records, once")
     if p.plot and bool(grids) + bool(steps) != 1:
         raise InputError("--plot draws one figure: give grid records or step records")
+    if p.relabel is not None:
+        if len(grids) != 1 or len(kinds) != 1:
+            raise InputError("--relabel re-labels one grid record: give exactly one")
+        relabelled = rec.relabel_default_impl(grids[0][1])
+        write_json_file(p.relabel, relabelled)
+        grids = [(f"{grids[0][0]} re-labelled (written to {p.relabel})", relabelled)]
     out: list[str] = []
     for path, data in grids:
         from kinetics.bench.floors import ReadCurve
@@ -451,6 +491,9 @@ def _run_from_json(p: BenchPlan) -> int:
             from kinetics.bench.grid import grid_figure
 
             _save_figure(grid_figure(data), p.plot)
+    for path, data in grids[1:]:
+        text, _ = rec.compare_grids(grids[0][1], data)
+        out += [f"## {path} against {grids[0][0]}", "", text, ""]
     if steps:
         out += _cost_table(p, steps)
     for path, data, kind in kinds:

@@ -59,6 +59,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="tokens attended per query and KV head")
     parser.add_argument("--block-sizes", default=DEFAULT_BLOCK_SIZES, metavar="B1,B2,..",
                         help="block top-k page sizes, powers of two (tokens)")
+    parser.add_argument("--page-means-dtypes", metavar="D1,D2", help="block top-k page-mean "
+                        "storage to compare: bf16, fp8 (e4m3), fp32 (default: float32 means, "
+                        "as the cache of the teacher-forced pass)")
     parser.add_argument("--local-pages", type=int, default=1, metavar="L",
                         help="trailing pages block top-k always attends")
     parser.add_argument("--threads", type=int, metavar="N",
@@ -91,16 +94,20 @@ def _configs(args: argparse.Namespace):
     if not methods:
         raise InputError(f"--methods needs at least one of {', '.join(METHODS)}, "
                          f"got {args.methods!r}")
+    dtypes = ([d.strip() for d in args.page_means_dtypes.split(",") if d.strip()]
+              if args.page_means_dtypes else None)
     return build_configs(methods, sorted(set(positive_ints(args.budgets, "--budgets"))),
-                         sorted(set(positive_ints(args.block_sizes, "--block-sizes"))), args.local_pages)
+                         sorted(set(positive_ints(args.block_sizes, "--block-sizes"))),
+                         args.local_pages, dtypes)
 
 
 def _table(run) -> str:
-    lines = [f"{'method':10} {'block':>5} {'budget':>6}  {'recall':>6} {'p10':>6}  "
+    lines = [f"{'method':10} {'block':>5} {'means':>5} {'budget':>6}  {'recall':>6} {'p10':>6}  "
              f"{'top1':>6} {'KL nats':>9} {'dNLL nats':>9}"]
     for r in run.results:
         c = r.config
-        lines.append(f"{c.method:10} {c.block_size or '-':>5} {c.budget:>6}  "
+        means = c.means_dtype or ("fp32" if c.method == "blocktopk" else "-")
+        lines.append(f"{c.method:10} {c.block_size or '-':>5} {means:>5} {c.budget:>6}  "
                      f"{r.recall_mean:6.4f} {r.recall_p10:6.4f}  {r.top1_agreement:6.4f} "
                      f"{r.kl_nats:9.5f} {r.nll_delta_nats:+9.5f}")
     return "\n".join(lines)
@@ -111,8 +118,8 @@ def _write(out: Path, run, text: str, plots: bool) -> list[str]:
 
     (out / "quality.json").write_text(dumps_json(dataclasses.asdict(run), indent=2) + "\n")
     (out / "sequence.txt").write_text(text)
-    fields = ["method", "block_size", "budget", "local_pages", "recall_mean", "recall_p10",
-              "top1_agreement", "kl_nats", "nll_delta_nats", "seconds"]
+    fields = ["method", "block_size", "means_dtype", "budget", "local_pages", "recall_mean",
+              "recall_p10", "top1_agreement", "kl_nats", "nll_delta_nats", "seconds"]
     with (out / "quality.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(fields)
@@ -121,11 +128,12 @@ def _write(out: Path, run, text: str, plots: bool) -> list[str]:
             writer.writerow([row[f] for f in fields])
     with (out / "recall_per_layer.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "block_size", "budget", "layer", "recall_mean"])
+        writer.writerow(["method", "block_size", "means_dtype", "budget", "layer",
+                         "recall_mean"])
         for r in run.results:
             for layer, value in enumerate(r.recall_per_layer):
-                writer.writerow([r.config.method, r.config.block_size, r.config.budget,
-                                 layer, value])
+                writer.writerow([r.config.method, r.config.block_size, r.config.means_dtype,
+                                 r.config.budget, layer, value])
     written = ["quality.json", "quality.csv", "recall_per_layer.csv", "sequence.txt"]
     if plots:
         import matplotlib

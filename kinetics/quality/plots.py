@@ -12,10 +12,12 @@ if TYPE_CHECKING:
 
 
 def _series(run: QualityRun) -> dict[str, list[ConfigQuality]]:
-    """Results grouped by method and block size, each sorted by budget."""
+    """Results grouped by method, block size and page-means dtype, each sorted by budget."""
     groups: dict[str, list[ConfigQuality]] = {}
     for r in run.results:
-        key = "oracle topk" if r.config.method == "topk" else f"blocktopk b={r.config.block_size}"
+        c = r.config
+        key = ("oracle topk" if c.method == "topk" else f"blocktopk b={c.block_size}"
+               + (f" {c.means_dtype}" if c.means_dtype else ""))
         groups.setdefault(key, []).append(r)
     return {k: sorted(v, key=lambda r: r.config.budget) for k, v in groups.items()}
 

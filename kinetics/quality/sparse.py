@@ -29,23 +29,35 @@ class SparseConfig:
         budget: tokens attended per (query, KV head).
         block_size: tokens per page (block top-k only, else ``None``).
         local_pages: trailing pages always attended (block top-k only).
+        means_dtype: how the page means are stored (block top-k only): ``None`` float32,
+            or a name of :data:`kinetics.attention.cache.PAGE_MEANS_DTYPES`.
     """
 
     method: str
     budget: int
     block_size: int | None = None
     local_pages: int = 1
+    means_dtype: str | None = None
 
     @property
     def label(self) -> str:
         if self.method == "topk":
             return f"topk k={self.budget}"
-        return f"blocktopk b={self.block_size} k={self.budget}"
+        means = f" {self.means_dtype}" if self.means_dtype else ""
+        return f"blocktopk b={self.block_size} k={self.budget}{means}"
 
 
 def build_configs(methods: list[str], budgets: list[int], block_sizes: list[int],
-                  local_pages: int = 1) -> list[SparseConfig]:
-    """Every (method, block size, budget) to sweep, validated (InputError on bad values)."""
+                  local_pages: int = 1, means_dtypes: list[str | None] | None = None
+                  ) -> list[SparseConfig]:
+    """Every (method, block size, page-means dtype, budget) to sweep, validated
+    (InputError on bad values); ``means_dtypes`` default ``[None]`` (float32 means)."""
+    from kinetics.attention.cache import page_means_dtype
+
+    means_dtypes = means_dtypes or [None]
+    for name in means_dtypes:
+        if name is not None:
+            page_means_dtype(name)  # InputError on an unknown name
     for method in methods:
         if method not in METHODS:
             raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
@@ -64,7 +76,8 @@ def build_configs(methods: list[str], budgets: list[int], block_sizes: list[int]
                 if b % size or b // size < local_pages:
                     raise InputError(f"budget {b} is not a multiple of block size {size} "
                                      f"holding at least the {local_pages} local page(s)")
-                configs.append(SparseConfig("blocktopk", b, size, local_pages))
+            configs += [SparseConfig("blocktopk", b, size, local_pages, dtype)
+                        for dtype in means_dtypes for b in budgets]
     return configs
 
 
@@ -79,8 +92,11 @@ def selection_mask(config: SparseConfig, q: torch.Tensor, k: torch.Tensor,
     if config.method == "topk":
         mask = reference.causal_topk_mask(q, k, config.budget)
     else:
+        from kinetics.attention.cache import page_means_dtype
+
+        dtype = page_means_dtype(config.means_dtype) if config.means_dtype else None
         mask = reference.causal_block_mask(q, k, config.block_size, config.budget //
-                                           config.block_size, config.local_pages)
+                                           config.block_size, config.local_pages, dtype)
     tq, tk = q.shape[2], k.shape[2]
     pos = torch.arange(tq, device=q.device) + (tk - tq)
     visible = reference.causal_visibility(tq, tk, q.device)  # dense causal

@@ -1,5 +1,5 @@
-"""GPU tests: flashinfer dense, block top-k (both top-k kernels, Triton attention) and the
-selection kernels vs the torch reference.
+"""GPU tests: flashinfer dense, block top-k (the fused kernel; the separate path with both
+top-k kernels and the Triton attention) and the selection kernels vs the torch reference.
 
 Marked ``gpu``; skipped with the reason where there is no CUDA GPU, triton or
 flashinfer. Inputs are fresh random draws per case (never zeros); outputs are
@@ -10,6 +10,8 @@ JIT-compiles one decode module.
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kinetics.bench import spec as bench
 
@@ -26,6 +28,7 @@ from kinetics.attention import PagedKVCache, reference  # noqa: E402
 from kinetics.attention.checks import check_selection  # noqa: E402
 from kinetics.attention.decode import (  # noqa: E402
     FlashinferDenseDecode,
+    FusedBlockTopkDecode,
     build_blocktopk_decode,
 )
 from kinetics.attention.select import PageSelector  # noqa: E402
@@ -89,7 +92,8 @@ def _assert_selection_ok(got, q, cache, k, local):
 def test_blocktopk_matches_reference(case, seed, topk, attention):
     batch, hq, hkv, ps, lens, k, local = case
     cache, q = _problem(batch, hq, hkv, ps, lens, seed)
-    dec = build_blocktopk_decode(cache, hq, k, local, topk=topk, **ATTENTION[attention])
+    dec = build_blocktopk_decode(cache, hq, k, local, topk=topk, impl="separate",
+                                 **ATTENTION[attention])
     out = torch.full_like(q, float("nan"))
     for _ in range(2):  # twice: a step must not depend on the previous one's scratch
         out.fill_(float("nan"))
@@ -102,6 +106,97 @@ def test_blocktopk_matches_reference(case, seed, topk, attention):
     assert _rel(out, ref) < 1e-2
     if bool((got == reference.select_pages(q, cache, k, local)).all()):
         assert _rel(out, reference.blocktopk_decode(q, cache, k, local)) < 1e-2
+
+
+FUSED = {"default": {}, "one-split": dict(splits=1), "two-splits": dict(splits=2),
+         "four-splits-two-launches": dict(splits=4, one_launch=False),
+         "chunks-of-16": dict(splits=2, chunk_pages=16, tile_pages=1),
+         "eight-warps": dict(num_warps=8)}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("launch", list(FUSED))
+def test_fused_matches_reference(case, seed, launch):
+    batch, hq, hkv, ps, lens, k, local = case
+    cache, q = _problem(batch, hq, hkv, ps, lens, seed)
+    dec = FusedBlockTopkDecode(cache, hq, k, local, **FUSED[launch])
+    outs = []
+    for _ in range(3):  # a step must not depend on the last one's scratch or counters
+        out = torch.full_like(q, float("nan"))
+        dec(q, out)
+        torch.cuda.synchronize()
+        outs.append(out)
+    assert torch.isfinite(outs[0]).all(), "output not fully written"
+    assert all(torch.equal(outs[0], o) for o in outs[1:]), "not deterministic"
+    got = dec.selected_page_mask()
+    _assert_selection_ok(got, q, cache, k, local)
+    ref = reference.blocktopk_decode(q, cache, k, local, page_mask=got)
+    assert _rel(outs[0], ref) < 1e-2
+    if bool((got == reference.select_pages(q, cache, k, local)).all()):
+        assert _rel(outs[0], reference.blocktopk_decode(q, cache, k, local)) < 1e-2
+
+
+def test_fused_in_a_cuda_graph_replays_deterministically():
+    """One launch with several splits (spinning rows, counters reset by the merge): graph
+    replays give the eager output bit for bit."""
+    cache, q = _problem(3, 8, 2, 16, [4000, 3001, 2500], 7)
+    dec = FusedBlockTopkDecode(cache, 8, 32, 1, splits=4)
+    assert dec.launch.one_launch and dec.launch.splits == 4
+    eager = torch.empty_like(q)
+    dec(q, eager)
+    out = torch.full_like(q, float("nan"))
+    graph = capture_graph(lambda: dec(q, out))
+    for _ in range(5):
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, eager)
+    assert (dec.counters == 0).all()
+
+
+@st.composite
+def fused_cases(draw):
+    page_size = draw(st.sampled_from([16, 32]))
+    batch = draw(st.sampled_from([1, 2, 3, 5, 7]))
+    lens = draw(st.lists(st.integers(1, 3000), min_size=batch, max_size=batch))
+    return dict(page_size=page_size, lens=lens, hkv=draw(st.sampled_from([1, 2])),
+                group=draw(st.sampled_from([1, 4, 5, 8])),
+                k=draw(st.sampled_from([1, 2, 8, 64, 200])), local=draw(st.integers(1, 2)),
+                splits=draw(st.sampled_from([None, 1, 2, 8])),
+                tied=draw(st.lists(st.integers(1, 60), max_size=6, unique=True)),
+                fp8=draw(st.booleans()), seed=draw(st.integers(0, 2**31 - 1)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fused_cases())
+def test_fused_matches_reference_on_drawn_shapes(c):
+    """GQA groups 1/4/5/8, page sizes 16/32, ragged contexts not a multiple of the page
+    size, budgets beyond some contexts, tied page scores (copies of page 0), batch 1 and
+    odd batches, bf16 or fp8 page means."""
+    k = max(c["k"], c["local"])
+    ps, lens = c["page_size"], c["lens"]
+    gen = torch.Generator(device="cuda").manual_seed(c["seed"])
+    b, t = len(lens), max(lens)
+    keys = torch.randn((b, t, c["hkv"], DIM), generator=gen, device="cuda")
+    for j in c["tied"]:
+        if (j + 1) * ps <= t:
+            keys[:, j * ps:(j + 1) * ps] = keys[:, :ps]
+    values = torch.randn((b, t, c["hkv"], DIM), generator=gen, device="cuda")
+    cache = PagedKVCache.from_dense(
+        keys, values, page_size=ps, seq_lens=lens, dtype=torch.bfloat16, page_order="random",
+        seed=c["seed"] % 1000, page_means_dtype=torch.float8_e4m3fn if c["fp8"] else None)
+    hq = c["hkv"] * c["group"]
+    q = torch.randn((b, hq, DIM), generator=gen, device="cuda").to(torch.bfloat16)
+    dec = FusedBlockTopkDecode(cache, hq, k, c["local"], splits=c["splits"])
+    out = torch.full_like(q, float("nan"))
+    dec(q, out)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all()
+    got = dec.selected_page_mask()
+    _assert_selection_ok(got, q, cache, k, c["local"])
+    ref = reference.blocktopk_decode(q, cache, k, c["local"], page_mask=got)
+    assert _rel(out, ref) < 1e-2
 
 
 def _means_only_cache(batch, hkv, page_size, lens, seed):
@@ -185,6 +280,23 @@ def test_selection_on_grid_cells(hq, hkv, context, batch, k, topk):
     sel(q, cache.key_means, cache.page_table, cache.seq_lens, out)
     torch.cuda.synchronize()
     _assert_selection_ok(_selected_mask(out, cache, k), q, cache, k, 1)
+
+
+@pytest.mark.parametrize("hq,hkv,context,batch,k", _grid_shapes())
+@pytest.mark.parametrize("means", ["bf16", "fp8"])
+def test_fused_selection_on_grid_cells(hq, hkv, context, batch, k, means):
+    """The fused kernel's selection == torch.topk up to ties on every grid shape (batch <=
+    64) with its default launch, each listed page once, bf16 and fp8 page means."""
+    cache, gen = _means_only_cache(batch, hkv, 16, [context] * batch, context + batch + k)
+    if means == "fp8":
+        cache.key_means = cache.key_means.to(torch.float8_e4m3fn)
+    q = torch.randn((batch, hq, DIM), generator=gen, device="cuda").to(torch.bfloat16)
+    dec = FusedBlockTopkDecode(cache, hq, k, 1)
+    out = torch.empty_like(q)
+    dec(q, out)
+    torch.cuda.synchronize()
+    assert (dec.pages >= 0).all(), "page list not fully written"
+    _assert_selection_ok(_selected_mask(dec.pages, cache, k), q, cache, k, 1)
 
 
 # --------------------------------------------------------------- pytest-benchmark (timed)

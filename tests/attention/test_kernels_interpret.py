@@ -1,8 +1,9 @@
 """The Triton kernels on CPU under ``TRITON_INTERPRET=1`` (no GPU needed; needs triton).
 
-Selection (scoring + bitonic top-k) then split-KV attention (float32: the interpreter
-does not model bfloat16 loads) against the torch reference, in a subprocess because
-the interpreter is chosen when the kernels are decorated, at import. The attention
+The separate path: selection (scoring + bitonic top-k) then split-KV attention
+(float32: the interpreter does not model bfloat16 loads) against the torch reference,
+in a subprocess because the interpreter is chosen when the kernels are decorated, at
+import. The attention
 runs again over each row's page list shuffled: it finds the partial last page by its
 id, so the order must not matter.
 """
@@ -38,7 +39,7 @@ for seed, lens, hkv, group, ps, k, local, splits, tile in json.loads(sys.argv[1]
     cache = PagedKVCache.from_dense(keys, values, page_size=ps, seq_lens=lens,
                                     page_order="random", seed=seed)
     q = torch.randn((b, hkv * group, d), generator=gen)
-    dec = build_blocktopk_decode(cache, hkv * group, k, local, topk="bitonic",
+    dec = build_blocktopk_decode(cache, hkv * group, k, local, topk="bitonic", impl="separate",
                                  splits=splits, tile_pages=tile)
     out = torch.full_like(q, float("nan"))
     dec(q, out)

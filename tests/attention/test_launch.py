@@ -1,4 +1,6 @@
-"""Launch rule of the sparse attention (:func:`kinetics.attention.decode.choose_launch`)."""
+"""Launch rules: the sparse attention's (:func:`kinetics.attention.decode.choose_launch`),
+the fused kernel's (:func:`~kinetics.attention.decode.choose_fused_launch`) and the choice
+between the fused and the separate kernels (:func:`~kinetics.attention.decode.default_impl`)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kinetics.attention.decode import choose_launch
+from kinetics.attention.decode import (
+    MAX_CANDIDATES,
+    MAX_SPLITS,
+    candidate_width,
+    choose_fused_launch,
+    choose_launch,
+    default_impl,
+)
 from kinetics.attention.select import prev_pow2
 
 
@@ -32,3 +41,46 @@ def test_launch_is_the_measured_best_on_an_h200(rows, expected):
     """Batch 16 / 64 / 256 of one KV head, 64 pages of 16, 132 SMs: the fastest of the
     72 options timed per cell (benchmarks/RESULTS.md, 2026-11-30 sweep)."""
     assert choose_launch(rows, 64, 16, 132) == expected
+
+
+# ------------------------------------------------------------------ fused kernel launch
+@given(rows=st.integers(1, 1024), max_pages=st.integers(1, 1 << 14),
+       topk_pages=st.integers(1, 300), local=st.integers(1, 4),
+       page_size=st.sampled_from([1, 4, 16, 32, 64]), sms=st.integers(1, 256),
+       interpreted=st.booleans())
+def test_fused_launch_covers_rows_and_lists_legally(rows, max_pages, topk_pages, local,
+                                                    page_size, sms, interpreted):
+    local = min(local, topk_pages)
+    n = choose_fused_launch(rows, max_pages, topk_pages, local, page_size, sms,
+                            interpreted=interpreted)
+    k_p2 = candidate_width(topk_pages, local)
+    assert n.splits & (n.splits - 1) == 0 and 1 <= n.splits <= MAX_SPLITS
+    assert n.chunk_pages & (n.chunk_pages - 1) == 0 and n.chunk_pages >= max(k_p2, 16)
+    assert n.splits * n.chunks * n.chunk_pages >= max_pages  # every page scored
+    assert n.splits * n.tiles * n.tile_pages >= topk_pages  # every listed page attended
+    assert n.tile_pages * page_size >= 16  # tl.dot's smallest tile
+    if n.splits > 1:  # more than one candidate list only when it stays small
+        assert n.splits * k_p2 <= max(MAX_CANDIDATES, k_p2)
+    if n.one_launch and n.splits > 1:  # spinning rows only when all fit at once
+        assert rows * n.splits <= sms and not interpreted
+
+
+def test_fused_launch_refuses_a_one_launch_that_could_deadlock():
+    with pytest.raises(ValueError, match="resident"):
+        choose_fused_launch(64, 1024, 64, 1, 16, 132, splits=4, one_launch=True)
+    with pytest.raises(ValueError, match="resident"):
+        choose_fused_launch(2, 1024, 64, 1, 16, 132, splits=2, one_launch=True,
+                            interpreted=True)
+
+
+@pytest.mark.parametrize("rows,context,pages,group,expected", [
+    (64, 16384, 64, 4, "fused"), (16, 65536, 64, 4, "fused"),  # standard point, long CoT
+    (16, 131072, 64, 4, "fused"), (64, 16384, 64, 8, "fused"),  # 128k long CoT, Qwen3-32B
+    (256, 16384, 64, 4, "fused"), (4, 8192, 64, 4, "fused"), (1, 65536, 64, 4, "fused"),
+    (16, 131072, 128, 8, "fused"), (64, 65536, 64, 4, "separate"),
+    (256, 32768, 128, 8, "separate"), (1, 131072, 64, 8, "separate"),
+    (4, 8192, 128, 8, "separate"), (16, 131072, 128, 4, "separate")])
+def test_default_impl_is_the_faster_one_measured_on_an_h200(rows, context, pages, group,
+                                                             expected):
+    """The 2026-12-03 H200 grids (benchmarks/RESULTS.md): fused and separate steps per cell."""
+    assert default_impl(rows, context // 16, pages, group) == expected

@@ -14,6 +14,7 @@ from kinetics.attention import (  # noqa: E402
     blocktopk_decode,
     dense_decode,
     masked_decode,
+    reference,
     select_pages,
     topk_decode,
     topk_token_mask,
@@ -238,3 +239,79 @@ def test_causal_form_equals_decode_form(problem, k_tokens, topk_pages, local_pag
                                                                        local_pages))
         torch.testing.assert_close(dense[:, :, pos], dense_decode(qd, cache))
     assert not (token | block).triu(1).any()  # no key past a query's position
+
+
+# ------------------------------------------------- independent checks of the page scores
+def _scores_by_hand(q, keys, lens, page_size):
+    """Block scores from the dense keys ``[B, T, Hkv, D]`` with plain loops: page ``p`` of
+    KV head ``h`` scores ``sum over the group's query heads g of q_g . (mean of the
+    page's keys)`` (float64; -inf past the request's last page)."""
+    b, hq, d = q.shape
+    hkv = keys.shape[2]
+    group = hq // hkv
+    pages = -(-max(lens) // page_size)
+    out = torch.full((b, hkv, pages), float("-inf"), dtype=torch.float64)
+    for r in range(b):
+        for h in range(hkv):
+            for p in range(-(-lens[r] // page_size)):
+                block = keys[r, p * page_size:min((p + 1) * page_size, lens[r]), h]
+                mean = block.double().sum(0) / block.shape[0]
+                out[r, h, p] = sum(float(q[r, h * group + g].double() @ mean)
+                                   for g in range(group))
+    return out
+
+
+@SETTINGS
+@given(problems())
+def test_page_scores_are_the_group_sum_computed_by_hand(problem):
+    cache, q, keys, _, lens = problem
+    want = _scores_by_hand(q, keys, lens, cache.page_size)
+    got = reference.page_scores(q, cache).double()
+    torch.testing.assert_close(got[..., :want.shape[-1]], want, rtol=1e-5, atol=1e-5)
+
+
+def test_selection_sums_the_group_where_the_per_head_max_differs():
+    """Page 0 has the larger per-head maximum (10 vs 3), page 1 the larger group sum (6 vs
+    1): block top-k with one scored page must choose page 1, in the decode form and in the
+    teacher-forced form alike."""
+    from kinetics.attention.reference import causal_block_mask
+
+    keys = torch.tensor([[10.0, -9.0], [10.0, -9.0],  # page 0: mean (10, -9)
+                         [3.0, 3.0], [3.0, 3.0],  # page 1: mean (3, 3)
+                         [0.0, 0.0]])  # page 2: partial, always attended (local)
+    keys = keys[None, :, None, :]  # [1, T=5, 1 KV head, D=2]
+    q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # 2 query heads of one KV head
+    cache = PagedKVCache.from_dense(keys, torch.randn_like(keys), page_size=2)
+    by_hand = _scores_by_hand(q, keys, [5], 2)[0, 0]
+    assert by_hand[:2].tolist() == [1.0, 6.0]
+    per_head_max = torch.stack([(q[0] @ keys[0, 2 * p:2 * p + 2, 0].mean(0)).max()
+                                for p in range(2)])
+    assert per_head_max.argmax() == 0 and by_hand[:2].argmax() == 1  # the case discriminates
+    torch.testing.assert_close(reference.page_scores(q, cache)[0, 0].double(), by_hand)
+    assert select_pages(q, cache, 2, 1)[0, 0].tolist() == [False, True, True]
+    block = causal_block_mask(q[:, :, None], keys.transpose(1, 2), 2, 2, 1)
+    assert block[0, 0, 0].tolist() == [False, False, True, True, True]
+
+
+@SETTINGS
+@given(st.integers(1, 3), st.sampled_from([1, 2]), st.sampled_from([1, 2, 4]),
+       st.sampled_from([1, 4, 16]), st.integers(1, 80), st.integers(1, 6),
+       st.integers(0, 2**31 - 1),
+       st.sampled_from([None, torch.bfloat16, torch.float8_e4m3fn]))
+def test_selection_on_appended_cache_equals_dense_built(batch, kv_heads, group, page_size,
+                                                         tokens, topk_pages, seed, means):
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.randn((batch, tokens, kv_heads, 8), generator=gen) * 2
+    values = torch.randn((batch, tokens, kv_heads, 8), generator=gen)
+    appended = PagedKVCache(batch, kv_heads, 8, page_size=page_size, max_tokens=tokens,
+                            page_order="random", seed=seed, page_means_dtype=means)
+    for t in range(tokens):
+        appended.append(keys[:, t], values[:, t])
+    built = PagedKVCache.from_dense(keys, values, page_size=page_size, page_means_dtype=means)
+    assert appended.key_means.dtype == built.key_means.dtype == (means or torch.float32)
+    q = torch.randn((batch, kv_heads * group, 8), generator=gen)
+    for local in range(1, min(topk_pages, 2) + 1):
+        assert torch.equal(select_pages(q, appended, topk_pages, local),
+                           select_pages(q, built, topk_pages, local))
+    torch.testing.assert_close(blocktopk_decode(q, appended, topk_pages),
+                               blocktopk_decode(q, built, topk_pages))

@@ -113,6 +113,27 @@ def test_cell_floor_is_its_two_reads_and_two_launches():
     assert limit.of_floor == pytest.approx(expected / 0.0285)
 
 
+def test_one_launch_floor_is_one_read_of_both_parts_and_one_launch():
+    curve = _curve([(1e6, 0.002), (1e9, 0.25)], launch=0.001)
+    (limit,) = floors.cell_limits(_record(), curve)
+    selection = 64 * 1 * (1024 - 1) * (128 * 2 + 4)
+    attention = 2 * 64 * 1 * 64 * 16 * 128 * 2 + 2 * 64 * 4 * 128 * 2
+    # log-log line through (1e6, 0.002) and (1e9, 0.25), at the sum of the two parts
+    slope = math.log(0.25 / 0.002) / math.log(1e9 / 1e6)
+    read = 0.002 * ((selection + attention) / 1e6) ** slope
+    assert limit.one_launch_floor_ms == pytest.approx(read + 0.001, rel=1e-9)
+    assert limit.one_launch_floor_ms < limit.floor_ms  # one read of the sum, one launch
+    assert limit.of_one_launch_floor == pytest.approx(limit.one_launch_floor_ms / 0.0285)
+    assert limit.one_launch_floor_share == pytest.approx(
+        0.1354 / limit.one_launch_floor_ms / limit.byte_roofline)
+
+
+@given(curve=curves(), a=st.floats(1e4, 1e10), b=st.floats(1e4, 1e10))
+def test_one_launch_floor_is_at_least_the_larger_read_and_a_launch(curve, a, b):
+    one = floors.one_launch_floor_ms(a, b, curve)
+    assert one >= curve.floor_ms(max(a, b)) + curve.launch_ms - 1e-12
+
+
 def test_limits_table_counts_met_and_reachable_cells():
     curve = _curve([(1e6, 0.002), (1e9, 0.25)], launch=0.001)
     (limit,) = floors.cell_limits(_record(blocktopk_ms=0.06), curve)
@@ -122,6 +143,8 @@ def test_limits_table_counts_met_and_reachable_cells():
     target = (limit.share + limit.floor_share) / 2  # met by `fast` only, allowed for both
     text = floors.format_limits([limit, fast, small], target_share=target)
     assert text.count("| qwen3-8b |") == 2  # the 0.05 ms dense cell is left out
-    assert text.splitlines()[-1] == (f"2 cells with dense >= 0.1 ms: 1 at >= {target:.0%} of "
-                                     "the byte roofline measured, 2 where the floor allows it.")
+    one = sum(x.one_launch_floor_share >= target for x in (limit, fast))
+    assert text.splitlines()[-1] == (
+        f"2 cells with dense >= 0.1 ms: 1 at >= {target:.0%} of the byte roofline measured; "
+        f"the four-kernel floor allows it in 2, the one-launch floor in {one}.")
     assert math.isclose(fast.of_floor, 1.0)

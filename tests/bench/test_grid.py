@@ -84,9 +84,9 @@ def _result(cells=None) -> grid.GridResult:
         dense_b, sparse_b = cell.step_bytes(spec)
         out.cells.append(grid.CellResult(
             cell, 4, dense_b, sparse_b, dense_ms=0.134 * (i + 1), dense_fraction_of_copy=0.96,
-            topk_kernel="bitonic", selection_ms={"bitonic": 0.013, "flashinfer": 0.015},
-            attention_ms=0.017, blocktopk_ms=0.03, checks_passed=i != 2,
-            check_notes=("bitonic: rel err 2e-02",) if i == 2 else ()))
+            impl="fused", step_ms={"fused": 0.03, "separate": 0.031, "fused-fp8": 0.025},
+            blocktopk_ms=0.03, checks_passed=i != 2,
+            check_notes=("fused: rel err 2e-02",) if i == 2 else ()))
     out.skipped.append(grid.SkippedCell(grid.GridCell("qwen3-32b", 131072, 256, 128),
                                         "not reached within the time budget"))
     return out
@@ -105,7 +105,8 @@ def test_table_lists_cells_failures_and_skips():
     assert lines[0].startswith("GPU  today  copy 4000 GB/s")
     assert len(lines) == 2 + 3 + 1
     assert "4.47x" in lines[2] and "96.0%" in lines[2] and lines[2].endswith("ok")
-    assert "FAIL bitonic: rel err 2e-02" in lines[4]
+    assert lines[2].split()[7:12] == ["0.0300", "fused", "0.0300", "0.0310", "0.0250"]
+    assert "FAIL fused: rel err 2e-02" in lines[4]
     assert lines[5].startswith("skipped: qwen3-32b context 131072 batch 256 128 pages")
 
 
@@ -118,7 +119,8 @@ def test_json_holds_every_number():
     assert (cell["model"], cell["context"], cell["batch_size"], cell["topk_pages"]) == \
         ("qwen3-8b", 16384, 64, 64)
     assert cell["speedup"] == pytest.approx(0.134 / 0.03)
-    assert cell["selection_ms"] == {"bitonic": 0.013, "flashinfer": 0.015}
+    assert cell["step_ms"] == {"fused": 0.03, "separate": 0.031, "fused-fp8": 0.025}
+    assert cell["impl"] == "fused" and cell["blocktopk_ms"] == 0.03
     assert math.isclose(cell["share_of_roofline"], cell["speedup"] / cell["byte_roofline"])
     assert record["cells"][2]["checks_passed"] is False
     assert record["skipped"][0]["reason"] == "not reached within the time budget"
@@ -127,8 +129,8 @@ def test_json_holds_every_number():
 def test_figure_has_one_panel_per_model_and_budget(tmp_path):
     result = _result()
     result.cells.append(grid.CellResult(
-        grid.GridCell("qwen3-32b", 16384, 64, 128), 2, 5e8, 8e7, 0.13, 0.95, "bitonic",
-        {"bitonic": 0.02}, 0.03, 0.05, True))
+        grid.GridCell("qwen3-32b", 16384, 64, 128), 2, 5e8, 8e7, 0.13, 0.95, "fused",
+        {"fused": 0.05}, 0.05, True))
     fig = grid.grid_figure(result.to_dict())
     assert len(fig.axes) == 2
     titles = [ax.get_title() for ax in fig.axes]
@@ -138,22 +140,50 @@ def test_figure_has_one_panel_per_model_and_budget(tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 0
 
 
-def test_table_with_a_read_curve_adds_the_floor_share_and_the_count():
+def test_table_with_a_read_curve_adds_the_one_launch_floor_and_the_count():
     from kinetics.bench.floors import ReadCurve, cell_limits
 
     result = _result()
     curve = ReadCurve((1e6, 1e9), (0.002, 0.25), 0.001)
-    assert grid.format_grid(result).splitlines()[2].split()[-2] == "-"  # no curve yet
+    assert grid.format_grid(result).splitlines()[2].split()[-4:-1] == ["-", "-", "-"]
     result.read_curve = curve
     lines = grid.format_grid(result).splitlines()
     # first cell: Qwen3-8B tp 8 (1 KV head, 4 q heads), 16k, batch 64, 64 of 1,024 pages
     selection = 64 * (1024 - 1) * (128 * 2 + 4)
     attention = 2 * 64 * 64 * 16 * 128 * 2 + 2 * 64 * 4 * 128 * 2
-    floor_ms = curve.floor_ms(selection) + curve.floor_ms(attention) + 2 * 0.001
+    floor_ms = curve.floor_ms(selection + attention) + 0.001  # one read, one launch
     cell = result.cells[0]
-    assert lines[1].split()[-2:] == ["@floor", "ok"]
-    assert lines[2].split()[-2] == f"{cell.dense_ms / floor_ms / cell.byte_roofline:.0%}"
+    assert lines[1].split()[-6:] == ["floor", "ms", "of", "floor", "@floor", "ok"]
+    assert lines[2].split()[-4:-1] == [
+        f"{floor_ms:.4f}", f"{floor_ms / cell.blocktopk_ms:.0%}",
+        f"{cell.dense_ms / floor_ms / cell.byte_roofline:.0%}"]
     assert lines[-1].startswith("3 cells with dense >= 0.1 ms:")
-    assert cell_limits(result.to_dict(), curve)[0].floor_ms == pytest.approx(floor_ms)
+    limit = cell_limits(result.to_dict(), curve)[0]
+    assert limit.one_launch_floor_ms == pytest.approx(floor_ms)
+    four = curve.floor_ms(selection) + curve.floor_ms(attention) + 2 * 0.001
+    assert limit.floor_ms == pytest.approx(four)  # the four-kernel floor beside it
     record = json.loads(json.dumps(result.to_dict()))
     assert ReadCurve.from_dict(record["read_curve"]) == result.read_curve
+
+
+def test_fp8_page_means_halve_the_selection_bytes():
+    cell, spec = grid.GridCell("qwen3-8b", 16384, 64, 64), grid.GridSpec()
+    _, bf16 = cell.step_bytes(spec)
+    _, fp8 = cell.step_bytes(spec, "fp8")
+    assert bf16 - fp8 == 64 * (1024 - 1) * 128  # one byte less per page-mean element
+
+
+def test_a_variant_spec_takes_its_implementation_and_page_means():
+    cell, spec = grid.GridCell("qwen3-8b", 16384, 64, 64), grid.GridSpec()
+    assert (cell.spec(spec).blocktopk_impl, cell.spec(spec).page_means_dtype) == ("auto", "bf16")
+    for name, (impl, means) in grid.VARIANTS.items():
+        v = cell.spec(spec, 3, name)
+        assert (v.blocktopk_impl, v.page_means_dtype, v.replicas) == (impl, means, 3)
+        assert v.topk_kernel == spec.base.topk_kernel  # the separate variants honour --topk
+
+
+def test_unknown_variant_is_an_input_error():
+    with pytest.raises(InputError, match="unknown block top-k variants"):
+        grid.grid_cells(grid.GridSpec(variants=("fused", "nope")))
+    with pytest.raises(InputError, match="unknown block top-k variants"):
+        grid.grid_cells(grid.GridSpec(variants=()))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kinetics.bench import records
-from kinetics.bench.floors import ReadCurve
+from kinetics.bench.floors import ReadCurve, cell_limits
 from kinetics.bench.layer import DecodeComparison, MethodTiming
 from kinetics.bench.spec import DecodeSpec
 from kinetics.bench.tp import TpLayerTiming
@@ -17,6 +17,7 @@ from kinetics.cli import main
 from kinetics.errors import InputError
 
 GRID = Path(__file__).resolve().parents[1] / "data" / "bench" / "grid-synthetic.json"
+VARIANTS = GRID.with_name("grid-variants-synthetic.json")  # cells that timed every variant
 ENV = {"device": "NVIDIA H200", "date": "2000-01-01 00:00 UTC", "versions": {}}
 
 
@@ -103,7 +104,7 @@ def test_cli_from_json_grid_tables_and_figure(tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert main(["bench", "--from-json", str(GRID), "--plot", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "**qwen3-8b tp 8.**" in text and "share at floor" in text
+    assert "**qwen3-8b tp 8.**" in text and "share at 4-kernel floor" in text
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -146,10 +147,71 @@ def test_cli_from_json_combinations(tmp_path, capsys):
     layer = tmp_path / "layer.json"
     layer.write_text(json.dumps(_decode_record()))
     assert main(["bench", "--from-json", str(GRID), str(curve)]) == 0
-    assert "share at floor" in capsys.readouterr().out
+    assert "share at 1-launch floor" in capsys.readouterr().out
     for argv, match in (([str(curve)], "read-curve record goes with"),
                         ([str(attention)], "no layer or whole-model step"),
                         ([str(GRID), str(layer), "--plot", str(tmp_path / "x.png")],
                          "--plot draws one figure")):
         assert main(["bench", "--from-json", *argv]) == 2
         assert match in capsys.readouterr().err
+
+
+def test_grid_markdown_of_a_variants_record_shows_every_step_and_the_one_launch_floor():
+    record = json.loads(VARIANTS.read_text())
+    lines = records.grid_markdown(record).splitlines()
+    assert "1,024 tokens: ms (fused / separate / fused fp8 / separate fp8)" in lines[2]
+    assert "1-launch floor share, of floor)" in lines[2]
+    row = next(line for line in lines if line.startswith("| 16k | 64 |"))
+    assert "0.0245 fus (0.0245 / 0.0290 / 0.0231 / 0.0262)" in row
+    limit = next(x for x in cell_limits(record, ReadCurve.from_dict(
+        record["read_curve"])) if x.context == 16384)
+    assert (f"; {100 * limit.one_launch_floor_share:.0f}%, "
+            f"{100 * limit.of_one_launch_floor:.0f}%)") in row
+    row = next(line for line in lines if line.startswith("| 64k | 16 |"))
+    assert "0.0250 sep (0.0196 / 0.0250 / 0.0188 / 0.0231)" in row
+
+
+def test_compare_grids_lists_the_slower_cells_and_each_variant():
+    old, new = json.loads(GRID.read_text()), json.loads(VARIANTS.read_text())
+    text, slower = records.compare_grids(old, new)
+    lines = text.splitlines()
+    # 16k: 0.0245 / 0.029; 64k: 0.025 / 0.025 (the old rule's separate step, unchanged)
+    assert lines[0] == ("block top-k step: 2 cells, new/old median 0.922, range 0.845-1.000")
+    assert "separate step: 2 cells, new/old median" in text
+    assert slower == 0 and lines[-1] == "0 cells slower than before by more than 5%."
+    text, slower = records.compare_grids(new, old, tolerance=0.1)
+    assert slower == 1 and text.splitlines()[-1].startswith("  qwen3-8b 16k batch 64 64 pages:")
+    assert records.compare_grids(old, {**new, "cells": []}) == (
+        "no cell in both grid records", 0)
+
+
+def test_relabel_takes_the_current_rules_measured_step():
+    new = records.relabel_default_impl(json.loads(VARIANTS.read_text()))
+    by_context = {c["context"]: c for c in new["cells"]}
+    # both cells are fused under today's default_impl (rows 64 and 16, 1,024 and 4,096 pages)
+    assert [by_context[k]["impl"] for k in (16384, 65536)] == ["fused", "fused"]
+    cell = by_context[65536]
+    assert cell["blocktopk_ms"] == cell["step_ms"]["fused"] == 0.0196
+    assert cell["speedup"] == pytest.approx(cell["dense_ms"] / 0.0196)
+    assert cell["share_of_roofline"] == pytest.approx(cell["speedup"] / cell["byte_roofline"])
+    assert "relabelled" in new
+    with pytest.raises(InputError, match="timed every block top-k variant"):
+        records.relabel_default_impl(json.loads(GRID.read_text()))
+
+
+def test_cli_relabel_writes_the_record_and_compares_two_grids(tmp_path, capsys):
+    out = tmp_path / "relabelled.json"
+    assert main(["bench", "--from-json", str(VARIANTS), "--relabel", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"re-labelled (written to {out})" in text and "0.0196 fus" in text
+    assert json.loads(out.read_text())["cells"][1]["impl"] == "fused"
+    assert main(["bench", "--from-json", str(VARIANTS), "--relabel", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err  # no silent overwrite
+    for argv in ([str(GRID), "--relabel", str(tmp_path / "x.json")],
+                 [str(VARIANTS), str(GRID), "--relabel", str(tmp_path / "y.json")]):
+        assert main(["bench", "--from-json", *argv]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(["bench", "--from-json", str(GRID), str(VARIANTS)]) == 0
+    text = capsys.readouterr().out
+    assert f"## {VARIANTS} against {GRID}" in text
+    assert "0 cells slower than before by more than 5%." in text

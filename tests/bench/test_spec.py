@@ -67,6 +67,8 @@ def test_step_bytes_scale_with_the_batch_and_split_into_their_parts(context, bat
     (dict(topk_pages=2000), "pages of the context"),
     (dict(replicas=0), "--replicas"),
     (dict(topk_kernel="heap"), "--topk"),
+    (dict(blocktopk_impl="both"), "--impl"),
+    (dict(page_means_dtype="int8"), "--page-means-dtype"),
     (dict(dense_kernel="tpu"), "dense kernel"),
     (dict(tp=3), "tp"),
     (dict(model="nope"), "unknown model"),
@@ -76,9 +78,19 @@ def test_bad_specs_are_input_errors(change, match):
         replace(DecodeSpec(), **change).validate()
 
 
+@pytest.mark.parametrize("means,element", [("bf16", 2), ("fp8", 1), ("fp32", 4)])
+def test_page_means_dtype_sets_the_selection_bytes_only(means, element):
+    spec = DecodeSpec(page_means_dtype=means)
+    sparse = spec.step_bytes("blocktopk")
+    assert sparse.selection == 64 * 1023 * (128 * element + 4)  # means + page table
+    assert sparse.kv == DecodeSpec().step_bytes("blocktopk").kv
+    assert spec.step_bytes("dense") == DecodeSpec().step_bytes("dense")
+
+
 def test_block_topk_fields_are_checked_only_for_block_topk():
     spec = DecodeSpec(context=64, topk_pages=64)  # 4 pages of context: fine for dense
     assert spec.validate(("dense",)).name == "qwen3-8b"
+    assert replace(spec, blocktopk_impl="x", page_means_dtype="y").validate(("dense",))
     with pytest.raises(InputError, match="pages of the context"):
         spec.validate()
     with pytest.raises(InputError, match="unknown method"):

@@ -31,7 +31,8 @@ SELECT = {
     "gate": ["--gate", BASELINE], "from-json": ["--from-json", GRID_RECORD],
 }
 SPEC_FLAGS = {"--model", "--context", "--batch-size", "--page-size", "--topk-pages",
-              "--local-pages", "--tp", "--cuda-cores", "--topk", "--replicas"}
+              "--local-pages", "--tp", "--cuda-cores", "--topk", "--impl",
+              "--page-means-dtype", "--replicas"}
 OUT = {"--json", "--json-out", "--force"}
 GRID_FLAGS = {"--grid-models", "--grid-contexts", "--grid-batches", "--grid-budget-tokens",
               "--time-budget", "--no-floors", "--plot"}
@@ -48,7 +49,7 @@ EXPECTED = {
     "grid": GRID_FLAGS | OUT | {"--grid", "--page-size", "--tp", "--local-pages",
                                 "--cuda-cores", "--topk", "--repeats"},
     "gate": OUT | {"--gate"},
-    "from-json": {"--from-json", "--plot", "--force"},
+    "from-json": {"--from-json", "--plot", "--force", "--relabel"},
 }
 
 
@@ -68,6 +69,8 @@ def _given(flag: str, mode: str, tmp: Path) -> list[str]:
         "--page-size": ["--page-size", "32"], "--topk-pages": ["--topk-pages", "32"],
         "--local-pages": ["--local-pages", "2"], "--tp": ["--tp", "4"],
         "--cuda-cores": ["--cuda-cores"], "--topk": ["--topk", "bitonic"],
+        "--impl": ["--impl", "separate"], "--page-means-dtype": ["--page-means-dtype", "fp8"],
+        "--relabel": ["--relabel", str(tmp / "relabelled.json")],
         "--replicas": ["--replicas", "2"], "--repeats": ["--repeats", "7"],
         "--layer-impl": ["--layer-impl", "reference"], "--json": ["--json"],
         "--json-out": ["--json-out", out],
@@ -95,6 +98,8 @@ def _honoured(plan: bench_cmd.BenchPlan, flag: str) -> bool:
         "--page-size": s.page_size == 32, "--topk-pages": s.topk_pages == 32,
         "--local-pages": s.local_pages == 2, "--tp": s.tp == 4,
         "--cuda-cores": s.dense_kernel == "cuda-cores", "--topk": s.topk_kernel == "bitonic",
+        "--impl": s.blocktopk_impl == "separate", "--page-means-dtype": s.page_means_dtype == "fp8",
+        "--relabel": plan.relabel is not None and plan.relabel.endswith("relabelled.json"),
         "--replicas": s.replicas == 2,
         "--repeats": plan.repeats == 7 and (grid is None or grid.repeats == 7),
         "--layer-impl": plan.layer_impl == "reference", "--json": plan.json,
@@ -149,6 +154,12 @@ def test_every_flag_is_honoured_or_refused(mode, flag, tmp_path, monkeypatch, ca
 @pytest.mark.parametrize("argv,match", [
     (["--method", "dense", "--topk-pages", "8"], "--topk-pages is a block top-k setting"),
     (["--method", "dense", "--topk", "bitonic"], "--topk is a block top-k setting"),
+    (["--method", "dense", "--impl", "fused"], "--impl is a block top-k setting"),
+    (["--method", "dense", "--page-means-dtype", "fp8"],
+     "--page-means-dtype is a block top-k setting"),
+    (["--impl", "fused", "--topk", "bitonic"], "--topk picks the separate implementation's"),
+    (["--grid", "--impl", "fused"], "--impl does not apply to --grid (the grid times every"),
+    (["--relabel", "x.json"], "--relabel does not apply to the decoder-layer benchmark"),
     (["--method", "blocktopk", "--cuda-cores"], "--cuda-cores is a dense setting"),
     (["--distributed"], "runs --method dense only"),  # no GPU: both methods refused
     (["--force"], "--force replaces"),
@@ -172,9 +183,10 @@ def test_defaults_build_the_default_spec():
 # ------------------------------------------------------------------ the spec reaches the run
 FULL = ["--model", "qwen3-32b", "--context", "8192", "--batch-size", "4", "--page-size",
         "32", "--topk-pages", "16", "--local-pages", "2", "--tp", "4", "--topk", "bitonic",
-        "--cuda-cores", "--repeats", "3"]
+        "--impl", "separate", "--page-means-dtype", "fp8", "--cuda-cores", "--repeats", "3"]
 WANT = DecodeSpec(model="qwen3-32b", tp=4, context=8192, batch_size=4, page_size=32,
                   topk_pages=16, local_pages=2, topk_kernel="bitonic",
+                  blocktopk_impl="separate", page_means_dtype="fp8",
                   dense_kernel="cuda-cores")
 
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One call on a lent H200 for the fused block top-k kernel (see benchmarks/RESULTS.md).
+#
+#   bash benchmarks/gpu/fused_run.sh [explore|final]
+#
+# Both: install the carried wheels (.whl: flashinfer-python, apache-tvm-ffi), compile the
+# fused kernel for every grid cell in parallel processes
+# (benchmarks/gpu/precompile_fused.py), `kinetics bench --grid` (read floors included;
+# cell time budget GRID_S, default 170 s), the gate against the COMMITTED baseline
+# (benchmarks/baseline/gpu.json; the baseline from this grid goes to $OUT/gpu-new.json,
+# never checked in this call), then GPU tests for the rest of LIMIT_S (default 580 s):
+# explore: first benchmarks/explore/explore_fused.py (launch options on 8 cells), tests
+#   of the fused kernel only (-k fused);
+# final: the GPU tests of the attention, bench and model packages.
+# Logs and JSON go under $OUT; a short summary is printed last.
+set -u -o pipefail
+mode="${1:-explore}"
+OUT="${OUT:-/tmp/out}"
+LIMIT_S="${LIMIT_S:-580}"
+mkdir -p "$OUT"
+log="$OUT/run.log"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl >>"$log" 2>&1 || { echo "wheel install failed"; exit 1; }
+export PYTHONPATH="/tmp/site:$PWD"
+export FLASHINFER_WORKSPACE_BASE=/tmp/fiws PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  python3 -c "import torch, triton, flashinfer; print('torch', torch.__version__, 'triton', \
+triton.__version__, 'flashinfer', flashinfer.__version__)"; } >>"$log" 2>&1
+left() { echo $((LIMIT_S - SECONDS)); }
+step() {  # step NAME SECONDS CMD...: run with a timeout, log, note the exit code
+    local name="$1" secs="$2"; shift 2
+    if [ "$secs" -lt 20 ]; then echo "== $name: skipped (no time left)" | tee -a "$log"; return; fi
+    echo "== $name (limit ${secs}s, at ${SECONDS}s)" >>"$log"
+    timeout "$secs" "$@" >>"$log" 2>&1
+    echo "== $name: exit $? after ${SECONDS}s" | tee -a "$log"
+}
+step precompile 150 python3 benchmarks/gpu/precompile_fused.py --workers 14
+if [ "$mode" = explore ]; then
+    step explore 150 python3 benchmarks/explore/explore_fused.py "$OUT/explore.json"
+fi
+step grid $(( $(left) - 150 > 330 ? 330 : $(left) - 150 )) python3 -m kinetics bench --grid \
+    --time-budget "${GRID_S:-170}" --json-out "$OUT/grid.json" --plot "$OUT/grid.png"
+python3 -c "import json, sys; from kinetics.bench.gate import baseline_from_grid; \
+old = json.load(open(sys.argv[2])); new = baseline_from_grid(json.load(open(sys.argv[1]))); \
+new.update({k: old[k] for k in ('layer', 'layer_how_set') if k in old}); \
+json.dump(new, open(sys.argv[3], 'w'), indent=2)" \
+    "$OUT/grid.json" benchmarks/baseline/gpu.json "$OUT/gpu-new.json" >>"$log" 2>&1
+step gate $(( $(left) - 30 > 120 ? 120 : $(left) - 30 )) python3 -m kinetics bench --gate \
+    benchmarks/baseline/gpu.json --json-out "$OUT/gate.json"
+if [ "$mode" = explore ]; then
+    step tests "$(left)" python3 -m pytest -m gpu -x -q -p no:cacheprovider \
+        tests/attention/test_decode.py -k fused
+else
+    step tests "$(left)" python3 -m pytest -m gpu -v -p no:cacheprovider \
+        tests/attention tests/bench tests/model
+    echo "tests: $(grep -c ' PASSED' "$log") passed, $(grep -c ' FAILED' "$log") failed," \
+        "$(grep -c ' SKIPPED' "$log") skipped (as far as they got)" | tee -a "$log"
+fi
+echo "== summary"
+grep -E "^== |^precompiled|^compiled|cells with dense|gate:|passed|failed| FAIL|Error" "$log" | tail -40
+sed -n '/^cell  /,/^== /p' "$log" | head -12
+grep -E "^qwen3-(8b|32b) +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ " "$log" \
+    | grep -E "^qwen3-8b +16384 +64 +64 |^qwen3-8b +65536 +16 +64 |^qwen3-8b +131072 +16 +64 |^qwen3-32b +16384 +64 +64 "
