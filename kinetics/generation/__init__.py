@@ -1,0 +1,1 @@
+"""Sampling reasoning traces with dense and sparse attention: backends, problems, runs."""
