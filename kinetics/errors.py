@@ -8,7 +8,9 @@ class InputError(ValueError):
 
     Messages name the file, the row (1-based data row, as a person counts lines in
     a spreadsheet) or, for line-oriented raw files, the 1-based line, and the field
-    whenever those exist.
+    whenever those exist. ``detail`` is the message without that location, so a
+    caller that knows more (the file, the row) can re-raise with :meth:`at`
+    instead of prefixing the location twice.
     """
 
     def __init__(self, message: str, *, path: str | None = None, row: int | None = None,
@@ -24,4 +26,14 @@ class InputError(ValueError):
             where.append(f"field '{field}'")
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.detail = message
         self.path, self.row, self.field, self.line = path, row, field, line
+
+    def at(self, *, path: str | None = None, row: int | None = None, field: str | None = None,
+           line: int | None = None) -> InputError:
+        """The same error with its location completed: each of path, row, field and line
+        this error already names is kept, the others are taken from the arguments."""
+        return InputError(self.detail, path=self.path if self.path is not None else path,
+                          row=self.row if self.row is not None else row,
+                          field=self.field if self.field is not None else field,
+                          line=self.line if self.line is not None else line)

@@ -229,17 +229,21 @@ def load_model_config(path: str | Path) -> ModelSpec:
     return model_from_config(config, str(path))
 
 
-def get_model(name: str, config_path: str | Path | None = None) -> ModelSpec:
+def get_model(name: str, config_path: str | Path | None = None, *,
+              config_flag: bool = False) -> ModelSpec:
     """A preset by name (case-insensitive, 'Qwen/Qwen3-8B' also accepted), or the
-    config.json at ``config_path`` named ``name``."""
+    config.json at ``config_path`` named :func:`model_key` of ``name``.
+
+    An unknown name is an InputError listing the presets; ``config_flag`` (for commands
+    that have ``--model-config``) adds how to give the model a config.
+    """
     if config_path is not None:
-        return replace(load_model_config(config_path), name=name)
+        return replace(load_model_config(config_path), name=model_key(name))
     key = preset_key(name)
     if key is None:
-        raise InputError(
-            f"unknown model '{name}' (presets: {', '.join(MODELS)}; "
-            f"or give it a config: --model-config {name}=PATH/config.json)"
-        )
+        hint = f"; or give it a config: --model-config {name}=PATH/config.json" \
+            if config_flag else ""
+        raise InputError(f"unknown model '{name}' (presets: {', '.join(MODELS)}{hint})")
     return MODELS[key]
 
 
@@ -247,3 +251,10 @@ def preset_key(name: str) -> str | None:
     """The preset a model name means ('Qwen/Qwen3-8B', 'QWEN3-8B' -> 'qwen3-8b'), else None."""
     key = str(name).strip().lower().split("/")[-1]
     return key if key in MODELS else None
+
+
+def model_key(name: str) -> str:
+    """The one name of a model everywhere (trial tables, ``--model-config NAME=``,
+    ``--model``, presets): a preset's key ('Qwen/Qwen3-4B' -> 'qwen3-4b'), else the
+    name with surrounding spaces removed."""
+    return preset_key(name) or str(name).strip()

@@ -35,7 +35,6 @@ and :func:`read_raw_file` are the I/O edge (stdlib ``json`` line by line,
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -47,6 +46,7 @@ import pandas as pd
 from kinetics.analysis.answers import answers_match, last_boxed, normalize_answer
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
+from kinetics.jsonfile import json_lines
 
 _MODEL_RE = re.compile(r"qwen3[-_](\d+(?:\.\d+)?b(?:[-_]a\d+b)?)", re.IGNORECASE)
 _BLOCK_RE = re.compile(r"local(\d+)_block(\d+)_blocktopk(\d+)", re.IGNORECASE)
@@ -60,12 +60,18 @@ def model_from_name(text: str) -> str | None:
     return None if match is None else f"qwen3-{match.group(1).lower().replace('_', '-')}"
 
 
-def _opt_int(meta: dict, key: str) -> int | None:
+def _opt_int(meta: dict, key: str, minimum: int) -> int | None:
+    """An integer metadata field (null: None); InputError naming the field otherwise or
+    below ``minimum``."""
     value = meta.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise InputError(f"expected an integer or null, got {value!r}", field=key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) \
+            or value != int(value):
+        raise InputError(f"expected an integer or null, got {value!r}"[:200], field=key)
+    if value < minimum:
+        raise InputError(f"expected an integer >= {minimum} (tokens) or null, got {value!r}",
+                         field=key)
     return int(value)
 
 
@@ -78,14 +84,17 @@ def config_from_metadata(meta: dict) -> AttentionConfig | None:
     keys = ("attn_local", "attn_topk", "attn_block_size", "attn_block_topk")
     if not any(k in meta for k in keys):
         return None
-    local = _opt_int(meta, "attn_local") or 0
-    topk = _opt_int(meta, "attn_topk")
-    block = _opt_int(meta, "attn_block_size")
-    blocks = _opt_int(meta, "attn_block_topk")
-    if block is not None and blocks is not None:
-        return AttentionConfig.blocktopk(block, topk_blocks=blocks, local=local)
-    if topk is not None:
-        return AttentionConfig.topk(topk + local)
+    local = _opt_int(meta, "attn_local", 0) or 0
+    topk = _opt_int(meta, "attn_topk", 1)
+    block = _opt_int(meta, "attn_block_size", 1)
+    blocks = _opt_int(meta, "attn_block_topk", 1)
+    try:
+        if block is not None and blocks is not None:
+            return AttentionConfig.blocktopk(block, topk_blocks=blocks, local=local)
+        if topk is not None:
+            return AttentionConfig.topk(topk + local)
+    except InputError as exc:  # e.g. over the 2**31-token cap
+        raise exc.at(field="attn_block_size" if block is not None else "attn_topk") from None
     return AttentionConfig.dense()
 
 
@@ -159,7 +168,12 @@ def _row_texts(rows: pd.DataFrame, source: str, lines: Sequence[int]
             raise InputError("missing" if query is None else f"expected the query text, got "
                              f"{query!r}"[:200], path=source, line=lines[i], field="query")
         if isinstance(pred, (list, tuple, np.ndarray)):
-            pred = pred[0] if len(pred) else ""
+            if len(pred) != 1:  # one row is one sample: nothing dropped, nothing invented
+                raise InputError("an empty list (no generated text)" if not len(pred) else
+                                 f"{len(pred)} generated texts in one row; a row holds one "
+                                 "sample (a list of one string): write one row per sample",
+                                 path=source, line=lines[i], field="prediction")
+            pred = pred[0]
         if not isinstance(pred, str):
             raise InputError("missing" if pred is None else "expected the generated text (a list "
                              f"of one string), got {pred!r}"[:200], path=source, line=lines[i],
@@ -189,7 +203,8 @@ def grade_rows(rows: pd.DataFrame, answers: Sequence[str | None], source: str,
     for i, (score, choices) in enumerate(zip(_column(rows, "score"), _column(rows, "choices"),
                                              strict=True)):
         if score is not None:
-            if isinstance(score, bool) or not isinstance(score, (int, float)):
+            if isinstance(score, bool) or not isinstance(score, (int, float)) \
+                    or not np.isfinite(score):
                 raise InputError(f"expected a number, got {score!r}"[:200], path=source,
                                  line=lines[i], field="score")
             correct[i] = score > 0
@@ -248,7 +263,7 @@ def describe_file(path: Path, meta: dict, model_override: str | None = None
     try:
         config = config_from_metadata(meta) or config_from_filename(path.name)
     except InputError as exc:
-        raise InputError(str(exc), path=str(path), field=exc.field) from None
+        raise exc.at(path=str(path)) from None
     if config is None:
         raise InputError("cannot tell the attention config from the metadata or file name",
                          path=str(path))
@@ -313,16 +328,12 @@ def _is_metadata(record: dict) -> bool:
 
 
 def read_metadata(path: Path) -> dict:
-    """The metadata dict of a raw file (its first line; {} when that is a trace row)."""
+    """The metadata dict of a raw file (its first line; {} when that is a trace row or
+    not JSON: :func:`read_raw_file` names the bad line)."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            first = next((line for line in handle if line.strip()), "")
-    except UnicodeDecodeError:
-        raise InputError("not a UTF-8 text file", path=str(path)) from None
-    try:
-        record = json.loads(first) if first else {}
-    except json.JSONDecodeError:
-        return {}  # read_raw_file names the bad line
+        record = next((value for _, value in json_lines(path)), {})
+    except InputError:
+        return {}
     return record if isinstance(record, dict) and _is_metadata(record) else {}
 
 
@@ -330,28 +341,17 @@ def read_raw_file(path: Path) -> tuple[dict, pd.DataFrame]:
     """(metadata dict, data rows) of one raw JSONL file.
 
     Rows keep their 1-based line in the file in a ``line`` column; blank lines are
-    skipped; a line that is not a JSON object raises InputError naming it.
+    skipped; a line that is not a JSON object (or not UTF-8) raises InputError naming it.
     """
     meta: dict | None = None
     records: list[dict] = []
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"not JSON ({exc.msg}, column {exc.colno})", path=str(path),
-                                     line=number) from None
-                if not isinstance(record, dict):
-                    raise InputError("expected a JSON object", path=str(path), line=number)
-                if meta is None and not records and _is_metadata(record):
-                    meta = record
-                    continue
-                records.append({**record, "line": number})
-    except UnicodeDecodeError:
-        raise InputError("not a UTF-8 text file", path=str(path)) from None
+    for number, record in json_lines(path):
+        if not isinstance(record, dict):
+            raise InputError("expected a JSON object", path=str(path), line=number)
+        if meta is None and not records and _is_metadata(record):
+            meta = record
+            continue
+        records.append({**record, "line": number})
     if not records:
         raise InputError("no trace rows (after the metadata line)" if meta else "empty file",
                          path=str(path))

@@ -5,7 +5,9 @@ Best-of-N or a (model, config, generation budget) for long-CoT. Costs are kept a
 compute FLOPs and memory bytes so that any law (intensity I) prices them later:
 eFLOPs = compute_flops + I * memory_bytes.
 
-Best-of-N, for a query with n recorded samples of lengths T_1..T_n (c correct):
+Best-of-N, for a query with n recorded samples of lengths T_1..T_n (c correct), for
+N = 1 up to the fewest samples any query of its (model, config) has (the
+uneven-samples rule, docs/analysis.md: an option exists for every query or none):
 
 * coverage (pass@N) = 1 - C(n-c, N) / C(n, N), the unbiased estimator;
 * cost(N) = N * mean_i private(S, T_i) + E[shared(S, max of N lengths)], the
@@ -266,27 +268,46 @@ def query_blocks(trials: pd.DataFrame, cells_per_row: int) -> list[np.ndarray]:
     return np.split(order, np.flatnonzero(np.diff(block[order])) + 1)
 
 
+def max_samples(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, config): the fewest and the most samples any of its queries has.
+
+    Columns model, config, fewest, most. Best-of-N offers N = 1..fewest (see
+    :func:`best_of_n`); ``fewest < most`` is an uneven table.
+    """
+    sizes = trials.groupby(GROUP, sort=False).size()
+    return (sizes.groupby(level=["model", "config"], sort=False).agg(["min", "max"])
+            .rename(columns={"min": "fewest", "max": "most"}).reset_index())
+
+
 def best_of_n(trials: pd.DataFrame, models: Mapping[str, ModelSpec], *,
               majority: bool = True) -> pd.DataFrame:
-    """Best-of-N options: one row per (model, config, query, N), N = 1..n samples.
+    """Best-of-N options: one row per (model, config, query, N).
 
-    Columns: model, method, config, query_id, n, coverage, majority (NaN without
-    answers), compute_flops (FLOPs), memory_bytes (bytes) -- the expected cost of
-    decoding N of the query's samples together. Computed over blocks of whole
-    queries (:func:`query_blocks`): the result does not depend on the blocking.
+    N runs from 1 to the fewest samples any query of that (model, config) has, so
+    that an option exists for every query or for none (the uneven-samples rule:
+    every output averages an option over the same queries); each query's estimate
+    still uses all of its n samples. Columns: model, method, config, query_id, n,
+    coverage, majority (NaN without answers), compute_flops (FLOPs), memory_bytes
+    (bytes) -- the expected cost of decoding N of the query's samples together.
+    Computed over blocks of whole queries (:func:`query_blocks`): the result does not
+    depend on the blocking.
     """
     trials = trials.sort_values(GROUP + ["gen_len"], kind="stable").reset_index(drop=True)
     # majority vote needs answers somewhere in the table (NaN otherwise, not 0)
     majority = majority and "answer" in trials.columns and bool(trials["answer"].notna().any())
     n_max = int(np.bincount(_group_codes(trials)).max(initial=1))
-    parts = [_best_of_n_sorted(trials.iloc[rows].reset_index(drop=True), models, majority)
+    limits = max_samples(trials)
+    pairs = zip(limits["model"], limits["config"], strict=True)
+    cap = dict(zip(pairs, limits["fewest"], strict=True))
+    parts = [_best_of_n_sorted(trials.iloc[rows].reset_index(drop=True), models, majority, cap)
              for rows in query_blocks(trials, n_max)]
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def _best_of_n_sorted(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
-                      majority: bool) -> pd.DataFrame:
-    """:func:`best_of_n` of trials sorted by (model, config, query_id, gen_len)."""
+                      majority: bool, cap: Mapping[tuple[str, str], int]) -> pd.DataFrame:
+    """:func:`best_of_n` of trials sorted by (model, config, query_id, gen_len); ``cap``:
+    the largest N of each (model, config)."""
     group = _group_codes(trials)
     n_groups = int(group.max(initial=-1)) + 1
     counts = np.bincount(group, minlength=n_groups)
@@ -315,10 +336,13 @@ def _best_of_n_sorted(trials: pd.DataFrame, models: Mapping[str, ModelSpec],
     else:
         vote = np.full((n_groups, n_max), np.nan)
 
-    keep = num[None, :] <= counts[:, None]  # (groups, n_max)
-    gi, ni = np.nonzero(keep)
     first_row = np.empty(n_groups, dtype=np.int64)
     first_row[group[starts]] = starts  # groups are contiguous after the sort
+    heads = trials.iloc[first_row]
+    largest = np.array([cap[key] for key in zip(heads["model"], heads["config"], strict=True)],
+                       dtype=np.int64)
+    keep = num[None, :] <= largest[:, None]  # (groups, n_max); largest <= counts
+    gi, ni = np.nonzero(keep)
     nn = num[ni]
     first = trials.iloc[first_row[gi]]
     return pd.DataFrame({

@@ -19,7 +19,8 @@ import pandas as pd
 
 from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig
 from kinetics.errors import InputError
-from kinetics.models import ModelSpec, get_model, preset_key, with_param_count
+from kinetics.jsonfile import json_lines, read_text_file
+from kinetics.models import ModelSpec, get_model, model_key, with_param_count
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "model", "method", "budget", "block_size", "local", "query_id", "trial",
@@ -66,11 +67,14 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, bool]:
             frame = pd.read_csv(path, index_col=False,
                                 dtype={"model": str, "method": str, "query_id": str, "answer": str})
         elif suffix in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=True, dtype=False)
+            frame = _read_jsonl(path)
         else:
             raise InputError(f"unknown file type '{suffix or '(none)'}' "
                              "(expected .csv, .jsonl or .parquet)", path=str(path))
     except InputError:
+        raise
+    except UnicodeDecodeError:
+        read_text_file(path)  # raises, naming the line of the first invalid byte
         raise
     except Exception as exc:  # parser errors of three libraries: one message
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -78,6 +82,18 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, bool]:
     if len(frame) == 0:
         raise InputError("no data rows", path=str(path))
     return frame, synthetic
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """A JSONL trial table (a UTF-8 BOM accepted); on a parse error, InputError naming
+    the first line that is not a JSON object."""
+    try:
+        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
+    except Exception:
+        for number, record in json_lines(path):  # raises at a line that is not JSON
+            if not isinstance(record, dict):
+                raise InputError("expected a JSON object", path=str(path), line=number) from None
+        raise
 
 
 def _bad_row(mask: np.ndarray) -> int:
@@ -145,9 +161,9 @@ def validate_trials(frame: pd.DataFrame, path: str = "<trials>") -> pd.DataFrame
             raise InputError("missing value", path=path, row=_bad_row(empty), field=column)
         out[column] = raw.astype(str).str.strip()
     out["method"] = out["method"].str.lower()
-    # one name per preset: 'Qwen/Qwen3-8B' and 'qwen3-8b' are the same model
+    # one name per model: 'Qwen/Qwen3-8B' and 'qwen3-8b' are the same preset
     names = pd.unique(out["model"])
-    out["model"] = out["model"].map({n: preset_key(n) or n for n in names})
+    out["model"] = out["model"].map({n: model_key(n) for n in names})
     bad_method = ~out["method"].isin(METHODS).to_numpy()
     if bad_method.any():
         row = _bad_row(bad_method)
@@ -229,7 +245,7 @@ def _config_labels(out: pd.DataFrame, path: str) -> pd.Series:
             if method == "dense" and win is not None:
                 raise InputError("dense attention takes no local window")
         except InputError as exc:
-            raise InputError(str(exc), path=path, row=int(index) + 1, field=field) from None
+            raise exc.at(path=path, row=int(index) + 1, field=field) from None
         labels.append(config.label)
     return pd.Series(np.asarray(labels, dtype=object)[codes], index=out.index, dtype=object)
 
@@ -252,30 +268,59 @@ def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path]
     """ModelSpec for every model in the table: a preset, or ``model_configs[name]``,
     priced with ``param_count`` parameters (see :func:`kinetics.models.with_param_count`).
 
-    An unknown model with no config raises InputError naming the first row using it.
+    Names match as :func:`kinetics.models.model_key` spells them. An unknown model with
+    no config raises InputError naming the first row using it; so does a config for a
+    model the table does not have (a typo would otherwise be ignored).
     """
-    model_configs = dict(model_configs or {})
+    model_configs = {model_key(name): p for name, p in (model_configs or {}).items()}
+    unused = sorted(set(model_configs) - set(pd.unique(trials["model"])))
+    if unused:
+        have = ", ".join(sorted(pd.unique(trials["model"])))
+        raise InputError(f"--model-config {unused[0]}: the trial table has no model "
+                         f"'{unused[0]}' (it has {have})", path=path)
     specs: dict[str, ModelSpec] = {}
     for name in pd.unique(trials["model"]):
+        config = model_configs.get(model_key(name))
         try:
-            specs[name] = get_model(name, model_configs.get(name))
+            specs[name] = get_model(name, config, config_flag=True)
         except InputError as exc:
-            row = _bad_row((trials["model"] == name).to_numpy())
-            if name in model_configs:
+            if config is not None:
                 raise
-            raise InputError(str(exc), path=path, row=row, field="model") from None
+            row = _bad_row((trials["model"] == name).to_numpy())
+            raise exc.at(path=path, row=row, field="model") from None
     return {name: with_param_count(spec, param_count) for name, spec in specs.items()}
 
 
-def load_trials(path: str | Path | None) -> tuple[pd.DataFrame, bool]:
-    """Load and validate a trial table; ``None`` loads the embedded synthetic default.
+def check_same_queries(trials: pd.DataFrame, path: str = "<trials>") -> None:
+    """Every (model, config) of a validated table must have samples for the same
+    queries (the analysis compares pairs query by query); InputError naming the first
+    row of a pair that lacks a query some other pair has, and that query."""
+    pairs = trials.groupby(["model", "config"], sort=False)["query_id"]
+    every = set(trials["query_id"])
+    for (model, config), queries in pairs:
+        missing = every - set(queries)
+        if missing:
+            row = int(queries.index[0]) + 1
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise InputError(f"{model} ({config}) has no sample of query {min(missing)!r}{more}, "
+                             "which other (model, config) pairs have; every pair needs samples "
+                             "of the same queries", path=path, row=row, field="query_id")
 
-    Returns (validated trials, synthetic). ``synthetic`` is True for the embedded
-    set and for any Parquet file the synthetic generator wrote (its metadata says so).
+
+def load_trials(path: str | Path | None) -> tuple[pd.DataFrame, bool]:
+    """Load and validate a trial table for the analysis; ``None`` loads the embedded
+    synthetic default.
+
+    Beyond :func:`validate_trials`, every (model, config) must cover the same queries
+    (:func:`check_same_queries`). Returns (validated trials, synthetic). ``synthetic``
+    is True for the embedded set and for any Parquet file the synthetic generator
+    wrote (its metadata says so).
     """
     if path is None:
         frame, _ = _read_table(embedded_path())
-        return validate_trials(frame, EMBEDDED_SOURCE), True
-    path = Path(path)
-    frame, synthetic = _read_table(path)
-    return validate_trials(frame, str(path)), synthetic
+        trials, source, synthetic = validate_trials(frame, EMBEDDED_SOURCE), EMBEDDED_SOURCE, True
+    else:
+        frame, synthetic = _read_table(Path(path))
+        trials, source = validate_trials(frame, str(path)), str(path)
+    check_same_queries(trials, source)
+    return trials, synthetic

@@ -5,7 +5,7 @@ Input errors (``kinetics.errors.InputError``) and bad flags print one line on
 stderr and exit 2; no traceback reaches the user. Ctrl-C exits 130 and SIGTERM 143,
 both after removing the run's temporary output; a closed stdout pipe
 (``kinetics report | head -1``) ends the run quietly with 141, as a shell reports
-a process killed by SIGPIPE.
+a process killed by SIGPIPE; stdout on a full disk is one line and exit 2.
 """
 
 from __future__ import annotations
@@ -135,6 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 141
+    except OSError as exc:  # stdout on a full disk (`> file`): one line, not a traceback
+        from kinetics.cli._output import write_failure
+
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        _silence_stdout()
+        print(f"kinetics {args.command}: error: cannot write the output ({reason})",
+              file=sys.stderr)
+        return 2
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

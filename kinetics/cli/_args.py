@@ -54,12 +54,17 @@ def add_model_config(parser: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def model_configs(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """``--model-config`` pairs -> {name: path}; InputError on a name given twice."""
+    """``--model-config`` pairs -> {model name: path}, each name as
+    :func:`kinetics.models.model_key` spells it (so ``Qwen/Qwen3-4B=`` and ``qwen3-4b=``
+    name the same model, as in a trial table); InputError on a model given twice."""
+    from kinetics.models import model_key
+
     out: dict[str, str] = {}
     for name, path in pairs:
-        if name in out and out[name] != path:
-            raise InputError(f"--model-config {name} given twice ({out[name]}, {path})")
-        out[name] = path
+        key = model_key(name)
+        if key in out and out[key] != path:
+            raise InputError(f"--model-config {name} given twice ({out[key]}, {path})")
+        out[key] = path
     return out
 
 

@@ -16,7 +16,7 @@ from kinetics.cli._args import (
     finite_float,
     model_configs,
 )
-from kinetics.cli._output import write_json_file
+from kinetics.cli._output import refuse_output_over_inputs, write_json_file
 from kinetics.hardware import resolve_intensity
 from kinetics.jsonfile import read_json_object
 
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     configs = model_configs(args.model_config)
     path = Path(args.baseline) if args.baseline else PACKAGED_BASELINE
+    if args.update:  # the baseline is rewritten by intent; what the run reads never is
+        refuse_output_over_inputs(path, [args.trials, *configs.values()], flag="--baseline")
     baseline = None if args.update and not path.exists() else _read_baseline(path)
     hardware, intensity = args.hardware, args.intensity
     if hardware is None and intensity is None and baseline is not None:

@@ -14,7 +14,7 @@ from kinetics.cli._output import dumps_json
 from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig, query_cost
 from kinetics.errors import InputError
 from kinetics.hardware import resolve_intensity
-from kinetics.models import MODELS, ModelSpec, get_model, with_param_count
+from kinetics.models import MODELS, ModelSpec, get_model, model_key, with_param_count
 
 DEFAULT_MODEL = "qwen3-8b"
 
@@ -62,12 +62,28 @@ def model_from_args(args: argparse.Namespace) -> ModelSpec:
             raise InputError(f"several --model-config given ({', '.join(configs)}): "
                              "pick one with --model NAME")
         name = next(iter(configs), DEFAULT_MODEL)
-    model = get_model(name, configs.get(name))
+    model = get_model(name, configs.get(model_key(name)), config_flag=True)
     return with_param_count(model, args.param_count)
 
 
+# method flag -> (attribute, smallest value); each is at most MAX_TOKENS (2**31)
+SIZE_FLAGS = {"--budget": ("budget", 1), "--block-size": ("block_size", 1),
+              "--topk-blocks": ("topk_blocks", 0), "--local": ("local", 0),
+              "--batch-size": ("batch_size", 1)}
+
+
+def check_size_flags(args: argparse.Namespace) -> None:
+    """InputError naming the flag for a size flag out of its range."""
+    for flag, (name, low) in SIZE_FLAGS.items():
+        value = getattr(args, name)
+        if value is not None and not low <= value <= MAX_TOKENS:
+            raise InputError(f"{flag} must be {low}..{MAX_TOKENS} (2**31), got {value}")
+
+
 def attention_from_args(args: argparse.Namespace) -> AttentionConfig:
-    """Validate the method flags into an AttentionConfig (InputError on misuse)."""
+    """Validate the method flags into an AttentionConfig (InputError on misuse, naming
+    the flag)."""
+    check_size_flags(args)
     if args.method == "dense":
         extra = [f for f in ("budget", "block_size", "topk_blocks") if getattr(args, f) is not None]
         if extra or args.local:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kinetics.cli._args import add_model_config, model_configs, progress
-from kinetics.cli._output import check_output_file, staged_file
+from kinetics.cli._args import add_model_config, model_configs, progress, show_progress
+from kinetics.cli._output import (
+    check_output_file,
+    output_lock,
+    refuse_output_over_inputs,
+    staged_file,
+)
 from kinetics.errors import InputError
+from kinetics.quiet import third_party_output
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
 
@@ -31,6 +37,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_model_config(parser, "; pass the same to kinetics report")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (there is none anyway when stderr is not a terminal)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the warnings of transformers and other libraries (hidden "
+                        "otherwise)")
 
 
 INSTALL_HINT = "pip install 'kinetics-tts[ingest]'"
@@ -77,16 +86,17 @@ def _load_tokenizer(name: str):
 def _check_model(model: str, model_configs: dict[str, str], path: Path) -> str:
     """The model's name in the table (a preset's key); InputError, as ``kinetics report``
     would give, for a name that is neither a preset nor given a --model-config."""
-    from kinetics.models import get_model, preset_key
+    from kinetics.models import get_model, model_key
 
-    if model in model_configs:
-        get_model(model, model_configs[model])  # a bad config fails now, not in report
-        return model
+    key = model_key(model)
+    if key in model_configs:
+        get_model(key, model_configs[key])  # a bad config fails now, not in report
+        return key
     try:
-        get_model(model)
+        get_model(model, config_flag=True)
     except InputError as exc:  # the message report would give
-        raise InputError(str(exc), path=str(path), field="model") from None
-    return preset_key(model)
+        raise exc.at(path=str(path), field="model") from None
+    return key
 
 
 def _write_table(frame, out: Path) -> None:
@@ -101,27 +111,31 @@ def _write_table(frame, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from kinetics.analysis.ingest import (
-        describe_file,
-        raw_files,
-        read_metadata,
-        read_raw_file,
-        trial_rows,
-    )
-    from kinetics.analysis.trials import REQUIRED_COLUMNS, validate_trials
+    from kinetics.analysis.ingest import raw_files
 
     if Path(args.out).suffix.lower() not in TABLE_SUFFIXES:
         raise InputError("output must end in .parquet, .csv or .jsonl", path=args.out)
     out = check_output_file(args.out, replace=args.force)
     configs = model_configs(args.model_config)
     files = raw_files(args.source, args.include)
+    refuse_output_over_inputs(args.out, [args.source, *files, *configs.values(), args.tokenizer])
+    with output_lock(out):  # one writer of --out for the whole run
+        return _ingest(args, out, configs, files)
+
+
+def _ingest(args: argparse.Namespace, out: Path, configs: dict[str, str], files: list[Path]
+            ) -> int:
+    import pandas as pd
+
+    from kinetics.analysis.ingest import describe_file, read_metadata, read_raw_file, trial_rows
+    from kinetics.analysis.trials import REQUIRED_COLUMNS, check_same_queries, validate_trials
+
     described = []
     for path in files:  # every file's model and config before the slow tokenizing
         model, config = describe_file(path, read_metadata(path), args.model)
         described.append((path, _check_model(model, configs, path), config))
-    tokenizer = _load_tokenizer(args.tokenizer)
+    with third_party_output(progress=show_progress(args.quiet), verbose=args.verbose):
+        tokenizer = _load_tokenizer(args.tokenizer)
     parts = []
     for path, model, config in progress(described, desc="kinetics ingest", unit="file",
                                         quiet=args.quiet):
@@ -133,11 +147,15 @@ def run(args: argparse.Namespace) -> int:
     key = ["model", "method", "budget", "block_size", "local", "query_id"]
     frame["trial"] = frame.groupby(key, dropna=False, sort=False).cumcount()
     columns = list(REQUIRED_COLUMNS) + ["answer"]
-    validate_trials(frame, str(out))  # duplicates across files, bad lengths: fail before writing
+    validated = validate_trials(frame, str(out))  # duplicates, bad lengths: fail before writing
     _write_table(frame[columns], out)
     summary = frame.groupby(["model", "method"]).size()
     print(f"wrote {args.out}: {len(frame)} trials from {len(files)} file(s), "
           f"{frame['query_id'].nunique()} queries, accuracy {frame['correct'].mean():.3f}")
     for (model, method), count in summary.items():
         print(f"  {model:16} {method:10} {count} trials")
+    try:
+        check_same_queries(validated)
+    except InputError as exc:  # the table is what the files hold; the analysis needs more
+        print(f"note: kinetics report refuses this table: {exc.detail}")
     return 0

@@ -6,16 +6,29 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from kinetics.cli._args import positive_ints, progress, show_progress
-from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
+from kinetics.cli._output import (
+    check_output_folder,
+    dumps_json,
+    output_lock,
+    refuse_output_over_inputs,
+    staged_folder,
+)
 from kinetics.errors import InputError
+from kinetics.quiet import third_party_output
 
 DEFAULT_TOKENS = 1024
 DEFAULT_BUDGETS = "64,128,256,512"
 DEFAULT_BLOCK_SIZES = "8,16,32"
+# Longest sequence: the recall step holds a tokens x tokens float32 attention matrix per
+# query head (16,384 tokens x 9 heads of SmolLM2-135M: 9.7 GB).
+MAX_TOKENS = 16384
+MAX_SPECIAL_TOKENS = 64  # a chat template's or tokenizer's own tokens beyond the text's bytes
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -50,12 +63,18 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              "the end)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the warnings of transformers and other libraries (hidden "
+                        "otherwise; their progress bars show only on a terminal)")
 
 
 def _configs(args: argparse.Namespace):
-    from kinetics.quality.sparse import build_configs
+    from kinetics.quality.sparse import METHODS, build_configs
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise InputError(f"--methods needs at least one of {', '.join(METHODS)}, "
+                         f"got {args.methods!r}")
     return build_configs(methods, sorted(set(positive_ints(args.budgets, "--budgets"))),
                          sorted(set(positive_ints(args.block_sizes, "--block-sizes"))), args.local_pages)
 
@@ -107,27 +126,55 @@ def _write(out: Path, run, text: str, plots: bool) -> list[str]:
     return written
 
 
+def _check_sizes(args: argparse.Namespace, largest: int, text: str | None) -> None:
+    """Every size against what can run, before anything is loaded: --tokens within
+    2..MAX_TOKENS and at least the largest budget; with --text, a text that can hold
+    that many tokens (a token takes at least one byte); --threads within the CPUs."""
+    if args.tokens is not None and not 2 <= args.tokens <= MAX_TOKENS:
+        raise InputError(f"--tokens must be 2..{MAX_TOKENS} (the sweep holds a tokens x tokens "
+                         f"attention matrix per head), got {args.tokens}")
+    cpus = os.cpu_count() or 1
+    if args.threads is not None and not 1 <= args.threads <= cpus:
+        raise InputError(f"--threads must be 1..{cpus} (the CPUs here), got {args.threads}")
+    if text is None:
+        tokens = args.tokens or DEFAULT_TOKENS
+        if largest > tokens:
+            raise InputError(f"the largest of --budgets ({largest} tokens) exceeds --tokens "
+                             f"{tokens}" + ("" if args.tokens else " (the default)"))
+    elif largest > len(text.encode("utf-8")) + MAX_SPECIAL_TOKENS:
+        raise InputError(f"holds {len(text.encode('utf-8'))} bytes, too few for the largest "
+                         f"of --budgets ({largest} tokens)", path=args.text)
+    elif args.tokens is not None and largest > args.tokens:
+        raise InputError(f"the largest of --budgets ({largest} tokens) exceeds --tokens "
+                         f"{args.tokens}")
+
+
 def run(args: argparse.Namespace) -> int:
+    from kinetics.jsonfile import read_text_file
+
     configs = _configs(args)
-    if args.tokens is not None and args.tokens < 2:
-        raise InputError(f"--tokens must be >= 2, got {args.tokens}")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
-    out = check_output_folder(args.out) if args.out is not None else None  # before any work
     largest = max(c.budget for c in configs)
+    text = read_text_file(args.text) if args.text is not None else None  # before loading
+    _check_sizes(args, largest, text)
+    out = check_output_folder(args.out) if args.out is not None else None  # before any work
+    if out is not None:
+        model_path = args.model if args.gguf_file is None else str(Path(args.model) / args.gguf_file)
+        refuse_output_over_inputs(args.out, [args.text, model_path])
+    with output_lock(out) if out is not None else nullcontext():  # one writer of --out
+        with third_party_output(progress=show_progress(args.quiet), verbose=args.verbose):
+            return _run(args, configs, largest, text, out)
+
+
+def _run(args: argparse.Namespace, configs, largest: int, text: str | None,
+         out: Path | None) -> int:
     start = time.perf_counter()
 
     from kinetics.quality.load import load_model
     from kinetics.quality.run import sweep
-    from kinetics.quality.sequence import (
-        default_prompt,
-        greedy_sequence,
-        read_text,
-        text_sequence,
-    )
+    from kinetics.quality.sequence import default_prompt, greedy_sequence, text_sequence
 
-    text = read_text(args.text) if args.text is not None else None  # fail before loading
-    lm = load_model(args.model, args.gguf_file, progress=show_progress(args.quiet))
+    lm = load_model(args.model, args.gguf_file, progress=show_progress(args.quiet),
+                    verbose=args.verbose)
 
     import torch  # present: load_model needs it
 

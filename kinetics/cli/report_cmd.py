@@ -19,7 +19,12 @@ from kinetics.cli._args import (
     positive_ints,
     progress,
 )
-from kinetics.cli._output import check_output_folder, dumps_json, staged_folder
+from kinetics.cli._output import (
+    check_output_folder,
+    dumps_json,
+    refuse_output_over_inputs,
+    staged_folder,
+)
 from kinetics.errors import InputError
 from kinetics.hardware import Hardware, get_hardware, resolve_intensity
 
@@ -99,6 +104,21 @@ def _terminal_table(summary: Summary, hardware: Hardware | None) -> str:
     return "\n".join(lines)
 
 
+def _uneven_note(trials) -> str:
+    """One line naming the (model, config) pairs whose queries have unequal sample counts
+    (Best-of-N stops at the fewest there); empty when every query has as many."""
+    from kinetics.analysis.strategies import max_samples
+
+    limits = max_samples(trials)
+    uneven = limits[limits["fewest"] < limits["most"]]
+    if uneven.empty:
+        return ""
+    shown = ", ".join(f"{r.model} {r.config}: N <= {r.fewest} ({r.most} at most)"
+                      for r in uneven.head(3).itertuples())
+    return (f"note: uneven samples per query; Best-of-N stops at the fewest a query of the "
+            f"pair has: {shown}" + (", ..." if len(uneven) > 3 else ""))
+
+
 def _write_report(tmp: Path, analysis, summary: Summary, models, *, synthetic: bool,
                   preset: Hardware | None, formats: list[str], dpi: int, tick) -> None:
     """Every report file into the (temporary) folder ``tmp``; no figures without ``formats``."""
@@ -158,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dpi < 10:
         raise InputError(f"--dpi must be at least 10, got {args.dpi}")
     out = check_output_folder(args.out)  # refuse a user's folder before any work
+    refuse_output_over_inputs(args.out, [args.trials, *configs.values()])
 
     # Validate the input before the progress bar starts, so an error prints alone.
     trials, synthetic = load_trials(args.trials)
@@ -195,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
         print(SYNTHETIC_NOTE)
     print(f"trials: {source} ({len(trials)} rows); I = {intensity:g} FLOPs/byte"
           + (f" ({hardware})" if hardware else "") + f"; {args.param_count} parameter counts")
+    note = _uneven_note(trials)
+    if note:
+        print(note)
     print(_terminal_table(summary, preset))
     print(f"wrote {args.out}/: frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv, summary.json"
           + ("" if args.no_plots else f", 3 plots ({', '.join(f.upper() for f in formats)})"))

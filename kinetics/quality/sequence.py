@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinetics.errors import InputError
@@ -36,16 +35,6 @@ class TokenSequence:
     @property
     def length(self) -> int:
         return int(self.ids.shape[1])
-
-
-def read_text(path: str | Path) -> str:
-    """A UTF-8 text file's contents (InputError naming the file if missing or not UTF-8)."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError):
-        raise InputError("no such file", path=str(path)) from None
-    except UnicodeDecodeError:
-        raise InputError("not a UTF-8 text file", path=str(path)) from None
 
 
 def text_sequence(tokenizer: Any, text: str, source: str, tokens: int | None,

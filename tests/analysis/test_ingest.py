@@ -67,7 +67,7 @@ def raw_dir(tmp_path):
     write_raw(root / "dense" / "aime24_qwen3-8b_t32_dense.jsonl", dense, PREDICTIONS)
     block = {"attn_local": 0, "attn_topk": None, "attn_block_size": 16, "attn_block_topk": 64}
     write_raw(root / "blocktopk" / "aime24_qwen3-0.6b_local0_block16_blocktopk64.jsonl", block,
-              PREDICTIONS[:2])
+              PREDICTIONS[:2] + PREDICTIONS[3:])  # both queries: the analysis needs that
     return tmp_path / "raw"
 
 
@@ -77,7 +77,7 @@ def test_ingest_writes_a_valid_trial_table(raw_dir, tokenizer_dir, tmp_path, cap
                  "--quiet"])
     assert code == 0, capsys.readouterr().err
     trials, synthetic = load_trials(out)
-    assert not synthetic and len(trials) == 6
+    assert not synthetic and len(trials) == 7
     dense = trials[trials["model"] == "qwen3-8b"].reset_index(drop=True)
     assert set(dense["method"]) == {"dense"}
     block = trials[trials["model"] == "qwen3-0.6b"]
@@ -94,6 +94,21 @@ def test_ingest_writes_a_valid_trial_table(raw_dir, tokenizer_dir, tmp_path, cap
     # the table feeds the report
     assert main(["report", "--trials", str(out), "--out", str(tmp_path / "rep"), "--quiet",
                  "--no-plots"]) == 0
+
+
+def test_ingest_writes_a_table_that_misses_queries_and_says_report_refuses_it(
+        tmp_path, tokenizer_dir, capsys):
+    root = tmp_path / "raw"
+    dense = {"attn_local": None, "attn_topk": None, "attn_block_size": None,
+             "attn_block_topk": None}
+    write_raw(root / "aime24_qwen3-8b_dense.jsonl", dense, PREDICTIONS)
+    write_raw(root / "aime24_qwen3-4b_dense.jsonl", dense, PREDICTIONS[:1])
+    out = tmp_path / "t.csv"
+    assert main(["ingest", str(root), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                 "--quiet"]) == 0
+    assert len(pd.read_csv(out)) == 5  # every raw row, as read
+    assert "note: kinetics report refuses this table: qwen3-4b (dense) has no sample of query" \
+        in capsys.readouterr().out
 
 
 def test_ingest_errors_exit_2(raw_dir, tokenizer_dir, tmp_path, capsys):
@@ -178,11 +193,19 @@ BAD_RAW = [
     ([GOOD_ROW, {"query": QUERY_A, "prediction": ["x"], "score": None}],
      "line 3, field 'score': no score and no gold choices"),
     ([GOOD_ROW, {**GOOD_ROW, "score": "high"}], "line 3, field 'score': expected a number"),
-    ([GOOD_ROW, GOOD_ROW, '{"query": "q", "prediction": '], "line 4: not JSON"),
+    ([GOOD_ROW, GOOD_ROW, '{"query": "q", "prediction": '],
+     "line 4: not valid JSON (Expecting value; column 30)"),
+    # a prediction list defines the samples: none or two is an error, never 0 or 1 trial
+    ([GOOD_ROW, {**GOOD_ROW, "prediction": []}], "line 3, field 'prediction': an empty list"),
+    ([GOOD_ROW, {**GOOD_ROW, "prediction": ["\\boxed{70}", "\\boxed{5}"]}],
+     "line 3, field 'prediction': 2 generated texts in one row"),
+    ([GOOD_ROW, '{"query": "q", "prediction": ["x"], "score": NaN}'],
+     "line 3: not valid JSON (NaN is no JSON number)"),
+    ([GOOD_ROW, "[" * 100_000 + "]" * 100_000], "line 3: not valid JSON here (nested too deeply"),
 ]
 
 
-@pytest.mark.parametrize("rows, message", BAD_RAW, ids=[m for _, m in BAD_RAW])
+@pytest.mark.parametrize("rows, message", BAD_RAW, ids=[m[:40] for _, m in BAD_RAW])
 def test_a_bad_raw_row_names_file_line_and_field(tmp_path, tokenizer_dir, capsys, rows, message):
     raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
     raw.write_text(_raw_lines(*rows))
@@ -192,6 +215,81 @@ def test_a_bad_raw_row_names_file_line_and_field(tmp_path, tokenizer_dir, capsys
     err = capsys.readouterr().err
     assert f"{raw}, {message}" in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [raw.name]  # nothing written
+
+
+BAD_META = [
+    # (metadata line, what stderr must say): the field, never "field 'x': field 'x'"
+    ({"attn_local": 0, "attn_topk": -5}, "field 'attn_topk': expected an integer >= 1"),
+    ({"attn_local": 0, "attn_block_size": 0, "attn_block_topk": 4},
+     "field 'attn_block_size': expected an integer >= 1"),
+    ({"attn_local": -1, "attn_topk": 8}, "field 'attn_local': expected an integer >= 0"),
+    ({"attn_local": 0, "attn_topk": "1024"},
+     "aime24_qwen3-8b.jsonl, field 'attn_topk': expected an integer or null, got '1024'"),
+    ({"attn_local": 0, "attn_topk": 2**40}, "field 'attn_topk': budget 1099511627776 is over"),
+]
+
+
+@pytest.mark.parametrize("meta, message", BAD_META, ids=[m[:40] for _, m in BAD_META])
+def test_bad_metadata_names_the_field_once(tmp_path, tokenizer_dir, capsys, meta, message):
+    raw = tmp_path / "aime24_qwen3-8b.jsonl"
+    raw.write_text(json.dumps(meta) + "\n" + json.dumps(GOOD_ROW) + "\n")
+    assert main(["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out",
+                 str(tmp_path / "t.csv"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert err.count("field") == 1, err
+
+
+def test_invalid_utf8_names_the_line_and_a_bom_is_accepted(tmp_path, tokenizer_dir, capsys):
+    raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
+    good = _raw_lines(GOOD_ROW, GOOD_ROW).encode()
+    raw.write_bytes(good + b'{"query": "caf\xe9"}\n')
+    out = tmp_path / "t.csv"
+    argv = ["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{raw}, line 4: not UTF-8 text (invalid byte 0xe9 at byte 15)" in err, err
+    raw.write_bytes(b"\xef\xbb\xbf" + good)  # a BOM, as editors on Windows write
+    assert main(argv) == 0, capsys.readouterr().err
+    assert len(pd.read_csv(out)) == 2
+
+
+def test_ingest_refuses_to_write_over_its_input_even_with_force(tmp_path, tokenizer_dir, capsys):
+    raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
+    raw.write_text(_raw_lines(GOOD_ROW))
+    before = raw.read_bytes()
+    for out in (raw, tmp_path / "link.jsonl"):
+        if out != raw:
+            out.symlink_to(raw)
+        assert main(["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                     "--force", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "is an input of this run" in err and len(err.strip().splitlines()) == 1, err
+    assert raw.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_full_disk_is_one_line_and_the_earlier_table_stays(tmp_path, tokenizer_dir, capsys,
+                                                             monkeypatch, suffix):
+    import errno
+
+    raw = tmp_path / "aime24_qwen3-8b_dense.jsonl"
+    raw.write_text(_raw_lines(GOOD_ROW))
+    out = tmp_path / f"t{suffix}"
+    out.write_text("the earlier table")
+
+    def full(self, path, *args, **kwargs):
+        open(path, "w").write("half")  # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet" if suffix == ".parquet" else "to_csv", full)
+    assert main(["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out", str(out),
+                 "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: cannot write it (no space left on device); nothing was replaced" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert out.read_text() == "the earlier table"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([raw.name, out.name])
 
 
 def test_grading_is_decided_per_row(tmp_path, tokenizer_dir):
@@ -248,7 +346,7 @@ def test_ingest_never_replaces_an_existing_file_or_folder(raw_dir, tokenizer_dir
     assert main([*base, str(folder)]) == 2
     assert "is a folder" in capsys.readouterr().err
     assert main([*base, str(mine), "--force"]) == 0
-    assert len(load_trials(mine)[0]) == 6
+    assert len(load_trials(mine)[0]) == 7
 
 
 def test_model_aliases_become_one_preset_name(raw_dir, tokenizer_dir, tmp_path):

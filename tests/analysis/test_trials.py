@@ -135,7 +135,8 @@ def test_unknown_model_needs_a_config(raw_trials, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("", "empty file"), ("model,method\n", "no data rows"), ("{not json", "cannot parse"),
+    ("", "empty file"), ("model,method\n", "no data rows"),
+    ("{not json", "line 1: not valid JSON (Expecting property name enclosed in double quotes"),
 ])
 def test_empty_or_unparsable_files_exit_2(tmp_path, capsys, content, message):
     suffix = ".jsonl" if content.startswith("{") else ".csv"
@@ -144,6 +145,29 @@ def test_empty_or_unparsable_files_exit_2(tmp_path, capsys, content, message):
     code, err, out = _report(tmp_path, capsys, "--trials", str(path))
     assert code == 2 and str(path) in err and message in err
     assert not out.exists()
+
+
+def test_a_broken_jsonl_line_or_invalid_utf8_is_named_by_its_line(raw_trials, tmp_path):
+    lines = write(raw_trials.head(8), tmp_path / "t.jsonl")
+    text = (tmp_path / "t.jsonl").read_bytes().split(b"\n")
+    text[4] = text[4][:30]
+    (tmp_path / "t.jsonl").write_bytes(b"\n".join(text))
+    with pytest.raises(InputError, match=r"t.jsonl, line 5: not valid JSON \(.*; column"):
+        load_trials(lines)
+    csv = write(raw_trials.head(8), tmp_path / "t.csv")
+    data = (tmp_path / "t.csv").read_bytes().split(b"\n")
+    data[3] = data[3].replace(b"qwen3", b"qw\xe9n3", 1)
+    (tmp_path / "t.csv").write_bytes(b"\n".join(data))
+    with pytest.raises(InputError, match="t.csv, line 4: not UTF-8 text .invalid byte 0xe9"):
+        load_trials(csv)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_utf8_byte_order_mark_is_accepted(raw_trials, tmp_path, suffix):
+    path = write(raw_trials, tmp_path / f"t{suffix}")
+    (tmp_path / f"b{suffix}").write_bytes(b"\xef\xbb\xbf" + (tmp_path / f"t{suffix}").read_bytes())
+    with_bom = load_trials(tmp_path / f"b{suffix}")[0]
+    pd.testing.assert_frame_equal(with_bom, load_trials(path)[0])
 
 
 def test_nonexistent_path_and_bad_flags_exit_2(tmp_path, capsys):

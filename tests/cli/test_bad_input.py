@@ -3,6 +3,7 @@ file of the user's touched. Plus kills, closed pipes and folder safety (issue 11
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import pytest
 from kinetics.analysis.trials import embedded_path
 from kinetics.cli import main
 from kinetics.cli._output import MARKER, remove_stale_temporaries
+from kinetics.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_REPORT = ["report", "--quiet", "--no-plots", "--grid-points", "5"]
@@ -32,7 +34,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def work(tmp_path, monkeypatch):
     """A scratch folder as the current folder, holding a user's trial table and notes."""
     monkeypatch.chdir(tmp_path)
-    trials = pd.read_parquet(embedded_path()).head(2000)
+    trials = pd.read_parquet(embedded_path())
+    trials = trials[trials["query_id"].isin(trials["query_id"].unique()[:3])]  # every config
+    trials = trials.reset_index(drop=True)
     user = tmp_path / "d"
     user.mkdir()
     trials.to_csv(user / "trials.csv", index=False)
@@ -50,6 +54,19 @@ def work(tmp_path, monkeypatch):
     inf_trials = trials.astype({"gen_len": float})
     inf_trials.loc[4, "gen_len"] = float("inf")
     inf_trials.to_csv(tmp_path / "inf.csv", index=False)
+    entry = baseline["entries"][0]
+    for name, entries in [  # baselines `kinetics check` must refuse as bad input, not compare
+        ("dup", [entry, entry]), ("clash", [entry, {**entry, "accuracy": 0.7}]),
+        ("acc-high", [{**entry, "accuracy": 1.5}]), ("acc-low", [{**entry, "accuracy": -0.2}]),
+        ("acc-pct", [{**entry, "accuracy": 50}]), ("budget-0", [{**entry, "budget_eflops": 0}]),
+        ("budget-neg", [{**entry, "budget_eflops": -1e15}]),
+        ("law-typo", [{**entry, "law": "kinetcs"}]), ("method", [{**entry, "method": "sparse"}]),
+        ("strategy", [{**entry, "strategy": "best_of_3"}]),
+        ("config", [{**entry, "config": 16}])]:
+        (tmp_path / f"bad-{name}.json").write_text(json.dumps({**baseline, "entries": entries}))
+    (tmp_path / "bad-tpu.json").write_text(json.dumps({**baseline, "hardware": "tpu9"}))
+    (tmp_path / "bad-neg-intensity.json").write_text(json.dumps({**baseline, "intensity": -1}))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     return tmp_path
 
 
@@ -82,6 +99,54 @@ BAD_INPUT = [
     (["report", "--model-config", "nopath"], "expected NAME=PATH"),
     (["check", "--baseline", "base.json", "--model-config", "x"], "expected NAME=PATH"),
     (["ingest", "raw", "--tokenizer", "t", "--model-config", "=p"], "expected NAME=PATH"),
+    # baselines are validated like trial tables: duplicates, ranges, known names
+    (["check", "--baseline", "bad-dup.json"], "bad-dup.json, row 2, field 'budget_eflops': "
+     "repeats row 1: two entries"),
+    (["check", "--baseline", "bad-clash.json"], "row 2, field 'budget_eflops': contradicts row 1"),
+    (["check", "--baseline", "bad-acc-high.json"], "field 'accuracy': expected a fraction from "
+     "0 to 1, got 1.5"),
+    (["check", "--baseline", "bad-acc-low.json"], "field 'accuracy': expected a fraction"),
+    (["check", "--baseline", "bad-acc-pct.json"], "field 'accuracy': expected a fraction"),
+    (["check", "--baseline", "bad-budget-0.json"], "field 'budget_eflops': expected a budget > 0"),
+    (["check", "--baseline", "bad-budget-neg.json"], "field 'budget_eflops': expected a budget"),
+    (["check", "--baseline", "bad-law-typo.json"], "field 'law': unknown law 'kinetcs'"),
+    (["check", "--baseline", "bad-method.json"], "field 'method': unknown method 'sparse'"),
+    (["check", "--baseline", "bad-strategy.json"], "field 'strategy': unknown strategy"),
+    (["check", "--baseline", "bad-config.json"], "field 'config': expected a string, got 16"),
+    (["check", "--baseline", "bad-tpu.json"], "bad-tpu.json, field 'hardware': expected a "
+     "hardware preset"),
+    (["check", "--baseline", "bad-neg-intensity.json"], "field 'intensity': expected a finite "
+     "number >= 0"),
+    # JSON nested too deeply for the parser: one line, not a RecursionError
+    (["check", "--baseline", "deep.json"], "deep.json: not valid JSON here (nested too deeply"),
+    ([*COST, "--model-config", "m=deep.json"], "deep.json: not valid JSON here (nested too deeply"),
+    (["report", "--model-config", "qwen3-8b=deep.json", "--out", "r"], "deep.json: not valid JSON"),
+    # a --model-config the table never uses is a typo, not something to ignore
+    (["report", "--model-config", "qwen3-9b=config.json", "--out", "r"],
+     "--model-config qwen3-9b: the trial table has no model 'qwen3-9b' (it has qwen3-"),
+    # an output path that is an input is refused, --force or not
+    (["check", "--update", "--trials", "d/trials.csv", "--baseline", "d/trials.csv"],
+     "d/trials.csv: is an input of this run"),
+    (["ingest", "d/trials.csv", "--tokenizer", "t", "--out", "d/trials.csv", "--force"],
+     "d/trials.csv: is an input of this run"),
+    # size flags named, before anything is loaded
+    ([*COST, "--method", "blocktopk", "--block-size", "0", "--topk-blocks", "4"],
+     "--block-size must be 1.."),
+    ([*COST, "--method", "blocktopk", "--block-size", "16", "--topk-blocks", "-3"],
+     "--topk-blocks must be 0.."),
+    ([*COST, "--method", "topk", "--budget", "-5"], "--budget must be 1.."),
+    ([*COST, "--batch-size", "0"], "--batch-size must be 1.."),
+    (["quality", "--methods", ""], "--methods needs at least one of topk, blocktopk"),
+    (["quality", "--methods", " , "], "--methods needs at least one"),
+    (["quality", "--tokens", "1000000000"], "--tokens must be 2..16384"),
+    (["quality", "--budgets", "1000000000", "--tokens", "160"],
+     "largest of --budgets (1000000000 tokens) exceeds --tokens 160"),
+    (["quality", "--budgets", "2048"], "exceeds --tokens 1024 (the default)"),
+    (["quality", "--threads", "100000"], "--threads must be 1.."),
+    (["quality", "--text", "d"], "d: is a folder, expected a file"),
+    (["quality", "--text", "d/notes.txt", "--budgets", "128", "--block-sizes", "16"],
+     "notes.txt: holds 8 bytes, too few for the largest of --budgets (128 tokens)"),
+    (["bench", "--grid", "--grid-models", "llama"], "unknown model 'llama' (presets: qwen3-0.6b"),
 ]
 
 
@@ -102,6 +167,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(work, capsys, argv, me
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
+    assert "--model-config" not in err or "--model-config" in argv  # no flag it lacks
     assert snapshot(work) == before  # nothing written, nothing removed
 
 
@@ -201,3 +267,246 @@ def test_a_closed_stdout_pipe_exits_quietly(work, argv):
         os.close(write_end)
     assert proc.returncode in (0, 141)
     assert proc.stderr.decode() == ""
+
+
+# --- faults: a full disk, two runs at once, a kill between renames, a protected report ---
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_full_disk_is_one_line_and_the_earlier_report_stays(work, capsys, monkeypatch):
+    assert main([*FAST_REPORT, "--out", "rep"]) == 0
+    before = snapshot(work)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", _no_space)
+    assert main([*FAST_REPORT, "--out", "rep"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "kinetics report: error: rep: cannot write it (no space left on device); "
+        "nothing was replaced"] or str(work / "rep") in err, err
+    assert "no space left on device" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(work) == before and _leftovers(work) == []
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"),  # pyarrow
+    OSError(errno.EDQUOT, "Disk quota exceeded"),
+])
+def test_a_full_disk_under_check_update_keeps_the_baseline(work, capsys, monkeypatch, error):
+    before = snapshot(work)
+    original = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name.startswith(".base.json.tmp-"):
+            original(self, "half a fi", encoding="utf-8")  # a partial write, then the error
+            raise error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert main(["check", "--update", "--baseline", "base.json", "--trials", "d/trials.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "base.json: cannot write it (" in err and "nothing was replaced" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert snapshot(work) == before and _leftovers(work) == []
+
+
+HOLD_LOCK = ("import sys, time; from kinetics.cli._output import output_lock\n"
+             "with output_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(120)")
+
+
+def _hold_lock(work: Path, name: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, name], cwd=work, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@pytest.mark.parametrize("argv, out", [
+    ([*FAST_REPORT, "--out", "rep"], "rep"),
+    (["check", "--update", "--baseline", "base.json", "--trials", "d/trials.csv"], "base.json"),
+])
+def test_a_second_run_into_a_locked_output_says_so_and_touches_nothing(work, capsys, argv, out):
+    holder = _hold_lock(work, out)
+    try:
+        before = snapshot(work)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{out}: another kinetics run is writing it" in err, err
+        assert len(err.strip().splitlines()) == 1 and snapshot(work) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(argv) == 0  # a dead holder's lock is gone with it
+
+
+def test_the_lock_file_is_removed_and_waiting_works(tmp_path):
+    from kinetics.cli._output import lock_path, output_lock
+
+    target = tmp_path / "rep"
+    holder = _hold_lock(tmp_path, "rep")
+    try:
+        with pytest.raises(InputError, match="another kinetics run is writing it"):
+            with output_lock(target, wait_s=0.2):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with output_lock(target, wait_s=5):
+        with output_lock(target):  # re-entrant in one process
+            assert lock_path(target).exists()
+    assert not lock_path(target).exists()
+
+
+def test_two_runs_into_one_earlier_report_never_fail_badly(work):
+    """Two reports started together into a folder holding an earlier report: each either
+    writes the report or says another run is writing it; never a traceback, never a claim
+    of foreign files; the folder ends as a whole report and nothing is left beside it."""
+    assert main([*FAST_REPORT, "--out", "rep"]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(2):
+        procs = [subprocess.Popen([sys.executable, "-m", "kinetics", *FAST_REPORT, "--out", "rep"],
+                                  cwd=work, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        assert 0 in [code for code, _ in results], results
+        for code, err in results:
+            assert code == 0 and err == "" or (
+                code == 2 and "another kinetics run is writing it" in err), results
+        assert (work / "rep" / "summary.json").is_file() and _leftovers(work) == []
+
+
+def test_an_interrupt_between_the_two_renames_puts_the_earlier_report_back(work, capsys,
+                                                                          monkeypatch):
+    from kinetics.cli import _output
+
+    assert main([*FAST_REPORT, "--out", "rep"]) == 0
+    before = snapshot(work)
+    monkeypatch.setattr(_output, "exchange_paths", lambda a, b: False)  # no renameat2 here
+    original = os.rename
+
+    def interrupted(src, dst):
+        original(src, dst)
+        if ".old-" in str(dst):
+            raise KeyboardInterrupt  # Ctrl-C right after the earlier report moved aside
+
+    monkeypatch.setattr(os, "rename", interrupted)
+    assert main([*FAST_REPORT, "--out", "rep"]) == 130
+    monkeypatch.setattr(os, "rename", original)
+    assert snapshot(work) == before and _leftovers(work) == []
+    assert main([*FAST_REPORT, "--intensity", "3", "--out", "rep"]) == 0  # fallback swap works
+    assert json.loads((work / "rep" / "summary.json").read_text())["intensity"] == 3.0
+    assert _leftovers(work) == []
+
+
+def test_the_swap_is_one_atomic_exchange_where_the_system_has_it(tmp_path):
+    from kinetics.cli._output import exchange_paths
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "new").write_text("new")
+    (tmp_path / "b" / "old").write_text("old")
+    if not exchange_paths(tmp_path / "a", tmp_path / "b"):
+        pytest.skip("no renameat2(RENAME_EXCHANGE) on this system")
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["new"]
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["old"]
+
+
+def test_an_old_report_left_by_a_killed_swap_is_restored_not_deleted(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+    def old_copy(tag: str) -> Path:
+        old = tmp_path / f".rep.old-{dead}-{tag}"
+        old.mkdir()
+        (old / MARKER).write_text("written by kinetics; files it may replace:\nsummary.json\n")
+        (old / "summary.json").write_text(tag)
+        return old
+
+    old_copy("only")  # killed between the renames: rep is missing, this is the only copy
+    assert remove_stale_temporaries(tmp_path, "rep") == []
+    assert (tmp_path / "rep" / "summary.json").read_text() == "only"
+    (tmp_path / "rep" / MARKER).unlink()  # rep is no longer a kinetics report
+    kept = old_copy("kept")
+    assert remove_stale_temporaries(tmp_path, "rep") == [] and kept.is_dir()
+    (tmp_path / "rep" / MARKER).write_text("written by kinetics; files it may replace:\n")
+    assert remove_stale_temporaries(tmp_path, "rep") == [kept]  # rep is ours again
+
+
+def test_a_read_only_earlier_report_is_refused(work, capsys, monkeypatch):
+    assert main([*FAST_REPORT, "--out", "rep"]) == 0
+    rep = str(work / "rep")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+        False if str(p).startswith(rep) and mode & os.W_OK else real_access(p, mode, **kw)))
+    before = snapshot(work)
+    assert main([*FAST_REPORT, "--out", "rep"]) == 2
+    err = capsys.readouterr().err
+    assert "rep: is read-only: kinetics does not replace a protected output" in err, err
+    assert snapshot(work) == before and _leftovers(work) == []
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_a_chmod_read_only_report_is_refused_and_nothing_accumulates(work, capsys):
+    assert main([*FAST_REPORT, "--out", "rep"]) == 0
+    for path in [*(work / "rep").iterdir(), work / "rep"]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        for _ in range(2):
+            assert main([*FAST_REPORT, "--out", "rep"]) == 2
+            assert "is read-only" in capsys.readouterr().err
+            assert _leftovers(work) == []
+    finally:
+        (work / "rep").chmod(0o755)
+
+
+def test_a_read_only_baseline_is_not_replaced(work, capsys, monkeypatch):
+    real_access = os.access
+    base = str(work / "base.json")
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+        False if str(p) == base and mode & os.W_OK else real_access(p, mode, **kw)))
+    before = snapshot(work)
+    assert main(["check", "--update", "--baseline", "base.json", "--trials", "d/trials.csv"]) == 2
+    assert "base.json: is read-only" in capsys.readouterr().err
+    assert snapshot(work) == before
+
+
+def test_a_report_never_replaces_the_file_it_reads(work, capsys):
+    assert main([*FAST_REPORT, "--out", "rep"]) == 0
+    before = snapshot(work)
+    # pareto.csv is listed in the marker, so the folder may be replaced; but it is the input
+    assert main([*FAST_REPORT, "--trials", "rep/pareto.csv", "--out", "rep"]) == 2
+    err = capsys.readouterr().err
+    assert "rep: holds an input of this run (rep/pareto.csv)" in err, err
+    assert snapshot(work) == before
+
+
+def test_quality_never_replaces_the_text_it_reads(work, capsys):
+    out = work / "q"
+    out.mkdir()
+    (out / "sequence.txt").write_text("a long enough text to pass the size check. " * 10)
+    (out / MARKER).write_text("written by kinetics; files it may replace:\nsequence.txt\n")
+    before = snapshot(work)
+    assert main(["quality", "--text", "q/sequence.txt", "--budgets", "64", "--block-sizes", "16",
+                 "--out", "q"]) == 2
+    err = capsys.readouterr().err
+    assert "q: holds an input of this run (q/sequence.txt)" in err, err
+    assert snapshot(work) == before
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("argv", [COST, [*COST, "--json"]], ids=["table", "json"])
+def test_stdout_on_a_full_disk_is_one_line(work, argv):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open("/dev/full", "w") as full:  # every write: ENOSPC, as a full disk
+        proc = subprocess.run([sys.executable, "-m", "kinetics", *argv], cwd=work, env=env,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "kinetics cost: error: cannot write the output (no space left on device)"], proc.stderr

@@ -78,3 +78,37 @@ def test_report_json_prints_the_summary_and_still_writes_the_folder(tmp_path, ca
     assert printed == json.loads((out / "summary.json").read_text())
     assert printed["synthetic"] is True and printed["entries"]
     assert captured.err == ""  # stderr is no terminal here: no progress bar either
+
+
+def test_one_model_name_for_tables_configs_and_presets(tmp_path, capsys, config):
+    """'Qwen/Qwen3-4B' in a table, in --model-config NAME= and in --model is one model:
+    a config given under either spelling replaces the preset everywhere."""
+    trials = pd.read_parquet(embedded_path())
+    trials = trials[trials["query_id"].isin(trials["query_id"].unique()[:3])
+                    & (trials["model"] == "qwen3-4b")].assign(model="Qwen/Qwen3-4B")
+    table = tmp_path / "t.csv"
+    trials.to_csv(table, index=False)
+
+    def summary(*argv) -> dict:
+        assert main(["report", "--json", "--no-plots", "--grid-points", "5", "--trials",
+                     str(table), "--out", str(tmp_path / "rep"), *argv]) == 0
+        return json.loads(capsys.readouterr().out)["entries"]
+
+    preset = summary()
+    spelled = [summary("--model-config", f"{name}={config}")
+               for name in ("Qwen/Qwen3-4B", "qwen3-4b", "QWEN3-4B")]
+    assert spelled[0] == spelled[1] == spelled[2] != preset
+    base = tmp_path / "base.json"
+    check = ["check", "--trials", str(table), "--baseline", str(base)]
+    assert main([*check, "--update", "--model-config", f"qwen3-4b={config}"]) == 0
+    assert main([*check, "--model-config", f"Qwen/Qwen3-4B={config}"]) == 0  # the same numbers
+    assert main(check) == 1  # the preset's numbers differ
+    capsys.readouterr()
+    via_config = cost_json(capsys, "--model", "Qwen/Qwen3-4B", "--model-config",
+                           f"qwen3-4b={config}")
+    assert via_config["model"] == "qwen3-4b"
+    assert via_config["memory_bytes"] == cost_json(capsys, "--model-config", f"x={config}")[
+        "memory_bytes"]
+    assert main(["cost", "--prompt-len", "1", "--gen-len", "1", "--model-config",
+                 f"qwen3-4b={config}", "--model-config", f"Qwen/Qwen3-4B={tmp_path}"]) == 2
+    assert "given twice" in capsys.readouterr().err

