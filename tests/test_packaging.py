@@ -36,7 +36,8 @@ def test_license_file_is_the_declared_license(project):
 
 def test_extras(project):
     extras = {name: _names(reqs) for name, reqs in project["optional-dependencies"].items()}
-    assert {"datasets", "transformers", "jinja2"} <= extras["ingest"]  # chat templates need jinja2
+    assert {"datasets", "transformers", "jinja2", "math-verify"} <= extras["ingest"]  # chat templates need jinja2
+    assert {"transformers", "gguf", "math-verify", "datasets", "jinja2"} <= extras["generate"]
     assert {"flashinfer-python", "triton"} <= extras["gpu"]
     assert {"nox", "asv", "ruff", "build"} <= extras["dev"]
     assert {"check-jsonschema", "zizmor"} <= extras["test"]  # tests/test_ci_workflows.py

@@ -15,8 +15,9 @@ Per row this module derives (lengths in tokens of the model's tokenizer):
 * ``answer``: the last ``\\boxed{...}`` value, normalized (AIME-style);
 * ``answer_pos``: generated tokens up to and including the one holding that
   box's closing brace (empty when there is no box);
-* ``correct``: ``score > 0`` when the row has a score, else the row's normalized
-  boxed answer equals one of its normalized gold choices;
+* ``correct``: ``score > 0`` when the row has a score, else the row's boxed answer
+  matches one of its gold choices (``kinetics.analysis.answers.answers_match``:
+  normalized equality, else math-verify equivalence);
 * ``query_id``: a hash of the query text (stable across files and models);
   ``trial``: the sample's index among the file's rows for that query.
 
@@ -25,9 +26,10 @@ Every data row needs ``query`` and ``prediction``, and a ``score`` or gold
 answer against its own choices). A row without them, or a line that is not JSON,
 is an error naming the file, line and field; no row is dropped silently.
 
-The transforms (:func:`config_from_metadata`, :func:`last_boxed`,
-:func:`trial_rows`, ...) are pure; :func:`raw_files` and :func:`read_raw_file`
-are the I/O edge (stdlib ``json`` line by line, ``huggingface_hub`` for hub ids).
+The transforms (:func:`config_from_metadata`, :func:`trial_rows`, ...) are pure
+(answer extraction and grading: :mod:`kinetics.analysis.answers`); :func:`raw_files`
+and :func:`read_raw_file` are the I/O edge (stdlib ``json`` line by line,
+``huggingface_hub`` for hub ids).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kinetics.analysis.answers import answers_match, last_boxed, normalize_answer
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
 from kinetics.jsonfile import json_lines
@@ -49,7 +52,6 @@ _MODEL_RE = re.compile(r"qwen3[-_](\d+(?:\.\d+)?b(?:[-_]a\d+b)?)", re.IGNORECASE
 _BLOCK_RE = re.compile(r"local(\d+)_block(\d+)_blocktopk(\d+)", re.IGNORECASE)
 _TOPK_RE = re.compile(r"local(\d+)_topk(\d+)", re.IGNORECASE)
 _METADATA_MODEL_KEYS = ("model", "model_name", "model_path", "model_name_or_path", "model_id")
-_BOXED = "\\boxed"
 
 
 def model_from_name(text: str) -> str | None:
@@ -111,51 +113,10 @@ def config_from_filename(name: str) -> AttentionConfig | None:
     return None
 
 
-def last_boxed(text: str) -> tuple[str, int] | None:
-    """(content, end) of the last ``\\boxed{...}`` in ``text``; ``end`` is the index
-    just past its closing brace. Nested braces are matched; None when there is no
-    complete box."""
-    start = text.rfind(_BOXED)
-    while start >= 0:
-        i = start + len(_BOXED)
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth = 0
-            for j in range(i, len(text)):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1:j], j + 1
-        start = text.rfind(_BOXED, 0, start)
-    return None
-
-
-def normalize_answer(answer: str) -> str:
-    """AIME-style normalization: strip TeX wrappers, spaces, '$', commas in numbers;
-    integers lose leading zeros ('033' -> '33'), '5.0' -> '5'."""
-    s = str(answer).strip()
-    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
-    s = re.sub(r"\\(?:left|right|displaystyle|,|;|!|\s)", "", s)
-    s = s.replace("$", "").replace(" ", "").replace("^\\circ", "").replace("^{\\circ}", "")
-    s = s.rstrip(".")
-    if re.fullmatch(r"[+-]?[\d,]+(\.\d*)?", s):
-        try:
-            value = float(s.replace(",", ""))
-        except ValueError:
-            return s
-        return str(int(value)) if value == int(value) else repr(value)
-    return s
-
-
 def grade(answer: str | None, choices: Iterable[Any]) -> bool:
-    """True when the normalized answer equals a normalized gold choice."""
-    if answer is None:
-        return False
-    norm = normalize_answer(answer)
-    return any(norm == normalize_answer(str(c)) for c in choices)
+    """True when the answer matches a gold choice (:func:`answers_match`: normalized
+    equality, else math-verify equivalence)."""
+    return any(answers_match(answer, str(c)) for c in choices)
 
 
 def query_id(query: str) -> str:
@@ -236,7 +197,7 @@ def _is_missing(value: Any) -> bool:
 def grade_rows(rows: pd.DataFrame, answers: Sequence[str | None], source: str,
                lines: Sequence[int]) -> np.ndarray:
     """``correct`` (0/1) per row, decided row by row: ``score > 0`` when the row has a
-    score, else the normalized answer against its gold ``choices``. A row with
+    score, else the answer against its gold ``choices`` (:func:`grade`). A row with
     neither (or a score that is not a number) raises InputError."""
     correct = np.zeros(len(rows), dtype=np.int64)
     for i, (score, choices) in enumerate(zip(_column(rows, "score"), _column(rows, "choices"),
@@ -265,7 +226,7 @@ def trial_rows(meta: dict, rows: pd.DataFrame, tokenizer: Any, *, model: str,
     queries, texts = _row_texts(rows, source, lines)
     boxed = [last_boxed(t) for t in texts]
     answers = [None if b is None else normalize_answer(b[0]) for b in boxed]
-    correct = grade_rows(rows, answers, source, lines)
+    correct = grade_rows(rows, [None if b is None else b[0] for b in boxed], source, lines)
     gen, pos = _generation_tokens(tokenizer, texts, [None if b is None else b[1] for b in boxed])
     prompt = _prompt_lengths(tokenizer, queries)
     qid = [query_id(q) for q in queries]

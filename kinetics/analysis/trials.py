@@ -20,7 +20,14 @@ import pandas as pd
 from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig
 from kinetics.errors import InputError
 from kinetics.jsonfile import json_lines, read_text_file
-from kinetics.models import ModelSpec, get_model, model_key, with_param_count
+from kinetics.models import (
+    ModelSpec,
+    get_model,
+    model_from_config,
+    model_key,
+    preset_key,
+    with_param_count,
+)
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "model", "method", "budget", "block_size", "local", "query_id", "trial",
@@ -37,6 +44,7 @@ EMBEDDED_NAME = "synthetic_trials.parquet"
 EMBEDDED_SOURCE = "embedded:kinetics/data/" + EMBEDDED_NAME
 # Parquet key-value metadata marking a file as synthetic (the generator sets it).
 SYNTHETIC_META_KEY = b"kinetics.synthetic"
+MODEL_CONFIGS_META_KEY = b"kinetics.model_configs"  # {table model name: HF config}
 
 
 def embedded_path() -> Path:
@@ -279,9 +287,13 @@ def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path]
         raise InputError(f"--model-config {unused[0]}: the trial table has no model "
                          f"'{unused[0]}' (it has {have})", path=path)
     specs: dict[str, ModelSpec] = {}
+    embedded = table_model_configs(path)
     for name in pd.unique(trials["model"]):
         config = model_configs.get(model_key(name))
         try:
+            if config is None and preset_key(name) is None and name in embedded:
+                specs[name] = model_from_config(embedded[name], model_key(name))
+                continue
             specs[name] = get_model(name, config, config_flag=True)
         except InputError as exc:
             if config is not None:
@@ -289,6 +301,34 @@ def resolve_models(trials: pd.DataFrame, model_configs: Mapping[str, str | Path]
             row = _bad_row((trials["model"] == name).to_numpy())
             raise exc.at(path=path, row=row, field="model") from None
     return {name: with_param_count(spec, param_count) for name, spec in specs.items()}
+
+
+def table_model_configs(path: str | Path) -> dict[str, dict]:
+    """The HF model configs a Parquet trial table carries in its metadata (key
+    :data:`MODEL_CONFIGS_META_KEY`, written by ``kinetics generate``), by table model
+    name; empty for any other file. A malformed entry is an InputError."""
+    import json
+
+    path = Path(path)
+    if path.suffix.lower() != ".parquet" or not path.is_file():
+        return {}
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:  # noqa: BLE001 - _read_table already reported an unreadable file
+        return {}
+    raw = meta.get(MODEL_CONFIGS_META_KEY)
+    if raw is None:
+        return {}
+    try:
+        configs = json.loads(raw)
+    except ValueError:
+        configs = None
+    if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
+        raise InputError("metadata 'kinetics.model_configs' is not a JSON object of configs",
+                         path=str(path))
+    return configs
 
 
 def check_same_queries(trials: pd.DataFrame, path: str = "<trials>") -> None:

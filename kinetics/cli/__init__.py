@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "check": "Recompute the frontier summary and compare it with a stored baseline.",
     "bench": "Time decode attention / one decoder layer on a GPU (dense vs block top-k).",
     "quality": "Sparse attention on a real model: attention recall, next-token agreement, KL.",
+    "generate": "Sample answers from a real model (dense and sparse attention) into a trial table.",
 }
 
 
