@@ -197,9 +197,13 @@ def run(args: argparse.Namespace) -> int:
     from kinetics.generation.distributed import rank_info
 
     rank, world = rank_info()
-    target = check_output_file(args.out, replace=args.force or rank > 0)
-    texts = None if args.texts is None else check_output_file(args.texts,
-                                                             replace=args.force or rank > 0)
+    if rank > 0:  # rank 0 checked the outputs and holds their lock; it writes them
+        target = Path(os.path.realpath(args.out))
+        texts = None if args.texts is None else Path(os.path.realpath(args.texts))
+    else:
+        target = check_output_file(args.out, replace=args.force)
+        texts = None if args.texts is None else check_output_file(args.texts,
+                                                                 replace=args.force)
     from kinetics.generation.problems import load_problems
 
     problems = load_problems(args.problems, split=args.split,
