@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kinetics.errors import InputError
 from kinetics.generation.backend import Request, SamplingParams, batched, sample_seed
 
 
+@settings(max_examples=40)
 @given(st.integers(-2**63, 2**63), st.text(max_size=20), st.integers(0, 10**6))
 def test_sample_seed_is_a_63_bit_function_of_seed_problem_and_sample(seed, problem, sample):
     s = sample_seed(seed, problem, sample)
