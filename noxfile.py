@@ -54,7 +54,7 @@ ACCURACY_GATE_ARGS = ("--limit", "10", "--samples", "4", "--temperature", "0.6",
                       "--max-new-tokens", "128", "--config", "blocktopk:16:4:1",
                       "--batch-size", "24", "--quiet")
 ACCURACY_BASELINE = Path("benchmarks/baseline/accuracy-smollm2.json")
-ACCURACY_TOLERANCE = os.environ.get("KINETICS_ACCURACY_TOLERANCE", "0.1")
+ACCURACY_TOLERANCE = os.environ.get("KINETICS_ACCURACY_TOLERANCE", "0.05")
 
 
 def _accuracy_gate(session: nox.Session) -> None:
