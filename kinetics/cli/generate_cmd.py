@@ -43,9 +43,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     probs.add_argument("--problems", default="builtin:arithmetic", metavar="FILE_OR_DATASET",
                        help="builtin:arithmetic, a .jsonl/.json/.parquet/.csv file, a dataset "
                        "folder or a HF dataset id")
-    probs.add_argument("--split", default="test", help="dataset split")
-    probs.add_argument("--question-field", default="question", metavar="NAME")
-    probs.add_argument("--answer-field", default="answer", metavar="NAME")
+    probs.add_argument("--split", default="test", help="dataset split (datasets only)")
+    probs.add_argument("--question-field", default="question", metavar="NAME",
+                       help="field holding the question text")
+    probs.add_argument("--answer-field", default="answer", metavar="NAME",
+                       help="field holding the gold final answer")
     probs.add_argument("--id-field", metavar="NAME", help="problem id field (default: a hash "
                        "of the question)")
     probs.add_argument("--exact-field", metavar="NAME",
@@ -68,9 +70,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                      "0: it counts among the k); the table records L x b tokens")
     samp = parser.add_argument_group("sampling")
     samp.add_argument("--samples", type=int, default=8, metavar="N", help="samples per problem")
-    samp.add_argument("--max-new-tokens", type=int, default=384, metavar="T")
+    samp.add_argument("--max-new-tokens", type=int, default=384, metavar="T",
+                      help="generated tokens per sample at most")
     samp.add_argument("--temperature", type=float, default=0.6, help="0 = greedy")
-    samp.add_argument("--top-p", type=float, default=0.95)
+    samp.add_argument("--top-p", type=float, default=0.95,
+                      help="nucleus mass kept before drawing, (0, 1]")
     samp.add_argument("--seed", type=int, default=0,
                       help="run seed: a sample's tokens depend on (seed, problem, sample index)")
     samp.add_argument("--stop", action="append", default=[], metavar="TEXT",
