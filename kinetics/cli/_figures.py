@@ -199,6 +199,11 @@ class FigureWriter:
             return
         if not self._finished:
             self._process.terminate()
-        self._process.join()
+        # closing our end first: the figure process sees EOF and returns even when the
+        # SIGTERM came before its handler existed (a signal in the fork window is lost)
         self._conn.close()
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
         self._process = None
