@@ -264,8 +264,6 @@ def _generate(args, configs, params, problems, target, texts, rank, world) -> in
 
 
 def _load_backend(args: argparse.Namespace):
-    from kinetics.quiet import third_party_output
-
     try:
         import torch
     except ImportError:
@@ -276,9 +274,8 @@ def _load_backend(args: argparse.Namespace):
     from kinetics.generation.hf import HFBackend
     from kinetics.quality.load import load_model
 
-    with third_party_output(progress=show_progress(args.quiet), verbose=args.verbose):
-        loaded = load_model(args.model, args.gguf_file, progress=show_progress(args.quiet),
-                            verbose=args.verbose)
+    loaded = load_model(args.model, args.gguf_file, progress=show_progress(args.quiet),
+                        verbose=args.verbose)
     try:
         loaded.model.to(args.device)
     except (RuntimeError, AssertionError) as exc:

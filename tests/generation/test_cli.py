@@ -183,9 +183,7 @@ def test_two_torchrun_ranks_give_the_one_process_table(reference, tiny_llama_dir
 
 # --- bad input ------------------------------------------------------------------------------
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+from tests.cli.test_bad_input import snapshot  # noqa: E402
 
 
 @pytest.fixture()
