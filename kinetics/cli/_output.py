@@ -127,6 +127,12 @@ def refuse_output_over_inputs(out: str | Path, inputs: Iterable[str | Path | Non
 
 # --- one writer at a time ---------------------------------------------------------------
 
+#: Seconds a check of an output waits for its lock: another check holds it for an
+#: instant (two processes checking one output at once must not refuse each other); a
+#: run that is writing holds it for the whole run.
+PROBE_WAIT_S = 2.0
+
+
 def lock_path(target: Path) -> Path:
     """The hidden sibling ``.NAME.lock`` that :func:`output_lock` locks for ``target``."""
     return target.parent / f".{target.name}.lock"
@@ -350,7 +356,7 @@ def check_output_folder(text: str) -> Path:
     if target.exists() and not target.is_dir():
         raise InputError("exists and is not a folder", path=text)
     if target.parent.is_dir():
-        with output_lock(target):
+        with output_lock(target, wait_s=PROBE_WAIT_S):
             if target.exists():
                 _check_replaceable(target, text)
     return target
@@ -469,7 +475,7 @@ def check_output_file(text: str, *, replace: bool = False) -> Path:
         raise InputError("already exists; pass --force to replace it", path=text)
     _check_file_writable(target, text)
     if target.parent.is_dir():
-        with output_lock(target):
+        with output_lock(target, wait_s=PROBE_WAIT_S):
             pass
     return target
 

@@ -8,6 +8,7 @@ in or refused with exit 2 (:data:`HONOURED`); nothing is silently ignored.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field, replace
@@ -344,12 +345,20 @@ def grid_spec(args: argparse.Namespace, base: DecodeSpec, repeats: int):
     return spec
 
 
+def _writes_outputs(mode: str) -> bool:
+    """Whether this process writes the run's files: always, except a torchrun rank > 0."""
+    return mode not in ("tp", "tp-model") or int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def run(args: argparse.Namespace) -> int:
     from kinetics.bench.spec import gpu_available
 
     ok, why = gpu_available()
     p = plan(args, ok)
-    for value in (p.json_out, p.plot, p.relabel):  # before any GPU work
+    # before any GPU work; under torchrun rank 0 alone checks (and later writes) the
+    # outputs: two ranks probing one output lock at once would refuse each other
+    outputs = (p.json_out, p.plot, p.relabel) if _writes_outputs(p.mode) else ()
+    for value in outputs:
         if value is not None:
             check_output_file(value, replace=p.force)
     if p.mode == "from-json":

@@ -183,6 +183,21 @@ def test_tp_without_launcher_is_input_error(monkeypatch, capsys):
     assert "torchrun --nproc-per-node 2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rank, refused", [("0", True), ("1", False)])
+def test_only_rank_0_checks_the_outputs(monkeypatch, capsys, tmp_path, rank, refused):
+    """Under torchrun rank 0 alone checks --json-out (it alone writes it): an existing file
+    refuses rank 0; rank 1 goes on to the process-group setup (refused there, no launcher)."""
+    out = tmp_path / "tp.json"
+    out.write_text("{}")
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(["bench", "--distributed", "--tp", "2", "--method", "dense",
+                 "--json-out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ("already exists" in err) is refused and ("torchrun --nproc-per-node 2" in err) is not refused
+    assert out.read_text() == "{}"
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(method="blocktopk"), "needs a GPU"),
     (dict(method="topk"), "unknown method"),

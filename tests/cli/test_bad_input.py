@@ -363,6 +363,35 @@ def test_the_lock_file_is_removed_and_waiting_works(tmp_path):
     assert not lock_path(target).exists()
 
 
+BRIEF_HOLD = ("import sys, time; from kinetics.cli._output import output_lock\n"
+              "with output_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(0.5)")
+
+
+@pytest.mark.parametrize("check", ["file", "folder"])
+def test_checking_an_output_waits_out_another_check(tmp_path, check):
+    """Another process checking the same output holds its lock for an instant (two
+    torchrun ranks checking one --json-out at once): the check waits, it does not
+    refuse."""
+    from kinetics.cli._output import PROBE_WAIT_S, check_output_file, check_output_folder
+
+    assert PROBE_WAIT_S > 0.5
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", BRIEF_HOLD, "out"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        cwd = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            checked = check_output_file("out") if check == "file" else check_output_folder("out")
+        finally:
+            os.chdir(cwd)
+        assert checked == (tmp_path / "out").resolve()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_two_runs_into_one_earlier_report_never_fail_badly(work):
     """Two reports started together into a folder holding an earlier report: each either
     writes the report or says another run is writing it; never a traceback, never a claim
