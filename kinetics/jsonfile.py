@@ -3,6 +3,13 @@
 A UTF-8 byte-order mark is accepted (as for CSV); invalid UTF-8, invalid JSON and JSON
 nested too deeply for the parser are :class:`~kinetics.errors.InputError` naming the
 file and, where the text has them, the line and column.
+
+The JSON Schemas (draft 2020-12) of the JSON kinetics writes ship in the package
+(:data:`SCHEMA_DIR`, :func:`schema_path`, :func:`load_schema`): ``summary``
+(summary.json, ``report --json``, ``check --update``), ``gate-baseline``, ``bench-record``
+and ``provenance``, which the others reference by its file name
+(``"$ref": "provenance.schema.json"``), so ``check-jsonschema --schemafile PATH`` resolves
+it beside them.
 """
 
 from __future__ import annotations
@@ -15,6 +22,20 @@ from typing import Any
 from kinetics.errors import InputError
 
 BOM = "\ufeff"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMAS: tuple[str, ...] = ("provenance", "summary", "gate-baseline", "bench-record")
+
+
+def schema_path(name: str) -> Path:
+    """The shipped JSON Schema file of ``name`` (one of :data:`SCHEMAS`; ValueError else)."""
+    if name not in SCHEMAS:
+        raise ValueError(f"unknown schema {name!r} (choose from {', '.join(SCHEMAS)})")
+    return SCHEMA_DIR / f"{name}.schema.json"
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The parsed JSON Schema of ``name`` (see :func:`schema_path`)."""
+    return json.loads(schema_path(name).read_text(encoding="utf-8"))
 
 
 class _NotJSON(ValueError):

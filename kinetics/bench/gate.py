@@ -15,6 +15,11 @@ and floors for the layer (``layer_impl`` of the config, default fused) at that
 batch, attention included: ``min_speedup`` (dense layer ms / block top-k layer ms) and
 ``min_dense_fraction_of_copy`` (the dense layer's bytes per second over the copy
 bandwidth of the same run).
+
+An optional ``provenance`` object (:mod:`kinetics.provenance`) says what made the
+baseline; the gate prints it in one line before the cells (or that the file has none)
+and its record (``--json-out``) keeps it as ``baseline_provenance``. The file's JSON
+Schema is ``kinetics/schemas/gate-baseline.schema.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from kinetics.bench.layer import compare_decode, format_table
 from kinetics.bench.spec import METHODS, DecodeSpec
 from kinetics.errors import InputError
 from kinetics.jsonfile import read_json_object
+from kinetics.provenance import describe_provenance
 
 CELL_SIZES = ("context", "batch_size", "topk_pages")
 CELL_NUMBERS = ("speedup", "byte_roofline", "min_speedup")
@@ -79,13 +85,15 @@ def _cell(raw: Any, i: int, base: DecodeSpec, path: Path) -> GateCell:
 @dataclass(frozen=True)
 class Baseline:
     """A parsed gate baseline: attention-only cells, the shared spec and run settings
-    (replays, layer implementation), layer gates."""
+    (replays, layer implementation), layer gates, and the file's provenance (None in a
+    file written before provenance existed; never checked, only reported)."""
 
     cells: list[GateCell]
     spec: DecodeSpec
     repeats: int = 100
     layer_impl: str = "fused"
     layer: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] | None = None  # the file's provenance record, if it has one
 
 
 def _check_layer_gates(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
@@ -126,8 +134,10 @@ def load_baseline(path: str | Path) -> Baseline:
     cells = data.get("cells")
     if not isinstance(cells, list) or not cells:
         raise InputError("expected a non-empty list of cells", path=str(path), field="cells")
+    record = data.get("provenance")
     return Baseline([_cell(raw, i, base, path) for i, raw in enumerate(cells)], base,
-                    run["repeats"], run["layer_impl"], _check_layer_gates(data, path))
+                    run["repeats"], run["layer_impl"], _check_layer_gates(data, path),
+                    record if isinstance(record, dict) else None)
 
 
 def _layer_gate(baseline: Baseline, gate: dict[str, Any], printer) -> tuple[bool, dict]:
@@ -164,6 +174,7 @@ def run_gate(baseline_path: str | Path, printer=print) -> GateRun:
     ``min_speedup``, every layer gate holds and every in-run correctness check passed,
     else 1."""
     baseline = load_baseline(baseline_path)
+    printer(f"gate: {describe_provenance(baseline.provenance)}")
     records, passed = [], True
     for cell in baseline.cells:
         result = compare_decode(cell.spec, METHODS, scope="attention", repeats=baseline.repeats)
@@ -181,7 +192,8 @@ def run_gate(baseline_path: str | Path, printer=print) -> GateRun:
     printer(f"gate: {len(baseline.cells)} cells, {len(layers)} layer gates -> "
             f"{'PASS' if passed else 'FAIL'}")
     return GateRun(0 if passed else 1,
-                   {"kind": "gate", "baseline": str(baseline_path), "passed": passed,
+                   {"kind": "gate", "baseline": str(baseline_path),
+                    "baseline_provenance": baseline.provenance, "passed": passed,
                     "cells": records,
                     "layer": [rec for _, rec in layers]})
 
@@ -197,7 +209,8 @@ def baseline_from_grid(grid: dict[str, Any], cells=GATE_CELLS,
     """A gate baseline from a recorded grid run (``GridResult.to_dict()``): each of
     ``cells`` (model, context, batch size, pages) with its recorded speedup, byte
     roofline and replicas, floor ``min_speedup`` = ``fraction`` x the speedup rounded
-    down to 0.1. KeyError if a cell is missing from the run."""
+    down to 0.1; the grid record's provenance (what measured the numbers), when it has
+    one. KeyError if a cell is missing from the run."""
     ran = {(c["model"], c["context"], c["batch_size"], c["topk_pages"]): c
            for c in grid["cells"]}
     spec = grid["spec"]
@@ -217,6 +230,7 @@ def baseline_from_grid(grid: dict[str, Any], cells=GATE_CELLS,
             "config": {"page_size": base["page_size"], "tp": base["tp"],
                        "local_pages": base["local_pages"], "repeats": 100},
             "cells": out,
+            **({"provenance": grid["provenance"]} if "provenance" in grid else {}),
             "how_set": f"min_speedup = {fraction:g} x the speedup of the grid run of "
                        f"{grid['date']} on {grid['device']} "
                        f"({', '.join(f'{k} {v}' for k, v in sorted(grid['versions'].items()))}),"

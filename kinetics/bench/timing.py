@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import statistics
 import time
 from collections.abc import Callable
@@ -110,17 +109,17 @@ def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
 
 
 def environment() -> dict[str, Any]:
-    """``device`` (the CUDA device's name, or 'cpu'), ``date`` (UTC, to the minute) and
-    ``versions`` of torch, triton and flashinfer (those importable)."""
-    import torch
+    """The run's environment as bench records store it: ``device`` (the CUDA device's
+    name, or 'cpu'), ``date`` (UTC, to the minute: ``2026-01-31 12:00 UTC``) and
+    ``versions`` of torch, triton and flashinfer (those installed). A view of
+    :func:`kinetics.provenance.provenance` (one source of these facts), with torch
+    imported first so that the device is seen."""
+    import torch  # noqa: F401  (provenance reads the device of an imported torch only)
 
-    versions = {}
-    for name in ("torch", "triton", "flashinfer"):
-        try:
-            versions[name] = importlib.import_module(name).__version__
-        except ImportError:
-            continue
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    return {"device": device,
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "versions": versions}
+    from kinetics.provenance import provenance
+
+    record = provenance()
+    date = _dt.datetime.strptime(record.date, "%Y-%m-%dT%H:%M:%SZ")
+    return {"device": record.device, "date": date.strftime("%Y-%m-%d %H:%M UTC"),
+            "versions": {name: record.versions[name] for name in ("torch", "triton", "flashinfer")
+                         if record.versions.get(name) is not None}}

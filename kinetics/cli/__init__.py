@@ -19,8 +19,7 @@ import threading
 from collections.abc import Sequence
 
 from kinetics.errors import InputError
-
-DISTRIBUTION = "kinetics-tts"  # the name on PyPI (pyproject.toml); the import name is kinetics
+from kinetics.provenance import DISTRIBUTION  # noqa: F401  (the name on PyPI, pyproject.toml)
 
 # subcommand -> module kinetics.cli.<name>_cmd. Building a module's parser imports
 # nothing heavy (tests/cli/test_import_light.py): each command's run() imports pandas,
@@ -63,17 +62,38 @@ class KineticsArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self.words = list(sys.argv[1:] if args is None else args)  # for --version --verbose
+        return super().parse_known_args(args, namespace)
+
 
 def version() -> str:
     """The installed distribution's version, else the checkout's ``kinetics.__version__``."""
-    from importlib import metadata
+    from kinetics.provenance import kinetics_version
 
-    try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        from kinetics import __version__
+    return kinetics_version()
 
-        return __version__
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``kinetics VERSION`` and exit 0; with ``--verbose`` before the
+    command (``kinetics --version --verbose``), the provenance record instead, one
+    ``key: value`` a line (:meth:`kinetics.provenance.Provenance.lines`)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        words = getattr(parser, "words", [])
+        top = words[:next((i for i, w in enumerate(words) if w in SUBCOMMANDS), len(words))]
+        if "--verbose" in top:
+            from kinetics.provenance import provenance
+
+            text = "\n".join(provenance(["kinetics", *words]).lines())
+        else:
+            text = f"kinetics {version()}"
+        sys.stdout.write(text + "\n")  # stdout, as argparse's own version action
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(Kinetics, arXiv 2506.05333). eFLOPs = compute FLOPs + I x memory bytes.",
         epilog="Run `kinetics COMMAND --help` for a command's flags.",
     )
-    parser.add_argument("--version", action="version", version=f"kinetics {version()}")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the version and exit (with --verbose: the provenance "
+                        "record kinetics writes into its outputs, one 'key: value' a line)")
+    parser.add_argument("--verbose", action="store_true", dest="verbose_version",
+                        help="with --version: print the provenance record (a command's own "
+                        "--verbose goes after the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 parser_class=KineticsArgumentParser)
     for name, help_text in SUBCOMMANDS.items():
@@ -107,7 +132,10 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in bench records
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the outputs
+    if args.verbose_version:
+        parser.error("--verbose before a command goes with --version (a command's own "
+                     "--verbose goes after the command)")
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2

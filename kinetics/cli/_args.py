@@ -136,3 +136,21 @@ def progress(iterable=None, *, total: int | None = None, desc: str, unit: str, q
 
     return tqdm(iterable, total=total, file=sys.stderr, desc=desc, unit=unit, leave=False,
                 disable=not show_progress(quiet))
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """This run's command line, program first: ``["kinetics", *words]`` (the words
+    :func:`kinetics.cli.main` recorded in ``args.argv``; the command's name alone when a
+    caller built ``args`` itself)."""
+    words = getattr(args, "argv", None)
+    if words is None:
+        words = [getattr(args, "command", None) or ""]
+    return ["kinetics", *[w for w in words if w != ""]]
+
+
+def run_provenance(args: argparse.Namespace, device: str | None = None) -> dict:
+    """The JSON object of this run's :class:`kinetics.provenance.Provenance` (its command
+    line from :func:`command_line`), for the ``"provenance"`` key of an output."""
+    from kinetics.provenance import provenance
+
+    return provenance(command_line(args), device).to_dict()

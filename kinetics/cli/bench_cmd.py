@@ -227,6 +227,7 @@ class BenchPlan:
     records: tuple[str, ...] = ()
     relabel: str | None = None
     command: str = "kinetics bench"
+    argv: tuple[str, ...] = ("kinetics", "bench")  # the command line, for the provenance
     given: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -310,7 +311,7 @@ def plan(args: argparse.Namespace, gpu: bool) -> BenchPlan:
                   layer_impl=args.layer_impl or "fused", json=args.json,
                   json_out=args.json_out, plot=args.plot, force=args.force,
                   command=shlex.join(["kinetics", *argv]) if argv else "kinetics bench",
-                  given=given)
+                  argv=("kinetics", *argv) if argv else ("kinetics", "bench"), given=given)
     if mode == "grid":
         return BenchPlan(**common, grid=grid_spec(args, spec, repeats),
                          deadline_s=args.time_budget)
@@ -377,8 +378,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(p: BenchPlan, record: dict[str, Any], text: str | None) -> None:
-    """--json prints the record, else ``text`` (if any); --json-out writes the record."""
-    record = {**record, "command": p.command}
+    """--json prints the record, else ``text`` (if any); --json-out writes the record;
+    both with the command and this run's provenance
+    (kinetics/schemas/bench-record.schema.json)."""
+    from kinetics.provenance import provenance
+
+    record = {**record, "command": p.command, "provenance": provenance(p.argv).to_dict()}
     if p.json or text is not None:
         print(dumps_json(record) if p.json else text, flush=True)
     if p.json_out:
@@ -486,7 +491,7 @@ def _run_from_json(p: BenchPlan) -> int:
         if len(grids) != 1 or len(kinds) != 1:
             raise InputError("--relabel re-labels one grid record: give exactly one")
         relabelled = rec.relabel_default_impl(grids[0][1])
-        write_json_file(p.relabel, relabelled)
+        _write_relabelled(p, relabelled)
         grids = [(f"{grids[0][0]} re-labelled (written to {p.relabel})", relabelled)]
     out: list[str] = []
     for path, data in grids:
@@ -510,6 +515,18 @@ def _run_from_json(p: BenchPlan) -> int:
             out.append(_gate_summary(path, data))
     print("\n".join(out).rstrip())
     return 0
+
+
+def _write_relabelled(p: BenchPlan, record: dict[str, Any]) -> None:
+    """Write a re-labelled grid ``record`` to ``--relabel``: its provenance this run's, the
+    measuring run's (if it had one) kept as ``measured_provenance``."""
+    from kinetics.provenance import provenance
+
+    earlier = record.pop("provenance", None)
+    if earlier is not None:  # a re-labelled record keeps the first, measuring run's
+        record.setdefault("measured_provenance", earlier)
+    record["provenance"] = provenance(p.argv).to_dict()
+    write_json_file(p.relabel, record)
 
 
 def _cost_table(p: BenchPlan, steps: list[tuple[str, dict]]) -> list[str]:

@@ -1,7 +1,9 @@
 """``kinetics check``: gate CI on the frontier numbers.
 
 Exit 0 when every number is within tolerance of the baseline, 1 with a table of
-what moved, 2 on bad input. ``--update`` rewrites the baseline deliberately.
+what moved, 2 on bad input. ``--update`` rewrites the baseline deliberately, with this
+run's provenance; a check first prints one line with the baseline's provenance (or that
+it has none: a baseline written before provenance existed).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from kinetics.cli._args import (
     cost_settings,
     finite_float,
     model_configs,
+    run_provenance,
 )
 from kinetics.cli._output import refuse_output_over_inputs, write_json_file
 from kinetics.hardware import resolve_intensity
 from kinetics.jsonfile import read_json_object
+from kinetics.provenance import describe_provenance
 
 # The gate baseline for the embedded data ships inside the package, so a bare
 # `kinetics check` works from an installed wheel; in a checkout this is the file that
@@ -91,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
                             model_configs=configs, param_count=param_count,
                             settings=settings).to_json()
     if args.update:
+        current["provenance"] = run_provenance(args)
         write_json_file(path, current, indent=1, sort_keys=True)
         print(f"kinetics check: wrote {len(current['entries'])} entries to {path}")
         return 0
+    print(f"kinetics check: {describe_provenance(baseline.get('provenance'))}")
     diffs = compare_summaries(current, baseline, args.tolerance)
     label = "SYNTHETIC embedded data" if synthetic else (args.trials or "")
     if diffs.empty:

@@ -11,6 +11,7 @@ from kinetics.cli._args import (
     add_param_count,
     cost_settings,
     model_configs,
+    run_provenance,
 )
 from kinetics.cli._output import dumps_json
 from kinetics.cost import MAX_TOKENS, METHODS, AttentionConfig, query_cost
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         **seconds(hardware, compute, memory),
     }
     if args.json:
-        print(dumps_json(result))
+        print(dumps_json({**result, "provenance": run_provenance(args)}))
         return 0
     print(f"{model.name}  {attention.label}  S={args.prompt_len} T={args.gen_len} N={args.samples}"
           f"  KV {settings.kv_dtype}" + (f", weights {settings.weight_dtype} at batch "

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from kinetics.cli._args import progress, show_progress
+from kinetics.cli._args import progress, run_provenance, show_progress
 from kinetics.errors import InputError
 
 TABLE_SUFFIXES = (".parquet",)
@@ -254,7 +254,9 @@ def _generate(args, configs, params, problems, target, texts, rank, world) -> in
         bar.close()
     barrier()
     if rank == 0:
-        table = _write_outputs(store, job, problems, backend, target, texts)
+        device = None if str(args.device).startswith("cuda") else str(args.device)
+        table = _write_outputs(store, job, problems, backend, target, texts,
+                               run_provenance(args, device))
         seconds = time.monotonic() - start
         print(f"kinetics generate: {len(table)} samples ({kept} problem-configs resumed), "
               f"{int(table['correct'].sum())} correct; {backend.stats.generated_tokens} tokens "
@@ -295,9 +297,10 @@ def _run_arguments(args, job, problems, backend) -> dict:
             "seed": job.seed, "answer_pattern": job.answer_pattern}
 
 
-def _write_outputs(store, job, problems, backend, target, texts):
+def _write_outputs(store, job, problems, backend, target, texts, provenance: dict):
     """Merge the shards in (configuration, problem, trial) order, write the table (and
-    the texts) atomically, then remove the shards."""
+    the texts) atomically, then remove the shards. The table's Parquet metadata holds
+    the model config, the run's arguments and its ``provenance``."""
     import json
 
     import pyarrow as pa
@@ -305,6 +308,7 @@ def _write_outputs(store, job, problems, backend, target, texts):
 
     from kinetics.analysis.trials import MODEL_CONFIGS_META_KEY
     from kinetics.cli._output import dumps_json, staged_file
+    from kinetics.provenance import PROVENANCE_META_KEY
 
     frame = store.read_all()
     order = {p.id: i for i, p in enumerate(problems)}
@@ -322,6 +326,7 @@ def _write_outputs(store, job, problems, backend, target, texts):
     meta[MODEL_CONFIGS_META_KEY] = json.dumps({job.model: config}, default=str).encode()
     meta[GENERATION_META_KEY] = json.dumps(store.arguments | {"problems": len(problems)},
                                            default=str).encode()
+    meta[PROVENANCE_META_KEY] = dumps_json(provenance).encode()
     table = table.replace_schema_metadata(meta)
     if texts is not None:
         lines = [dumps_json({k: (None if v is None or v != v else v) for k, v in row.items()})

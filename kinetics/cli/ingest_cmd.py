@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kinetics.cli._args import add_model_config, model_configs, progress, show_progress
+from kinetics.cli._args import (
+    add_model_config,
+    model_configs,
+    progress,
+    run_provenance,
+    show_progress,
+)
 from kinetics.cli._output import (
     check_output_file,
     output_lock,
@@ -99,11 +105,22 @@ def _check_model(model: str, model_configs: dict[str, str], path: Path) -> str:
     return key
 
 
-def _write_table(frame, out: Path) -> None:
+def _write_table(frame, out: Path, provenance: dict) -> None:
+    """The trial table ``frame`` to ``out`` (.parquet, .csv or .jsonl), atomically; a
+    Parquet file carries ``provenance`` in its metadata (key ``kinetics.provenance``)."""
     suffix = out.suffix.lower()
     with staged_file(out) as tmp:
         if suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            from kinetics.cli._output import dumps_json
+            from kinetics.provenance import PROVENANCE_META_KEY
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            meta = {**(table.schema.metadata or {}),
+                    PROVENANCE_META_KEY: dumps_json(provenance).encode()}
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
         elif suffix == ".csv":
             frame.to_csv(tmp, index=False)
         else:
@@ -148,7 +165,7 @@ def _ingest(args: argparse.Namespace, out: Path, configs: dict[str, str], files:
     frame["trial"] = frame.groupby(key, dropna=False, sort=False).cumcount()
     columns = list(REQUIRED_COLUMNS) + ["answer"]
     validated = validate_trials(frame, str(out))  # duplicates, bad lengths: fail before writing
-    _write_table(frame[columns], out)
+    _write_table(frame[columns], out, run_provenance(args))
     summary = frame.groupby(["model", "method"]).size()
     print(f"wrote {args.out}: {len(frame)} trials from {len(files)} file(s), "
           f"{frame['query_id'].nunique()} queries, accuracy {frame['correct'].mean():.3f}")

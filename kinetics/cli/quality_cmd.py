@@ -12,7 +12,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from kinetics.cli._args import positive_ints, progress, show_progress
+from kinetics.cli._args import positive_ints, progress, run_provenance, show_progress
 from kinetics.cli._output import (
     check_output_folder,
     dumps_json,
@@ -113,10 +113,13 @@ def _table(run) -> str:
     return "\n".join(lines)
 
 
-def _write(out: Path, run, text: str, plots: bool) -> list[str]:
+def _write(out: Path, run, text: str, plots: bool, provenance: dict) -> list[str]:
+    """The files of ``--out`` into the (temporary) folder ``out``; quality.json holds the
+    sweep and this run's ``provenance`` (:mod:`kinetics.provenance`)."""
     from kinetics.quality import plots as figures
 
-    (out / "quality.json").write_text(dumps_json(dataclasses.asdict(run), indent=2) + "\n")
+    record = {**dataclasses.asdict(run), "provenance": provenance}
+    (out / "quality.json").write_text(dumps_json(record, indent=2) + "\n")
     (out / "sequence.txt").write_text(text)
     fields = ["method", "block_size", "means_dtype", "budget", "local_pages", "recall_mean",
               "recall_p10", "top1_agreement", "kl_nats", "nll_delta_nats", "seconds"]
@@ -250,7 +253,10 @@ def _run(args: argparse.Namespace, configs, largest: int, text: str | None,
           f"{torch.get_num_threads()} threads)")
     if out is not None:
         decoded = lm.tokenizer.decode(sequence.ids[0])
+        device = getattr(lm.model, "device", None)  # the model's: cpu unless moved
+        record = run_provenance(args, None if getattr(device, "type", "cpu") == "cuda"
+                                else str(getattr(device, "type", "cpu")))
         with staged_folder(out) as tmp:
-            written = _write(tmp, result, decoded, not args.no_plots)
+            written = _write(tmp, result, decoded, not args.no_plots, record)
         print(f"wrote {args.out}/: {', '.join(written)}")
     return 0

@@ -23,6 +23,7 @@ from kinetics.cli._args import (
     model_configs,
     positive_ints,
     progress,
+    run_provenance,
 )
 from kinetics.cli._figures import EARLY, FIGURES, FigureWriter
 from kinetics.cli._output import (
@@ -171,10 +172,17 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
 
 
-def _write_report(tmp: Path, analysis, summary: Summary, *, synthetic: bool, tick,
+def summary_record(summary: Summary, provenance: dict) -> dict:
+    """summary.json's object (also ``--json``'s): :meth:`Summary.to_json` and this run's
+    ``provenance`` (kinetics/schemas/summary.schema.json)."""
+    return {**summary.to_json(), "provenance": provenance}
+
+
+def _write_report(tmp: Path, analysis, summary: dict, *, synthetic: bool, tick,
                   figures: FigureWriter | None, draw: Callable[..., None]) -> None:
     """Every report file into the (temporary) folder ``tmp``: the figures not drawn yet
-    (by ``draw``), the tables meanwhile, then wait for ``figures``."""
+    (by ``draw``), the tables meanwhile, then wait for ``figures``. ``summary``: the
+    summary.json object (:func:`summary_record`)."""
     tables = functools.partial(_write_tables, tmp, analysis, summary, synthetic, tick)
     if figures is None:
         tables()
@@ -185,7 +193,7 @@ def _write_report(tmp: Path, analysis, summary: Summary, *, synthetic: bool, tic
         (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTE + "\n")
 
 
-def _write_tables(tmp: Path, analysis, summary: Summary, synthetic: bool, tick) -> None:
+def _write_tables(tmp: Path, analysis, summary: dict, synthetic: bool, tick) -> None:
     """frontier.csv, pareto.csv, best_of_n.csv, long_cot.csv and summary.json."""
     analysis.frontier.assign(synthetic=synthetic).to_csv(tmp / "frontier.csv", index=False)
     analysis.pareto.to_csv(tmp / "pareto.csv", index=False)
@@ -193,7 +201,7 @@ def _write_tables(tmp: Path, analysis, summary: Summary, synthetic: bool, tick) 
 
     best_of_n_table(analysis).to_csv(tmp / "best_of_n.csv", index=False)
     long_cot_table(analysis).to_csv(tmp / "long_cot.csv", index=False)
-    (tmp / "summary.json").write_text(dumps_json(summary.to_json(), indent=2) + "\n")
+    (tmp / "summary.json").write_text(dumps_json(summary, indent=2) + "\n")
     tick("tables")
 
 
@@ -257,14 +265,15 @@ def run(args: argparse.Namespace) -> int:
                                         options=analysis.options, models=models,
                                         settings=settings)
                 tick("summary")
-                _write_report(tmp, analysis, summary, synthetic=synthetic, tick=tick,
+                record = summary_record(summary, run_provenance(args))
+                _write_report(tmp, analysis, record, synthetic=synthetic, tick=tick,
                               figures=figures, draw=draw)
     finally:
         if figures is not None:
             figures.close()
 
     if args.json:
-        print(dumps_json(summary.to_json()))
+        print(dumps_json(record))
         return 0
     if synthetic:
         print(_wrap(SYNTHETIC_NOTE))

@@ -91,6 +91,16 @@ def test_ingest_writes_a_valid_trial_table(raw_dir, tokenizer_dir, tmp_path, cap
     assert pd.isna(dense.iloc[2]["answer_pos"]) and pd.isna(dense.iloc[2]["answer"])
     assert list(dense["trial"]) == [0, 1, 2, 0]
     assert dense["query_id"].nunique() == 2
+    # what made it, in the Parquet metadata
+    import pyarrow.parquet as pq
+
+    from kinetics.provenance import PROVENANCE_META_KEY
+    from tests.schemas import validate
+
+    record = validate(json.loads(pq.read_schema(out).metadata[PROVENANCE_META_KEY]),
+                      "provenance")
+    assert record["command"] == (f"kinetics ingest {raw_dir} --tokenizer {tokenizer_dir} "
+                                 f"--out {out} --quiet")
     # the table feeds the report
     assert main(["report", "--trials", str(out), "--out", str(tmp_path / "rep"), "--quiet",
                  "--no-plots"]) == 0
@@ -282,7 +292,12 @@ def test_a_full_disk_is_one_line_and_the_earlier_table_stays(tmp_path, tokenizer
         open(path, "w").write("half")  # a partial write, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet" if suffix == ".parquet" else "to_csv", full)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        monkeypatch.setattr(pq, "write_table", full)  # the table with its metadata
+    else:
+        monkeypatch.setattr(pd.DataFrame, "to_csv", full)
     assert main(["ingest", str(raw), "--tokenizer", str(tokenizer_dir), "--out", str(out),
                  "--force", "--quiet"]) == 2
     err = capsys.readouterr().err

@@ -151,6 +151,21 @@ def test_fresh_baseline_passes(baseline_file, capsys):
 
 
 @pytest.mark.slow  # end to end: recomputes the frontier
+def test_update_writes_a_summary_with_its_provenance_and_check_prints_it(baseline_file,
+                                                                         capsys):
+    from kinetics.provenance import describe_provenance
+    from tests.schemas import validate
+
+    data = validate(json.loads(baseline_file.read_text()), "summary")
+    record = data["provenance"]
+    assert record["command"] == f"kinetics check --baseline {baseline_file} --update"
+    assert main(["check", "--baseline", str(baseline_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"kinetics check: {describe_provenance(record)}"
+    assert record["date"] in lines[0] and f"kinetics {record['kinetics']}" in lines[0]
+
+
+@pytest.mark.slow  # end to end: recomputes the frontier
 def test_perturbed_baseline_fails_with_a_table(baseline_file, tmp_path, capsys):
     data = json.loads(baseline_file.read_text())
     perturbed = copy.deepcopy(data)
@@ -226,4 +241,8 @@ def test_bare_check_uses_the_packaged_baseline(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert PACKAGED_BASELINE.is_file()
     assert main(["check"]) == 0
-    assert str(PACKAGED_BASELINE) in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert str(PACKAGED_BASELINE) in out
+    # committed before provenance existed: read as ever, and said so in one line
+    assert "provenance" not in json.loads(PACKAGED_BASELINE.read_text())
+    assert out.splitlines()[0] == "kinetics check: baseline has no provenance record"

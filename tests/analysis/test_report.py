@@ -13,6 +13,7 @@ from kinetics.analysis.report import SUMMARY_BUDGETS, analyze, build_summary
 from kinetics.analysis.trials import load_trials, resolve_models
 from kinetics.cli import main
 from kinetics.models import MODELS
+from tests.schemas import errors, validate
 
 FILES = [".kinetics-report", "frontier.csv", "pareto.csv", "best_of_n.csv", "long_cot.csv",
          "summary.json", "SYNTHETIC.txt"] + [f"{name}.{ext}" for name in
@@ -85,7 +86,10 @@ def test_report_on_embedded_data_writes_every_file(report_dir, capsys):
 def test_summary_schema_is_exact(report_dir):
     summary = json.loads((report_dir / "summary.json").read_text())
     assert list(summary) == ["schema", "synthetic", "trials_source", "intensity", "hardware",
-                             "param_count", "kv_dtype", "weight_dtype", "batch_size", "entries"]
+                             "param_count", "kv_dtype", "weight_dtype", "batch_size", "entries",
+                             "provenance"]
+    validate(summary, "summary")
+    assert summary["provenance"]["command"] == f"kinetics report --quiet --out {report_dir}"
     assert summary["param_count"] == "published"
     assert (summary["kv_dtype"], summary["weight_dtype"], summary["batch_size"]) == (
         "bf16", "bf16", None)
@@ -177,7 +181,10 @@ def test_smooth_3_averages_the_curves_and_leaves_the_summary(tmp_path):
         want = moving_average(part["accuracy"].to_numpy(), part["model"].notna().to_numpy(), 3)
         np.testing.assert_allclose(got, want, atol=1e-12)
     assert (b.loc[b["model"].isna(), "accuracy"] == 0).all()
-    assert (plain / "summary.json").read_text() == (smooth / "summary.json").read_text()
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (plain, smooth))
+    assert "--smooth" in b.pop("provenance")["command"]
+    assert "--smooth" not in a.pop("provenance")["command"]
+    assert a == b
 
 
 @pytest.mark.parametrize("width", ["2", "0", "-3"])
@@ -246,3 +253,17 @@ def test_the_table_fits_80_columns_with_long_model_names():
     assert max(map(len, text.splitlines())) <= 80
     assert "235b-a22b" in text and "names without 'qwen3-'" in " ".join(text.split())
     assert text.count("0.500") == 12 and "0.000" not in text
+
+
+def test_json_prints_summary_json_with_its_provenance(tmp_path, capsys):
+    """--json prints the very object written to summary.json, provenance included, and
+    both fit the shipped schema; without the record (or with a wrong type) they do not."""
+    out = tmp_path / "r"
+    assert main(["report", "--quiet", "--no-plots", "--json", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((out / "summary.json").read_text())
+    validate(printed, "summary")
+    assert printed["provenance"]["command"].startswith("kinetics report --quiet --no-plots")
+    assert errors({k: v for k, v in printed.items() if k != "provenance"}, "summary")
+    assert errors({**printed, "provenance": "kinetics 0.1.0"}, "summary")
+    assert errors({**printed, "intensity": "562.5"}, "summary")

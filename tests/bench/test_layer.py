@@ -237,3 +237,35 @@ def test_builders_reject_bad_input_before_any_gpu_work():
                           seed=0)
     with pytest.raises(InputError, match="unknown method"):
         spec.make_decoder(DecodeSpec(), "sparse", None, 4)
+
+
+@pytest.mark.parametrize("with_provenance", [False, True])
+def test_the_gate_prints_the_baselines_provenance_and_records_it(tmp_path, monkeypatch, capsys,
+                                                                 with_provenance):
+    """`kinetics bench --gate` end to end (timings faked): the first line names what made
+    the baseline (or that an old one says nothing), the --json-out record keeps it and
+    fits the bench-record schema."""
+    from kinetics.provenance import describe_provenance, provenance
+    from tests.schemas import errors, validate
+
+    made = provenance(["kinetics", "bench", "--grid"], device="NVIDIA H200").to_dict()
+    data = {"config": {"repeats": 3}, "cells": [{**GOOD_CELL, "min_speedup": 3}]}
+    if with_provenance:
+        data["provenance"] = made
+    path, out = tmp_path / "gpu.json", tmp_path / "gate.json"
+    path.write_text(json.dumps(data))
+    validate(data, "gate-baseline")
+    monkeypatch.setattr(spec, "gpu_available", lambda: (True, "stub GPU"))
+    monkeypatch.setattr(gate, "compare_decode", lambda *a, **kw: _comparison(0.2, 0.04))
+    assert main(["bench", "--gate", str(path), "--json-out", str(out)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    if with_provenance:
+        assert first == f"gate: {describe_provenance(made)}"
+        assert "device NVIDIA H200" in first and made["date"] in first
+    else:
+        assert first == "gate: baseline has no provenance record"
+    record = validate(json.loads(out.read_text()), "bench-record")
+    assert record["baseline_provenance"] == (made if with_provenance else None)
+    assert record["provenance"]["command"] == f"kinetics bench --gate {path} --json-out {out}"
+    assert errors({k: v for k, v in record.items() if k != "provenance"}, "bench-record")
+    assert errors({**record, "passed": "yes"}, "bench-record")

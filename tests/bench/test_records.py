@@ -15,6 +15,7 @@ from kinetics.bench.tp import TpLayerTiming
 from kinetics.bench.whole_model import StepTiming
 from kinetics.cli import main
 from kinetics.errors import InputError
+from tests.schemas import validate
 
 GRID = Path(__file__).resolve().parents[1] / "data" / "bench" / "grid-synthetic.json"
 VARIANTS = GRID.with_name("grid-variants-synthetic.json")  # cells that timed every variant
@@ -204,7 +205,10 @@ def test_cli_relabel_writes_the_record_and_compares_two_grids(tmp_path, capsys):
     assert main(["bench", "--from-json", str(VARIANTS), "--relabel", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"re-labelled (written to {out})" in text and "0.0196 fus" in text
-    assert json.loads(out.read_text())["cells"][1]["impl"] == "fused"
+    written = validate(json.loads(out.read_text()), "bench-record")
+    assert written["cells"][1]["impl"] == "fused"
+    assert written["provenance"]["command"] == f"kinetics bench --from-json {VARIANTS} --relabel {out}"
+    assert "measured_provenance" not in written  # the measuring run left none
     assert main(["bench", "--from-json", str(VARIANTS), "--relabel", str(out)]) == 2
     assert "--force" in capsys.readouterr().err  # no silent overwrite
     for argv in ([str(GRID), "--relabel", str(tmp_path / "x.json")],
@@ -215,3 +219,20 @@ def test_cli_relabel_writes_the_record_and_compares_two_grids(tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"## {VARIANTS} against {GRID}" in text
     assert "0 cells slower than before by more than 5%." in text
+
+
+def test_relabel_keeps_the_measuring_runs_provenance(tmp_path):
+    """A re-labelled grid is this run's output (its provenance) of another run's
+    measurements (``measured_provenance``, kept through a second re-labelling)."""
+    from kinetics.provenance import provenance
+
+    measured = provenance(["kinetics", "bench", "--grid"], device="NVIDIA H200").to_dict()
+    source = tmp_path / "grid.json"
+    source.write_text(json.dumps({**json.loads(VARIANTS.read_text()), "provenance": measured}))
+    once, twice = tmp_path / "once.json", tmp_path / "twice.json"
+    assert main(["bench", "--from-json", str(source), "--relabel", str(once)]) == 0
+    assert main(["bench", "--from-json", str(once), "--relabel", str(twice)]) == 0
+    first, second = (validate(json.loads(p.read_text()), "bench-record") for p in (once, twice))
+    assert first["measured_provenance"] == second["measured_provenance"] == measured
+    assert first["provenance"]["command"].endswith(f"--relabel {once}")
+    assert second["provenance"]["command"].endswith(f"--relabel {twice}")

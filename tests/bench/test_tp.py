@@ -242,8 +242,11 @@ def test_cli_distributed_runs_under_torchrun_on_cpu(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads(out.read_text())
+    from tests.schemas import validate
+
+    record = validate(json.loads(out.read_text()), "bench-record")
     assert record["kind"] == "tp" and record["command"].startswith("kinetics bench")
+    assert record["provenance"]["device"] == record["device"] == "cpu"
     (result,) = record["rows"]
     assert result["tp"] == 2 and result["step_ms"] > 0 and result["comm_share"] <= 1
     assert result["method"] == "dense" and result["context"] == 64

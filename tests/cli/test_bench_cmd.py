@@ -18,6 +18,7 @@ from kinetics.bench import spec as bench_spec
 from kinetics.bench.spec import DecodeSpec
 from kinetics.cli import bench_cmd, build_parser, main
 from kinetics.errors import InputError
+from tests.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = str(ROOT / "benchmarks" / "baseline" / "gpu.json")
@@ -201,7 +202,8 @@ def gpu_stubs(monkeypatch):
 
     def compare(spec, methods, **kw):
         calls["layer"] = (spec, methods, kw)
-        return layer.DecodeComparison({"device": "stub", "date": "now"}, spec, kw["scope"], kw["layer_impl"],
+        return layer.DecodeComparison({"device": "stub", "date": "now", "versions": {}}, spec,
+                                      kw["scope"], kw["layer_impl"],
                                       kw["repeats"], 8, 1, 128, 1.0)
 
     def model_timings(spec, methods, **kw):
@@ -256,8 +258,9 @@ def test_the_spec_reaches_the_benchmark(mode, extra, gpu_stubs, tmp_path, capsys
         spec, methods, kw = gpu_stubs["model"]
         assert kw["layer_impls"] == ("reference",) and kw["repeats"] == 3
     assert spec == want and tuple(methods) == ("dense", "blocktopk")
-    record = json.loads(out.read_text())
+    record = validate(json.loads(out.read_text()), "bench-record")
     assert record["command"].startswith("kinetics bench --model qwen3-32b")
+    assert record["provenance"]["command"] == record["command"]
 
 
 def test_the_grid_and_gate_get_their_settings(gpu_stubs, tmp_path, capsys):

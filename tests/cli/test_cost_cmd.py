@@ -11,11 +11,18 @@ import pytest
 from kinetics.cli import main
 from kinetics.cost import AttentionConfig, query_cost
 from kinetics.models import MODELS
+from tests.schemas import validate
 
 
-def run_json(capsys, *argv):
+def run_json(capsys, *argv, provenance: bool = False):
+    """The --json object; its provenance (checked against the schema) dropped unless
+    asked for, so two runs' numbers compare equal."""
     assert main(["cost", *argv, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    validate(out["provenance"], "provenance")
+    if not provenance:
+        del out["provenance"]
+    return out
 
 
 def test_dense_json_matches_the_formula(capsys):
@@ -161,3 +168,9 @@ def test_bad_dtype_flags(capsys, argv, needle):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_json_carries_the_runs_provenance(capsys):
+    argv = ["--model", "qwen3-8b", "--prompt-len", "128", "--gen-len", "1024"]
+    out = run_json(capsys, *argv, provenance=True)
+    assert out["provenance"]["command"] == "kinetics cost " + " ".join(argv) + " --json"

@@ -32,7 +32,7 @@ def heavy_imports(*argv: str) -> tuple[list[str], str]:
     return [m for m in marker.split(",") if m], proc.stdout
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"],
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["--version", "--verbose"],
                                   *([name, "--help"] for name in SUBCOMMANDS)],
                          ids=lambda argv: " ".join(argv))
 def test_help_and_version_import_nothing_heavy(argv):
@@ -56,6 +56,34 @@ def test_version_is_the_package_version(capsys):
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"kinetics {version()}"
     assert version() == kinetics.__version__  # not installed here: the checkout's
+
+
+@pytest.mark.parametrize("argv", [["--version", "--verbose"], ["--verbose", "--version"]])
+def test_version_verbose_prints_the_provenance_record(capsys, argv):
+    from kinetics.provenance import LIBRARIES, provenance
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    fields = dict(line.split(": ", 1) for line in lines)
+    assert len(fields) == len(lines)  # one 'key: value' a line, no key twice
+    want = provenance(["kinetics", *argv])
+    assert fields["kinetics"] == version() and fields["command"] == want.command
+    assert fields["git_commit"] == (want.git_commit or "-")
+    assert fields["python"] == want.python and fields["device"] == want.device
+    assert {k: fields[k] for k in LIBRARIES} == {k: v or "-" for k, v in want.versions.items()}
+
+
+def test_verbose_without_version_is_refused_and_a_commands_own_is_kept(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--verbose"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--verbose before a command goes with --version" in err[0]
+    with pytest.raises(SystemExit):  # --version before the command: the plain version
+        main(["--version", "quality", "--verbose"])
+    assert capsys.readouterr().out.strip() == f"kinetics {version()}"
 
 
 def test_report_help_names_the_defaults_it_does_not_import():

@@ -101,6 +101,13 @@ def test_a_generated_table_is_complete_and_its_texts_match(reference):
     meta = generation_meta(path)
     assert meta["samples"] == 2 and meta["sampling"]["temperature"] == 0.8
     assert meta["problems"] == 3
+    from kinetics.provenance import PROVENANCE_META_KEY
+    from tests.schemas import validate
+
+    made = validate(json.loads(pq.read_schema(path).metadata[PROVENANCE_META_KEY]),
+                    "provenance")
+    assert made["command"].startswith("kinetics generate --model ")
+    assert made["device"] == "cpu"  # --device cpu, whatever else the machine has
     texts = [json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines()]
     assert [(t["query_id"], t["trial"], t["method"]) for t in texts] == list(
         zip(frame["query_id"], frame["trial"], frame["method"], strict=True))

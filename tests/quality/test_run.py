@@ -134,6 +134,11 @@ def test_cli_end_to_end(monkeypatch, tmp_path, smollm2, capsys):
     assert "blocktopk" in printed and "recall" in printed
     data = json.loads((out / "quality.json").read_text())
     assert data["tokens"] == 128 and len(data["results"]) == 4
+    from tests.schemas import validate
+
+    validate(data["provenance"], "provenance")
+    assert data["provenance"]["command"].startswith("kinetics quality --text ")
+    assert data["provenance"]["device"] == "cpu"  # the model's device
     assert {p.name for p in out.iterdir()} >= {"quality.csv", "recall_per_layer.csv",
                                               "quality_vs_budget.png", "recall_per_layer.png"}
 
