@@ -317,7 +317,7 @@ def _write_outputs(store, job, problems, backend, target, texts):
                          path=str(store.folder))
     table_frame = frame.drop(columns=["text", "config_index"])
     table = pa.Table.from_pandas(table_frame, preserve_index=False)
-    config = backend.model.config.to_dict()
+    config = backend.hf_config
     meta = dict(table.schema.metadata or {})
     meta[MODEL_CONFIGS_META_KEY] = json.dumps({job.model: config}, default=str).encode()
     meta[GENERATION_META_KEY] = json.dumps(store.arguments | {"problems": len(problems)},
