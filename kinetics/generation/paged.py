@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from kinetics.model.decoder import ShardedDecoderModel
 
 
+PREFILL_CHUNK = 512  # prompt tokens per forward pass, by default
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """How the engine batches.
@@ -53,7 +56,7 @@ class EngineOptions:
 
     max_batch: int = 16
     kv_pages: int | None = None
-    prefill_chunk: int = 512
+    prefill_chunk: int = PREFILL_CHUNK
     static: bool = False
 
     def __post_init__(self) -> None:
@@ -85,6 +88,21 @@ class PagedBackend:
         self.stats = GenerationStats()
         self.pool: PagePool | None = None  # the last generation's (tests check it is whole)
 
+    def pool_pages(self, longest_prompt: int, params: SamplingParams, page_size: int) -> int:
+        """Pages of the pool for prompts of at most ``longest_prompt`` tokens."""
+        return self.options.kv_pages or self.options.max_batch * -(
+            -(longest_prompt + params.max_new_tokens) // page_size)
+
+    def check_capacity(self, prompts: dict[str, Sequence[int]], params: SamplingParams,
+                       attention: AttentionConfig) -> None:
+        """InputError, before any work, when a sample of one of ``prompts`` (problem id ->
+        prompt ids) could never be admitted."""
+        requests = [Request(key, tuple(p), 0) for key, p in prompts.items()]
+        page_size = decode_attention(attention).page_size
+        longest = max((len(p) for p in prompts.values()), default=0)
+        pool = PagePool(self.pool_pages(longest, params, page_size), page_size)
+        Scheduler(requests, params.max_new_tokens, self.options.max_batch, pool)
+
     def generate(self, requests: Sequence[Request], params: SamplingParams,
                  attention: AttentionConfig) -> Iterator[Completion]:
         """Every request's completion, as each finishes (continuous batching)."""
@@ -95,8 +113,9 @@ class PagedBackend:
             return
         decode = decode_attention(attention)
         opts = self.options
-        longest = max(len(r.prompt_ids) for r in requests) + params.max_new_tokens
-        pages = opts.kv_pages or opts.max_batch * -(-longest // decode.page_size)
+        longest = max(len(r.prompt_ids) for r in requests)
+        pages = self.pool_pages(longest, params, decode.page_size)
+        longest += params.max_new_tokens
         self.pool = pool = PagePool(pages, decode.page_size)
         scheduler = Scheduler(requests, params.max_new_tokens, opts.max_batch, pool,
                               static=opts.static)
@@ -116,6 +135,7 @@ class PagedBackend:
                     runner.release(sample.slot)
                     scheduler.finish(sample)
                     yield Completion(sample.request.key, tuple(sample.tokens), sample.reason)
+        self.stats.extra["refills"] = self.stats.extra.get("refills", 0) + scheduler.refills
 
     def _impl(self) -> str:
         return "fused" if self.model.device.type == "cuda" and self.model.fused_supported \

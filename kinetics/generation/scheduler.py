@@ -145,11 +145,13 @@ class Scheduler:
                 raise InputError(
                     f"a sample of request {r.key!r} may need {pool.pages_for(worst)} KV pages "
                     f"({len(r.prompt_ids)} prompt + {max_new_tokens} new tokens) but the pool "
-                    f"holds {pool.num_pages}: give more pages or fewer new tokens")
+                    f"holds {pool.num_pages}: give more pages (--kv-pages) or fewer new "
+                    "tokens (--max-new-tokens)")
         self.queue: deque[Sample] = deque(Sample(r, i) for i, r in enumerate(requests))
         self.free_slots: list[int] = list(range(slots))[::-1]
         self.running: list[Sample] = []
         self.slots = slots
+        self.refills = 0  # samples admitted while others were decoding
 
     def worst_case(self, request: Request) -> int:
         """Tokens a sample may hold in its cache: its prompt plus every generated token
@@ -179,6 +181,8 @@ class Scheduler:
         """The next step: admissions (grouped by prompt, in request order) and decodes."""
         decodes = tuple(s for s in self.running if s.tokens)
         admitted = self._admit()
+        if decodes:
+            self.refills += len(admitted)
         self.running.extend(admitted)
         groups: dict[tuple[int, ...], list[Sample]] = {}
         for s in admitted:

@@ -153,7 +153,13 @@ def safetensors_reader(folder: Path) -> TensorReader:
         file = files[name]  # KeyError: no such tensor
         if file not in handles:
             handles[file] = safe_open(str(folder / file), framework="pt")
-        return _slice(handles[file].get_slice(name), rows, cols)
+        part = handles[file].get_slice(name)
+        index = [slice(None)] * len(part.get_shape())
+        if rows is not None:
+            index[0] = slice(*rows)
+        if cols is not None:
+            index[1] = slice(*cols)
+        return part[tuple(index)]
     return read
 
 
