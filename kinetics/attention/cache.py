@@ -74,13 +74,20 @@ class PagedKVCache:
         page_order: ``"sequential"`` hands out pages in pool order, ``"random"`` in
             a random permutation (non-contiguous page tables), drawn from ``seed``.
         seed: seed of the random page order.
+        page_table, seq_lens: a page table ``[batch, max pages]`` (int32) and lengths
+            ``[batch]`` (int64) owned by the caller, who maps pages and sets lengths (an
+            engine shares one page table among its layers' caches); the cache then
+            hands out no pages (``append``/``extend`` refuse: use :meth:`write`) and the
+            pool may be smaller than ``batch x max pages``.
     """
 
     def __init__(self, batch_size: int, num_kv_heads: int, head_dim: int, *,
                  page_size: int = 16, max_tokens: int, dtype: torch.dtype | None = None,
                  device: str | torch.device = "cpu", num_pages: int | None = None,
                  page_order: str = "sequential", seed: int = 0,
-                 page_means_dtype: torch.dtype | None = None) -> None:
+                 page_means_dtype: torch.dtype | None = None,
+                 page_table: torch.Tensor | None = None,
+                 seq_lens: torch.Tensor | None = None) -> None:
         import torch
 
         _check_page_size(page_size)
@@ -91,7 +98,10 @@ class PagedKVCache:
         self.max_pages_per_request = -(-max_tokens // page_size)
         needed = batch_size * self.max_pages_per_request
         self.num_pages = needed if num_pages is None else num_pages
-        if self.num_pages < needed:
+        shared = page_table is not None
+        if shared != (seq_lens is not None):
+            raise ValueError("give both page_table and seq_lens, or neither")
+        if self.num_pages < needed and not shared:
             raise InputError(f"pool of {self.num_pages} pages is smaller than the {needed} "
                              "pages the batch may need")
         dtype = dtype or torch.float32
@@ -102,6 +112,12 @@ class PagedKVCache:
         self.key_means = torch.zeros((batch_size, num_kv_heads, self.max_pages_per_request,
                                       head_dim), dtype=page_means_dtype or dtype,
                                      device=self.device)
+        if shared:  # the owner maps pages and sets lengths; this cache stores and reads
+            if tuple(page_table.shape) != (batch_size, self.max_pages_per_request) or \
+                    tuple(seq_lens.shape) != (batch_size,):
+                raise ValueError("page_table must be [batch, max_pages], seq_lens [batch]")
+            self.page_table, self.seq_lens, self._free = page_table, seq_lens, []
+            return
         self.page_table = torch.full((batch_size, self.max_pages_per_request), -1,
                                      dtype=torch.int32, device=self.device)
         self.seq_lens = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
@@ -240,6 +256,43 @@ class PagedKVCache:
         counts = (torch.clamp(n + t - pages * ps, max=ps)).to(torch.float32)
         req = torch.full_like(pages, request)
         self._page_means(req, pages, counts)
+
+    def write(self, rows: torch.Tensor, positions: torch.Tensor, k: torch.Tensor,
+              v: torch.Tensor) -> None:
+        """Store tokens at ``(rows[i], positions[i])`` (``[n]`` int64 each; ``k``, ``v``
+        ``[n, kv_heads, head_dim]``) in pages already mapped in ``page_table``, and refresh
+        the page mean of every page written, counting the slots up to the largest
+        position written in it (the earlier slots of those pages must hold tokens).
+        For a cache built over a shared ``page_table`` whose owner maps the pages;
+        ``seq_lens`` is left to the owner."""
+        import torch
+
+        ps = self.page_size
+        page = positions // ps
+        phys = self.page_table[rows, page].long()
+        if bool((phys < 0).any()):
+            raise InputError("write to a page that is not mapped")
+        slot = positions % ps
+        self.k_pages[phys, :, slot] = k.to(self.dtype)
+        self.v_pages[phys, :, slot] = v.to(self.dtype)
+        key = rows * self.max_pages_per_request + page
+        pages, inverse = torch.unique(key, return_inverse=True)
+        last = torch.zeros_like(pages).scatter_reduce(0, inverse, positions, "amax",
+                                                      include_self=False)
+        req, logical = pages // self.max_pages_per_request, pages % self.max_pages_per_request
+        self._page_means(req, logical, (last + 1 - logical * ps).to(torch.float32))
+
+    def rows_view(self, rows: torch.Tensor) -> PagedKVCache:
+        """A cache of requests ``rows`` only (``[n]`` int64): the same K/V pages (shared),
+        copies of those rows' page table, lengths and page means. For reading (a decode
+        step over some of the requests); writes go to this cache."""
+        import copy
+
+        view = copy.copy(self)
+        view.batch_size = int(rows.shape[0])
+        view.page_table, view.seq_lens = self.page_table[rows], self.seq_lens[rows]
+        view.key_means, view._free = self.key_means[rows], []
+        return view
 
     # ---------------------------------------------------------------- reading
     def _page_means(self, req: torch.Tensor, page: torch.Tensor, counts: torch.Tensor

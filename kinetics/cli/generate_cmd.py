@@ -19,6 +19,8 @@ LAST_NUMBER = r"(-?\d+(?:,\d{3})*(?:\.\d+)?)"  # 1,234.5; not a trailing comma
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
+    from kinetics.generation.paged import PREFILL_CHUNK
+
     parser.epilog = (
         "Example: kinetics generate --method blocktopk --block-size 16 --topk-blocks 4 "
         "--local 1 --samples 8 --out trials.parquet && kinetics report --trials "
@@ -33,12 +35,24 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model-name", metavar="NAME",
                        help="the table's model name (default: from --model); its HF config "
                        "is stored in the table, so report prices any model")
-    model.add_argument("--backend", choices=("hf",), default="hf",
-                       help="engine: hf = transformers with the reference attention")
+    model.add_argument("--backend", choices=("hf", "paged"), default="hf",
+                       help="engine: hf = transformers with the reference attention, static "
+                       "batches; paged = kinetics' engine (the checkpoint's weights in "
+                       "kinetics.model, continuous batching over a paged KV pool; Qwen3 and "
+                       "Llama-family models)")
     model.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     model.add_argument("--batch-size", type=int, default=16, metavar="B",
                        help="samples decoded together")
     model.add_argument("--threads", type=int, metavar="T", help="torch CPU threads")
+    model.add_argument("--kv-pages", type=int, metavar="P",
+                       help="paged: pages in the KV pool (default: room for --batch-size "
+                       "samples of the longest prompt plus --max-new-tokens); a sample is "
+                       "admitted when the pool can promise its worst case")
+    model.add_argument("--prefill-chunk", type=int, default=PREFILL_CHUNK, metavar="T",
+                       help="paged: prompt tokens run through the model at once")
+    model.add_argument("--static-batching", action="store_true",
+                       help="paged: admit new samples only into an empty batch (as hf does; "
+                       "for comparison)")
     probs = parser.add_argument_group("problems")
     probs.add_argument("--problems", default="builtin:arithmetic", metavar="FILE_OR_DATASET",
                        help="builtin:arithmetic, a .jsonl/.json/.parquet/.csv file, a dataset "
@@ -152,9 +166,19 @@ def _configs(args: argparse.Namespace) -> tuple:
 def _check_sizes(args: argparse.Namespace) -> None:
     for flag, value, low in (("--samples", args.samples, 1), ("--max-new-tokens",
                              args.max_new_tokens, 1), ("--batch-size", args.batch_size, 1),
-                             ("--limit", args.limit, 1), ("--threads", args.threads, 1)):
+                             ("--limit", args.limit, 1), ("--threads", args.threads, 1),
+                             ("--kv-pages", args.kv_pages, 1),
+                             ("--prefill-chunk", args.prefill_chunk, 1)):
         if value is not None and value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
+    from kinetics.generation.paged import PREFILL_CHUNK
+
+    if args.backend != "paged":
+        for flag, given in (("--kv-pages", args.kv_pages is not None),
+                            ("--prefill-chunk", args.prefill_chunk != PREFILL_CHUNK),
+                            ("--static-batching", args.static_batching)):
+            if given:
+                raise InputError(f"{flag} applies to --backend paged")
     if args.samples > 1000:
         raise InputError(f"--samples must be <= 1000, got {args.samples}")
     if args.max_new_tokens > 131072:
@@ -230,6 +254,12 @@ def _generate(args, configs, params, problems, target, texts, rank, world) -> in
     backend = _load_backend(args)
     job = GenerationJob(_model_name(args), configs, args.samples, params, args.seed,
                         args.answer_pattern)
+    if hasattr(backend, "check_capacity"):  # refuse what can never run before any work
+        from kinetics.generation.run import prompt_ids
+
+        prompts = {p.id: prompt_ids(backend.tokenizer, p.question) for p in problems}
+        for config in configs:
+            backend.check_capacity(prompts, params, config)
     store = ShardStore(parts_folder(target), _run_arguments(args, job, problems, backend))
     kept = store.open(restart=args.restart and rank == 0) if rank == 0 else 0
     barrier()
@@ -273,6 +303,13 @@ def _load_backend(args: argparse.Namespace):
             from None
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.backend == "paged":
+        from kinetics.generation.paged import EngineOptions, load_paged_backend
+
+        options = EngineOptions(args.batch_size, args.kv_pages, args.prefill_chunk,
+                                args.static_batching)
+        return load_paged_backend(args.model, args.gguf_file, args.device, options,
+                                  progress=show_progress(args.quiet), verbose=args.verbose)
     from kinetics.generation.hf import HFBackend
     from kinetics.quality.load import load_model
 
@@ -321,7 +358,7 @@ def _write_outputs(store, job, problems, backend, target, texts, provenance: dic
                          path=str(store.folder))
     table_frame = frame.drop(columns=["text", "config_index"])
     table = pa.Table.from_pandas(table_frame, preserve_index=False)
-    config = backend.model.config.to_dict()
+    config = backend.hf_config
     meta = dict(table.schema.metadata or {})
     meta[MODEL_CONFIGS_META_KEY] = json.dumps({job.model: config}, default=str).encode()
     meta[GENERATION_META_KEY] = json.dumps(store.arguments | {"problems": len(problems)},

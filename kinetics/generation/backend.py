@@ -103,6 +103,23 @@ class Backend(Protocol):
                  attention: AttentionConfig) -> Iterator[Completion]: ...
 
 
+def stop_reason(tokens: Sequence[int], params: SamplingParams, stop_ids: frozenset[int],
+                tokenizer: object) -> StopReason | None:
+    """Why a sample whose generated tokens are ``tokens`` (the newest last) stops now, or
+    None: its newest token is in ``stop_ids`` (``"eos"``), its text's tail holds a stop
+    string (``"stop"``), or it reached ``max_new_tokens`` (``"length"``)."""
+    if tokens[-1] in stop_ids:
+        return "eos"
+    if params.stop:
+        window = max(len(s) for s in params.stop) + 4  # tokens: each is >= 1 character
+        tail = tokenizer.decode(list(tokens[-window:]), skip_special_tokens=False)
+        if any(s in tail for s in params.stop):
+            return "stop"
+    if len(tokens) >= params.max_new_tokens:
+        return "length"
+    return None
+
+
 def sample_seed(seed: int, problem_id: str, sample: int) -> int:
     """The seed of one sample: a 63-bit hash of (run seed, problem id, sample index)."""
     digest = hashlib.sha256(f"{seed}\x00{problem_id}\x00{sample}".encode()).digest()

@@ -31,6 +31,7 @@ from kinetics.generation.backend import (
     SamplingParams,
     StopReason,
     batched,
+    stop_reason,
 )
 
 if TYPE_CHECKING:
@@ -175,7 +176,6 @@ class _Batch:
         self.tokens: list[list[int]] = [[] for _ in requests]
         self.reason: list[StopReason | None] = [None] * len(requests)
         self.generators = [torch.Generator().manual_seed(r.seed) for r in requests]
-        self.stop_window = max((len(s) for s in params.stop), default=0) + 4
 
     @property
     def active(self) -> list[int]:
@@ -200,22 +200,12 @@ class _Batch:
         finished now."""
         done = []
         for i in self.active:
-            token = int(chosen[i])
-            self.tokens[i].append(token)
-            if token in self.stop_ids:
-                self.reason[i] = "eos"
-            elif self.params.stop and self._hit_stop(i):
-                self.reason[i] = "stop"
-            elif len(self.tokens[i]) >= self.params.max_new_tokens:
-                self.reason[i] = "length"
+            self.tokens[i].append(int(chosen[i]))
+            self.reason[i] = stop_reason(self.tokens[i], self.params, self.stop_ids,
+                                         self.tokenizer)
             if self.reason[i] is not None:
                 done.append(i)
         return done
-
-    def _hit_stop(self, i: int) -> bool:
-        tail = self.tokenizer.decode(self.tokens[i][-self.stop_window:],
-                                     skip_special_tokens=False)
-        return any(s in tail for s in self.params.stop)
 
     def completion(self, i: int) -> Completion:
         return Completion(self.requests[i].key, tuple(self.tokens[i]), self.reason[i])
@@ -238,6 +228,7 @@ class HFBackend:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.max_batch = max_batch
         self.eos_token_ids = eos_ids(model, tokenizer)
+        self.hf_config: dict = model.config.to_dict()
         self.stats = GenerationStats()
         self.device = next(model.parameters()).device
 

@@ -39,3 +39,27 @@ def next_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None, temperature
     pos = (kept_cum <= target).sum(dim=-1, keepdim=True)
     pos = torch.minimum(pos, keep.sum(dim=-1, keepdim=True) - 1)
     return order.gather(-1, pos).squeeze(-1)
+
+
+_M31 = 0x7FFFFFFF
+
+
+def token_uniforms(seeds: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """The uniform draw in [0, 1) (float64 ``[B]``) of token ``indices[b]`` (0 for a
+    sample's first generated token) of the sample seeded ``seeds[b]`` (int64 ``[B]``,
+    non-negative, as :func:`~kinetics.generation.backend.sample_seed` gives).
+
+    A counter-based hash of (seed, index) in int64 arithmetic: no generator state, the
+    same bits on CPU and GPU, and a row's draw never depends on the other rows, so a
+    sample's tokens do not depend on its batch, its slot or when it was scheduled.
+    """
+    import torch
+
+    from kinetics.model.weights import mix31
+
+    seeds, indices = seeds.to(torch.int64), indices.to(torch.int64)
+    lo, hi = seeds & _M31, (seeds >> 31) & _M31
+    a = mix31((mix31((lo + indices * 0x2545F491) & _M31) ^ hi) & _M31)
+    b = mix31((mix31((hi + indices * 0x3C6EF35F + 0x1B873593) & _M31) ^ lo) & _M31)
+    bits = (a << 22) | (b >> 9)  # 31 + 22 = 53 random bits
+    return bits.to(torch.float64) / float(1 << 53)

@@ -38,8 +38,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from kinetics.errors import InputError
+from kinetics.model.checkpoint import RMS_EPS, Checkpoint, head_tensors, layer_tensors
 from kinetics.model.fused import add_rms_norm, fused_layer_step
 from kinetics.model.layer import Attend, ShardedDecoderLayer, param, rms_norm
+from kinetics.model.parallel import shard_plan
 from kinetics.model.weights import hashed_uniform
 from kinetics.models import ModelSpec
 
@@ -76,12 +78,17 @@ class ShardedDecoderModel(torch.nn.Module):
         tp_size, tp_rank, group: as for ShardedDecoderLayer; the LM head is split by
             vocabulary rows (``vocab_size % tp_size == 0``), the embedding replicated.
         dtype, device, seed: as for ShardedDecoderLayer.
+        checkpoint: real weights (:mod:`kinetics.model.checkpoint`; ``model`` is then
+            ignored: the checkpoint's architecture is used); None: synthetic weights.
     """
 
     def __init__(self, model: ModelSpec, tp_size: int = 1, tp_rank: int = 0, group=None,
                  dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                 seed: int = 0, num_layers: int | None = None) -> None:
+                 seed: int = 0, num_layers: int | None = None, *,
+                 checkpoint: Checkpoint | None = None) -> None:
         super().__init__()
+        if checkpoint is not None:
+            model = checkpoint.arch.spec
         num_layers = model.num_layers if num_layers is None else num_layers
         if num_layers < 1:
             raise InputError(f"a model needs at least one layer, got {num_layers}")
@@ -91,12 +98,16 @@ class ShardedDecoderModel(torch.nn.Module):
         device = torch.device(device)
         self.model, self.tp_size, self.tp_rank, self.group = model, tp_size, tp_rank, group
         self.dtype, self.seed = dtype, seed
-        self.layers = torch.nn.ModuleList(
-            ShardedDecoderLayer(model, tp_size, tp_rank, group, dtype, device, layer_seed(seed, i))
-            for i in range(num_layers))
         h, vocab = model.hidden_size, model.vocab_size
         self.local_vocab = vocab // tp_size
         self.vocab_start = tp_rank * self.local_vocab
+        if checkpoint is not None:
+            self._load(checkpoint, num_layers, device)
+            return
+        self.rms_eps = RMS_EPS
+        self.layers = torch.nn.ModuleList(
+            ShardedDecoderLayer(model, tp_size, tp_rank, group, dtype, device, layer_seed(seed, i))
+            for i in range(num_layers))
         all_h = torch.arange(h)
         self.embed_tokens = param(hashed_uniform(
             seed, _EMBED_ID, torch.arange(vocab), all_h, math.sqrt(3.0), dtype, device))
@@ -106,6 +117,20 @@ class ShardedDecoderModel(torch.nn.Module):
         norm = 1.0 + hashed_uniform(seed, _FINAL_NORM_ID, torch.zeros(1), all_h, 0.1,
                                     torch.float32, device)[0]
         self.norm = param(norm.to(dtype))
+
+    def _load(self, checkpoint: Checkpoint, num_layers: int, device: torch.device) -> None:
+        """Real weights: every layer's shard, the embedding, final norm and LM-head rows."""
+        arch, read = checkpoint.arch, checkpoint.read
+        plan = shard_plan(arch.spec, self.tp_size, self.tp_rank)
+        self.rms_eps = arch.rms_norm_eps
+        self.layers = torch.nn.ModuleList(
+            ShardedDecoderLayer(arch.spec, self.tp_size, self.tp_rank, self.group, self.dtype,
+                                device, weights=layer_tensors(read, arch, i, plan), arch=arch)
+            for i in range(num_layers))
+        rows = (self.vocab_start, self.vocab_start + self.local_vocab)
+        head = head_tensors(read, arch, rows)
+        for name, tensor in head.items():
+            setattr(self, name, param(tensor.to(device=device, dtype=self.dtype)))
 
     @property
     def device(self) -> torch.device:
@@ -140,23 +165,49 @@ class ShardedDecoderModel(torch.nn.Module):
         if len(attends) != len(self.layers):
             raise ValueError(f"need one attend per layer ({len(self.layers)}), got {len(attends)}")
 
-    def step(self, tokens: torch.Tensor, attends: Sequence[Attend], positions: torch.Tensor,
-             impl: str = "fused") -> StepOutput:
-        """Decode one token for each request: tokens [batch] at positions [batch]."""
+    @property
+    def fused_supported(self) -> bool:
+        """Whether ``impl="fused"`` computes this model (every layer Qwen3-style)."""
+        return all(layer.fused_supported for layer in self.layers)
+
+    def local_logits(self, tokens: torch.Tensor, attends: Sequence[Attend],
+                     positions: torch.Tensor, impl: str = "fused",
+                     keep: torch.Tensor | None = None) -> torch.Tensor:
+        """This rank's vocabulary slice of the logits ``[n, vocab / tp]`` of ``tokens``
+        ``[n]`` at ``positions`` ``[n]`` (one token per request, or a prompt's tokens: the
+        attends decide). ``keep``: indices of the rows whose logits are wanted (default
+        all; the final norm and LM head run on those only)."""
         self._check(tokens, attends, positions)
         hidden = self.embed(tokens)
         if impl == "reference":
             for layer, attend in zip(self.layers, attends, strict=True):
                 hidden = layer(hidden, attend, positions)
-            x = rms_norm(hidden, self.norm)
+            x = hidden if keep is None else hidden[keep]
+            x = rms_norm(x, self.norm, self.rms_eps)
         elif impl == "fused":
             delta = None
             for layer, attend in zip(self.layers, attends, strict=True):
                 delta, hidden = fused_layer_step(layer, delta, hidden, attend, positions)
-            x, _ = add_rms_norm(delta, hidden, self.norm)
+            if keep is not None:
+                delta, hidden = delta[keep], hidden[keep]
+            x, _ = add_rms_norm(delta, hidden, self.norm, self.rms_eps)
         else:
             raise InputError(f"unknown implementation '{impl}' (choose from {', '.join(IMPLS)})")
-        logits = F.linear(x, self.lm_head)
+        return F.linear(x, self.lm_head)
+
+    def gather_logits(self, local: torch.Tensor) -> torch.Tensor:
+        """The whole vocabulary's logits ``[n, vocab]`` from every rank's slice (an
+        all-gather over the group; the slice itself without one)."""
+        if self.group is None or self.tp_size == 1:
+            return local
+        parts = torch.empty((self.tp_size, *local.shape), dtype=local.dtype, device=local.device)
+        dist.all_gather_into_tensor(parts, local.contiguous(), group=self.group)
+        return parts.permute(1, 0, 2).reshape(local.shape[0], -1)
+
+    def step(self, tokens: torch.Tensor, attends: Sequence[Attend], positions: torch.Tensor,
+             impl: str = "fused") -> StepOutput:
+        """Decode one token for each request: tokens [batch] at positions [batch]."""
+        logits = self.local_logits(tokens, attends, positions, impl)
         return StepOutput(self.greedy(logits), logits)
 
     def weight_bytes(self) -> int:

@@ -139,13 +139,17 @@ def fused_layer_step(layer, delta: torch.Tensor | None, residual: torch.Tensor, 
     gets k and v written by the q/k norm + RoPE kernel itself, saving the cache
     writes' launches; ``fuse_kv_write=False`` calls ``attend(q, k, v)`` regardless.
     """
-    x, h = add_rms_norm(delta, residual, layer.input_layernorm)
+    if not layer.fused_supported:
+        raise ValueError("the fused step computes Qwen3 layers (q/k norms, no biases); "
+                         "use the layer's reference forward")
+    eps = layer.rms_eps
+    x, h = add_rms_norm(delta, residual, layer.input_layernorm, eps)
     slot = getattr(attend, "slot", None) if fuse_kv_write else None
     q, k, v = qk_norm_rope(F.linear(x, layer.qkv_proj), layer.q_norm, layer.k_norm, positions,
                            layer.inv_freq, layer.local_q_heads, layer.local_kv_heads,
-                           slot=slot)
+                           eps=eps, slot=slot)
     attn = attend.cached(q) if slot is not None else attend(q, k, v)
     attn = layer.all_reduce(layer.post_attention(attn))
-    x, h = add_rms_norm(attn, h, layer.post_attention_layernorm)
+    x, h = add_rms_norm(attn, h, layer.post_attention_layernorm, eps)
     mlp = F.linear(silu_mul(F.linear(x, layer.gate_up_proj)), layer.down_proj)
     return layer.all_reduce(mlp), h

@@ -36,12 +36,15 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from kinetics.errors import InputError
+from kinetics.model.checkpoint import RMS_EPS, Architecture
 from kinetics.model.parallel import shard_plan
-from kinetics.model.weights import KV_PREFILL_TENSOR_BASE, hashed_uniform, layer_weights
+from kinetics.model.weights import (
+    KV_PREFILL_TENSOR_BASE,
+    LayerWeights,
+    hashed_uniform,
+    layer_weights,
+)
 from kinetics.models import ModelSpec
-
-ROPE_THETA = 1_000_000.0
-RMS_EPS = 1e-6
 
 _SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
@@ -93,6 +96,9 @@ class ShardedDecoderLayer(torch.nn.Module):
         dtype: parameter and activation dtype.
         device: where the weights are generated and live.
         seed: weight seed (same seed, any tp: shards of the same full weights).
+        weights: real weights of this rank's shard (see :mod:`kinetics.model.checkpoint`),
+            cast to ``dtype`` on ``device``; None generates synthetic ones from ``seed``.
+        arch: RoPE base, RMSNorm epsilon (default: Qwen3's, as the presets).
 
     Attributes:
         local_q_heads, local_kv_heads: heads this rank computes.
@@ -107,7 +113,8 @@ class ShardedDecoderLayer(torch.nn.Module):
 
     def __init__(self, model: ModelSpec, tp_size: int = 1, tp_rank: int = 0, group=None,
                  dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                 seed: int = 0) -> None:
+                 seed: int = 0, *, weights: LayerWeights | None = None,
+                 arch: Architecture | None = None) -> None:
         super().__init__()
         plan = shard_plan(model, tp_size, tp_rank)
         if group is not None:
@@ -128,17 +135,26 @@ class ShardedDecoderLayer(torch.nn.Module):
         self.communicate = True
         self.comm_timer: CommTimer | None = None
 
-        w = layer_weights(model, plan, seed, dtype, device)
-        self.input_layernorm = param(w.input_layernorm)
-        self.qkv_proj = param(w.qkv_proj)
-        self.q_norm, self.k_norm = param(w.q_norm), param(w.k_norm)
-        self.o_proj = param(w.o_proj)
-        self.post_attention_layernorm = param(w.post_attention_layernorm)
-        self.gate_up_proj = param(w.gate_up_proj)
-        self.down_proj = param(w.down_proj)
+        arch = arch or Architecture.qwen3(model)
+        self.rms_eps = arch.rms_norm_eps
+        w = (layer_weights(model, plan, seed, dtype, device) if weights is None
+             else weights.to(dtype, device))
+        for name, tensor in w.__dict__.items():  # None: the architecture has no such tensor
+            setattr(self, name, None if tensor is None else param(tensor))
         d = self.head_dim
-        inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+        inv_freq = 1.0 / (arch.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
         self.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
+
+    @property
+    def fused_supported(self) -> bool:
+        """Whether :func:`kinetics.model.fused.fused_layer_step` computes this layer (q/k
+        norms, no biases: Qwen3)."""
+        return self.q_norm is not None and all(
+            b is None for b in (self.qkv_bias, self.o_bias, self.gate_up_bias, self.down_bias))
+
+    def _row_bias(self, partial: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """A row-parallel projection's bias, added by rank 0 only (the all-reduce sums)."""
+        return partial if bias is None or self.tp_rank else partial + bias
 
     # -- the two blocks, each ending in a partial sum (before the all-reduce) ----------
 
@@ -157,19 +173,19 @@ class ShardedDecoderLayer(torch.nn.Module):
             self.position += 1
         elif positions.shape != (batch,):
             raise ValueError(f"positions must be [{batch}], got {tuple(positions.shape)}")
-        x = rms_norm(hidden, self.input_layernorm)
-        qkv = x @ self.qkv_proj.t()
+        x = rms_norm(hidden, self.input_layernorm, self.rms_eps)
+        qkv = F.linear(x, self.qkv_proj, self.qkv_bias)
         nq, nkv = self.local_q_heads * d, self.local_kv_heads * d
         q = qkv[:, :nq].reshape(batch, self.local_q_heads, d)
         k = qkv[:, nq:nq + nkv].reshape(batch, self.local_kv_heads, d)
         v = qkv[:, nq + nkv:].reshape(batch, self.local_kv_heads, d).contiguous()
-        q = apply_rope(rms_norm(q, self.q_norm), positions, self.inv_freq)
-        k = apply_rope(rms_norm(k, self.k_norm), positions, self.inv_freq)
-        return q, k, v
+        if self.q_norm is not None:
+            q, k = rms_norm(q, self.q_norm, self.rms_eps), rms_norm(k, self.k_norm, self.rms_eps)
+        return apply_rope(q, positions, self.inv_freq), apply_rope(k, positions, self.inv_freq), v
 
     def post_attention(self, attn: torch.Tensor) -> torch.Tensor:
         """o_proj of attn [batch, local_q_heads, head_dim]: partial [batch, hidden_size]."""
-        return attn.reshape(attn.shape[0], -1) @ self.o_proj.t()
+        return self._row_bias(attn.reshape(attn.shape[0], -1) @ self.o_proj.t(), self.o_bias)
 
     def attention_partial(self, hidden: torch.Tensor, attend: Attend,
                           positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -182,9 +198,9 @@ class ShardedDecoderLayer(torch.nn.Module):
 
     def mlp_partial(self, hidden: torch.Tensor) -> torch.Tensor:
         """This rank's partial MLP output [batch, hidden_size] (sum over ranks = MLP out)."""
-        x = rms_norm(hidden, self.post_attention_layernorm)
-        gate, up = (x @ self.gate_up_proj.t()).split(self.local_mlp, dim=-1)
-        return (F.silu(gate) * up) @ self.down_proj.t()
+        x = rms_norm(hidden, self.post_attention_layernorm, self.rms_eps)
+        gate, up = F.linear(x, self.gate_up_proj, self.gate_up_bias).split(self.local_mlp, dim=-1)
+        return self._row_bias((F.silu(gate) * up) @ self.down_proj.t(), self.down_bias)
 
     def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
         """Sum ``partial`` over the group in place (no-op without a group or communicate=False)."""

@@ -28,7 +28,7 @@ _M31 = 0x7FFFFFFF
 _MUL = 0x45D9F3B  # < 2**27, so a 31-bit value times it stays below 2**58 (no int64 overflow)
 _HASH_CHUNK = 1 << 22  # elements hashed at once (bounds the int64 temporaries: 32 MiB)
 
-def _mix31(x: torch.Tensor) -> torch.Tensor:
+def mix31(x: torch.Tensor) -> torch.Tensor:
     """In-place 31-bit integer hash of an int64 tensor holding values in [0, 2**31)."""
     x.bitwise_xor_(x >> 16)
     x.mul_(_MUL).bitwise_and_(_M31)
@@ -51,15 +51,15 @@ def hashed_uniform(seed: int, tensor_id: int, rows: torch.Tensor, cols: torch.Te
     device = torch.device(device)
     rows = rows.to(device=device, dtype=torch.int64)
     cols = cols.to(device=device, dtype=torch.int64)
-    key = _mix31(torch.tensor([((seed & _M31) * 31 + tensor_id) & _M31], dtype=torch.int64,
+    key = mix31(torch.tensor([((seed & _M31) * 31 + tensor_id) & _M31], dtype=torch.int64,
                               device=device))
-    row_hash = _mix31((rows * 0x2545F491 + key) & _M31).unsqueeze(1)  # [R, 1]
-    col_hash = _mix31((cols * 0x3C6EF35F + 0x1B873593) & _M31).unsqueeze(0)  # [1, C]
+    row_hash = mix31((rows * 0x2545F491 + key) & _M31).unsqueeze(1)  # [R, 1]
+    col_hash = mix31((cols * 0x3C6EF35F + 0x1B873593) & _M31).unsqueeze(0)  # [1, C]
     out = torch.empty(len(rows), len(cols), dtype=dtype, device=device)
     step = max(1, _HASH_CHUNK // max(1, len(cols)))
     scale = 2.0 * bound / 2.0**31
     for start in range(0, len(rows), step):
-        x = _mix31((row_hash[start:start + step] + col_hash) & _M31)
+        x = mix31((row_hash[start:start + step] + col_hash) & _M31)
         out[start:start + step] = (x.to(torch.float32) * scale - bound).to(dtype)
     return out
 
@@ -75,16 +75,29 @@ class LayerWeights:
     Shapes: norms ``[hidden]`` / ``[head_dim]``; qkv_proj ``[(local_q + 2 local_kv) *
     head_dim, hidden]`` (column parallel); o_proj ``[hidden, local_q * head_dim]`` (row
     parallel); gate_up_proj ``[2 * local_mlp, hidden]``; down_proj ``[hidden, local_mlp]``.
+    Optional (None: the architecture has none): q_norm / k_norm (Qwen3's per-head norms),
+    qkv_bias ``[(local_q + 2 local_kv) * head_dim]``, gate_up_bias ``[2 * local_mlp]``
+    (column parallel: this rank's slice), o_bias and down_bias ``[hidden]`` (row parallel:
+    the whole bias, added by rank 0 only).
     """
 
     input_layernorm: torch.Tensor
     qkv_proj: torch.Tensor
-    q_norm: torch.Tensor
-    k_norm: torch.Tensor
+    q_norm: torch.Tensor | None
+    k_norm: torch.Tensor | None
     o_proj: torch.Tensor
     post_attention_layernorm: torch.Tensor
     gate_up_proj: torch.Tensor
     down_proj: torch.Tensor
+    qkv_bias: torch.Tensor | None = None
+    o_bias: torch.Tensor | None = None
+    gate_up_bias: torch.Tensor | None = None
+    down_bias: torch.Tensor | None = None
+
+    def to(self, dtype: torch.dtype, device: torch.device | str) -> LayerWeights:
+        """Every tensor cast to ``dtype`` on ``device`` (None stays None)."""
+        return LayerWeights(**{name: None if t is None else t.to(device=device, dtype=dtype)
+                               for name, t in self.__dict__.items()})
 
 
 def layer_weights(model: ModelSpec, plan: ShardPlan, seed: int, dtype: torch.dtype,

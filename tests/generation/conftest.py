@@ -106,3 +106,33 @@ def tiny_qwen3(tiny_tokenizer, one_thread):
     torch.manual_seed(1)
     model = Qwen3ForCausalLM(Qwen3Config(**SHAPE, head_dim=16, **_ids(tiny_tokenizer)))
     return LoadedModel(model.to(torch.float32).eval(), tiny_tokenizer, "tiny-qwen3")
+
+
+def _saved(tmp_path_factory, tokenizer, name, model):
+    folder = tmp_path_factory.mktemp(name)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory, tiny_tokenizer, tiny_qwen3) -> Path:
+    """The random Qwen3 saved as safetensors (the paged engine reads it lazily)."""
+    return _saved(tmp_path_factory, tiny_tokenizer, "tiny-qwen3", tiny_qwen3.model)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_bias_dir(tmp_path_factory, tiny_tokenizer, one_thread) -> Path:
+    """A random Llama with attention and MLP biases and tied embeddings, saved."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(2)
+    config = LlamaConfig(**SHAPE, attention_bias=True, mlp_bias=True, tie_word_embeddings=True,
+                         **_ids(tiny_tokenizer))
+    model = LlamaForCausalLM(config).to(torch.float32)
+    with torch.no_grad():  # biases start at zero: make them count
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.2)
+    return _saved(tmp_path_factory, tiny_tokenizer, "tiny-llama-bias", model)

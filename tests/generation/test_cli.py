@@ -139,6 +139,20 @@ def test_report_and_check_read_a_generated_table(reference, tmp_path):
     assert gate.returncode == 1 and "moved beyond" in gate.stdout
 
 
+def test_the_paged_backend_writes_the_hf_table_on_greedy_decoding(reference, tiny_llama_dir,
+                                                                  tmp_path):
+    """Same arguments, --backend paged: the same trial table (tokens, grades) and texts;
+    the run's metadata names the backend."""
+    kinetics(*generate_args(tiny_llama_dir, "p.parquet", "0"), "--backend", "paged",
+             cwd=tmp_path)
+    hf_path, paged_path = reference("greedy"), tmp_path / "p.parquet"
+    pd.testing.assert_frame_equal(table(paged_path), table(hf_path))
+    assert paged_path.with_suffix(".jsonl").read_text() == \
+        hf_path.with_suffix(".jsonl").read_text()
+    assert generation_meta(paged_path)["backend"] == "paged"
+    assert generation_meta(hf_path)["backend"] == "hf"
+
+
 @pytest.mark.parametrize("name", list(TEMPERATURES))
 def test_resume_after_sigkill_equals_an_uninterrupted_run(reference, tiny_llama_dir, tmp_path,
                                                           name):
@@ -238,6 +252,10 @@ BAD = [
     (["--answer-pattern", "(unclosed"], ["regular expression"]),
     (["--out", "t.csv"], [".parquet"]),
     (["--texts", "t.txt"], [".jsonl"]),
+    (["--kv-pages", "64"], ["--kv-pages applies to --backend paged"]),
+    (["--static-batching"], ["--static-batching applies to --backend paged"]),
+    (["--backend", "paged", "--kv-pages", "0"], ["--kv-pages must be >= 1"]),
+    (["--backend", "paged", "--prefill-chunk", "0"], ["--prefill-chunk must be >= 1"]),
     (["--problems", "nowhere.jsonl"], ["nowhere.jsonl", "no such file"]),
     (["--problems", "probs.jsonl", "--question-field", "q"], ["probs.jsonl", "q"]),
     (["--problems", "probs.jsonl", "--out", "probs.jsonl.parquet", "--texts",
@@ -250,6 +268,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(work, capsys, argv, nee
     before = snapshot(work)
     argv = argv if "--out" in argv else [*argv, "--out", "t.parquet"]
     refused(capsys, ["--model", "/no/such/model", *argv], *needles)
+    assert snapshot(work) == before
+
+
+def test_a_pool_too_small_for_one_sample_is_refused_before_any_work(work, capsys,
+                                                                    tiny_llama_dir):
+    before = snapshot(work)
+    refused(capsys, ["--model", str(tiny_llama_dir), "--backend", "paged", "--kv-pages", "1",
+                     "--problems", "probs.jsonl", "--out", "t.parquet", "--quiet"],
+            "may need", "pool holds 1", "--kv-pages")
     assert snapshot(work) == before
 
 

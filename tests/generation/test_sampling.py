@@ -136,3 +136,35 @@ def test_grid_frequencies_equal_the_renormalised_nucleus_softmax(row, temp, p):
     expected[kept] = q * GRID
     assert np.all(np.abs(counts - expected) <= 1.0 + 1e-6), (counts, expected)
     assert set(np.flatnonzero(counts)) <= set(kept.tolist())
+
+
+# --- counter-based uniforms (the paged engine's draws) --------------------------------
+
+from kinetics.generation.sampling import token_uniforms  # noqa: E402
+
+SEEDS = st.integers(0, 2**63 - 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(SEEDS, st.integers(0, 2**20)), min_size=1, max_size=40))
+def test_a_draw_depends_on_its_seed_and_index_only(pairs):
+    seeds = torch.tensor([s for s, _ in pairs])
+    index = torch.tensor([i for _, i in pairs])
+    together = token_uniforms(seeds, index)
+    alone = torch.cat([token_uniforms(seeds[j:j + 1], index[j:j + 1]) for j in range(len(pairs))])
+    assert torch.equal(together, alone)
+    assert together.dtype == torch.float64
+    assert bool(((together >= 0) & (together < 1)).all())
+
+
+def test_draws_look_uniform_and_differ_by_seed_and_index():
+    n = 200_000
+    u = token_uniforms(torch.arange(n), torch.zeros(n, dtype=torch.int64)).numpy()
+    counts = np.histogram(u, bins=20, range=(0, 1))[0]
+    expected = n / 20
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 60  # 19 degrees of freedom: p ~ 1e-6
+    v = token_uniforms(torch.zeros(n, dtype=torch.int64), torch.arange(n)).numpy()
+    assert abs(float(np.corrcoef(u[:-1], u[1:])[0, 1])) < 0.01
+    assert abs(float(v.mean()) - 0.5) < 0.005
+    assert len(np.unique(u)) > n - 10

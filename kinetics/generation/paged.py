@@ -1,0 +1,239 @@
+"""The ``paged`` backend: kinetics' own engine, continuous batching over a paged KV pool.
+
+The model is a :class:`~kinetics.model.decoder.ShardedDecoderModel` with the checkpoint's
+real weights (:mod:`kinetics.model.checkpoint`; bfloat16 on a GPU, float32 on the CPU).
+Each engine step the :class:`~kinetics.generation.scheduler.Scheduler` admits queued
+samples into free slots (their worst-case pages promised by the
+:class:`~kinetics.generation.scheduler.PagePool`), the
+:class:`~kinetics.generation.runner.ModelRunner` prefills each new prompt once and
+decodes one token for every running sample, and a sample that stops frees its slot and
+pages for the next step.
+
+Sampling: every sample draws token ``i``'s uniform from
+:func:`~kinetics.generation.sampling.token_uniforms` of ``(Request.seed, i)``, on the
+model's device, so its tokens depend only on (seed, problem, sample index), not on its
+batch, its slot or when it was admitted. (The ``hf`` backend draws from a per-sample
+``torch.Generator`` instead: the two agree token for token on greedy decoding only.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kinetics.cost import AttentionConfig
+from kinetics.errors import InputError
+from kinetics.generation.backend import (
+    Completion,
+    GenerationStats,
+    Request,
+    SamplingParams,
+    stop_reason,
+)
+from kinetics.generation.hf import decode_attention, eos_ids
+from kinetics.generation.scheduler import PagePool, Sample, Scheduler
+
+if TYPE_CHECKING:
+    import torch
+
+    from kinetics.model.decoder import ShardedDecoderModel
+
+
+PREFILL_CHUNK = 512  # prompt tokens per forward pass, by default
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine batches.
+
+    Attributes:
+        max_batch: slots (samples decoded together, at most).
+        kv_pages: pages in the pool; None: enough for ``max_batch`` worst-case samples.
+        prefill_chunk: prompt tokens run through the model at once.
+        static: admit only into an empty batch (static batching, for comparison).
+    """
+
+    max_batch: int = 16
+    kv_pages: int | None = None
+    prefill_chunk: int = PREFILL_CHUNK
+    static: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise InputError(f"batch size must be >= 1, got {self.max_batch}")
+        if self.kv_pages is not None and self.kv_pages < 1:
+            raise InputError(f"--kv-pages must be >= 1, got {self.kv_pages}")
+        if self.prefill_chunk < 1:
+            raise InputError(f"prefill chunk must be >= 1 token, got {self.prefill_chunk}")
+
+
+class PagedBackend:
+    """The paged engine behind the :class:`~kinetics.generation.backend.Backend` interface.
+
+    Args:
+        model: the model shard (real weights).
+        tokenizer: its transformers tokenizer.
+        name: where the model came from.
+        eos_token_ids: ids that end a sample.
+        hf_config: the checkpoint's HF config (stored in the trial table).
+        options: batching (:class:`EngineOptions`).
+    """
+
+    def __init__(self, model: ShardedDecoderModel, tokenizer: Any, name: str,
+                 eos_token_ids: frozenset[int], hf_config: dict,
+                 options: EngineOptions = EngineOptions()) -> None:
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.eos_token_ids, self.hf_config, self.options = eos_token_ids, hf_config, options
+        self.stats = GenerationStats()
+        self.pool: PagePool | None = None  # the last generation's (tests check it is whole)
+
+    def pool_pages(self, longest_prompt: int, params: SamplingParams, page_size: int) -> int:
+        """Pages of the pool for prompts of at most ``longest_prompt`` tokens."""
+        return self.options.kv_pages or self.options.max_batch * -(
+            -(longest_prompt + params.max_new_tokens) // page_size)
+
+    def check_capacity(self, prompts: dict[str, Sequence[int]], params: SamplingParams,
+                       attention: AttentionConfig) -> None:
+        """InputError, before any work, when a sample of one of ``prompts`` (problem id ->
+        prompt ids) could never be admitted."""
+        requests = [Request(key, tuple(p), 0) for key, p in prompts.items()]
+        page_size = decode_attention(attention).page_size
+        longest = max((len(p) for p in prompts.values()), default=0)
+        pool = PagePool(self.pool_pages(longest, params, page_size), page_size)
+        Scheduler(requests, params.max_new_tokens, self.options.max_batch, pool)
+
+    def generate(self, requests: Sequence[Request], params: SamplingParams,
+                 attention: AttentionConfig) -> Iterator[Completion]:
+        """Every request's completion, as each finishes (continuous batching)."""
+        from kinetics.generation.runner import ModelRunner
+
+        requests = list(requests)
+        if not requests:
+            return
+        decode = decode_attention(attention)
+        opts = self.options
+        longest = max(len(r.prompt_ids) for r in requests)
+        pages = self.pool_pages(longest, params, decode.page_size)
+        longest += params.max_new_tokens
+        self.pool = pool = PagePool(pages, decode.page_size)
+        scheduler = Scheduler(requests, params.max_new_tokens, opts.max_batch, pool,
+                              static=opts.static)
+        runner = ModelRunner(self.model, decode, opts.max_batch, longest, pages,
+                             opts.prefill_chunk, impl=self._impl())
+        stop_ids = self.eos_token_ids | set(params.stop_token_ids)
+        while not scheduler.done:
+            plan = scheduler.schedule()
+            samples, logits = self._run(plan, runner, pool)
+            chosen = self._choose(samples, logits, params)
+            self.stats.steps += 1
+            self.stats.generated_tokens += len(samples)
+            for sample, token in zip(samples, chosen, strict=True):
+                sample.tokens.append(token)
+                sample.reason = stop_reason(sample.tokens, params, stop_ids, self.tokenizer)
+                if sample.reason is not None:
+                    runner.release(sample.slot)
+                    scheduler.finish(sample)
+                    yield Completion(sample.request.key, tuple(sample.tokens), sample.reason)
+        self.stats.extra["refills"] = self.stats.extra.get("refills", 0) + scheduler.refills
+
+    def _impl(self) -> str:
+        return "fused" if self.model.device.type == "cuda" and self.model.fused_supported \
+            else "reference"
+
+    def _run(self, plan, runner, pool: PagePool) -> tuple[list[Sample], torch.Tensor]:
+        """Prefill the admitted groups, decode the running samples: the samples in
+        step order and their next-token logits ``[n, vocab]``."""
+        import torch
+
+        samples, logits = [], []
+        for group in plan.prefills:
+            prompt = group[0].request.prompt_ids
+            for s in group:
+                runner.map_pages(s.slot, pool.grow(s.slot, len(prompt)))
+            last = runner.prefill([s.slot for s in group], prompt)
+            samples.extend(group)
+            logits.append(last.expand(len(group), -1))
+            self.stats.prompt_tokens += len(prompt)
+        if plan.decodes:
+            for s in plan.decodes:
+                runner.map_pages(s.slot, pool.grow(s.slot, s.cached_tokens))
+            logits.append(runner.decode([s.slot for s in plan.decodes],
+                                        [s.tokens[-1] for s in plan.decodes]))
+            samples.extend(plan.decodes)
+        return samples, torch.cat(logits)
+
+    def _choose(self, samples: Sequence[Sample], logits: torch.Tensor,
+                params: SamplingParams) -> list[int]:
+        """Each sample's next token (one host transfer for the step)."""
+        import torch
+
+        from kinetics.generation.sampling import next_tokens, token_uniforms
+
+        uniforms = None
+        if not params.greedy:
+            device = logits.device
+            seeds = torch.tensor([s.request.seed for s in samples], dtype=torch.int64,
+                                 device=device)
+            index = torch.tensor([len(s.tokens) for s in samples], dtype=torch.int64,
+                                 device=device)
+            uniforms = token_uniforms(seeds, index)
+        return next_tokens(logits, uniforms, params.temperature, params.top_p).tolist()
+
+
+def load_paged_backend(model: str, gguf_file: str | None, device: str, options: EngineOptions,
+                       progress: bool = True, verbose: bool = False) -> PagedBackend:
+    """The paged engine for ``model``: an HF folder with safetensors is read lazily into
+    the model shard; anything else (hub id, GGUF) is loaded by transformers first and
+    handed over (:func:`~kinetics.model.checkpoint.checkpoint_of_model`). bfloat16 on a
+    GPU, float32 on the CPU."""
+    from pathlib import Path
+
+    import torch
+
+    from kinetics.model.checkpoint import checkpoint_of_model, open_checkpoint
+    from kinetics.model.decoder import ShardedDecoderModel
+    from kinetics.quality.load import load_model
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"--device {device}: {exc}") from None
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    folder = Path(model)
+    if gguf_file is None and folder.is_dir() and any(folder.glob("*.safetensors")):
+        checkpoint = open_checkpoint(folder)
+        tokenizer, hf_config, stop = _folder_tokenizer(folder)
+        name = str(folder)
+    else:
+        loaded = load_model(model, gguf_file, progress=progress, verbose=verbose)
+        checkpoint = checkpoint_of_model(loaded.model, loaded.name)
+        tokenizer, hf_config, name = loaded.tokenizer, loaded.model.config, loaded.name
+        stop = eos_ids(loaded.model, tokenizer)
+    try:
+        shard = ShardedDecoderModel(checkpoint.arch.spec, dtype=dtype, device=dev,
+                                    checkpoint=checkpoint)
+    except (RuntimeError, AssertionError) as exc:
+        raise InputError(f"--device {device}: {str(exc).splitlines()[0][:200]}") from None
+    return PagedBackend(shard, tokenizer, name, stop, hf_config.to_dict(), options)
+
+
+def _folder_tokenizer(folder) -> tuple[Any, Any, frozenset[int]]:
+    """The tokenizer, HF config and EOS ids of a model folder (InputError when transformers
+    cannot read them)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        config = AutoConfig.from_pretrained(str(folder))
+    except Exception as exc:  # noqa: BLE001 - any loader failure is bad input here
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"cannot load the tokenizer ({type(exc).__name__}: {first})",
+                         path=str(folder)) from None
+    try:
+        generation = GenerationConfig.from_pretrained(str(folder))
+    except OSError:  # no generation_config.json
+        generation = None
+    return tokenizer, config, eos_ids(SimpleNamespace(generation_config=generation), tokenizer)

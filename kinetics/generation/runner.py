@@ -1,0 +1,155 @@
+"""The paged engine's model runner: a :class:`~kinetics.model.decoder.ShardedDecoderModel`
+over one page pool shared by its layers.
+
+Each layer has a :class:`~kinetics.attention.cache.PagedKVCache` of ``slots`` rows built
+over the runner's one page table and length vector (``[slots, max pages]``, ``[slots]``),
+so mapping a page or setting a length is done once for every layer. The runner does
+what the scheduler (:mod:`kinetics.generation.scheduler`) decides:
+
+* :meth:`ModelRunner.prefill` runs a prompt (in chunks of ``prefill_chunk`` tokens)
+  through the model once and stores its keys and values in every slot that shares it;
+  each chunk attends causally over the slot's cache (dense, as the ``hf`` backend
+  prefills). Returns the last token's logits.
+* :meth:`ModelRunner.decode` feeds one token to each of some slots and attends over
+  their caches with the configuration's decode (:class:`DecodeAttention`): dense, oracle
+  token top-k or block top-k, by the torch reference of :mod:`kinetics.attention.reference`.
+
+Logits come back as float32 over the whole vocabulary (gathered across tensor-parallel
+ranks). Page mapping is the caller's: :meth:`map_pages` / :meth:`release`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING
+
+from kinetics.generation.hf import DecodeAttention
+
+if TYPE_CHECKING:
+    import torch
+
+    from kinetics.attention.cache import PagedKVCache
+    from kinetics.model.decoder import ShardedDecoderModel
+
+
+def reference_decode(attention: DecodeAttention, q: torch.Tensor, cache: PagedKVCache,
+                     scale: float) -> torch.Tensor:
+    """The configuration's decode attention by the torch reference (float32 out)."""
+    from kinetics.attention import reference
+
+    if attention.method == "topk":
+        return reference.topk_decode(q, cache, attention.topk_tokens, scale)
+    if attention.method == "blocktopk":
+        return reference.blocktopk_decode(q, cache, attention.topk_pages, attention.local_pages,
+                                          scale)
+    return reference.dense_decode(q, cache, scale)
+
+
+class ModelRunner:
+    """Prefill and decode of a sharded model over a shared paged KV pool.
+
+    Args:
+        model: this rank's model shard (its device and dtype are the runner's).
+        attention: the decode attention (its ``page_size`` is the pool's page size).
+        slots: rows of the page table (samples decoded together, at most).
+        max_tokens: tokens one slot may hold (sets the page-table width).
+        num_pages: pages in the pool (shared by all slots).
+        prefill_chunk: prompt tokens run through the model at once.
+        impl: ``"reference"`` or ``"fused"`` (decoder step implementation; prefill
+            always runs the reference layers).
+    """
+
+    def __init__(self, model: ShardedDecoderModel, attention: DecodeAttention, slots: int,
+                 max_tokens: int, num_pages: int, prefill_chunk: int = 512,
+                 impl: str = "reference") -> None:
+        import torch
+
+        from kinetics.attention.cache import PagedKVCache
+
+        self.model, self.attention, self.impl = model, attention, impl
+        self.prefill_chunk = max(1, prefill_chunk)
+        device, layer = model.device, model.layers[0]
+        page_size = attention.page_size
+        max_pages = -(-max_tokens // page_size)
+        self.page_table = torch.full((slots, max_pages), -1, dtype=torch.int32, device=device)
+        self.seq_lens = torch.zeros(slots, dtype=torch.int64, device=device)
+        self.caches = [PagedKVCache(slots, layer.local_kv_heads, layer.head_dim,
+                                    page_size=page_size, max_tokens=max_tokens,
+                                    dtype=model.dtype, device=device, num_pages=num_pages,
+                                    page_table=self.page_table, seq_lens=self.seq_lens)
+                       for _ in model.layers]
+        self.device = device
+        self.scale = layer.head_dim ** -0.5  # as transformers' attention modules scale
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of the K/V pages of every layer (the pool's footprint)."""
+        return sum(c.k_pages.numel() * c.k_pages.element_size() * 2 for c in self.caches)
+
+    def map_pages(self, slot: int, pages: Sequence[tuple[int, int]]) -> None:
+        """Map ``(logical index, page)`` pairs of ``slot`` in the shared page table."""
+        for logical, page in pages:
+            self.page_table[slot, logical] = page
+
+    def release(self, slot: int) -> None:
+        """Forget ``slot``'s pages and tokens (the pool's accounting is the caller's)."""
+        self.page_table[slot].fill_(-1)
+        self.seq_lens[slot] = 0
+
+    def _rows(self, slots: Sequence[int]) -> torch.Tensor:
+        import torch
+
+        return torch.tensor(list(slots), dtype=torch.int64, device=self.device)
+
+    def prefill(self, slots: Sequence[int], prompt: Sequence[int]) -> torch.Tensor:
+        """Run ``prompt`` into every one of ``slots`` (empty, pages mapped); the last
+        token's logits, float32 ``[vocab]``."""
+        import torch
+
+        rows = self._rows(slots)
+        ids = torch.tensor(list(prompt), dtype=torch.int64, device=self.device)
+        for start in range(0, len(prompt), self.prefill_chunk):
+            chunk = ids[start:start + self.prefill_chunk]
+            n = chunk.shape[0]
+            positions = torch.arange(start, start + n, device=self.device)
+            self.seq_lens[rows] = start + n
+            attends = [partial(self._prefill_attend, cache, rows, positions)
+                       for cache in self.caches]
+            local = self.model.local_logits(chunk, attends, positions, "reference",
+                                            keep=torch.tensor([n - 1], device=self.device))
+        return self.model.gather_logits(local).float()[0]
+
+    def _prefill_attend(self, cache: PagedKVCache, rows: torch.Tensor, positions: torch.Tensor,
+                        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """A prompt chunk's attention: store its k/v in every row, then every query
+        attends causally over the first row's cache (q ``[n, Hq, D]``)."""
+        from kinetics.attention.reference import causal_masked_attention
+
+        for row in rows:
+            cache.write(row.expand(positions.shape[0]), positions, k, v)
+        keys, values = cache.contiguous(int(rows[0]))  # [tokens so far, Hkv, D]
+        out = causal_masked_attention(q.transpose(0, 1)[None], keys.transpose(0, 1)[None],
+                                      values.transpose(0, 1)[None], None, self.scale)
+        return out[0].transpose(0, 1).to(q.dtype)
+
+    def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
+        """Feed ``tokens[i]`` to slot ``slots[i]`` (its next position, page mapped);
+        logits float32 ``[len(slots), vocab]``."""
+        import torch
+
+        rows = self._rows(slots)
+        ids = torch.tensor(list(tokens), dtype=torch.int64, device=self.device)
+        positions = self.seq_lens[rows].clone()
+        self.seq_lens[rows] = positions + 1
+
+        attends = [partial(self._decode_attend, cache, rows, positions) for cache in self.caches]
+        local = self.model.local_logits(ids, attends, positions, self.impl)
+        return self.model.gather_logits(local).float()
+
+    def _decode_attend(self, cache: PagedKVCache, rows: torch.Tensor, positions: torch.Tensor,
+                       q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """One token per row: store its k/v, attend over the rows' caches."""
+        cache.write(rows, positions, k, v)
+        view = cache.rows_view(rows)
+        return reference_decode(self.attention, q, view, self.scale).to(q.dtype)
