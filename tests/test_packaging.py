@@ -257,3 +257,21 @@ def test_every_import_is_declared_somewhere(project):
                          for p in PACKAGE.rglob("*.py") for n in _imports(p) - NEVER_DECLARED
                          if DISTRIBUTION.get(n, n).replace("_", "-") not in declared})
     assert undeclared == []
+
+
+# --- test what the classifiers claim -------------------------------------------------
+
+def _versions(text: str) -> list[str]:
+    return sorted(re.findall(r"3\.\d+", text), key=lambda v: tuple(map(int, v.split("."))))
+
+
+def test_ci_tests_every_python_the_classifiers_claim(project):
+    claimed = _versions(" ".join(c for c in project["classifiers"]
+                                 if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)))
+    assert project["requires-python"] == f">={claimed[0]}"
+    matrix = re.search(r"python-version:\s*\[([^\]]*)\]",
+                       (ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    assert matrix and _versions(matrix.group(1)) == claimed
+    nox_matrix = re.search(r"^MATRIX_PYTHONS = \[([^\]]*)\]", (ROOT / "noxfile.py").read_text(),
+                           re.M)
+    assert nox_matrix and _versions(nox_matrix.group(1)) == [claimed[0], claimed[-1]]
