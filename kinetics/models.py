@@ -142,10 +142,14 @@ _PRESET_CONFIGS: dict[str, dict[str, Any]] = {
 def model_from_config(config: dict[str, Any], name: str) -> ModelSpec:
     """Build a ModelSpec from a parsed HF config.json dict.
 
-    Raises InputError naming the missing or malformed field.
+    Raises InputError naming the missing or malformed field. A field that is null
+    counts as absent (its default applies, as in transformers): ``head_dim`` missing or
+    null is ``hidden_size / num_attention_heads``.
     """
     def field(key: str, default: int | None = None, *, minimum: int = 0) -> int:
-        value = config.get(key, default)
+        value = config.get(key)
+        if value is None:
+            value = default
         if value is None:
             raise InputError("missing required field", path=name, field=key)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -165,6 +169,9 @@ def model_from_config(config: dict[str, Any], name: str) -> ModelSpec:
     if q_heads % kv_heads:
         raise InputError(f"{q_heads} query heads do not divide into {kv_heads} KV-head groups",
                          path=name, field="num_key_value_heads")
+    if config.get("head_dim") is None and hidden % q_heads:
+        raise InputError(f"null or missing, and hidden_size {hidden} does not divide into "
+                         f"{q_heads} attention heads (give head_dim)", path=name, field="head_dim")
     num_experts = field("num_experts", 0) or field("num_local_experts", 0)
     experts_per_token = field("num_experts_per_tok", minimum=1) if num_experts else 0
     if experts_per_token > num_experts:

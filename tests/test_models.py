@@ -46,6 +46,28 @@ def test_config_json_loads_offline(tmp_path):
     assert model.total_params == model.active_params == expected
 
 
+@pytest.mark.parametrize("head_dim", ["missing", None])
+def test_null_or_missing_head_dim_is_hidden_over_heads(tmp_path, head_dim):
+    """As transformers: no head_dim, or "head_dim": null, means hidden_size / heads."""
+    config = {"num_hidden_layers": 2, "hidden_size": 96, "num_attention_heads": 6,
+              "num_key_value_heads": 2, "intermediate_size": 128,
+              "vocab_size": 100}
+    if head_dim != "missing":
+        config["head_dim"] = head_dim
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = load_model_config(tmp_path)
+    assert model.head_dim == 16 and model.num_kv_heads == 2
+
+
+def test_null_field_with_a_default_takes_the_default(tmp_path):
+    config = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+              "num_key_value_heads": None, "head_dim": None, "num_experts": None,
+              "intermediate_size": 128, "vocab_size": 100}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = load_model_config(tmp_path)
+    assert (model.num_kv_heads, model.head_dim, model.is_moe) == (4, 16, False)
+
+
 def test_moe_config_counts_active_experts(tmp_path):
     config = {
         "num_hidden_layers": 1, "hidden_size": 8, "num_attention_heads": 2, "head_dim": 4,
@@ -69,6 +91,9 @@ def test_moe_config_counts_active_experts(tmp_path):
      "field 'num_attention_heads': expected a positive integer, got 0"),
     (json.dumps({"num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 4,
                  "num_key_value_heads": 3}), "field 'num_key_value_heads'"),
+    (json.dumps({"num_hidden_layers": 2, "hidden_size": 10, "num_attention_heads": 4,
+                 "head_dim": None, "intermediate_size": 8, "vocab_size": 10}),
+     "field 'head_dim': null or missing, and hidden_size 10 does not divide into 4"),
     (json.dumps({"num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 2,
                  "vocab_size": 10, "num_experts": 4, "num_experts_per_tok": 5,
                  "moe_intermediate_size": 2}),
@@ -79,7 +104,7 @@ def test_bad_config_names_the_file_and_field(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(InputError, match=message) as info:
         load_model_config(path)
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_missing_config_file(tmp_path):

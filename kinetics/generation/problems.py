@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kinetics.errors import InputError
+from kinetics.errors import InputError, install_hint
 
 BUILTIN_SOURCES = ("builtin:arithmetic", "arithmetic")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -341,8 +341,8 @@ def _dataset_records(source: str, split: str, name: str | None, *, local: bool,
     try:
         import datasets
     except ImportError:
-        raise InputError("reading a dataset needs the `datasets` package (pip install "
-                         "'kinetics-tts[generate]')", path=source) from None
+        raise InputError("reading a dataset needs the `datasets` package "
+                         f"({install_hint('generate')})", path=source) from None
     folder = Path(source)
     try:
         with _quiet_datasets(datasets):

