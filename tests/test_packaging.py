@@ -214,7 +214,8 @@ DISTRIBUTION = {"huggingface_hub": "huggingface-hub", "math_verify": "math-verif
 EXTRA_MODULES = {
     "ingest": ["cli/ingest_cmd.py", "analysis/ingest.py", "analysis/answers.py"],
     "generate": ["cli/generate_cmd.py", "generation/*.py", "quality/load.py",
-                 "analysis/answers.py"],
+                 "analysis/answers.py", "model/checkpoint.py", "model/decoder.py",
+                 "model/layer.py", "attention/cache.py", "attention/reference.py"],
     "quality": ["cli/quality_cmd.py", "quality/*.py"],
     "kernels": ["attention/kernels/*.py"],
     "gpu": ["attention/*.py", "attention/kernels/*.py", "bench/*.py", "model/*.py"],
