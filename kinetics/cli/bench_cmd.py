@@ -42,7 +42,9 @@ FLAGS: dict[str, str] = {
     "--grid-models": "grid_models", "--grid-contexts": "grid_contexts",
     "--grid-batches": "grid_batches", "--grid-budget-tokens": "grid_budget_tokens",
     "--time-budget": "time_budget", "--no-floors": "no_floors", "--plot": "plot",
-    "--from-json": "from_json", "--relabel": "relabel",
+    "--from-json": "from_json", "--relabel": "relabel", "--generate": "generate",
+    "--prompt-tokens": "prompt_tokens", "--new-tokens": "new_tokens", "--layers": "layers",
+    "--samples": "samples", "--skewed": "skewed", "--hf": "hf", "--device": "device",
 }
 # flag -> the DecodeSpec field it sets
 SPEC_FLAGS: dict[str, str] = {
@@ -73,13 +75,16 @@ HONOURED: dict[str, frozenset[str]] = {
                             "--repeats"},
     "gate": _OUT | {"--gate"},
     "from-json": frozenset(("--from-json", "--plot", "--force", "--relabel")),
+    "generate": _OUT | {"--generate", "--model", "--method", "--batch-size", "--page-size",
+                        "--topk-pages", "--local-pages", "--prompt-tokens", "--new-tokens",
+                        "--layers", "--samples", "--skewed", "--hf", "--device"},
 }
 # the CPU tensor-parallel layer: dense torch attention over a contiguous cache
 CPU_TP_REFUSED = frozenset(("--page-size", "--cuda-cores")) | BLOCKTOPK_FLAGS
 MODE_NAMES = {"layer": "the decoder-layer benchmark", "attention": "--attention-only",
               "model": "--whole-model", "tp": "--distributed",
               "tp-model": "--distributed --whole-model", "grid": "--grid", "gate": "--gate",
-              "from-json": "--from-json"}
+              "from-json": "--from-json", "generate": "--generate"}
 HINTS = {("grid", "--context"): " (the grid's: --grid-contexts)",
          ("grid", "--batch-size"): " (the grid's: --grid-batches)",
          ("grid", "--topk-pages"): " (the grid's: --grid-budget-tokens)",
@@ -181,6 +186,25 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "variant): write GRID with each cell's block top-k step re-chosen by "
                         "today's kinetics.attention.decode.default_impl from the steps it "
                         "measured to PATH (a new file unless --force), and print its tables")
+    gen = parser.add_argument_group(
+        "generation (--generate: the paged engine end to end on a random-initialised Qwen3 "
+        "of --model's shapes, EOS suppressed; also on the CPU with few --layers)")
+    gen.add_argument("--generate", action="store_true", help="time generation end to end")
+    gen.add_argument("--prompt-tokens", type=int, metavar="P", help="tokens per prompt "
+                     "(default 512)")
+    gen.add_argument("--new-tokens", type=int, metavar="N",
+                     help="generated tokens per sample, the cap with --skewed (default 512)")
+    gen.add_argument("--layers", type=int, metavar="L",
+                     help="decoder layers built (default: all of the model's)")
+    gen.add_argument("--samples", type=int, metavar="S",
+                     help="samples in the workload (default --batch-size; more: refills)")
+    gen.add_argument("--skewed", action="store_true",
+                     help="sample lengths like reasoning traces (most short, a long tail) and "
+                     "static batching timed too")
+    gen.add_argument("--hf", action="store_true",
+                     help="also time transformers' generate on the same weights")
+    gen.add_argument("--device", metavar="DEV", help="torch device (default: cuda if "
+                     "available, else cpu)")
     grid = parser.add_argument_group(
         "grid", "--grid: every cell of models x contexts x batch sizes x budgets (--tp, "
         "--page-size, --local-pages, --cuda-cores, --topk and --repeats apply to every "
@@ -226,6 +250,8 @@ class BenchPlan:
     deadline_s: float | None = None
     records: tuple[str, ...] = ()
     relabel: str | None = None
+    generate: Any = None  # a kinetics.bench.generate.GenerateBenchSpec in generate mode
+    device: str | None = None  # generate mode: the torch device (None: cuda if there)
     command: str = "kinetics bench"
     argv: tuple[str, ...] = ("kinetics", "bench")  # the command line, for the provenance
     given: frozenset[str] = field(default_factory=frozenset)
@@ -236,6 +262,8 @@ def mode_of(args: argparse.Namespace) -> str:
     --distributed [--whole-model], --whole-model, --attention-only; else the layer)."""
     if args.from_json is not None:
         return "from-json"
+    if args.generate:
+        return "generate"
     if args.gate is not None:
         return "gate"
     if args.grid:
@@ -304,7 +332,7 @@ def plan(args: argparse.Namespace, gpu: bool) -> BenchPlan:
     repeats = args.repeats if args.repeats is not None else DEFAULT_REPEATS.get(mode, 100)
     if repeats < 1:
         raise InputError(f"--repeats must be >= 1, got {repeats}")
-    if mode not in ("gate", "from-json", "grid"):
+    if mode not in ("gate", "from-json", "grid", "generate"):
         spec.validate(methods)
     argv = getattr(args, "argv", None)
     common = dict(mode=mode, spec=spec, methods=methods, repeats=repeats,
@@ -319,7 +347,19 @@ def plan(args: argparse.Namespace, gpu: bool) -> BenchPlan:
         return BenchPlan(**common, baseline=args.gate)
     if mode == "from-json":
         return BenchPlan(**common, records=tuple(args.from_json), relabel=args.relabel)
+    if mode == "generate":
+        return BenchPlan(**common, generate=generate_spec(args, methods), device=args.device)
     return BenchPlan(**common)
+
+
+def generate_spec(args: argparse.Namespace, methods: tuple[str, ...]):
+    """The :class:`~kinetics.bench.generate.GenerateBenchSpec` of ``--generate``'s flags."""
+    from kinetics.bench.generate import GenerateBenchSpec
+
+    values = {name: getattr(args, name) for name in (
+        "model", "layers", "batch_size", "prompt_tokens", "new_tokens", "page_size",
+        "topk_pages", "local_pages", "samples") if getattr(args, name) is not None}
+    return GenerateBenchSpec(**values, methods=methods, skewed=args.skewed, hf=args.hf)
 
 
 def grid_spec(args: argparse.Namespace, base: DecodeSpec, repeats: int):
@@ -368,6 +408,8 @@ def run(args: argparse.Namespace) -> int:
         from kinetics.bench import gate
 
         gate.load_baseline(p.baseline)  # bad files are input errors, GPU or not
+    if p.mode == "generate":  # runs on the CPU too (small shapes: --layers)
+        return _run_generate(p)
     if p.mode != "tp" and not ok:  # the tensor-parallel layer also runs on CPUs
         print(f"kinetics bench: no GPU benchmark on this machine: {why}", file=sys.stderr)
         return 2
@@ -388,6 +430,24 @@ def _write(p: BenchPlan, record: dict[str, Any], text: str | None) -> None:
         print(dumps_json(record) if p.json else text, flush=True)
     if p.json_out:
         write_json_file(p.json_out, record)
+
+
+def _run_generate(p: BenchPlan) -> int:
+    """``--generate``: the paged engine end to end (kinetics.bench.generate)."""
+    from kinetics.bench.generate import bench_generate, format_record
+    from kinetics.bench.timing import environment
+
+    try:
+        import torch
+
+        device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch.device(device)
+    except (ImportError, RuntimeError) as exc:
+        raise InputError(f"--generate needs torch and a valid --device ({exc})") from None
+    record = bench_generate(p.generate, device)
+    _write(p, {**record.to_dict(), **environment(), "device": record.device},
+           format_record(record))
+    return 0
 
 
 def _run_decode(p: BenchPlan) -> int:

@@ -57,11 +57,18 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Request:
-    """One sample to generate: ``key`` identifies it to the caller (any hashable)."""
+    """One sample to generate: ``key`` identifies it to the caller (any hashable);
+    ``max_new_tokens``, when given, caps this sample below the sampling parameters' cap
+    (benchmarks draw lengths like real traces; the command leaves it None)."""
 
     key: object
     prompt_ids: tuple[int, ...]
     seed: int
+    max_new_tokens: int | None = None
+
+    def token_limit(self, cap: int) -> int:
+        """Tokens this sample may generate under a run-wide cap of ``cap``."""
+        return cap if self.max_new_tokens is None else max(1, min(cap, self.max_new_tokens))
 
 
 @dataclass(frozen=True)
@@ -104,10 +111,11 @@ class Backend(Protocol):
 
 
 def stop_reason(tokens: Sequence[int], params: SamplingParams, stop_ids: frozenset[int],
-                tokenizer: object) -> StopReason | None:
+                tokenizer: object, limit: int | None = None) -> StopReason | None:
     """Why a sample whose generated tokens are ``tokens`` (the newest last) stops now, or
     None: its newest token is in ``stop_ids`` (``"eos"``), its text's tail holds a stop
-    string (``"stop"``), or it reached ``max_new_tokens`` (``"length"``)."""
+    string (``"stop"``), or it reached ``limit`` tokens (``"length"``; default
+    ``params.max_new_tokens``)."""
     if tokens[-1] in stop_ids:
         return "eos"
     if params.stop:
@@ -115,7 +123,7 @@ def stop_reason(tokens: Sequence[int], params: SamplingParams, stop_ids: frozens
         tail = tokenizer.decode(list(tokens[-window:]), skip_special_tokens=False)
         if any(s in tail for s in params.stop):
             return "stop"
-    if len(tokens) >= params.max_new_tokens:
+    if len(tokens) >= (params.max_new_tokens if limit is None else limit):
         return "length"
     return None
 

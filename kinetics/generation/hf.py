@@ -202,7 +202,8 @@ class _Batch:
         for i in self.active:
             self.tokens[i].append(int(chosen[i]))
             self.reason[i] = stop_reason(self.tokens[i], self.params, self.stop_ids,
-                                         self.tokenizer)
+                                         self.tokenizer,
+                                         self.requests[i].token_limit(self.params.max_new_tokens))
             if self.reason[i] is not None:
                 done.append(i)
         return done

@@ -130,7 +130,8 @@ class PagedBackend:
             self.stats.generated_tokens += len(samples)
             for sample, token in zip(samples, chosen, strict=True):
                 sample.tokens.append(token)
-                sample.reason = stop_reason(sample.tokens, params, stop_ids, self.tokenizer)
+                sample.reason = stop_reason(sample.tokens, params, stop_ids, self.tokenizer,
+                                            sample.request.token_limit(params.max_new_tokens))
                 if sample.reason is not None:
                     runner.release(sample.slot)
                     scheduler.finish(sample)

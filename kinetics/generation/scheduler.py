@@ -144,7 +144,8 @@ class Scheduler:
             if pool.pages_for(worst) > pool.num_pages:
                 raise InputError(
                     f"a sample of request {r.key!r} may need {pool.pages_for(worst)} KV pages "
-                    f"({len(r.prompt_ids)} prompt + {max_new_tokens} new tokens) but the pool "
+                    f"({len(r.prompt_ids)} prompt + {worst + 1 - len(r.prompt_ids)} new tokens) "
+                    "but the pool "
                     f"holds {pool.num_pages}: give more pages (--kv-pages) or fewer new "
                     "tokens (--max-new-tokens)")
         self.queue: deque[Sample] = deque(Sample(r, i) for i, r in enumerate(requests))
@@ -156,7 +157,7 @@ class Scheduler:
     def worst_case(self, request: Request) -> int:
         """Tokens a sample may hold in its cache: its prompt plus every generated token
         but the last (never fed back)."""
-        return len(request.prompt_ids) + self.max_new_tokens - 1
+        return len(request.prompt_ids) + request.token_limit(self.max_new_tokens) - 1
 
     @property
     def done(self) -> bool:

@@ -30,6 +30,7 @@ SELECT = {
     "tp": ["--distributed"], "tp-cpu": ["--distributed", "--method", "dense"],
     "tp-model": ["--distributed", "--whole-model"], "grid": ["--grid"],
     "gate": ["--gate", BASELINE], "from-json": ["--from-json", GRID_RECORD],
+    "generate": ["--generate"],
 }
 SPEC_FLAGS = {"--model", "--context", "--batch-size", "--page-size", "--topk-pages",
               "--local-pages", "--tp", "--cuda-cores", "--topk", "--impl",
@@ -51,11 +52,15 @@ EXPECTED = {
                                 "--cuda-cores", "--topk", "--repeats"},
     "gate": OUT | {"--gate"},
     "from-json": {"--from-json", "--plot", "--force", "--relabel"},
+    "generate": OUT | {"--generate", "--model", "--method", "--batch-size", "--page-size",
+                       "--topk-pages", "--local-pages", "--prompt-tokens", "--new-tokens",
+                       "--layers", "--samples", "--skewed", "--hf", "--device"},
 }
 
 
 SELECTORS = {"--attention-only": "attention", "--whole-model": "model", "--distributed": "tp",
-             "--grid": "grid", "--gate": "gate", "--from-json": "from-json"}
+             "--grid": "grid", "--gate": "gate", "--from-json": "from-json",
+             "--generate": "generate"}
 # a mode's flags plus another mode's selector: the mode they make together (else refused)
 COMBINED = {("model", "--distributed"): "tp-model", ("tp", "--whole-model"): "tp-model",
             ("tp-cpu", "--whole-model"): "tp-model"}
@@ -86,13 +91,17 @@ def _given(flag: str, mode: str, tmp: Path) -> list[str]:
         "--grid-budget-tokens": ["--grid-budget-tokens", "512"],
         "--time-budget": ["--time-budget", "30"], "--no-floors": ["--no-floors"],
         "--plot": ["--plot", str(tmp / "f.png")],
+        "--generate": ["--generate"], "--prompt-tokens": ["--prompt-tokens", "64"],
+        "--new-tokens": ["--new-tokens", "96"], "--layers": ["--layers", "3"],
+        "--samples": ["--samples", "40"], "--skewed": ["--skewed"], "--hf": ["--hf"],
+        "--device": ["--device", "cuda:1"],
     }
     return values[flag]
 
 
 def _honoured(plan: bench_cmd.BenchPlan, flag: str) -> bool:
     """Whether ``plan`` carries what :func:`_given` gave for ``flag``."""
-    s, grid = plan.spec, plan.grid
+    s, grid, g = plan.spec, plan.grid, plan.generate
     checks = {
         "--model": s.model == "qwen3-32b", "--method": plan.methods == ("blocktopk",),
         "--context": s.context == 32768, "--batch-size": s.batch_size == 16,
@@ -116,7 +125,19 @@ def _honoured(plan: bench_cmd.BenchPlan, flag: str) -> bool:
         "--grid-budget-tokens": grid is not None and grid.budget_tokens == (512,),
         "--time-budget": plan.deadline_s == 30.0,
         "--no-floors": grid is not None and not grid.measure_floors,
+        "--generate": plan.mode == "generate",
+        "--prompt-tokens": g is not None and g.prompt_tokens == 64,
+        "--new-tokens": g is not None and g.new_tokens == 96,
+        "--layers": g is not None and g.layers == 3,
+        "--samples": g is not None and g.samples == 40,
+        "--skewed": g is not None and g.skewed, "--hf": g is not None and g.hf,
+        "--device": plan.device == "cuda:1",
     }
+    if g is not None:  # generate mode: the shared flags land in its spec
+        checks.update({"--model": g.model == "qwen3-32b", "--batch-size": g.batch_size == 16,
+                       "--page-size": g.page_size == 32, "--topk-pages": g.topk_pages == 32,
+                       "--local-pages": g.local_pages == 2,
+                       "--method": g.methods == ("blocktopk",)})
     if grid is not None:
         assert grid.base == s  # the grid's cells start from the one spec
     return checks[flag]

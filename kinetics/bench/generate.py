@@ -1,0 +1,288 @@
+"""End-to-end generation speed: the paged engine against transformers' ``generate``.
+
+``kinetics bench --generate`` builds a random-initialised Qwen3 of a preset's shapes
+(``layers`` of them; bfloat16 on a GPU, float32 on the CPU), hands its weights to the
+paged engine (:mod:`kinetics.generation.paged`) and times, on one workload of random
+prompts with EOS suppressed (every sample runs to its length):
+
+* the engine with continuous batching, per attention method (dense, block top-k);
+* with ``skewed``, the same engine with static batching too: sample lengths are drawn
+  like reasoning traces (most short, a long tail: log-normal, capped at ``new_tokens``),
+  where refilling finished slots pays;
+* with ``hf``, transformers' ``generate`` on the same weights, batch and lengths (its
+  default cache, greedy), the reference the engine's speedup is taken against.
+
+Tokens/s counts generated tokens over wall time (prefill included), after one warm-up
+generation of each engine on a short workload. Ratios taken in the same run are what a
+gate compares (:class:`GenerateRecord`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kinetics.cost import AttentionConfig
+from kinetics.errors import InputError
+from kinetics.models import ModelSpec, get_model
+
+SKEW_SIGMA = 1.0  # log-normal shape of the skewed lengths (median = cap * e^-2.5)
+
+
+@dataclass(frozen=True)
+class GenerateBenchSpec:
+    """One generation benchmark.
+
+    Attributes:
+        model: preset name (the shapes; weights are random).
+        layers: decoder layers built (None: all of the preset's).
+        batch_size: slots (and hf's batch).
+        prompt_tokens: tokens per prompt.
+        new_tokens: generated tokens per sample (the cap of the skewed lengths).
+        methods: attention methods timed (``dense``, ``blocktopk``).
+        page_size, topk_pages, local_pages: block top-k (pages of ``page_size`` tokens).
+        samples: samples in the workload (default ``batch_size``; more make refills).
+        skewed: draw sample lengths like reasoning traces and time static batching too.
+        hf: also time transformers' ``generate``.
+        seed: weights, prompts and lengths.
+    """
+
+    model: str = "qwen3-1.7b"
+    layers: int | None = None
+    batch_size: int = 32
+    prompt_tokens: int = 512
+    new_tokens: int = 512
+    methods: tuple[str, ...] = ("dense", "blocktopk")
+    page_size: int = 16
+    topk_pages: int = 64
+    local_pages: int = 1
+    samples: int | None = None
+    skewed: bool = False
+    hf: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "prompt_tokens", "new_tokens", "page_size", "topk_pages",
+                     "local_pages"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', ' ')} must be >= 1, got "
+                                 f"{getattr(self, name)}")
+        for name in ("layers", "samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name} must be >= 1, got {value}")
+        if self.local_pages > self.topk_pages:
+            raise InputError("--local-pages must not exceed --topk-pages")
+        for method in self.methods:
+            if method not in ("dense", "blocktopk"):
+                raise InputError(f"unknown method {method!r} (dense or blocktopk)")
+
+    @property
+    def num_samples(self) -> int:
+        return self.batch_size if self.samples is None else self.samples
+
+    def attention(self, method: str) -> AttentionConfig:
+        if method == "dense":
+            return AttentionConfig.dense()
+        b = self.page_size
+        return AttentionConfig.blocktopk(b, topk_blocks=self.topk_pages, local=self.local_pages * b)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "methods": list(self.methods)}
+
+
+@dataclass(frozen=True)
+class GenerateTiming:
+    """One timed generation: ``engine`` (``paged`` or ``hf``), ``method``, ``batching``
+    (``continuous`` or ``static``), generated ``tokens`` in ``seconds`` of wall time,
+    engine ``steps`` and slot ``refills`` (paged only)."""
+
+    engine: str
+    method: str
+    batching: str
+    tokens: int
+    seconds: float
+    steps: int = 0
+    refills: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_s": self.tokens_per_s}
+
+
+@dataclass
+class GenerateRecord:
+    """The benchmark's result: its spec, device and timings, and the ratios in it."""
+
+    spec: GenerateBenchSpec
+    device: str
+    rows: list[GenerateTiming] = field(default_factory=list)
+
+    def row(self, engine: str, method: str, batching: str = "continuous") -> GenerateTiming | None:
+        for r in self.rows:
+            if (r.engine, r.method, r.batching) == (engine, method, batching):
+                return r
+        return None
+
+    def ratios(self) -> dict[str, float]:
+        """paged / hf (dense), block top-k / dense (paged) and continuous / static, each
+        as tokens/s ratios, where both rows were timed."""
+        out = {}
+        pairs = {"paged_over_hf": (("paged", "dense"), ("hf", "dense", "static")),
+                 "blocktopk_over_dense": (("paged", "blocktopk"), ("paged", "dense"))}
+        for name, (a, b) in pairs.items():
+            ra, rb = self.row(*a), self.row(*b)
+            if ra and rb:
+                out[name] = ra.tokens_per_s / rb.tokens_per_s
+        for method in self.spec.methods:
+            c, s = self.row("paged", method), self.row("paged", method, "static")
+            if c and s:
+                out[f"continuous_over_static_{method}"] = c.tokens_per_s / s.tokens_per_s
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "generate", "spec": self.spec.to_dict(), "device": self.device,
+                "rows": [r.to_dict() for r in self.rows], "ratios": self.ratios()}
+
+
+def qwen3_config(model: ModelSpec, layers: int | None) -> dict[str, Any]:
+    """The HF config of a Qwen3 of ``model``'s shapes (``layers`` of them)."""
+    if model.is_moe:
+        raise InputError(f"{model.name}: the generation benchmark builds dense models only")
+    return {"model_type": "qwen3", "hidden_size": model.hidden_size,
+            "intermediate_size": model.intermediate_size,
+            "num_hidden_layers": layers or model.num_layers,
+            "num_attention_heads": model.num_q_heads,
+            "num_key_value_heads": model.num_kv_heads, "head_dim": model.head_dim,
+            "vocab_size": model.vocab_size, "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": False, "max_position_embeddings": 131072}
+
+
+def workload(spec: GenerateBenchSpec) -> tuple[list[tuple[int, ...]], list[int]]:
+    """Random prompts and per-sample lengths (all ``new_tokens``, or skewed)."""
+    import numpy as np
+
+    rng = np.random.default_rng(spec.seed)
+    vocab = get_model(spec.model).vocab_size
+    prompts = [tuple(int(t) for t in rng.integers(0, vocab, spec.prompt_tokens))
+               for _ in range(spec.num_samples)]
+    if not spec.skewed:
+        return prompts, [spec.new_tokens] * spec.num_samples
+    draws = rng.lognormal(mean=-2.5, sigma=SKEW_SIGMA, size=spec.num_samples)
+    lengths = np.clip(np.ceil(draws * spec.new_tokens), 1, spec.new_tokens).astype(int)
+    return prompts, [int(n) for n in lengths]
+
+
+def random_models(spec: GenerateBenchSpec, device: str):
+    """transformers' random Qwen3 and the engine's model with the same weights."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from kinetics.model.checkpoint import checkpoint_of_model
+    from kinetics.model.decoder import ShardedDecoderModel
+
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    config = Qwen3Config(**qwen3_config(get_model(spec.model), spec.layers))
+    torch.manual_seed(spec.seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with dev:
+            hf_model = Qwen3ForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    checkpoint = checkpoint_of_model(hf_model, spec.model)
+    engine_model = ShardedDecoderModel(None, dtype=dtype, device=dev, checkpoint=checkpoint)
+    return hf_model, engine_model
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_paged(model, spec: GenerateBenchSpec, method: str, static: bool,
+               prompts, lengths) -> GenerateTiming:
+    """One paged generation of the workload (EOS suppressed, greedy)."""
+    from kinetics.generation.backend import Request, SamplingParams
+    from kinetics.generation.paged import EngineOptions, PagedBackend
+
+    options = EngineOptions(max_batch=spec.batch_size, static=static)
+    backend = PagedBackend(model, None, spec.model, frozenset(), {}, options)
+    params = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=spec.new_tokens)
+    requests = [Request(i, p, i, n) for i, (p, n) in enumerate(zip(prompts, lengths,
+                                                                    strict=True))]
+    _synchronize(model.device)
+    start = time.perf_counter()
+    for _ in backend.generate(requests, params, spec.attention(method)):
+        pass
+    _synchronize(model.device)
+    seconds = time.perf_counter() - start
+    return GenerateTiming("paged", method, "static" if static else "continuous",
+                          backend.stats.generated_tokens, seconds, backend.stats.steps,
+                          int(backend.stats.extra.get("refills", 0)))
+
+
+def time_hf(hf_model, spec: GenerateBenchSpec, prompts, lengths) -> GenerateTiming:
+    """transformers' ``generate`` in batches of ``batch_size`` (each to its longest
+    length; only each sample's own length counts as generated)."""
+    import torch
+
+    device = hf_model.device
+    _synchronize(device)
+    start = time.perf_counter()
+    tokens = 0
+    for first in range(0, len(prompts), spec.batch_size):
+        batch = prompts[first:first + spec.batch_size]
+        n = max(lengths[first:first + spec.batch_size])
+        ids = torch.tensor(batch, device=device)
+        with torch.no_grad():
+            hf_model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                              max_new_tokens=n, min_new_tokens=n, eos_token_id=None,
+                              pad_token_id=0)
+        tokens += sum(lengths[first:first + spec.batch_size])
+    _synchronize(device)
+    return GenerateTiming("hf", "dense", "static", tokens, time.perf_counter() - start)
+
+
+def bench_generate(spec: GenerateBenchSpec, device: str = "cuda") -> GenerateRecord:
+    """Time the engines on ``spec``'s workload (see the module docstring)."""
+    hf_model, model = random_models(spec, device)
+    prompts, lengths = workload(spec)
+    warm = GenerateBenchSpec(**{**spec.to_dict(), "methods": spec.methods, "new_tokens": 4,
+                                "prompt_tokens": min(16, spec.prompt_tokens),
+                                "samples": min(2, spec.num_samples), "skewed": False})
+    warm_prompts, warm_lengths = workload(warm)
+    record = GenerateRecord(spec, str(model.device))
+    for method in spec.methods:
+        time_paged(model, warm, method, False, warm_prompts, warm_lengths)
+        record.rows.append(time_paged(model, spec, method, False, prompts, lengths))
+        if spec.skewed:
+            record.rows.append(time_paged(model, spec, method, True, prompts, lengths))
+    if spec.hf:
+        time_hf(hf_model, warm, warm_prompts, warm_lengths)
+        record.rows.append(time_hf(hf_model, spec, prompts, lengths))
+    return record
+
+
+def format_record(record: GenerateRecord) -> str:
+    """The timings as a table, then the ratios."""
+    s = record.spec
+    lines = [f"{s.model} ({s.layers or 'all'} layers), batch {s.batch_size}, "
+             f"{s.num_samples} samples, {s.prompt_tokens} prompt + up to {s.new_tokens} new "
+             f"tokens{' (skewed lengths)' if s.skewed else ''}, {record.device}",
+             f"  {'engine':<6} {'method':<10} {'batching':<11} {'tokens':>8} {'s':>9} "
+             f"{'tokens/s':>10} {'steps':>7} {'refills':>7}"]
+    for r in record.rows:
+        lines.append(f"  {r.engine:<6} {r.method:<10} {r.batching:<11} {r.tokens:>8} "
+                     f"{r.seconds:>9.3f} {r.tokens_per_s:>10.1f} {r.steps:>7} {r.refills:>7}")
+    lines += [f"  {name}: {value:.2f}x" for name, value in record.ratios().items()]
+    return "\n".join(lines)
