@@ -84,8 +84,11 @@ def architecture(config: dict[str, Any], name: str) -> Architecture:
     spec = model_from_config(config, name)
     if spec.is_moe:
         raise InputError("MoE layers are not supported by the paged engine", path=name)
-    scaling = config.get("rope_scaling") or {}
-    kind = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
+    # transformers >= 5 writes {"rope_parameters": {"rope_theta", "rope_type", ...}}; older
+    # configs (and the hub's Qwen3 files) a top-level rope_theta and rope_scaling
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    kind = rope.get("rope_type", rope.get("type", "default")) if rope else "default"
+    theta = rope.get("rope_theta", config.get("rope_theta", 10_000.0))
     if kind != "default":
         raise InputError(f"rope_scaling {kind!r} is not supported (only none/default)",
                          path=name)
@@ -96,7 +99,7 @@ def architecture(config: dict[str, Any], name: str) -> Architecture:
     attention_bias = bool(config.get("attention_bias", False))
     return Architecture(
         spec=spec,
-        rope_theta=float(config.get("rope_theta", 10_000.0)),
+        rope_theta=float(theta),
         rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
         qk_norm=model_type in QK_NORM_TYPES,
         qkv_bias=attention_bias or model_type in ALWAYS_QKV_BIAS,

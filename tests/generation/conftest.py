@@ -123,13 +123,14 @@ def tiny_qwen3_dir(tmp_path_factory, tiny_tokenizer, tiny_qwen3) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llama_bias_dir(tmp_path_factory, tiny_tokenizer, one_thread) -> Path:
-    """A random Llama with attention and MLP biases and tied embeddings, saved."""
+    """A random Llama with attention and MLP biases, tied embeddings, its own RoPE base
+    and RMSNorm epsilon, saved."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(2)
     config = LlamaConfig(**SHAPE, attention_bias=True, mlp_bias=True, tie_word_embeddings=True,
-                         **_ids(tiny_tokenizer))
+                         rope_theta=31_250.0, rms_norm_eps=1e-5, **_ids(tiny_tokenizer))
     model = LlamaForCausalLM(config).to(torch.float32)
     with torch.no_grad():  # biases start at zero: make them count
         for name, p in model.named_parameters():

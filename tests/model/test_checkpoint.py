@@ -34,6 +34,8 @@ def config(model_type: str, **extra) -> dict:
     (config("qwen2"), dict(qk_norm=False, qkv_bias=True, o_bias=False)),
     (config("mistral", tie_word_embeddings=True, rope_theta=5e5, rms_norm_eps=1e-5),
      dict(tie_word_embeddings=True, rope_theta=5e5, rms_norm_eps=1e-5)),
+    (config("llama", rope_parameters={"rope_theta": 1e5, "rope_type": "default"}),
+     dict(rope_theta=1e5)),  # transformers >= 5
 ])
 def test_architecture_of_a_config(cfg, expected):
     arch = architecture(cfg, "config.json")
@@ -50,6 +52,7 @@ def test_a_missing_or_null_head_dim_is_hidden_over_heads(head_dim):
 @pytest.mark.parametrize("cfg, needle", [
     (config("gpt2"), "model_type 'gpt2'"),
     (config("llama", rope_scaling={"rope_type": "llama3", "factor": 8.0}), "llama3"),
+    (config("llama", rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), "yarn"),
     (config("qwen2", use_sliding_window=True, sliding_window=64), "sliding-window"),
     (config("llama", partial_rotary_factor=0.5), "partial rotary"),
 ])
@@ -114,3 +117,9 @@ def test_tensor_parallel_shards_sum_to_the_whole_layer(tp):
     assert torch.allclose(parts, whole.layers[0].attention_partial(hidden, attend, pos))
     vocab = torch.cat([m.lm_head for m in ranks])
     assert torch.equal(vocab, whole.lm_head)
+
+
+def test_the_rope_base_of_a_transformers_config_is_the_one_used():
+    """transformers >= 5 keeps the base in rope_parameters: read from a real config."""
+    cfg = transformers.LlamaConfig(**BASE, rope_theta=123456.0).to_dict()
+    assert architecture(cfg, "c").rope_theta == 123456.0
