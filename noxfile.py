@@ -217,9 +217,14 @@ def asv(session: nox.Session) -> None:
     session.run("asv", "publish", "--config", config)
 
 
+# the asv GPU suite, a regular expression on benchmark names (tests/test_asv_suite.py
+# checks that it selects something: asv exits 1 on "No benchmarks selected")
+ASV_GPU_BENCH = "DecodeGrid"
+
+
 @nox.session(name="asv-gpu", venv_backend="none")
 def asv_gpu(session: nox.Session) -> None:
-    """asv's GPU suite (DecodeAttention) over a range of commits, on this GPU machine's
+    """asv's GPU suite (ASV_GPU_BENCH: bench_gpu.DecodeGrid) over a range of commits, on this GPU machine's
     installed python (torch, triton, flashinfer and asv there; no network needed):
     `nox -s asv-gpu -- [RANGE [asv run options]]`, RANGE default HEAD^! (e.g. main~20..main).
 
@@ -241,7 +246,7 @@ def asv_gpu(session: nox.Session) -> None:
             session.run("git", "worktree", "add", "--force", "--detach", str(source), sha)
             session.run("python", "-m", "asv", "run", "--config", config, "--machine", machine,
                         "--environment", "existing:python", "--set-commit-hash", sha,
-                        "--bench", "DecodeAttention", "--show-stderr", *asv_args,
+                        "--bench", ASV_GPU_BENCH, "--show-stderr", *asv_args,
                         env={"ASV_PYTHONPATH": str(source)})
             session.run("git", "worktree", "remove", "--force", str(source))
     finally:
