@@ -67,7 +67,8 @@ def noxfile_selectors(text: str) -> list[str]:
         if items is None and isinstance(node, (ast.List, ast.Tuple)):
             items = node.elts
         items = list(items or [])
-        for flag, value in zip(items, [*items[1:], None], strict=True):
+        for i, flag in enumerate(items):
+            value = items[i + 1] if i + 1 < len(items) else None
             if isinstance(flag, ast.Constant) and flag.value in ("--bench", "-b") and value:
                 if isinstance(value, ast.Name):
                     assert value.id in constants, f"--bench {value.id}: not a string constant"
