@@ -73,6 +73,20 @@ def accuracy(session: nox.Session) -> None:
     _accuracy_gate(session)
 
 
+# The pinned GPU stack (torch, triton, flashinfer): what the GPU workflow installs and
+# what the gate floors were set with. The gate (and asv-gpu) refuse other versions
+# unless KINETICS_ALLOW_VERSION_MISMATCH=1.
+GPU_CONSTRAINTS = Path("benchmarks/gpu/constraints.txt")
+ALLOW_VERSION_MISMATCH = os.environ.get("KINETICS_ALLOW_VERSION_MISMATCH", "") not in ("", "0")
+
+
+def _check_gpu_pins(session: nox.Session) -> None:
+    """Exit 2 when the installed torch/triton/flashinfer differ from GPU_CONSTRAINTS
+    (a warning under KINETICS_ALLOW_VERSION_MISMATCH=1)."""
+    session.run("python", "-m", "kinetics.bench.gate", str(GPU_CONSTRAINTS),
+                *(["--allow-version-mismatch"] if ALLOW_VERSION_MISMATCH else []))
+
+
 @nox.session(venv_backend="none")
 def gpu(session: nox.Session) -> None:
     """GPU correctness tests and gated GPU benchmarks, on the installed python.
@@ -93,7 +107,8 @@ def gpu(session: nox.Session) -> None:
         failed.append("GPU tests")
     try:
         session.run("python", "-m", "kinetics", "bench", "--gate", "benchmarks/baseline/gpu.json",
-                    "--json-out", f"{out}/gpu-gate.json", "--force")
+                    "--json-out", f"{out}/gpu-gate.json", "--force",
+                    *(["--allow-version-mismatch"] if ALLOW_VERSION_MISMATCH else []))
     except CommandFailed:
         failed.append("GPU gate")
     if failed:
@@ -234,6 +249,7 @@ def asv_gpu(session: nox.Session) -> None:
     .asv/results/<machine>/ (KINETICS_ASV_MACHINE, default the host name): copy that
     folder next to the CPU results and `asv publish` (docs/ci.md).
     """
+    _check_gpu_pins(session)
     config = _asv_config()
     revisions, *asv_args = session.posargs or ["HEAD^!"]
     commits = subprocess.run(["git", "rev-list", "--reverse", "--end-of-options", revisions],

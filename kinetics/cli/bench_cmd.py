@@ -43,6 +43,7 @@ FLAGS: dict[str, str] = {
     "--grid-batches": "grid_batches", "--grid-budget-tokens": "grid_budget_tokens",
     "--time-budget": "time_budget", "--no-floors": "no_floors", "--plot": "plot",
     "--from-json": "from_json", "--relabel": "relabel",
+    "--allow-version-mismatch": "allow_version_mismatch",
 }
 # flag -> the DecodeSpec field it sets
 SPEC_FLAGS: dict[str, str] = {
@@ -71,7 +72,7 @@ HONOURED: dict[str, frozenset[str]] = {
                                                     "--distributed", "--whole-model"},
     "grid": _GRID | _OUT | {"--page-size", "--tp", "--local-pages", "--cuda-cores", "--topk",
                             "--repeats"},
-    "gate": _OUT | {"--gate"},
+    "gate": _OUT | {"--gate", "--allow-version-mismatch"},
     "from-json": frozenset(("--from-json", "--plot", "--force", "--relabel")),
 }
 # the CPU tensor-parallel layer: dense torch attention over a contiguous cache
@@ -164,6 +165,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="run the standard configuration stored in BASELINE (JSON) for "
                         "both methods; exit 1 if the speedup is under its min_speedup or a "
                         "correctness check fails")
+    parser.add_argument("--allow-version-mismatch", action="store_true",
+                        help="--gate: compare even when torch, triton or flashinfer differ "
+                        "from the versions BASELINE records (default: refuse, exit 2)")
     parser.add_argument("--json-out", metavar="PATH",
                         help="also write the record (with the command) to PATH (a new file "
                         "unless --force)")
@@ -222,6 +226,7 @@ class BenchPlan:
     plot: str | None = None
     force: bool = False
     baseline: str | None = None
+    allow_version_mismatch: bool = False
     grid: Any = None  # a kinetics.bench.grid.GridSpec in grid mode
     deadline_s: float | None = None
     records: tuple[str, ...] = ()
@@ -315,7 +320,8 @@ def plan(args: argparse.Namespace, gpu: bool) -> BenchPlan:
         return BenchPlan(**common, grid=grid_spec(args, spec, repeats),
                          deadline_s=args.time_budget)
     if mode == "gate":
-        return BenchPlan(**common, baseline=args.gate)
+        return BenchPlan(**common, baseline=args.gate,
+                         allow_version_mismatch=args.allow_version_mismatch)
     if mode == "from-json":
         return BenchPlan(**common, records=tuple(args.from_json), relabel=args.relabel)
     return BenchPlan(**common)
@@ -366,13 +372,18 @@ def run(args: argparse.Namespace) -> int:
     if p.mode == "gate":
         from kinetics.bench import gate
 
-        gate.load_baseline(p.baseline)  # bad files are input errors, GPU or not
+        baseline = gate.load_baseline(p.baseline)  # bad files are input errors, GPU or not
     if p.mode != "tp" and not ok:  # the tensor-parallel layer also runs on CPUs
         print(f"kinetics bench: no GPU benchmark on this machine: {why}", file=sys.stderr)
         return 2
     runners = {"layer": _run_decode, "attention": _run_decode, "model": _run_whole_model,
                "tp": _run_distributed, "tp-model": _run_distributed, "grid": _run_grid,
                "gate": _run_gate}
+    if p.mode == "gate":  # floors set with other library versions do not apply
+        for line in gate.check_versions(baseline.versions, gate.running_versions(),
+                                        allow=p.allow_version_mismatch, what=p.baseline):
+            print(f"kinetics bench: warning: {line} (--allow-version-mismatch)",
+                  file=sys.stderr)
     return runners[p.mode](p)
 
 

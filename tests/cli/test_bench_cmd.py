@@ -48,7 +48,7 @@ EXPECTED = {
     "tp-model": (SPEC_FLAGS - {"--replicas"}) | OUT | RUN | {"--distributed", "--whole-model"},
     "grid": GRID_FLAGS | OUT | {"--grid", "--page-size", "--tp", "--local-pages",
                                 "--cuda-cores", "--topk", "--repeats"},
-    "gate": OUT | {"--gate"},
+    "gate": OUT | {"--gate", "--allow-version-mismatch"},
     "from-json": {"--from-json", "--plot", "--force", "--relabel"},
 }
 
@@ -85,6 +85,7 @@ def _given(flag: str, mode: str, tmp: Path) -> list[str]:
         "--grid-budget-tokens": ["--grid-budget-tokens", "512"],
         "--time-budget": ["--time-budget", "30"], "--no-floors": ["--no-floors"],
         "--plot": ["--plot", str(tmp / "f.png")],
+        "--allow-version-mismatch": ["--allow-version-mismatch"],
     }
     return values[flag]
 
@@ -115,6 +116,7 @@ def _honoured(plan: bench_cmd.BenchPlan, flag: str) -> bool:
         "--grid-budget-tokens": grid is not None and grid.budget_tokens == (512,),
         "--time-budget": plan.deadline_s == 30.0,
         "--no-floors": grid is not None and not grid.measure_floors,
+        "--allow-version-mismatch": plan.allow_version_mismatch,
     }
     if grid is not None:
         assert grid.base == s  # the grid's cells start from the one spec
@@ -226,6 +228,9 @@ def gpu_stubs(monkeypatch):
     monkeypatch.setattr(tp, "tp_layer_timing", tp_layer_timing)
     monkeypatch.setattr(grid, "run_grid", run_grid)
     monkeypatch.setattr(gate, "run_gate", run_gate)
+    # the pinned GPU stack (benchmarks/gpu/constraints.txt), as the gate baseline records it
+    monkeypatch.setattr(gate, "running_versions",
+                        lambda: gate.read_constraints(ROOT / "benchmarks" / "gpu" / "constraints.txt"))
     info = parallel.ParallelInfo(rank=0, world_size=1, local_rank=0, device="cpu",
                                  backend="none", group=None, created=False)
     monkeypatch.setattr(parallel, "init_distributed", lambda tp_size: info)
@@ -274,3 +279,25 @@ def test_the_grid_and_gate_get_their_settings(gpu_stubs, tmp_path, capsys):
     assert main(["bench", "--gate", BASELINE, "--json"]) == 0
     assert gpu_stubs["gate"] == (BASELINE,)
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["kind"] == "gate"
+
+
+def test_the_gate_refuses_other_library_versions(gpu_stubs, monkeypatch, capsys):
+    """Floors set with torch 2.11.0+cu130 / triton 3.6.0 / flashinfer 0.6.1 do not apply
+    to another stack: one line, exit 2, nothing run, unless --allow-version-mismatch."""
+    from kinetics.bench import gate
+
+    running = {"torch": "2.12.0+cu130", "triton": "3.6.0", "flashinfer": "0.6.1"}
+    monkeypatch.setattr(gate, "running_versions", lambda: running)
+    assert main(["bench", "--gate", BASELINE]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "torch recorded 2.11.0+cu130, running 2.12.0+cu130" in err
+    assert "--allow-version-mismatch" in err and "gate" not in gpu_stubs
+    assert main(["bench", "--gate", BASELINE, "--allow-version-mismatch"]) == 0
+    assert gpu_stubs["gate"] == (BASELINE,)
+    assert "warning: torch recorded 2.11.0+cu130" in capsys.readouterr().err
+
+
+def test_allow_version_mismatch_belongs_to_the_gate(gpu_stubs, capsys):
+    assert main(["bench", "--attention-only", "--allow-version-mismatch"]) == 2
+    assert "--allow-version-mismatch does not apply" in capsys.readouterr().err
