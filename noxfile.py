@@ -1,4 +1,5 @@
-"""nox sessions: tests (CI: the CPU suite, the frontier and accuracy gates), gpu, bench, lint, wheel,
+"""nox sessions: tests (CI: the CPU suite, the frontier and accuracy gates), gpu, bench,
+bench-gate (the CPU speed gate), lint, wheel,
 asv, asv-gpu, accuracy, mutants.
 
 See docs/benchmarks.md (the sessions) and docs/ci.md (torch, packaging).
@@ -115,42 +116,52 @@ def gpu(session: nox.Session) -> None:
         session.error(f"failed: {', '.join(failed)}")
 
 
-# The committed CPU pytest-benchmark baseline and the regression `--compare` fails on:
-# the minimum of each benchmark's rounds, the least noisy statistic on a shared machine
-# (the mean's stdev was 270-447 ms on a 1.1-1.6 s mean).
-BENCH_BASELINE = Path("benchmarks/baseline/pytest-cpu.json")
-BENCH_COMPARE_FAIL = os.environ.get("KINETICS_BENCH_COMPARE_FAIL", "min:50%")
-
-
 @nox.session
 def bench(session: nox.Session) -> None:
-    """pytest-benchmark CPU suite (cost model, frontier); JSON under .benchmarks/.
+    """pytest-benchmark CPU suite (cost model, frontier, report, the gate's reference);
+    JSON under .benchmarks/. Arguments go to pytest. No torch: the suite does not use it.
+    The speed gate on this suite is ``nox -s bench-gate``."""
+    _install(session, torch=False)
+    session.run("pytest", "benchmarks/pytest", "-m", "not gpu", "--benchmark-enable",
+                "--benchmark-only", "--benchmark-autosave", *session.posargs)
 
-    ``nox -s bench -- --compare``: compare with the committed CPU baseline
-    (benchmarks/baseline/pytest-cpu.json) and fail when a benchmark's minimum grew
-    beyond KINETICS_BENCH_COMPARE_FAIL (default min:50%), or when a benchmark has no
-    baseline entry. ``nox -s bench -- --save-baseline`` rewrites that baseline from
-    this run. Other arguments go to pytest. No torch: the suite does not use it.
+
+# The CPU speed gate (benchmarks/cpu_gate.py): ratios to a reference timed in the same
+# run, against the committed benchmarks/baseline/cpu-gate.json. The generation benchmark
+# is left out (torch, transformers and a model file; it is a ratio already).
+CPU_GATE_BASELINE = Path("benchmarks/baseline/cpu-gate.json")
+CPU_GATE_IGNORE = "benchmarks/pytest/test_bench_generate.py"
+
+
+@nox.session(name="bench-gate")
+def bench_gate(session: nox.Session) -> None:
+    """The CPU speed gate: the pytest-benchmark suite, then ``benchmarks/cpu_gate.py
+    check``: exit 1 when a benchmark's minimum, as a ratio to the reference workload's
+    minimum in the same run, grew more than 1.5x over the baseline's ratio, or when the
+    10x report's peak RSS grew more than 1.3x (docs/ci.md). The run's JSON goes to
+    $KINETICS_BENCH_JSON (default .nox/bench-gate/tmp/run.json).
+
+    ``nox -s bench-gate -- --record`` rewrites the baseline from this run instead: only
+    on a clean tree (git status clean), so that the commit it names holds its code.
+    Other arguments go to pytest.
     """
     _install(session, torch=False)
     args = list(session.posargs)
-    compare = "--compare" in args
-    now = Path(session.create_tmp()).resolve() / "bench-now.json"
-    if compare:
-        args.remove("--compare")
-        args += [f"--benchmark-compare={BENCH_BASELINE}",
-                 f"--benchmark-compare-fail={BENCH_COMPARE_FAIL}"]
-    if "--save-baseline" in args:
-        args.remove("--save-baseline")
-        now = BENCH_BASELINE
-    session.run("pytest", "benchmarks/pytest", "-m", "not gpu", "--benchmark-enable",
-                "--benchmark-only", "--benchmark-autosave", f"--benchmark-json={now}", *args)
-    if compare:  # pytest-benchmark skips a benchmark missing from the baseline silently
-        names = [b["fullname"] for b in json.loads(now.read_text())["benchmarks"]]
-        known = {b["fullname"] for b in json.loads(BENCH_BASELINE.read_text())["benchmarks"]}
-        missing = [n for n in names if n not in known]
-        if missing:
-            session.error(f"no baseline for {missing}: record one with -- --save-baseline")
+    record = "--record" in args
+    if record:
+        args.remove("--record")
+        dirty = subprocess.run(["git", "status", "--porcelain"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+        if dirty:
+            session.error(f"--record needs a clean tree (commit first):\n{dirty}")
+    run = Path(os.environ.get("KINETICS_BENCH_JSON")
+               or Path(session.create_tmp()).resolve() / "run.json")
+    run.parent.mkdir(parents=True, exist_ok=True)
+    session.run("pytest", "benchmarks/pytest", "-m", "not gpu", "-p", "no:cacheprovider",
+                "--benchmark-enable", "--benchmark-only", f"--benchmark-json={run}",
+                f"--ignore={CPU_GATE_IGNORE}", *args)
+    session.run("python", "benchmarks/cpu_gate.py", "record" if record else "check", str(run),
+                "--baseline", str(CPU_GATE_BASELINE))
 
 
 @nox.session
@@ -162,7 +173,8 @@ def lint(session: nox.Session) -> None:
 
 # what the sdist must carry for its tests and gates to run from the unpacked tarball
 SDIST_MUST_HOLD = ("LICENSE", "noxfile.py", "tests/conftest.py", "tests/attention/test_reference.py",
-                   "benchmarks/baseline/gpu.json", "kinetics/data/frontier_baseline.json")
+                   "benchmarks/baseline/gpu.json", "benchmarks/baseline/cpu-gate.json",
+                   "benchmarks/cpu_gate.py", "kinetics/data/frontier_baseline.json")
 
 
 @nox.session(reuse_venv=False)

@@ -55,7 +55,7 @@ def test_sdist_manifest_leaves_the_run_records_out():
     lines = (ROOT / "MANIFEST.in").read_text().splitlines()
     assert "prune benchmarks/results" in lines
     baseline = sorted(p.name for p in (ROOT / "benchmarks" / "baseline").iterdir())
-    assert baseline == ["accuracy-smollm2.json", "gpu.json", "pytest-cpu.json"]  # gates only
+    assert baseline == ["accuracy-smollm2.json", "cpu-gate.json", "gpu.json"]  # gates only
 
 
 def _sdist_members(tmp_path) -> list[str]:
