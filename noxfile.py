@@ -135,9 +135,9 @@ CPU_GATE_IGNORE = "benchmarks/pytest/test_bench_generate.py"
 
 @nox.session(name="bench-gate")
 def bench_gate(session: nox.Session) -> None:
-    """The CPU speed gate: the pytest-benchmark suite, then ``benchmarks/cpu_gate.py
-    check``: exit 1 when a benchmark's minimum, as a ratio to the reference workload's
-    minimum in the same run, grew more than 1.5x over the baseline's ratio, or when the
+    """The CPU speed gate: the pytest-benchmark suite timed in CPU seconds, then
+    ``benchmarks/cpu_gate.py check``: exit 1 when a benchmark's minimum, as a ratio to
+    the reference workload's minimum in the same run, grew more than 1.5x over the baseline's ratio, or when the
     10x report's peak RSS grew more than 1.3x (docs/ci.md). The run's JSON goes to
     $KINETICS_BENCH_JSON (default .nox/bench-gate/tmp/run.json).
 
@@ -158,8 +158,8 @@ def bench_gate(session: nox.Session) -> None:
                or Path(session.create_tmp()).resolve() / "run.json")
     run.parent.mkdir(parents=True, exist_ok=True)
     session.run("pytest", "benchmarks/pytest", "-m", "not gpu", "-p", "no:cacheprovider",
-                "--benchmark-enable", "--benchmark-only", f"--benchmark-json={run}",
-                f"--ignore={CPU_GATE_IGNORE}", *args)
+                "--benchmark-enable", "--benchmark-only", "--benchmark-timer=time.process_time",
+                f"--benchmark-json={run}", f"--ignore={CPU_GATE_IGNORE}", *args)
     session.run("python", "benchmarks/cpu_gate.py", "record" if record else "check", str(run),
                 "--baseline", str(CPU_GATE_BASELINE))
 
@@ -232,15 +232,24 @@ def _asv_config() -> str:
     return str(path)
 
 
+def _asv_machine() -> list[str]:
+    """``--machine NAME`` from KINETICS_ASV_MACHINE (CI: a fixed name, so that the results
+    of every run land on one machine's graphs), else nothing (asv: the host name)."""
+    name = os.environ.get("KINETICS_ASV_MACHINE")
+    return ["--machine", name] if name else []
+
+
 @nox.session
 def asv(session: nox.Session) -> None:
     """asv run (the range given, default the current commit: `nox -s asv -- HEAD~10..HEAD`),
     then asv publish: HTML under .asv/html, with every machine's results found under
-    .asv/results (GPU results from `nox -s asv-gpu` included; see docs/ci.md)."""
+    .asv/results (GPU results from `nox -s asv-gpu` included; see docs/ci.md). The
+    machine is KINETICS_ASV_MACHINE, default the host name."""
     session.install("asv", "virtualenv")
     config = _asv_config()
-    session.run("asv", "machine", "--yes", "--config", config)
-    session.run("asv", "run", "--config", config, "--show-stderr", *(session.posargs or ["HEAD^!"]))
+    session.run("asv", "machine", "--yes", *_asv_machine(), "--config", config)
+    session.run("asv", "run", "--config", config, *_asv_machine(), "--show-stderr",
+                *(session.posargs or ["HEAD^!"]))
     session.run("asv", "publish", "--config", config)
 
 
@@ -258,8 +267,10 @@ def asv_gpu(session: nox.Session) -> None:
     asv's `existing` environment cannot build old commits, so each commit's source is
     checked out with `git worktree` and handed to asv's benchmark processes through
     ASV_PYTHONPATH (the benchmark suite is this checkout's). Results land in
-    .asv/results/<machine>/ (KINETICS_ASV_MACHINE, default the host name): copy that
-    folder next to the CPU results and `asv publish` (docs/ci.md).
+    .asv/results/<machine>/ (KINETICS_ASV_MACHINE, default the host name) beside any
+    results already there (the workflow restores the previous runs' first), then `asv
+    publish` writes the pages to .asv/html (docs/ci.md). Checks the installed GPU stack
+    against benchmarks/gpu/constraints.txt first.
     """
     _check_gpu_pins(session)
     config = _asv_config()
@@ -279,6 +290,7 @@ def asv_gpu(session: nox.Session) -> None:
             session.run("git", "worktree", "remove", "--force", str(source))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(source)], capture_output=True)
+    session.run("python", "-m", "asv", "publish", "--config", config)
 
 
 # Mutation testing: each module of the numbers' core against its own tests.

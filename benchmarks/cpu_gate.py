@@ -3,19 +3,29 @@
     python benchmarks/cpu_gate.py check RUN.json [--baseline PATH]   # exit 1 on a regression
     python benchmarks/cpu_gate.py record RUN.json [--baseline PATH]  # write the baseline
 
-RUN.json is pytest-benchmark's ``--benchmark-json`` of benchmarks/pytest (``nox -s
-bench-gate`` runs both steps). Every benchmark's **minimum** over its rounds is divided
-by the minimum of the reference workload (benchmarks/pytest/test_bench_reference.py)
-of the same run; the baseline (benchmarks/baseline/cpu-gate.json) holds those ratios.
+RUN.json is pytest-benchmark's ``--benchmark-json`` of benchmarks/pytest, timed with
+``--benchmark-timer=time.process_time`` (``nox -s bench-gate`` runs both steps). Every
+benchmark's **minimum CPU seconds** over its rounds is divided by the minimum of the
+reference workload (benchmarks/pytest/test_bench_reference.py) of the same run; the
+baseline (benchmarks/baseline/cpu-gate.json) holds those ratios. A benchmark that runs
+a child process (the `kinetics report` ones) gives its own per-round CPU seconds, the
+child's and its figure processes' (extra_info ``cpu_seconds_min``).
 A benchmark fails when its ratio grew more than ``max_time_growth`` (1.5x) over the
 baseline's; the 10x report fails when its peak RSS grew more than ``max_rss_growth``
 (1.3x). A benchmark of the run missing from the baseline, or the reverse, fails too
 (except those under ``not_gated``).
 
-Why the minimum: on a shared machine the noise is one-sided (other processes only add
-time), so the fastest round is the closest to the code's own cost, and the ratio
-divides out the machine's speed and its steady load. The same holds for the GPU gate,
-which compares block top-k to dense timed in the same run (kinetics.bench.gate).
+Why CPU time: on a shared 2-core machine a seconds-long benchmark cannot find a quiet
+moment, and its wall time grew 1.8-2x under a load average of 5 while a 90 ms
+reference's minimum did not move (benchmarks/RESULTS.md): the ratio of wall times
+then measures the neighbours. CPU time is what the process itself spent, nearly blind
+to other processes. What it does not see: time spent waiting (I/O, a lost overlap of
+the report's parallel figure processes); the wall times stay in the JSON.
+
+Why the minimum: the noise left is one-sided (cache and frequency interference only
+add time), so the fastest round is the closest to the code's own cost, and the ratio
+divides out the machine's speed. The same holds for the GPU gate, which compares
+block top-k to dense timed in the same run (kinetics.bench.gate).
 
 Why a ratio: an absolute baseline recorded on one machine says nothing on another (the
 committed pytest-cpu.json was ~7x slower than the development machine a week later, so
@@ -36,6 +46,7 @@ from typing import Any
 
 BASELINE = Path(__file__).resolve().parent / "baseline" / "cpu-gate.json"
 REFERENCE = "benchmarks/pytest/test_bench_reference.py::test_reference_workload"
+TIMER = "time.process_time"  # pytest-benchmark's --benchmark-timer for the gate's runs
 MAX_TIME_GROWTH = 1.5
 MAX_RSS_GROWTH = 1.3
 # peak RSS (GB, the child process's ru_maxrss; extra_info["peak_rss_gb"]) gated for these
@@ -65,8 +76,20 @@ class Verdict:
 
 
 def minima(run: dict[str, Any]) -> dict[str, float]:
-    """{fullname: min seconds} of a pytest-benchmark JSON."""
-    return {b["fullname"]: float(b["stats"]["min"]) for b in run["benchmarks"]}
+    """{fullname: min seconds over the rounds} of a pytest-benchmark JSON: extra_info
+    ``cpu_seconds_min`` where a benchmark gives it (its child processes' CPU time), else
+    the timer's minimum."""
+    return {b["fullname"]: float(b.get("extra_info", {}).get("cpu_seconds_min",
+                                                               b["stats"]["min"]))
+            for b in run["benchmarks"]}
+
+
+def timer(run: dict[str, Any]) -> str | None:
+    """The run's pytest-benchmark timer (ValueError if its benchmarks used several)."""
+    timers = {b.get("options", {}).get("timer") for b in run["benchmarks"]}
+    if len(timers) > 1:
+        raise ValueError(f"the run mixes timers {sorted(map(str, timers))}")
+    return timers.pop() if timers else None
 
 
 def ratios(run: dict[str, Any], reference: str = REFERENCE) -> dict[str, float]:
@@ -127,6 +150,9 @@ def record(run: dict[str, Any], allow_dirty: bool = False) -> dict[str, Any]:
     commit and machine. ValueError on a run from a dirty tree (unless ``allow_dirty``):
     a baseline names a commit that is in the history, and its code is that commit's."""
     info = run.get("commit_info", {})
+    if timer(run) != TIMER:
+        raise ValueError(f"the run was timed with {timer(run)}, not {TIMER} "
+                         f"(--benchmark-timer={TIMER}; nox -s bench-gate passes it)")
     if info.get("dirty") and not allow_dirty:
         raise ValueError("the run was made on a dirty tree: commit first, then run on a "
                          "clean checkout (git status clean)")
@@ -135,11 +161,12 @@ def record(run: dict[str, Any], allow_dirty: bool = False) -> dict[str, Any]:
     reference_min = minima(run)[REFERENCE]
     return {
         "description": "CPU speed gate (benchmarks/cpu_gate.py, nox -s bench-gate): each "
-                       "benchmark's minimum over its rounds divided by the reference "
+                       "benchmark's minimum CPU seconds over its rounds divided by the reference "
                        "workload's minimum in the same run; fails at more than "
                        "max_time_growth x the recorded ratio, or max_rss_growth x the "
                        "recorded peak RSS.",
         "statistic": "min",
+        "timer": TIMER,
         "reference": REFERENCE,
         "max_time_growth": MAX_TIME_GROWTH,
         "max_rss_growth": MAX_RSS_GROWTH,
@@ -179,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         baseline = json.loads(Path(args.baseline).read_text())
+        if timer(run) != baseline.get("timer", TIMER):
+            raise ValueError(f"the run was timed with {timer(run)}, the baseline with "
+                             f"{baseline.get('timer', TIMER)}: ratios do not compare")
         verdict = compare(baseline, ratios(run, baseline.get("reference", REFERENCE)),
                           peak_rss(run, tuple(baseline.get("peak_rss_gb", RSS_GATED))))
     except (OSError, ValueError, KeyError) as exc:

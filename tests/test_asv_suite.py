@@ -168,3 +168,56 @@ def test_tenfold_report_writes_under_the_run_folder(tmp_path, monkeypatch):
     assert bench.out.parent == tmp_path
     bench.teardown(trials)
     assert set(tmp.glob("kinetics-asv-*")) == before
+
+
+def _asv_conf() -> dict:
+    import json
+
+    return json.loads(re.sub(r"^\s*//.*$", "", (ROOT / "asv.conf.json").read_text(), flags=re.M))
+
+
+def test_regression_thresholds_are_set_and_match_benchmarks():
+    thresholds = _asv_conf()["regressions_thresholds"]
+    names = benchmark_names()
+    assert thresholds.get(".*") == 0.05
+    for regex, value in thresholds.items():
+        assert 0 < float(value) < 1, regex
+        assert any(re.match(regex, name) for name in names), f"{regex} matches no benchmark"
+
+
+def _workflow(name: str) -> dict:
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+
+
+def _steps(workflow: dict, job: str) -> list[dict]:
+    return workflow["jobs"][job]["steps"]
+
+
+@pytest.mark.parametrize(("name", "job", "html"), [("gpu.yml", "gate", "asv-gpu-html"),
+                                                   ("ci.yml", "asv", "asv-cpu-html")])
+def test_the_workflows_build_up_the_asv_history(name, job, html):
+    """Each run restores the previous results, runs, publishes and saves them again."""
+    steps = _steps(_workflow(name), job)
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    restore, save = uses.index("actions/cache/restore"), uses.index("actions/cache/save")
+    run = next(i for i, s in enumerate(steps) if "nox -s asv" in s.get("run", ""))
+    assert restore < run < save
+    assert steps[restore]["with"]["path"] == steps[save]["with"]["path"] == ".asv/results"
+    assert steps[restore]["with"]["restore-keys"] and steps[save]["with"]["key"] == steps[
+        restore]["with"]["key"]
+    uploads = {s["with"]["name"]: s["with"]["path"] for s in steps
+               if s.get("uses", "").startswith("actions/upload-artifact")}
+    assert uploads[html] == ".asv/html"
+
+
+def test_the_gpu_workflow_installs_the_pinned_stack():
+    text = "\n".join(s.get("run", "") for s in _steps(_workflow("gpu.yml"), "gate"))
+    installs = [line for line in text.replace("\\\n", " ").splitlines() if "pip install" in line]
+    assert installs and all("-c benchmarks/gpu/constraints.txt" in line for line in installs)
+    assert "kinetics.bench.gate benchmarks/gpu/constraints.txt" in text
+
+
+def test_the_ci_workflow_runs_the_cpu_speed_gate():
+    steps = _steps(_workflow("ci.yml"), "bench-gate")
+    assert any(s.get("run", "").strip() == "nox -s bench-gate" for s in steps)

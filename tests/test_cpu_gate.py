@@ -25,13 +25,18 @@ A = "benchmarks/pytest/test_bench_cost.py::test_query_cost_million_pairs[dense]"
 RSS = cpu_gate.RSS_GATED[0]
 
 
-def _run(times: dict[str, float], rss: float = 0.8, dirty: bool = False) -> dict:
-    """A pytest-benchmark JSON with these minima (and RSS's peak RSS)."""
+def _run(times: dict[str, float], rss: float = 0.8, dirty: bool = False,
+         timer: str = "time.process_time") -> dict:
+    """A pytest-benchmark JSON with these minima (RSS, a child-process benchmark, gives
+    them as cpu_seconds_min beside a meaningless timer minimum, and its peak RSS)."""
+    def extra(name, t):
+        return {"peak_rss_gb": rss, "cpu_seconds_min": t} if name == RSS else {}
+
     return {"commit_info": {"id": "abc", "dirty": dirty}, "datetime": "now",
             "machine_info": {"node": "test", "cpu": {"brand_raw": "cpu", "count": 2}},
-            "benchmarks": [{"fullname": name, "stats": {"min": t},
-                            "extra_info": {"peak_rss_gb": rss} if name == RSS else {}}
-                           for name, t in times.items()]}
+            "benchmarks": [{"fullname": name, "options": {"timer": timer},
+                            "stats": {"min": 0.001 if name == RSS else t},
+                            "extra_info": extra(name, t)} for name, t in times.items()]}
 
 
 BASE_TIMES = {REF: 0.1, A: 0.03, RSS: 9.0}
@@ -85,6 +90,20 @@ def test_not_gated_benchmarks_are_neither_recorded_nor_required():
     assert _check(baseline, _run(BASE_TIMES)).passed
 
 
+def test_child_process_benchmarks_count_their_cpu_seconds(baseline):
+    assert cpu_gate.minima(_run(BASE_TIMES))[RSS] == 9.0
+    assert not _check(baseline, _run({**BASE_TIMES, RSS: 9.0 * 1.6})).passed
+
+
+def test_the_timer_must_be_cpu_time(tmp_path, baseline):
+    with pytest.raises(ValueError, match="process_time"):
+        cpu_gate.record(_run(BASE_TIMES, timer="perf_counter"))
+    path, run = tmp_path / "cpu-gate.json", tmp_path / "run.json"
+    path.write_text(json.dumps(baseline))
+    run.write_text(json.dumps(_run(BASE_TIMES, timer="perf_counter")))
+    assert cpu_gate.main(["check", str(run), "--baseline", str(path)]) == 2
+
+
 def test_a_dirty_run_is_not_recorded():
     with pytest.raises(ValueError, match="dirty"):
         cpu_gate.record(_run(BASE_TIMES, dirty=True))
@@ -131,6 +150,7 @@ def test_the_committed_baseline_covers_the_gate_suite():
         "re-record the baseline: nox -s bench-gate -- --record (on a clean tree)")
     assert all(v > 0 for v in baseline["ratios"].values())
     assert baseline["statistic"] == "min" and baseline["dirty"] is False
+    assert baseline["timer"] == "time.process_time"
     assert set(baseline["peak_rss_gb"]) == set(cpu_gate.RSS_GATED)
     if (ROOT / ".git").exists():
         known = subprocess.run(["git", "cat-file", "-e", f"{baseline['commit']}^{{commit}}"],
