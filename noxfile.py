@@ -174,6 +174,7 @@ def lint(session: nox.Session) -> None:
 # what the sdist must carry for its tests and gates to run from the unpacked tarball
 SDIST_MUST_HOLD = ("LICENSE", "noxfile.py", "tests/conftest.py", "tests/attention/test_reference.py",
                    "benchmarks/baseline/gpu.json", "benchmarks/baseline/cpu-gate.json",
+                   "benchmarks/gpu/constraints.txt",
                    "benchmarks/cpu_gate.py", "kinetics/data/frontier_baseline.json")
 
 

@@ -87,7 +87,9 @@ def test_sdist_has_no_run_records(tmp_path):
     assert "benchmarks/baseline/gpu.json" in members and "tests/conftest.py" in members
     assert "tests/data/bench/grid-synthetic.json" in members
     assert not [m for m in members if m.startswith("benchmarks/results")]
+    assert "benchmarks/gpu/constraints.txt" in members  # the GPU pins, not a record
     records = [m for m in members if m.startswith("benchmarks/")
                and m.endswith((".png", ".log", ".txt", ".json"))
-               and not m.startswith("benchmarks/baseline/")]
+               and not m.startswith("benchmarks/baseline/")
+               and m != "benchmarks/gpu/constraints.txt"]
     assert records == []
