@@ -137,9 +137,10 @@ CPU_GATE_IGNORE = "benchmarks/pytest/test_bench_generate.py"
 def bench_gate(session: nox.Session) -> None:
     """The CPU speed gate: the pytest-benchmark suite timed in CPU seconds, then
     ``benchmarks/cpu_gate.py check``: exit 1 when a benchmark's minimum, as a ratio to
-    the reference workload's minimum in the same run, grew more than 1.5x over the baseline's ratio, or when the
-    10x report's peak RSS grew more than 1.3x (docs/ci.md). The run's JSON goes to
-    $KINETICS_BENCH_JSON (default .nox/bench-gate/tmp/run.json).
+    the reference workload's minimum in the same run, grew more than 1.5x over the
+    baseline's ratio, or when the 10x report's peak RSS grew more than 1.3x
+    (docs/ci.md). The run's JSON goes to $KINETICS_BENCH_JSON (default
+    .nox/bench-gate/tmp/run.json).
 
     ``nox -s bench-gate -- --record`` rewrites the baseline from this run instead: only
     on a clean tree (git status clean), so that the commit it names holds its code.
@@ -261,8 +262,8 @@ ASV_GPU_BENCH = "DecodeGrid"
 
 @nox.session(name="asv-gpu", venv_backend="none")
 def asv_gpu(session: nox.Session) -> None:
-    """asv's GPU suite (ASV_GPU_BENCH: bench_gpu.DecodeGrid) over a range of commits, on this GPU machine's
-    installed python (torch, triton, flashinfer and asv there; no network needed):
+    """asv's GPU suite (ASV_GPU_BENCH: bench_gpu.DecodeGrid) over a range of commits, on
+    this GPU machine's installed python (torch, triton, flashinfer and asv there; no network needed):
     `nox -s asv-gpu -- [RANGE [asv run options]]`, RANGE default HEAD^! (e.g. main~20..main).
 
     asv's `existing` environment cannot build old commits, so each commit's source is
