@@ -1,5 +1,6 @@
 """nox sessions: tests (CI: the CPU suite, the frontier and accuracy gates), tests-matrix (the
-CPU suite on Python 3.10 and 3.12), gpu, bench, lint, wheel, asv, asv-gpu, accuracy, mutants.
+CPU suite on Python 3.10 and 3.12), gpu, bench, bench-gate (the CPU speed gate), lint, wheel,
+asv, asv-gpu, accuracy, mutants.
 
 See docs/benchmarks.md (the sessions) and docs/ci.md (torch, packaging).
 """
@@ -93,6 +94,20 @@ def accuracy(session: nox.Session) -> None:
     _accuracy_gate(session)
 
 
+# The pinned GPU stack (torch, triton, flashinfer): what the GPU workflow installs and
+# what the gate floors were set with. The gate (and asv-gpu) refuse other versions
+# unless KINETICS_ALLOW_VERSION_MISMATCH=1.
+GPU_CONSTRAINTS = Path("benchmarks/gpu/constraints.txt")
+ALLOW_VERSION_MISMATCH = os.environ.get("KINETICS_ALLOW_VERSION_MISMATCH", "") not in ("", "0")
+
+
+def _check_gpu_pins(session: nox.Session) -> None:
+    """Exit 2 when the installed torch/triton/flashinfer differ from GPU_CONSTRAINTS
+    (a warning under KINETICS_ALLOW_VERSION_MISMATCH=1)."""
+    session.run("python", "-m", "kinetics.bench.gate", str(GPU_CONSTRAINTS),
+                *(["--allow-version-mismatch"] if ALLOW_VERSION_MISMATCH else []))
+
+
 @nox.session(venv_backend="none")
 def gpu(session: nox.Session) -> None:
     """GPU correctness tests and gated GPU benchmarks, on the installed python.
@@ -113,49 +128,61 @@ def gpu(session: nox.Session) -> None:
         failed.append("GPU tests")
     try:
         session.run("python", "-m", "kinetics", "bench", "--gate", "benchmarks/baseline/gpu.json",
-                    "--json-out", f"{out}/gpu-gate.json", "--force")
+                    "--json-out", f"{out}/gpu-gate.json", "--force",
+                    *(["--allow-version-mismatch"] if ALLOW_VERSION_MISMATCH else []))
     except CommandFailed:
         failed.append("GPU gate")
     if failed:
         session.error(f"failed: {', '.join(failed)}")
 
 
-# The committed CPU pytest-benchmark baseline and the regression `--compare` fails on:
-# the minimum of each benchmark's rounds, the least noisy statistic on a shared machine
-# (the mean's stdev was 270-447 ms on a 1.1-1.6 s mean).
-BENCH_BASELINE = Path("benchmarks/baseline/pytest-cpu.json")
-BENCH_COMPARE_FAIL = os.environ.get("KINETICS_BENCH_COMPARE_FAIL", "min:50%")
-
-
 @nox.session
 def bench(session: nox.Session) -> None:
-    """pytest-benchmark CPU suite (cost model, frontier); JSON under .benchmarks/.
+    """pytest-benchmark CPU suite (cost model, frontier, report, the gate's reference);
+    JSON under .benchmarks/. Arguments go to pytest. No torch: the suite does not use it.
+    The speed gate on this suite is ``nox -s bench-gate``."""
+    _install(session, torch=False)
+    session.run("pytest", "benchmarks/pytest", "-m", "not gpu", "--benchmark-enable",
+                "--benchmark-only", "--benchmark-autosave", *session.posargs)
 
-    ``nox -s bench -- --compare``: compare with the committed CPU baseline
-    (benchmarks/baseline/pytest-cpu.json) and fail when a benchmark's minimum grew
-    beyond KINETICS_BENCH_COMPARE_FAIL (default min:50%), or when a benchmark has no
-    baseline entry. ``nox -s bench -- --save-baseline`` rewrites that baseline from
-    this run. Other arguments go to pytest. No torch: the suite does not use it.
+
+# The CPU speed gate (benchmarks/cpu_gate.py): ratios to a reference timed in the same
+# run, against the committed benchmarks/baseline/cpu-gate.json. The generation benchmark
+# is left out (torch, transformers and a model file; it is a ratio already).
+CPU_GATE_BASELINE = Path("benchmarks/baseline/cpu-gate.json")
+CPU_GATE_IGNORE = "benchmarks/pytest/test_bench_generate.py"
+
+
+@nox.session(name="bench-gate")
+def bench_gate(session: nox.Session) -> None:
+    """The CPU speed gate: the pytest-benchmark suite timed in CPU seconds, then
+    ``benchmarks/cpu_gate.py check``: exit 1 when a benchmark's minimum, as a ratio to
+    the reference workload's minimum in the same run, grew more than 1.5x over the
+    baseline's ratio, or when the 10x report's peak RSS grew more than 1.3x
+    (docs/ci.md). The run's JSON goes to $KINETICS_BENCH_JSON (default
+    .nox/bench-gate/tmp/run.json).
+
+    ``nox -s bench-gate -- --record`` rewrites the baseline from this run instead: only
+    on a clean tree (git status clean), so that the commit it names holds its code.
+    Other arguments go to pytest.
     """
     _install(session, torch=False)
     args = list(session.posargs)
-    compare = "--compare" in args
-    now = Path(session.create_tmp()).resolve() / "bench-now.json"
-    if compare:
-        args.remove("--compare")
-        args += [f"--benchmark-compare={BENCH_BASELINE}",
-                 f"--benchmark-compare-fail={BENCH_COMPARE_FAIL}"]
-    if "--save-baseline" in args:
-        args.remove("--save-baseline")
-        now = BENCH_BASELINE
-    session.run("pytest", "benchmarks/pytest", "-m", "not gpu", "--benchmark-enable",
-                "--benchmark-only", "--benchmark-autosave", f"--benchmark-json={now}", *args)
-    if compare:  # pytest-benchmark skips a benchmark missing from the baseline silently
-        names = [b["fullname"] for b in json.loads(now.read_text())["benchmarks"]]
-        known = {b["fullname"] for b in json.loads(BENCH_BASELINE.read_text())["benchmarks"]}
-        missing = [n for n in names if n not in known]
-        if missing:
-            session.error(f"no baseline for {missing}: record one with -- --save-baseline")
+    record = "--record" in args
+    if record:
+        args.remove("--record")
+        dirty = subprocess.run(["git", "status", "--porcelain"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+        if dirty:
+            session.error(f"--record needs a clean tree (commit first):\n{dirty}")
+    run = Path(os.environ.get("KINETICS_BENCH_JSON")
+               or Path(session.create_tmp()).resolve() / "run.json")
+    run.parent.mkdir(parents=True, exist_ok=True)
+    session.run("pytest", "benchmarks/pytest", "-m", "not gpu", "-p", "no:cacheprovider",
+                "--benchmark-enable", "--benchmark-only", "--benchmark-timer=time.process_time",
+                f"--benchmark-json={run}", f"--ignore={CPU_GATE_IGNORE}", *args)
+    session.run("python", "benchmarks/cpu_gate.py", "record" if record else "check", str(run),
+                "--baseline", str(CPU_GATE_BASELINE))
 
 
 @nox.session
@@ -168,7 +195,9 @@ def lint(session: nox.Session) -> None:
 # what the sdist must carry for its tests and gates to run from the unpacked tarball
 # (and every package data file, _package_data_files())
 SDIST_MUST_HOLD = ("LICENSE", "noxfile.py", "tests/conftest.py", "tests/attention/test_reference.py",
-                   "benchmarks/baseline/gpu.json", "kinetics/data/frontier_baseline.json")
+                   "benchmarks/baseline/gpu.json", "benchmarks/baseline/cpu-gate.json",
+                   "benchmarks/gpu/constraints.txt",
+                   "benchmarks/cpu_gate.py", "kinetics/data/frontier_baseline.json")
 # the extras that must install no torch at all, and those that need one (installed first,
 # the CPU build: their `accelerate` depends on torch); `gpu` assumes a CUDA torch
 TORCH_FREE_EXTRAS = ("ingest", "kernels", "test", "dev", "mutants")
@@ -302,30 +331,47 @@ def _asv_config() -> str:
     return str(path)
 
 
+def _asv_machine() -> list[str]:
+    """``--machine NAME`` from KINETICS_ASV_MACHINE (CI: a fixed name, so that the results
+    of every run land on one machine's graphs), else nothing (asv: the host name)."""
+    name = os.environ.get("KINETICS_ASV_MACHINE")
+    return ["--machine", name] if name else []
+
+
 @nox.session
 def asv(session: nox.Session) -> None:
     """asv run (the range given, default the current commit: `nox -s asv -- HEAD~10..HEAD`),
     then asv publish: HTML under .asv/html, with every machine's results found under
-    .asv/results (GPU results from `nox -s asv-gpu` included; see docs/ci.md)."""
+    .asv/results (GPU results from `nox -s asv-gpu` included; see docs/ci.md). The
+    machine is KINETICS_ASV_MACHINE, default the host name."""
     session.install("asv", "virtualenv")
     config = _asv_config()
-    session.run("asv", "machine", "--yes", "--config", config)
-    session.run("asv", "run", "--config", config, "--show-stderr", *(session.posargs or ["HEAD^!"]))
+    session.run("asv", "machine", "--yes", *_asv_machine(), "--config", config)
+    session.run("asv", "run", "--config", config, *_asv_machine(), "--show-stderr",
+                *(session.posargs or ["HEAD^!"]))
     session.run("asv", "publish", "--config", config)
+
+
+# the asv GPU suite, a regular expression on benchmark names (tests/test_asv_suite.py
+# checks that it selects something: asv exits 1 on "No benchmarks selected")
+ASV_GPU_BENCH = "DecodeGrid"
 
 
 @nox.session(name="asv-gpu", venv_backend="none")
 def asv_gpu(session: nox.Session) -> None:
-    """asv's GPU suite (DecodeAttention) over a range of commits, on this GPU machine's
-    installed python (torch, triton, flashinfer and asv there; no network needed):
+    """asv's GPU suite (ASV_GPU_BENCH: bench_gpu.DecodeGrid) over a range of commits, on
+    this GPU machine's installed python (torch, triton, flashinfer and asv there; no network needed):
     `nox -s asv-gpu -- [RANGE [asv run options]]`, RANGE default HEAD^! (e.g. main~20..main).
 
     asv's `existing` environment cannot build old commits, so each commit's source is
     checked out with `git worktree` and handed to asv's benchmark processes through
     ASV_PYTHONPATH (the benchmark suite is this checkout's). Results land in
-    .asv/results/<machine>/ (KINETICS_ASV_MACHINE, default the host name): copy that
-    folder next to the CPU results and `asv publish` (docs/ci.md).
+    .asv/results/<machine>/ (KINETICS_ASV_MACHINE, default the host name) beside any
+    results already there (the workflow restores the previous runs' first), then `asv
+    publish` writes the pages to .asv/html (docs/ci.md). Checks the installed GPU stack
+    against benchmarks/gpu/constraints.txt first.
     """
+    _check_gpu_pins(session)
     config = _asv_config()
     revisions, *asv_args = session.posargs or ["HEAD^!"]
     commits = subprocess.run(["git", "rev-list", "--reverse", "--end-of-options", revisions],
@@ -338,11 +384,12 @@ def asv_gpu(session: nox.Session) -> None:
             session.run("git", "worktree", "add", "--force", "--detach", str(source), sha)
             session.run("python", "-m", "asv", "run", "--config", config, "--machine", machine,
                         "--environment", "existing:python", "--set-commit-hash", sha,
-                        "--bench", "DecodeAttention", "--show-stderr", *asv_args,
+                        "--bench", ASV_GPU_BENCH, "--show-stderr", *asv_args,
                         env={"ASV_PYTHONPATH": str(source)})
             session.run("git", "worktree", "remove", "--force", str(source))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(source)], capture_output=True)
+    session.run("python", "-m", "asv", "publish", "--config", config)
 
 
 # Mutation testing: each module of the numbers' core against its own tests.

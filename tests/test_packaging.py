@@ -75,7 +75,7 @@ def test_sdist_manifest_leaves_the_run_records_out():
     lines = (ROOT / "MANIFEST.in").read_text().splitlines()
     assert "prune benchmarks/results" in lines
     baseline = sorted(p.name for p in (ROOT / "benchmarks" / "baseline").iterdir())
-    assert baseline == ["accuracy-smollm2.json", "gpu.json", "pytest-cpu.json"]  # gates only
+    assert baseline == ["accuracy-smollm2.json", "cpu-gate.json", "gpu.json"]  # gates only
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +112,11 @@ def test_sdist_has_no_run_records(sdist_members):
     assert "benchmarks/baseline/gpu.json" in members and "tests/conftest.py" in members
     assert "tests/data/bench/grid-synthetic.json" in members
     assert not [m for m in members if m.startswith("benchmarks/results")]
+    assert "benchmarks/gpu/constraints.txt" in members  # the GPU pins, not a record
     records = [m for m in members if m.startswith("benchmarks/")
                and m.endswith((".png", ".log", ".txt", ".json"))
-               and not m.startswith("benchmarks/baseline/")]
+               and not m.startswith("benchmarks/baseline/")
+               and m != "benchmarks/gpu/constraints.txt"]
     assert records == []
 
 

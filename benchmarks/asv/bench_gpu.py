@@ -1,64 +1,89 @@
 """asv: GPU decode attention over the regime grid of ``kinetics bench --grid``.
 
-One asv parameter per grid cell (model shard tp 8, context, batch size, budget in
-pages of 16), so each cell's history shows: dense fraction of the copy bandwidth,
+One asv parameter per grid axis: ``model`` (the shard at tp 8), ``context`` (tokens
+per request), ``batch`` (requests) and ``budget_tokens`` (tokens block top-k attends
+per request and KV head: ``topk_pages`` = budget / page size 16), so the asv pages can
+filter and plot along each. Tracked per cell: dense fraction of the copy bandwidth,
 block top-k speedup over dense and its share of the byte roofline. setup_cache runs
-the whole grid once (kinetics.bench.grid.run_grid, a few minutes on an H200). Skipped
-(NotImplementedError in setup) where there is no CUDA GPU, triton or flashinfer; a
-cell the grid skipped (memory) reads NaN. Run on a GPU machine with
-`asv run --environment existing:python3 --set-commit-hash $(git rev-parse HEAD)`.
+the whole grid once (kinetics.bench.grid.run_grid, a few minutes on an H200).
+
+Skipped (NotImplementedError in setup, asv's convention) where there is no CUDA GPU,
+triton or flashinfer, and for a combination that is not a grid cell (a budget over
+the context); a cell the grid skipped (memory) reads NaN. Run on a GPU machine with
+`nox -s asv-gpu` (docs/ci.md).
 """
 
 import math
 
+try:
+    from kinetics.bench.grid import (
+        GRID_BATCHES,
+        GRID_BUDGET_TOKENS,
+        GRID_CONTEXTS,
+        GRID_MODELS,
+    )
+except ImportError:  # an older kinetics on ASV_PYTHONPATH, or none: the grid of 2026-12
+    GRID_MODELS = ("qwen3-8b", "qwen3-32b")
+    GRID_CONTEXTS = (8192, 16384, 32768, 65536, 131072)
+    GRID_BATCHES = (1, 4, 16, 64, 256)
+    GRID_BUDGET_TOKENS = (1024, 2048)
 
-def _cell_names():
-    try:
-        from kinetics.bench.grid import GridSpec, grid_cells
-    except ImportError:  # the package is not importable here
-        return ["unavailable"]
-    spec = GridSpec()
-    cells, skipped = grid_cells(spec)
-    every = cells + [s.cell for s in skipped]
-    return [f"{c.model}/{c.context}/{c.batch_size}/{c.topk_pages}" for c in every]
+
+def _key(model, context, batch, budget_tokens, page_size):
+    return (model, int(context), int(batch), int(budget_tokens) // int(page_size))
 
 
 class DecodeGrid:
+    """Dense vs block top-k decode attention, one GPU, per grid cell."""
+
     timeout = 1800
-    params = _cell_names()
-    param_names = ["model/context/batch/pages"]
+    params = [list(GRID_MODELS), list(GRID_CONTEXTS), list(GRID_BATCHES),
+              list(GRID_BUDGET_TOKENS)]
+    param_names = ["model", "context", "batch", "budget_tokens"]
 
     def setup_cache(self):
         try:
-            from kinetics.bench.grid import run_grid
+            from kinetics.bench.grid import GridSpec, grid_cells, run_grid
             from kinetics.bench.spec import gpu_available
         except ImportError as exc:  # torch missing
             return {"skip": str(exc)}
         ok, reason = gpu_available()
         if not ok:
             return {"skip": reason}
-        result = run_grid(progress=lambda line: None)
-        return {f"{r.cell.model}/{r.cell.context}/{r.cell.batch_size}/{r.cell.topk_pages}": r
-                for r in result.cells}
+        spec = GridSpec()
+        cells, skipped = grid_cells(spec)
+        result = run_grid(spec, progress=lambda line: None)
+        ran = {(r.cell.model, r.cell.context, r.cell.batch_size, r.cell.topk_pages): r
+               for r in result.cells}
+        return {"page_size": spec.base.page_size, "ran": ran,
+                "cells": {(c.model, c.context, c.batch_size, c.topk_pages)
+                          for c in cells + [s.cell for s in skipped]}}
 
-    def setup(self, results, cell):
+    def setup(self, results, model, context, batch, budget_tokens):
         if "skip" in results:
             raise NotImplementedError(results["skip"])
+        if _key(model, context, batch, budget_tokens, results["page_size"]) not in results["cells"]:
+            raise NotImplementedError("not a grid cell (budget over the context)")
 
-    def track_dense_fraction_of_copy(self, results, cell):
-        r = results.get(cell)
+    @staticmethod
+    def _cell(results, model, context, batch, budget_tokens):
+        return results["ran"].get(_key(model, context, batch, budget_tokens,
+                                       results["page_size"]))
+
+    def track_dense_fraction_of_copy(self, results, model, context, batch, budget_tokens):
+        r = self._cell(results, model, context, batch, budget_tokens)
         return r.dense_fraction_of_copy if r else math.nan
 
     track_dense_fraction_of_copy.unit = "fraction"
 
-    def track_blocktopk_speedup(self, results, cell):
-        r = results.get(cell)
+    def track_blocktopk_speedup(self, results, model, context, batch, budget_tokens):
+        r = self._cell(results, model, context, batch, budget_tokens)
         return r.speedup if r else math.nan
 
     track_blocktopk_speedup.unit = "x"
 
-    def track_share_of_byte_roofline(self, results, cell):
-        r = results.get(cell)
+    def track_share_of_byte_roofline(self, results, model, context, batch, budget_tokens):
+        r = self._cell(results, model, context, batch, budget_tokens)
         return r.share_of_roofline if r else math.nan
 
     track_share_of_byte_roofline.unit = "fraction"

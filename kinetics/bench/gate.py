@@ -20,11 +20,19 @@ An optional ``provenance`` object (:mod:`kinetics.provenance`) says what made th
 baseline; the gate prints it in one line before the cells (or that the file has none)
 and its record (``--json-out``) keeps it as ``baseline_provenance``. The file's JSON
 Schema is ``kinetics/schemas/gate-baseline.schema.json``.
+
+``versions`` records the torch, triton and flashinfer the floors were set with (the
+pins of benchmarks/gpu/constraints.txt, which the GPU workflow installs). The gate
+refuses (one line, exit 2) to compare a run on other versions with those floors
+unless told to (``--allow-version-mismatch``): :func:`version_mismatches`.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +48,8 @@ CELL_NUMBERS = ("speedup", "byte_roofline", "min_speedup")
 CELL_KEYS = frozenset(("model", "replicas", *CELL_SIZES, *CELL_NUMBERS))
 RUN_KEYS = {"repeats": 100, "layer_impl": "fused"}  # config keys beside the spec's
 SPEC_KEYS = frozenset(f.name for f in fields(DecodeSpec))
+# the libraries whose versions a baseline records: import name -> distribution name
+PINNED = {"torch": "torch", "triton": "triton", "flashinfer": "flashinfer-python"}
 LAYER_FLOOR_KEYS = {"speedup": "min_speedup", "dense_fraction_of_copy": "min_dense_fraction_of_copy"}
 
 
@@ -94,6 +104,62 @@ class Baseline:
     layer_impl: str = "fused"
     layer: list[dict[str, Any]] = field(default_factory=list)
     provenance: dict[str, Any] | None = None  # the file's provenance record, if it has one
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def running_versions() -> dict[str, str]:
+    """The installed versions of :data:`PINNED` (by import name; those installed)."""
+    out = {}
+    for name, dist in PINNED.items():
+        try:
+            out[name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def version_mismatches(recorded: Mapping[str, str], running: Mapping[str, str]) -> list[str]:
+    """One 'name recorded X, running Y' per library of ``recorded`` whose running version
+    differs (or is missing: 'running none'); versions compare as written, local labels
+    (``+cu130``) included. Empty when ``recorded`` is empty."""
+    return [f"{name} recorded {want}, running {running.get(name, 'none')}"
+            for name, want in sorted(recorded.items()) if running.get(name) != want]
+
+
+def check_versions(recorded: Mapping[str, str], running: Mapping[str, str],
+                   allow: bool = False, what: str = "the baseline") -> list[str]:
+    """InputError (exit 2) naming every mismatch unless ``allow``; returns the mismatches."""
+    mismatches = version_mismatches(recorded, running)
+    if mismatches and not allow:
+        raise InputError(f"the installed libraries are not those of {what} ("
+                         f"{'; '.join(mismatches)}): the floors do not apply; install the "
+                         "pinned ones (benchmarks/gpu/constraints.txt) or pass "
+                         "--allow-version-mismatch")
+    return mismatches
+
+
+def read_constraints(path: str | Path) -> dict[str, str]:
+    """The ``name==version`` pins of a pip constraints file, keyed by import name (for
+    :data:`PINNED`'s distributions; comments, options and other lines skipped)."""
+    by_dist = {dist: name for name, dist in PINNED.items()}
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        match = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;#]+)", line)
+        if match and match.group(1).lower() in by_dist:
+            out[by_dist[match.group(1).lower()]] = match.group(2)
+    return out
+
+
+def _check_versions_field(data: dict[str, Any], path: Path) -> dict[str, str]:
+    versions = data.get("versions", {})
+    if not isinstance(versions, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in versions.items()):
+        raise InputError("expected an object of version strings", path=str(path),
+                         field="versions")
+    unknown = set(versions) - set(PINNED)
+    if unknown:
+        raise InputError(f"unknown keys {sorted(unknown)}", path=str(path), field="versions")
+    return dict(versions)
 
 
 def _check_layer_gates(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
@@ -137,7 +203,8 @@ def load_baseline(path: str | Path) -> Baseline:
     record = data.get("provenance")
     return Baseline([_cell(raw, i, base, path) for i, raw in enumerate(cells)], base,
                     run["repeats"], run["layer_impl"], _check_layer_gates(data, path),
-                    record if isinstance(record, dict) else None)
+                    record if isinstance(record, dict) else None,
+                    _check_versions_field(data, path))
 
 
 def _layer_gate(baseline: Baseline, gate: dict[str, Any], printer) -> tuple[bool, dict]:
@@ -231,8 +298,38 @@ def baseline_from_grid(grid: dict[str, Any], cells=GATE_CELLS,
                        "local_pages": base["local_pages"], "repeats": 100},
             "cells": out,
             **({"provenance": grid["provenance"]} if "provenance" in grid else {}),
+            "versions": {k: v for k, v in grid["versions"].items() if k in PINNED},
             "how_set": f"min_speedup = {fraction:g} x the speedup of the grid run of "
                        f"{grid['date']} on {grid['device']} "
                        f"({', '.join(f'{k} {v}' for k, v in sorted(grid['versions'].items()))}),"
                        " rounded down to 0.1 (kinetics.bench.gate.baseline_from_grid); "
                        "see benchmarks/RESULTS.md."}
+
+
+def pins_main(argv: list[str] | None = None) -> int:
+    """``python -m kinetics.bench.gate CONSTRAINTS [--allow-version-mismatch]``: exit 2
+    (one line) when the installed torch/triton/flashinfer differ from the pins of a
+    constraints file (nox's GPU sessions run it first); 0, with a warning per mismatch
+    under --allow-version-mismatch."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    allow = "--allow-version-mismatch" in args
+    paths = [a for a in args if a != "--allow-version-mismatch"]
+    if len(paths) != 1:
+        print("usage: python -m kinetics.bench.gate CONSTRAINTS [--allow-version-mismatch]",
+              file=sys.stderr)
+        return 2
+    try:
+        mismatches = check_versions(read_constraints(paths[0]), running_versions(), allow,
+                                    what=paths[0])
+    except (InputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in mismatches:
+        print(f"warning: {line} (--allow-version-mismatch)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(pins_main())

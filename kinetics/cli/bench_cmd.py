@@ -45,6 +45,7 @@ FLAGS: dict[str, str] = {
     "--from-json": "from_json", "--relabel": "relabel", "--generate": "generate",
     "--prompt-tokens": "prompt_tokens", "--new-tokens": "new_tokens", "--layers": "layers",
     "--samples": "samples", "--skewed": "skewed", "--hf": "hf", "--device": "device",
+    "--allow-version-mismatch": "allow_version_mismatch",
 }
 # flag -> the DecodeSpec field it sets
 SPEC_FLAGS: dict[str, str] = {
@@ -73,7 +74,7 @@ HONOURED: dict[str, frozenset[str]] = {
                                                     "--distributed", "--whole-model"},
     "grid": _GRID | _OUT | {"--page-size", "--tp", "--local-pages", "--cuda-cores", "--topk",
                             "--repeats"},
-    "gate": _OUT | {"--gate"},
+    "gate": _OUT | {"--gate", "--allow-version-mismatch"},
     "from-json": frozenset(("--from-json", "--plot", "--force", "--relabel")),
     "generate": _OUT | {"--generate", "--model", "--method", "--batch-size", "--page-size",
                         "--topk-pages", "--local-pages", "--prompt-tokens", "--new-tokens",
@@ -169,6 +170,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="run the standard configuration stored in BASELINE (JSON) for "
                         "both methods; exit 1 if the speedup is under its min_speedup or a "
                         "correctness check fails")
+    parser.add_argument("--allow-version-mismatch", action="store_true",
+                        help="--gate: compare even when torch, triton or flashinfer differ "
+                        "from the versions BASELINE records (default: refuse, exit 2)")
     parser.add_argument("--json-out", metavar="PATH",
                         help="also write the record (with the command) to PATH (a new file "
                         "unless --force)")
@@ -246,6 +250,7 @@ class BenchPlan:
     plot: str | None = None
     force: bool = False
     baseline: str | None = None
+    allow_version_mismatch: bool = False
     grid: Any = None  # a kinetics.bench.grid.GridSpec in grid mode
     deadline_s: float | None = None
     records: tuple[str, ...] = ()
@@ -344,7 +349,8 @@ def plan(args: argparse.Namespace, gpu: bool) -> BenchPlan:
         return BenchPlan(**common, grid=grid_spec(args, spec, repeats),
                          deadline_s=args.time_budget)
     if mode == "gate":
-        return BenchPlan(**common, baseline=args.gate)
+        return BenchPlan(**common, baseline=args.gate,
+                         allow_version_mismatch=args.allow_version_mismatch)
     if mode == "from-json":
         return BenchPlan(**common, records=tuple(args.from_json), relabel=args.relabel)
     if mode == "generate":
@@ -407,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
     if p.mode == "gate":
         from kinetics.bench import gate
 
-        gate.load_baseline(p.baseline)  # bad files are input errors, GPU or not
+        baseline = gate.load_baseline(p.baseline)  # bad files are input errors, GPU or not
     if p.mode == "generate":  # runs on the CPU too (small shapes: --layers)
         return _run_generate(p)
     if p.mode != "tp" and not ok:  # the tensor-parallel layer also runs on CPUs
@@ -416,6 +422,11 @@ def run(args: argparse.Namespace) -> int:
     runners = {"layer": _run_decode, "attention": _run_decode, "model": _run_whole_model,
                "tp": _run_distributed, "tp-model": _run_distributed, "grid": _run_grid,
                "gate": _run_gate}
+    if p.mode == "gate":  # floors set with other library versions do not apply
+        for line in gate.check_versions(baseline.versions, gate.running_versions(),
+                                        allow=p.allow_version_mismatch, what=p.baseline):
+            print(f"kinetics bench: warning: {line} (--allow-version-mismatch)",
+                  file=sys.stderr)
     return runners[p.mode](p)
 
 

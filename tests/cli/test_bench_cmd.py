@@ -50,7 +50,7 @@ EXPECTED = {
     "tp-model": (SPEC_FLAGS - {"--replicas"}) | OUT | RUN | {"--distributed", "--whole-model"},
     "grid": GRID_FLAGS | OUT | {"--grid", "--page-size", "--tp", "--local-pages",
                                 "--cuda-cores", "--topk", "--repeats"},
-    "gate": OUT | {"--gate"},
+    "gate": OUT | {"--gate", "--allow-version-mismatch"},
     "from-json": {"--from-json", "--plot", "--force", "--relabel"},
     "generate": OUT | {"--generate", "--model", "--method", "--batch-size", "--page-size",
                        "--topk-pages", "--local-pages", "--prompt-tokens", "--new-tokens",
@@ -95,6 +95,7 @@ def _given(flag: str, mode: str, tmp: Path) -> list[str]:
         "--new-tokens": ["--new-tokens", "96"], "--layers": ["--layers", "3"],
         "--samples": ["--samples", "40"], "--skewed": ["--skewed"], "--hf": ["--hf"],
         "--device": ["--device", "cuda:1"],
+        "--allow-version-mismatch": ["--allow-version-mismatch"],
     }
     return values[flag]
 
@@ -132,6 +133,7 @@ def _honoured(plan: bench_cmd.BenchPlan, flag: str) -> bool:
         "--samples": g is not None and g.samples == 40,
         "--skewed": g is not None and g.skewed, "--hf": g is not None and g.hf,
         "--device": plan.device == "cuda:1",
+        "--allow-version-mismatch": plan.allow_version_mismatch,
     }
     if g is not None:  # generate mode: the shared flags land in its spec
         checks.update({"--model": g.model == "qwen3-32b", "--batch-size": g.batch_size == 16,
@@ -249,6 +251,9 @@ def gpu_stubs(monkeypatch):
     monkeypatch.setattr(tp, "tp_layer_timing", tp_layer_timing)
     monkeypatch.setattr(grid, "run_grid", run_grid)
     monkeypatch.setattr(gate, "run_gate", run_gate)
+    # the pinned GPU stack (benchmarks/gpu/constraints.txt), as the gate baseline records it
+    monkeypatch.setattr(gate, "running_versions",
+                        lambda: gate.read_constraints(ROOT / "benchmarks" / "gpu" / "constraints.txt"))
     info = parallel.ParallelInfo(rank=0, world_size=1, local_rank=0, device="cpu",
                                  backend="none", group=None, created=False)
     monkeypatch.setattr(parallel, "init_distributed", lambda tp_size: info)
@@ -298,3 +303,25 @@ def test_the_grid_and_gate_get_their_settings(gpu_stubs, tmp_path, capsys):
     assert main(["bench", "--gate", BASELINE, "--json"]) == 0
     assert gpu_stubs["gate"] == (BASELINE,)
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["kind"] == "gate"
+
+
+def test_the_gate_refuses_other_library_versions(gpu_stubs, monkeypatch, capsys):
+    """Floors set with torch 2.11.0+cu130 / triton 3.6.0 / flashinfer 0.6.1 do not apply
+    to another stack: one line, exit 2, nothing run, unless --allow-version-mismatch."""
+    from kinetics.bench import gate
+
+    running = {"torch": "2.12.0+cu130", "triton": "3.6.0", "flashinfer": "0.6.1"}
+    monkeypatch.setattr(gate, "running_versions", lambda: running)
+    assert main(["bench", "--gate", BASELINE]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "torch recorded 2.11.0+cu130, running 2.12.0+cu130" in err
+    assert "--allow-version-mismatch" in err and "gate" not in gpu_stubs
+    assert main(["bench", "--gate", BASELINE, "--allow-version-mismatch"]) == 0
+    assert gpu_stubs["gate"] == (BASELINE,)
+    assert "warning: torch recorded 2.11.0+cu130" in capsys.readouterr().err
+
+
+def test_allow_version_mismatch_belongs_to_the_gate(gpu_stubs, capsys):
+    assert main(["bench", "--attention-only", "--allow-version-mismatch"]) == 2
+    assert "--allow-version-mismatch does not apply" in capsys.readouterr().err
