@@ -12,6 +12,10 @@ prompts with EOS suppressed (every sample runs to its length):
 * with ``hf``, transformers' ``generate`` on the same weights, batch and lengths (its
   default cache, greedy), the reference the engine's speedup is taken against.
 
+The engine's attention is the torch reference (:data:`ATTENTION_IMPL`, in the record):
+``blocktopk_over_dense`` measures that implementation, not the Triton and flashinfer
+kernels of :mod:`kinetics.attention.decode`.
+
 Tokens/s counts generated tokens over wall time (prefill included), after one warm-up
 generation of each engine on a short workload. Ratios taken in the same run are what a
 gate compares (:class:`GenerateRecord`).
@@ -28,6 +32,9 @@ from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
 from kinetics.models import ModelSpec, get_model
 
+#: What computes the engine's attention (recorded: block top-k over dense measures
+#: this implementation, not the GPU kernels of kinetics.attention.decode)
+ATTENTION_IMPL = "torch reference"
 SKEW_SIGMA = 1.0  # log-normal shape of the skewed lengths (median = cap * e^-2.5)
 
 
@@ -73,6 +80,8 @@ class GenerateBenchSpec:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"--{name} must be >= 1, got {value}")
+        if self.page_size & (self.page_size - 1):
+            raise InputError(f"--page-size must be a power of two (tokens), got {self.page_size}")
         if self.local_pages > self.topk_pages:
             raise InputError("--local-pages must not exceed --topk-pages")
         for method in self.methods:
@@ -147,7 +156,8 @@ class GenerateRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "generate", "spec": self.spec.to_dict(), "device": self.device,
-                "rows": [r.to_dict() for r in self.rows], "ratios": self.ratios()}
+                "attention_impl": ATTENTION_IMPL, "rows": [r.to_dict() for r in self.rows],
+                "ratios": self.ratios()}
 
 
 def qwen3_config(model: ModelSpec, layers: int | None) -> dict[str, Any]:

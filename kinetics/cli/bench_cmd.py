@@ -452,9 +452,12 @@ def _run_generate(p: BenchPlan) -> int:
         import torch
 
         device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch.device(device)
+        dev = torch.device(device)
     except (ImportError, RuntimeError) as exc:
         raise InputError(f"--generate needs torch and a valid --device ({exc})") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or
+                               (dev.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"--device {device}: no such CUDA device here")
     record = bench_generate(p.generate, device)
     _write(p, {**record.to_dict(), **environment(), "device": record.device},
            format_record(record))

@@ -45,11 +45,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                        help="samples decoded together")
     model.add_argument("--threads", type=int, metavar="T", help="torch CPU threads")
     model.add_argument("--kv-pages", type=int, metavar="P",
-                       help="paged: pages in the KV pool (default: room for --batch-size "
-                       "samples of the longest prompt plus --max-new-tokens); a sample is "
-                       "admitted when the pool can promise its worst case")
-    model.add_argument("--prefill-chunk", type=int, default=PREFILL_CHUNK, metavar="T",
-                       help="paged: prompt tokens run through the model at once")
+                       help="paged: pages in the KV pool, of the configuration's page size "
+                       "(16 tokens for dense and topk, b for blocktopk:b; default: room for "
+                       "--batch-size samples of the longest prompt plus --max-new-tokens); a "
+                       "sample is admitted when the pool can promise its worst case")
+    model.add_argument("--prefill-chunk", type=int, metavar="T",
+                       help=f"paged: prompt tokens run through the model at once (default "
+                       f"{PREFILL_CHUNK})")
     model.add_argument("--static-batching", action="store_true",
                        help="paged: admit new samples only into an empty batch (as hf does; "
                        "for comparison)")
@@ -171,11 +173,9 @@ def _check_sizes(args: argparse.Namespace) -> None:
                              ("--prefill-chunk", args.prefill_chunk, 1)):
         if value is not None and value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
-    from kinetics.generation.paged import PREFILL_CHUNK
-
     if args.backend != "paged":
         for flag, given in (("--kv-pages", args.kv_pages is not None),
-                            ("--prefill-chunk", args.prefill_chunk != PREFILL_CHUNK),
+                            ("--prefill-chunk", args.prefill_chunk is not None),
                             ("--static-batching", args.static_batching)):
             if given:
                 raise InputError(f"{flag} applies to --backend paged")
@@ -304,10 +304,10 @@ def _load_backend(args: argparse.Namespace):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.backend == "paged":
-        from kinetics.generation.paged import EngineOptions, load_paged_backend
+        from kinetics.generation.paged import PREFILL_CHUNK, EngineOptions, load_paged_backend
 
-        options = EngineOptions(args.batch_size, args.kv_pages, args.prefill_chunk,
-                                args.static_batching)
+        options = EngineOptions(args.batch_size, args.kv_pages,
+                                args.prefill_chunk or PREFILL_CHUNK, args.static_batching)
         return load_paged_backend(args.model, args.gguf_file, args.device, options,
                                   progress=show_progress(args.quiet), verbose=args.verbose)
     from kinetics.generation.hf import HFBackend

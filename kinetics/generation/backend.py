@@ -7,7 +7,8 @@ faster engine) plugs in without touching them.
 Determinism contract: a sample's tokens depend only on the model, the attention
 configuration, its prompt, the sampling parameters and its :attr:`Request.seed`
 (derived by :func:`sample_seed` from the run seed, the problem id and the sample
-index), never on which other requests share its batch.
+index), not on which other requests share its batch, up to the float rounding of
+kernels whose blocking depends on the batch shape (a near-tie can flip).
 """
 
 from __future__ import annotations

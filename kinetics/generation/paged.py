@@ -11,9 +11,16 @@ pages for the next step.
 
 Sampling: every sample draws token ``i``'s uniform from
 :func:`~kinetics.generation.sampling.token_uniforms` of ``(Request.seed, i)``, on the
-model's device, so its tokens depend only on (seed, problem, sample index), not on its
-batch, its slot or when it was admitted. (The ``hf`` backend draws from a per-sample
-``torch.Generator`` instead: the two agree token for token on greedy decoding only.)
+model's device, so its draws depend only on (seed, problem, sample index), not on its
+batch, its slot or when it was admitted; its logits, up to the float rounding of
+batch-shaped kernels. (The ``hf`` backend draws from a per-sample ``torch.Generator``
+instead: the two agree token for token on greedy decoding only.)
+
+Devices: float32 on the CPU (where ``paged`` and ``hf`` are compared token for token);
+bfloat16 on a GPU, where a Qwen3 decode step runs the fused layer kernels
+(:mod:`kinetics.model.fused`). Attention is the torch reference on every device.
+Tensor parallelism: :class:`~kinetics.model.decoder.ShardedDecoderModel` shards over a
+process group, but :func:`load_paged_backend` builds one unsharded model.
 """
 
 from __future__ import annotations
@@ -122,21 +129,27 @@ class PagedBackend:
         runner = ModelRunner(self.model, decode, opts.max_batch, longest, pages,
                              opts.prefill_chunk, impl=self._impl())
         stop_ids = self.eos_token_ids | set(params.stop_token_ids)
-        while not scheduler.done:
-            plan = scheduler.schedule()
-            samples, logits = self._run(plan, runner, pool)
-            chosen = self._choose(samples, logits, params)
-            self.stats.steps += 1
-            self.stats.generated_tokens += len(samples)
-            for sample, token in zip(samples, chosen, strict=True):
-                sample.tokens.append(token)
-                sample.reason = stop_reason(sample.tokens, params, stop_ids, self.tokenizer,
-                                            sample.request.token_limit(params.max_new_tokens))
-                if sample.reason is not None:
-                    runner.release(sample.slot)
-                    scheduler.finish(sample)
-                    yield Completion(sample.request.key, tuple(sample.tokens), sample.reason)
-        self.stats.extra["refills"] = self.stats.extra.get("refills", 0) + scheduler.refills
+        try:
+            while not scheduler.done:
+                plan = scheduler.schedule()
+                samples, logits = self._run(plan, runner, pool)
+                chosen = self._choose(samples, logits, params)
+                self.stats.steps += 1
+                self.stats.generated_tokens += len(samples)
+                for sample, token in zip(samples, chosen, strict=True):
+                    sample.tokens.append(token)
+                    sample.reason = stop_reason(
+                        sample.tokens, params, stop_ids, self.tokenizer,
+                        sample.request.token_limit(params.max_new_tokens))
+                    if sample.reason is not None:
+                        runner.release(sample.slot)
+                        scheduler.finish(sample)
+                        yield Completion(sample.request.key, tuple(sample.tokens),
+                                         sample.reason)
+        finally:  # also when the caller stops early or a step fails: the pool ends whole
+            for sample in list(scheduler.running):
+                scheduler.finish(sample)
+            self.stats.extra["refills"] = self.stats.extra.get("refills", 0) + scheduler.refills
 
     def _impl(self) -> str:
         return "fused" if self.model.device.type == "cuda" and self.model.fused_supported \
@@ -207,7 +220,8 @@ def load_paged_backend(model: str, gguf_file: str | None, device: str, options: 
         tokenizer, hf_config, stop = _folder_tokenizer(folder)
         name = str(folder)
     else:
-        loaded = load_model(model, gguf_file, progress=progress, verbose=verbose)
+        loaded = load_model(model, gguf_file, progress=progress, verbose=verbose,
+                            extra="generate")
         checkpoint = checkpoint_of_model(loaded.model, loaded.name)
         tokenizer, hf_config, name = loaded.tokenizer, loaded.model.config, loaded.name
         stop = eos_ids(loaded.model, tokenizer)
@@ -235,6 +249,6 @@ def _folder_tokenizer(folder) -> tuple[Any, Any, frozenset[int]]:
                          path=str(folder)) from None
     try:
         generation = GenerationConfig.from_pretrained(str(folder))
-    except OSError:  # no generation_config.json
-        generation = None
+    except (OSError, ValueError):  # none (or unreadable): from config.json, as transformers
+        generation = GenerationConfig.from_model_config(config)
     return tokenizer, config, eos_ids(SimpleNamespace(generation_config=generation), tokenizer)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kinetics.errors import InputError
+from kinetics.errors import InputError, install_hint
 from kinetics.model.parallel import ShardPlan
 from kinetics.model.weights import LayerWeights
 from kinetics.models import ModelSpec, model_from_config
@@ -78,9 +78,6 @@ def architecture(config: dict[str, Any], name: str) -> Architecture:
         raise InputError(f"model_type {model_type!r} is not supported by the paged engine "
                          f"(supported: {', '.join(sorted(QK_NORM_TYPES | LLAMA_TYPES))})",
                          path=name)
-    config = dict(config)
-    if config.get("head_dim") is None and config.get("num_attention_heads"):
-        config["head_dim"] = int(config["hidden_size"]) // int(config["num_attention_heads"])
     spec = model_from_config(config, name)
     if spec.is_moe:
         raise InputError("MoE layers are not supported by the paged engine", path=name)
@@ -92,7 +89,10 @@ def architecture(config: dict[str, Any], name: str) -> Architecture:
     if kind != "default":
         raise InputError(f"rope_scaling {kind!r} is not supported (only none/default)",
                          path=name)
-    if config.get("use_sliding_window") and config.get("sliding_window"):
+    # Mistral-style configs window every layer unless use_sliding_window says no (Qwen2/3
+    # set it False); newer ones list per-layer types
+    windowed = config.get("sliding_window") and config.get("use_sliding_window", True)
+    if windowed or "sliding_attention" in (config.get("layer_types") or ()):
         raise InputError("sliding-window attention is not supported", path=name)
     if float(config.get("partial_rotary_factor", 1.0)) != 1.0:
         raise InputError("partial rotary embeddings are not supported", path=name)
@@ -135,7 +135,11 @@ def state_dict_reader(state: dict[str, torch.Tensor]) -> TensorReader:
 def safetensors_reader(folder: Path) -> TensorReader:
     """A reader over a safetensors folder (``model.safetensors`` or an index of shards);
     slices are read lazily, so a rank reads only its shard."""
-    from safetensors import safe_open
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise InputError(f"reading safetensors needs the safetensors package "
+                         f"({install_hint('generate', torch=True)})") from None
 
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -186,35 +190,42 @@ def layer_tensors(read: TensorReader, arch: Architecture, index: int, plan: Shar
     q, kv = _q_rows(plan, d), _kv_rows(plan, d)
     mlp = (plan.mlp_start, plan.mlp_start + plan.local_mlp)
 
-    def get(name, rows=None, cols=None):
+    h = arch.spec.hidden_size
+
+    def get(name, rows=None, cols=None, shape=None):
         try:
-            return torch.as_tensor(read(p + name, rows, cols))
+            t = torch.as_tensor(read(p + name, rows, cols))
         except KeyError:
             raise InputError(f"the checkpoint has no tensor {p + name}") from None
+        return _checked(t, p + name, shape)
 
     a, m = "self_attn.", "mlp."
+    nq, nkv, nm = q[1] - q[0], kv[1] - kv[0], mlp[1] - mlp[0]
+    d = arch.spec.head_dim
     out = {
-        "input_layernorm": get("input_layernorm.weight"),
-        "qkv_proj": torch.cat([get(a + "q_proj.weight", q), get(a + "k_proj.weight", kv),
-                               get(a + "v_proj.weight", kv)]),
-        "q_norm": get(a + "q_norm.weight") if arch.qk_norm else None,
-        "k_norm": get(a + "k_norm.weight") if arch.qk_norm else None,
-        "o_proj": get(a + "o_proj.weight", None, q),
-        "post_attention_layernorm": get("post_attention_layernorm.weight"),
-        "gate_up_proj": torch.cat([get(m + "gate_proj.weight", mlp),
-                                   get(m + "up_proj.weight", mlp)]),
-        "down_proj": get(m + "down_proj.weight", None, mlp),
+        "input_layernorm": get("input_layernorm.weight", shape=(h,)),
+        "qkv_proj": torch.cat([get(a + "q_proj.weight", q, shape=(nq, h)),
+                               get(a + "k_proj.weight", kv, shape=(nkv, h)),
+                               get(a + "v_proj.weight", kv, shape=(nkv, h))]),
+        "q_norm": get(a + "q_norm.weight", shape=(d,)) if arch.qk_norm else None,
+        "k_norm": get(a + "k_norm.weight", shape=(d,)) if arch.qk_norm else None,
+        "o_proj": get(a + "o_proj.weight", None, q, shape=(h, nq)),
+        "post_attention_layernorm": get("post_attention_layernorm.weight", shape=(h,)),
+        "gate_up_proj": torch.cat([get(m + "gate_proj.weight", mlp, shape=(nm, h)),
+                                   get(m + "up_proj.weight", mlp, shape=(nm, h))]),
+        "down_proj": get(m + "down_proj.weight", None, mlp, shape=(h, nm)),
         "qkv_bias": None, "o_bias": None, "gate_up_bias": None, "down_bias": None,
     }
     if arch.qkv_bias:
-        out["qkv_bias"] = torch.cat([get(a + "q_proj.bias", q), get(a + "k_proj.bias", kv),
-                                     get(a + "v_proj.bias", kv)])
+        out["qkv_bias"] = torch.cat([get(a + "q_proj.bias", q, shape=(nq,)),
+                                     get(a + "k_proj.bias", kv, shape=(nkv,)),
+                                     get(a + "v_proj.bias", kv, shape=(nkv,))])
     if arch.o_bias:  # row parallel: the full bias, added once (rank 0)
-        out["o_bias"] = get(a + "o_proj.bias")
+        out["o_bias"] = get(a + "o_proj.bias", shape=(h,))
     if arch.mlp_bias:
-        out["gate_up_bias"] = torch.cat([get(m + "gate_proj.bias", mlp),
-                                         get(m + "up_proj.bias", mlp)])
-        out["down_bias"] = get(m + "down_proj.bias")
+        out["gate_up_bias"] = torch.cat([get(m + "gate_proj.bias", mlp, shape=(nm,)),
+                                         get(m + "up_proj.bias", mlp, shape=(nm,))])
+        out["down_bias"] = get(m + "down_proj.bias", shape=(h,))
     return LayerWeights(**out)
 
 
@@ -223,15 +234,34 @@ def head_tensors(read: TensorReader, arch: Architecture, vocab_rows: tuple[int, 
     """The embedding (whole), final norm and this rank's LM-head rows ``vocab_rows``."""
     import torch
 
-    def get(name, rows=None):
+    h, vocab = arch.spec.hidden_size, arch.spec.vocab_size
+
+    def get(name, rows=None, shape=None):
         try:
-            return torch.as_tensor(read(name, rows, None))
+            t = torch.as_tensor(read(name, rows, None))
         except KeyError:
             raise InputError(f"the checkpoint has no tensor {name}") from None
+        return _checked(t, name, shape)
 
-    head = "model.embed_tokens.weight" if arch.tie_word_embeddings else "lm_head.weight"
-    return {"embed_tokens": get("model.embed_tokens.weight"), "norm": get("model.norm.weight"),
-            "lm_head": get(head, vocab_rows)}
+    head = "lm_head.weight"
+    if arch.tie_word_embeddings:
+        head = "model.embed_tokens.weight"
+    else:  # an untied config whose file has no LM head ties it, as transformers does
+        try:
+            read(head, (0, 1), None)
+        except KeyError:
+            head = "model.embed_tokens.weight"
+    return {"embed_tokens": get("model.embed_tokens.weight", shape=(vocab, h)),
+            "norm": get("model.norm.weight", shape=(h,)),
+            "lm_head": get(head, vocab_rows, shape=(vocab_rows[1] - vocab_rows[0], h))}
+
+
+def _checked(t: torch.Tensor, name: str, shape: tuple[int, ...] | None) -> torch.Tensor:
+    """``t``, or an InputError naming the tensor when its shape is not ``shape``."""
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise InputError(f"tensor {name} has shape {list(t.shape)}, the config needs "
+                         f"{list(shape)}")
+    return t
 
 
 @dataclass(frozen=True)
@@ -266,6 +296,4 @@ def checkpoint_of_model(model: Any, name: str) -> Checkpoint:
     the tensors are not copied)."""
     config = model.config.to_dict()
     state = dict(model.state_dict())
-    if config.get("tie_word_embeddings") and "lm_head.weight" not in state:
-        config["tie_word_embeddings"] = True
     return Checkpoint(architecture(config, name), state_dict_reader(state), name)

@@ -50,6 +50,7 @@ def test_ratios_are_taken_between_rows_of_one_run():
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(batch_size=0), "batch size"), (dict(layers=0), "--layers"),
     (dict(samples=0), "--samples"), (dict(local_pages=3, topk_pages=2), "--local-pages"),
+    (dict(page_size=12), "power of two"),
     (dict(methods=("topk",)), "unknown method")])
 def test_bad_specs_are_refused(kwargs, needle):
     with pytest.raises(InputError, match=needle):
@@ -59,7 +60,9 @@ def test_bad_specs_are_refused(kwargs, needle):
 @pytest.mark.parametrize("argv, needle", [
     (["--context", "64"], "--context does not apply to --generate"),
     (["--layers", "0"], "--layers must be >= 1"),
-    (["--whole-model"], "--whole-model does not apply to --generate")])
+    (["--whole-model"], "--whole-model does not apply to --generate"),
+    (["--device", "cuda:7", "--layers", "1"], "no such CUDA device"),
+    (["--page-size", "12"], "power of two")])
 def test_bad_flags_are_one_line_exit_2(capsys, argv, needle):
     assert main(["bench", "--generate", *argv]) == 2
     err = capsys.readouterr().err

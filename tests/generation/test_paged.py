@@ -74,8 +74,8 @@ def models(request):
 def test_greedy_paged_equals_hf_token_for_token(models, which, config, one_thread):
     """Both with batches of 5 (BLAS rounds a matmul by its shape, so a near-tie may
     flip between batch sizes; the batch-size independence is tested below)."""
-    hf, folder = models[which]
-    hf.max_batch = 5
+    shared, folder = models[which]
+    hf = HFBackend(shared.model, shared.tokenizer, shared.name, max_batch=5)
     reqs = requests(hf.tokenizer, samples=2)
     expected = run(hf, reqs, GREEDY, CONFIGS[config])
     engine = paged(folder, max_batch=5)
@@ -103,13 +103,40 @@ def test_a_sample_depends_on_its_seed_not_on_how_it_was_batched(models, config, 
     params = SamplingParams(temperature=0.9, top_p=0.95, max_new_tokens=NEW,
                             stop_token_ids=tuple(range(40, 60)))
     one = run(paged(folder, max_batch=1), reqs, params, CONFIGS[config])
-    static = paged(folder, max_batch=len(reqs), static=True)
+    static = paged(folder, max_batch=4, static=True)  # several static batches
     assert run(static, reqs, params, CONFIGS[config]) == one
     lengths = {len(t) for t, _ in one.values()}
     assert len(lengths) > 3, "samples must stop at different steps for refills to happen"
     continuous = paged(folder, max_batch=4)
     assert run(continuous, reqs, params, CONFIGS[config]) == one
     assert continuous.stats.extra["refills"] > 0 and static.stats.extra["refills"] == 0
+
+
+def test_a_generation_stopped_early_leaves_the_pool_whole(models, one_thread):
+    hf, folder = models["tiny_llama_dir"]
+    engine = paged(folder, max_batch=3)
+    stream = engine.generate(requests(hf.tokenizer, samples=2), GREEDY, CONFIGS["dense"])
+    next(stream)
+    assert not engine.pool.whole  # samples still running
+    stream.close()
+    engine.pool.check()
+    assert engine.pool.whole and "refills" in engine.stats.extra
+
+
+def test_without_a_generation_config_the_eos_ids_come_from_config_json(
+        models, tmp_path, one_thread):
+    """As transformers does: config.json's eos_token_id list, not only the tokenizer's."""
+    import json
+    import shutil
+
+    _, folder = models["tiny_llama_dir"]
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    (copy / "generation_config.json").unlink()
+    config = json.loads((copy / "config.json").read_text())
+    config["eos_token_id"] = [config["eos_token_id"], 7]
+    (copy / "config.json").write_text(json.dumps(config))
+    assert 7 in paged(copy).eos_token_ids
 
 
 def test_seeds_change_samples(models, one_thread):

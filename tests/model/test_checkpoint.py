@@ -54,6 +54,8 @@ def test_a_missing_or_null_head_dim_is_hidden_over_heads(head_dim):
     (config("llama", rope_scaling={"rope_type": "llama3", "factor": 8.0}), "llama3"),
     (config("llama", rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), "yarn"),
     (config("qwen2", use_sliding_window=True, sliding_window=64), "sliding-window"),
+    (config("mistral", sliding_window=4096), "sliding-window"),  # Mistral: every layer
+    (config("llama", layer_types=["full_attention", "sliding_attention"]), "sliding-window"),
     (config("llama", partial_rotary_factor=0.5), "partial rotary"),
 ])
 def test_unsupported_layouts_are_refused_naming_the_file(cfg, needle):
@@ -123,3 +125,32 @@ def test_the_rope_base_of_a_transformers_config_is_the_one_used():
     """transformers >= 5 keeps the base in rope_parameters: read from a real config."""
     cfg = transformers.LlamaConfig(**BASE, rope_theta=123456.0).to_dict()
     assert architecture(cfg, "c").rope_theta == 123456.0
+
+
+def test_qwen_configs_with_the_window_switched_off_load():
+    cfg = config("qwen2", use_sliding_window=False, sliding_window=4096)
+    assert architecture(cfg, "c").qkv_bias
+
+
+def test_a_tensor_of_the_wrong_shape_is_refused_naming_it(tmp_path):
+    model = random_llama()
+    state = dict(model.state_dict())
+    state["model.layers.1.mlp.up_proj.weight"] = state["model.layers.1.mlp.up_proj.weight"][:-1]
+    from kinetics.model.checkpoint import Checkpoint, state_dict_reader
+
+    arch = architecture(model.config.to_dict(), "m")
+    with pytest.raises(InputError, match=r"model.layers.1.mlp.up_proj.weight has shape \[63, 32\]"):
+        ShardedDecoderModel(None, dtype=torch.float32,
+                            checkpoint=Checkpoint(arch, state_dict_reader(state), "m"))
+
+
+def test_an_untied_config_without_an_lm_head_uses_the_embedding():
+    model = random_llama()
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    from kinetics.model.checkpoint import Checkpoint, state_dict_reader
+
+    arch = architecture(model.config.to_dict(), "m")
+    assert not arch.tie_word_embeddings
+    shard = ShardedDecoderModel(None, dtype=torch.float32,
+                                checkpoint=Checkpoint(arch, state_dict_reader(state), "m"))
+    assert torch.equal(shard.lm_head, model.model.embed_tokens.weight)
