@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     _check_sizes(args)
     configs = _configs(args)
     for config in configs:
-        from kinetics.generation.hf import decode_attention
+        from kinetics.generation.attention import decode_attention
 
         decode_attention(config)
     from kinetics.generation.backend import SamplingParams

@@ -24,6 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
+from kinetics.generation.attention import (  # noqa: F401 (re-exported)
+    DENSE_PAGE_SIZE,
+    DecodeAttention,
+    decode_attention,
+    reference_decode,
+)
 from kinetics.generation.backend import (
     Completion,
     GenerationStats,
@@ -40,48 +46,6 @@ if TYPE_CHECKING:
     from kinetics.attention.cache import PagedKVCache
 
 ATTENTION_NAME = "kinetics_decode"
-DENSE_PAGE_SIZE = 16
-
-
-@dataclass(frozen=True)
-class DecodeAttention:
-    """The reference decode call one :class:`AttentionConfig` maps to.
-
-    Attributes:
-        method: ``dense``, ``topk`` or ``blocktopk``.
-        page_size: cache page size, tokens (the block size for block top-k).
-        topk_tokens: token top-k budget (``topk`` only).
-        topk_pages: pages attended per step, local ones included (``blocktopk`` only).
-        local_pages: trailing pages always attended, >= 1 (``blocktopk`` only).
-    """
-
-    method: str
-    page_size: int = DENSE_PAGE_SIZE
-    topk_tokens: int = 0
-    topk_pages: int = 0
-    local_pages: int = 1
-
-
-def decode_attention(config: AttentionConfig) -> DecodeAttention:
-    """Map a cost-model configuration to the reference decode that realises it.
-
-    Block top-k with a local window of ``W`` tokens and budget ``B``: ``W`` must be a
-    whole number of blocks; the last ``max(1, W / b)`` pages are always attended (the
-    current, partial page is always among them, so with ``W = 0`` it counts among the
-    ``B / b`` pages) and ``B / b`` pages are attended in all.
-    """
-    if config.method == "dense":
-        return DecodeAttention("dense")
-    if config.method == "topk":
-        return DecodeAttention("topk", topk_tokens=int(config.budget))
-    b = int(config.block_size)
-    if b & (b - 1):
-        raise InputError(f"block size must be a power of two (tokens), got {b}")
-    if config.local % b:
-        raise InputError(f"the local window ({config.local} tokens) must be a whole number "
-                         f"of {b}-token blocks")
-    return DecodeAttention("blocktopk", page_size=b, topk_pages=int(config.budget) // b,
-                           local_pages=max(1, config.local // b))
 
 
 @dataclass
@@ -110,18 +74,6 @@ def _cache(plan: _Plan, layer: int, key: torch.Tensor) -> PagedKVCache:
     return cache
 
 
-def _decode(plan: _Plan, q: torch.Tensor, cache: PagedKVCache, scale: float | None
-            ) -> torch.Tensor:
-    from kinetics.attention import reference
-
-    att = plan.attention
-    if att.method == "topk":
-        return reference.topk_decode(q, cache, att.topk_tokens, scale)
-    if att.method == "blocktopk":
-        return reference.blocktopk_decode(q, cache, att.topk_pages, att.local_pages, scale)
-    return reference.dense_decode(q, cache, scale)
-
-
 def _generation_attention(module: Any, query: torch.Tensor, key: torch.Tensor,
                           value: torch.Tensor, attention_mask: Any,
                           scaling: float | None = None, dropout: float = 0.0,
@@ -141,7 +93,7 @@ def _generation_attention(module: Any, query: torch.Tensor, key: torch.Tensor,
             cache.extend(row, k, v)
         return out.to(query.dtype).transpose(1, 2).contiguous(), None
     cache.append(key[:, :, 0], value[:, :, 0])
-    out = _decode(plan, query[:, :, 0], cache, scaling)  # [B, Hq, D]
+    out = reference_decode(plan.attention, query[:, :, 0], cache, scaling)  # [B, Hq, D]
     return out.to(query.dtype)[:, None].contiguous(), None
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
+from kinetics.generation.attention import decode_attention
 from kinetics.generation.backend import (
     Completion,
     GenerationStats,
@@ -38,7 +39,7 @@ from kinetics.generation.backend import (
     SamplingParams,
     stop_reason,
 )
-from kinetics.generation.hf import decode_attention, eos_ids
+from kinetics.generation.hf import eos_ids
 from kinetics.generation.scheduler import PagePool, Sample, Scheduler
 
 if TYPE_CHECKING:

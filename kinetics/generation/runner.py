@@ -24,26 +24,13 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-from kinetics.generation.hf import DecodeAttention
+from kinetics.generation.attention import DecodeAttention, reference_decode
 
 if TYPE_CHECKING:
     import torch
 
     from kinetics.attention.cache import PagedKVCache
     from kinetics.model.decoder import ShardedDecoderModel
-
-
-def reference_decode(attention: DecodeAttention, q: torch.Tensor, cache: PagedKVCache,
-                     scale: float) -> torch.Tensor:
-    """The configuration's decode attention by the torch reference (float32 out)."""
-    from kinetics.attention import reference
-
-    if attention.method == "topk":
-        return reference.topk_decode(q, cache, attention.topk_tokens, scale)
-    if attention.method == "blocktopk":
-        return reference.blocktopk_decode(q, cache, attention.topk_pages, attention.local_pages,
-                                          scale)
-    return reference.dense_decode(q, cache, scale)
 
 
 class ModelRunner:

@@ -279,15 +279,15 @@ def test_sparse_decode_attends_exactly_the_selected_pages(tiny_llama, monkeypatc
     softmax attention over the current page plus the best-scoring earlier pages (none
     when one page is attended), head by head."""
     calls = []
-    decode = hf._decode
+    decode = hf.reference_decode
 
-    def spy(plan, q, cache, scale):
-        out = decode(plan, q, cache, scale)
+    def spy(attention, q, cache, scale):
+        out = decode(attention, q, cache, scale)
         contents = [cache.contiguous(r) for r in range(cache.batch_size)]
         calls.append((q.clone(), cache.seq_lens.tolist(), contents, scale, out.clone()))
         return out
 
-    monkeypatch.setattr(hf, "_decode", spy)
+    monkeypatch.setattr(hf, "reference_decode", spy)
     config = AttentionConfig.blocktopk(page, topk_blocks=pages, local=0)
     generate(tiny_llama, requests(tiny_llama.tokenizer, QUESTIONS[:4]), SAMPLED, config)
     cfg = tiny_llama.model.config
