@@ -59,6 +59,7 @@ def token_uniforms(seeds: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
     seeds, indices = seeds.to(torch.int64), indices.to(torch.int64)
     lo, hi = seeds & _M31, (seeds >> 31) & _M31
+    lo = (lo + (seeds >> 62) * 0x61C88647) & _M31  # bit 62 of a 63-bit seed counts too
     a = mix31((mix31((lo + indices * 0x2545F491) & _M31) ^ hi) & _M31)
     b = mix31((mix31((hi + indices * 0x3C6EF35F + 0x1B873593) & _M31) ^ lo) & _M31)
     bits = (a << 22) | (b >> 9)  # 31 + 22 = 53 random bits

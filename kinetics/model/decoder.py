@@ -1,4 +1,8 @@
-"""A whole Qwen3 model's decode step: embedding, L layers, final norm, LM head, greedy.
+"""A whole decoder model's step: embedding, L layers, final norm, LM head, greedy.
+
+Qwen3 presets with synthetic weights for the benchmarks, or a checkpoint's real weights
+(Qwen3 or Llama family, :mod:`kinetics.model.checkpoint`) for the paged generation
+engine, which also runs a prompt's tokens through :meth:`ShardedDecoderModel.local_logits`.
 
 :class:`ShardedDecoderModel` is one tensor-parallel rank's shard of a model preset
 (all ``num_layers`` :class:`~kinetics.model.layer.ShardedDecoderLayer` shards, hashed

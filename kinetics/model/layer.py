@@ -1,4 +1,7 @@
-"""One Qwen3 decoder layer for decode steps, tensor parallel (Megatron style).
+"""One decoder layer, tensor parallel (Megatron style): Qwen3 (the presets), or a
+Llama-family layer of real weights (no q/k norm, optional biases; see
+:mod:`kinetics.model.checkpoint`). Its "batch" is one token per request in a decode step,
+or a prompt's tokens in a prefill (the attend decides what each token sees).
 
 The layer follows Qwen3's ``Qwen3DecoderLayer`` (HF transformers)::
 
