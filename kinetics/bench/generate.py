@@ -32,6 +32,11 @@ from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
 from kinetics.models import ModelSpec, get_model
 
+MAX_POSITIONS = 131072  # prompt + new tokens, at most (the configs' max_position_embeddings)
+#: upper bounds of the size flags (a typo must not ask the allocator for terabytes)
+LIMITS = {"batch_size": 4096, "prompt_tokens": MAX_POSITIONS, "new_tokens": MAX_POSITIONS,
+          "page_size": 1024, "topk_pages": 65536, "local_pages": 65536, "layers": 1024,
+          "samples": 1_000_000}
 #: What computes the engine's attention (recorded: block top-k over dense measures
 #: this implementation, not the GPU kernels of kinetics.attention.decode)
 ATTENTION_IMPL = "torch reference"
@@ -71,15 +76,17 @@ class GenerateBenchSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "prompt_tokens", "new_tokens", "page_size", "topk_pages",
-                     "local_pages"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name.replace('_', ' ')} must be >= 1, got "
-                                 f"{getattr(self, name)}")
-        for name in ("layers", "samples"):
+        for name, high in LIMITS.items():
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"--{name} must be >= 1, got {value}")
+            flag = f"--{name.replace('_', '-')}"
+            if value is not None and not 1 <= value <= high:
+                raise InputError(f"{flag} must be in 1..{high}, got {value}")
+        if self.prompt_tokens + self.new_tokens > MAX_POSITIONS:
+            raise InputError(f"--prompt-tokens + --new-tokens must be <= {MAX_POSITIONS} "
+                             f"(the model's positions), got {self.prompt_tokens + self.new_tokens}")
+        preset = get_model(self.model)
+        if self.layers is not None and self.layers > preset.num_layers:
+            raise InputError(f"--layers {self.layers}: {self.model} has {preset.num_layers}")
         if self.page_size & (self.page_size - 1):
             raise InputError(f"--page-size must be a power of two (tokens), got {self.page_size}")
         if self.local_pages > self.topk_pages:

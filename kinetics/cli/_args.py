@@ -154,3 +154,20 @@ def run_provenance(args: argparse.Namespace, device: str | None = None) -> dict:
     from kinetics.provenance import provenance
 
     return provenance(command_line(args), device).to_dict()
+
+
+def torch_device(text: str, flag: str = "--device"):
+    """The ``torch.device`` of a ``--device`` value: ``cpu``, or a CUDA device that is
+    there; InputError (one line) for any other type or a missing GPU. Imports torch."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as exc:
+        raise InputError(f"{flag} {text}: {str(exc).splitlines()[0][:160]}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"{flag} {text}: only cpu and cuda devices are supported")
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"{flag} {text}: no such CUDA device here")
+    return device

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from kinetics.cli._args import progress, run_provenance, show_progress
+from kinetics.cli._args import progress, run_provenance, show_progress, torch_device
 from kinetics.errors import InputError, install_hint
 
 TABLE_SUFFIXES = (".parquet",)
@@ -303,6 +303,7 @@ def _load_backend(args: argparse.Namespace):
             from None
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch_device(args.device)  # before the model loads: one line for a bad --device
     if args.backend == "paged":
         from kinetics.generation.paged import PREFILL_CHUNK, EngineOptions, load_paged_backend
 
@@ -323,10 +324,14 @@ def _load_backend(args: argparse.Namespace):
 
 
 def _run_arguments(args, job, problems, backend) -> dict:
-    """What makes a run's samples: a restart must match it to resume."""
+    """What makes a run's samples: a restart must match it to resume (the source commit
+    too, when kinetics runs from a git checkout: a sampler changed between two commits
+    of one version must not mix two samplers in one table)."""
     from kinetics import __version__
+    from kinetics.provenance import git_state
 
-    return {"kinetics": __version__, "model": backend.name, "model_name": job.model,
+    return {"kinetics": __version__, "source_commit": git_state()[0], "model": backend.name,
+            "model_name": job.model,
             "backend": args.backend, "configs": [c.__dict__ for c in job.configs],
             "problems": [[p.id, p.question, p.answer, p.exact] for p in problems],
             "samples": job.samples, "sampling": job.params.__dict__ | {"stop": list(

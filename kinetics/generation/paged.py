@@ -108,8 +108,20 @@ class PagedBackend:
         requests = [Request(key, tuple(p), 0) for key, p in prompts.items()]
         page_size = decode_attention(attention).page_size
         longest = max((len(p) for p in prompts.values()), default=0)
-        pool = PagePool(self.pool_pages(longest, params, page_size), page_size)
-        Scheduler(requests, params.max_new_tokens, self.options.max_batch, pool)
+        pages = self.pool_pages(longest, params, page_size)
+        self.check_memory(pages, page_size)
+        Scheduler(requests, params.max_new_tokens, self.options.max_batch,
+                  PagePool(pages, page_size))
+
+    def check_memory(self, num_pages: int, page_size: int) -> None:
+        """InputError when a pool of ``num_pages`` pages cannot fit the device."""
+        from kinetics.generation.runner import free_bytes, pool_bytes
+
+        need, have = pool_bytes(self.model, num_pages, page_size), free_bytes(self.model.device)
+        if need > have:
+            raise InputError(f"a KV pool of {num_pages} pages needs {need / 2**30:.1f} GiB, "
+                             f"more than the {have / 2**30:.1f} GiB free on "
+                             f"{self.model.device}: lower --kv-pages or --batch-size")
 
     def generate(self, requests: Sequence[Request], params: SamplingParams,
                  attention: AttentionConfig) -> Iterator[Completion]:
@@ -124,6 +136,7 @@ class PagedBackend:
         longest = max(len(r.prompt_ids) for r in requests)
         pages = self.pool_pages(longest, params, decode.page_size)
         longest += params.max_new_tokens
+        self.check_memory(pages, decode.page_size)
         self.pool = pool = PagePool(pages, decode.page_size)
         scheduler = Scheduler(requests, params.max_new_tokens, opts.max_batch, pool,
                               static=opts.static)

@@ -33,6 +33,26 @@ if TYPE_CHECKING:
     from kinetics.model.decoder import ShardedDecoderModel
 
 
+def pool_bytes(model: ShardedDecoderModel, num_pages: int, page_size: int) -> int:
+    """Bytes of a pool of ``num_pages`` K and V pages of ``page_size`` tokens over every
+    layer of ``model`` (the page means and tables, a few percent more, not counted)."""
+    layer = model.layers[0]
+    per_page = 2 * layer.local_kv_heads * page_size * layer.head_dim
+    return num_pages * len(model.layers) * per_page * model.embed_tokens.element_size()
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory the pool may take on ``device``: the GPU's free memory, or the host's
+    physical memory."""
+    import os
+
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 class ModelRunner:
     """Prefill and decode of a sharded model over a shared paged KV pool.
 

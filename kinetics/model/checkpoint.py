@@ -21,7 +21,7 @@ other than none/default, sliding-window attention, partial rotary.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +52,8 @@ class Architecture:
         rms_norm_eps: epsilon of every RMSNorm.
         qk_norm: whether q and k pass a per-head RMSNorm before RoPE (Qwen3).
         qkv_bias, o_bias, mlp_bias: whether those projections carry biases.
-        tie_word_embeddings: whether the LM head is the embedding matrix.
+        tie_word_embeddings: the config's flag (the loaded LM head is the checkpoint's
+            ``lm_head.weight`` when it has one, as transformers keeps it, else the embedding).
     """
 
     spec: ModelSpec
@@ -94,6 +95,9 @@ def architecture(config: dict[str, Any], name: str) -> Architecture:
     windowed = config.get("sliding_window") and config.get("use_sliding_window", True)
     if windowed or "sliding_attention" in (config.get("layer_types") or ()):
         raise InputError("sliding-window attention is not supported", path=name)
+    if str(config.get("hidden_act", "silu")) != "silu":
+        raise InputError(f"hidden_act {config.get('hidden_act')!r} is not supported (only "
+                         "silu)", path=name)
     if float(config.get("partial_rotary_factor", 1.0)) != 1.0:
         raise InputError("partial rotary embeddings are not supported", path=name)
     attention_bias = bool(config.get("attention_bias", False))
@@ -110,11 +114,18 @@ def architecture(config: dict[str, Any], name: str) -> Architecture:
 
 
 # ------------------------------------------------------------------ tensor sources
-#: ``read(name, rows, cols)``: the tensor ``name`` restricted to a row range and (for
-#: matrices) a column range, each ``(start, stop)`` or None for all; raises KeyError
-#: when the checkpoint has no such tensor.
-TensorReader = Callable[[str, "tuple[int, int] | None", "tuple[int, int] | None"],
-                        "torch.Tensor"]
+#: ``read(name, rows, cols, full=None)``: the tensor ``name`` restricted to a row range
+#: and (for matrices) a column range, each ``(start, stop)`` or None for all; KeyError
+#: when the checkpoint has no such tensor, InputError when ``full`` is given and the
+#: whole tensor's shape is not ``full`` (checked before any slicing).
+TensorReader = Callable[..., "torch.Tensor"]
+
+
+def _check_full(name: str, shape: Sequence[int], full: tuple[int, ...] | None) -> None:
+    """InputError naming tensor ``name`` when its whole ``shape`` is not ``full``."""
+    if full is not None and tuple(shape) != tuple(full):
+        raise InputError(f"tensor {name} has shape {list(shape)}, the config needs "
+                         f"{list(full)}")
 
 
 def _slice(t: Any, rows: tuple[int, int] | None, cols: tuple[int, int] | None) -> Any:
@@ -127,7 +138,8 @@ def _slice(t: Any, rows: tuple[int, int] | None, cols: tuple[int, int] | None) -
 
 def state_dict_reader(state: dict[str, torch.Tensor]) -> TensorReader:
     """A reader over an in-memory ``state_dict`` (e.g. a transformers model's)."""
-    def read(name, rows, cols):
+    def read(name, rows, cols, full=None):
+        _check_full(name, state[name].shape, full)
         return _slice(state[name], rows, cols)
     return read
 
@@ -152,15 +164,27 @@ def safetensors_reader(folder: Path) -> TensorReader:
         if not single.is_file():
             raise InputError("holds no model.safetensors or model.safetensors.index.json",
                              path=str(folder))
-        with safe_open(str(single), framework="pt") as f:
-            files = {k: single.name for k in f.keys()}
+        try:
+            with safe_open(str(single), framework="pt") as f:
+                files = {k: single.name for k in f.keys()}
+        except Exception as exc:  # noqa: BLE001 - a damaged or truncated file
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise InputError(f"cannot read it ({type(exc).__name__}: {first})",
+                             path=str(single)) from None
     handles: dict[str, Any] = {}
 
-    def read(name, rows, cols):
+    def read(name, rows, cols, full=None):
         file = files[name]  # KeyError: no such tensor
-        if file not in handles:
-            handles[file] = safe_open(str(folder / file), framework="pt")
-        part = handles[file].get_slice(name)
+        path = folder / file
+        try:
+            if file not in handles:
+                handles[file] = safe_open(str(path), framework="pt")
+            part = handles[file].get_slice(name)
+        except Exception as exc:  # noqa: BLE001 - a damaged or truncated file
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise InputError(f"cannot read it ({type(exc).__name__}: {first})",
+                             path=str(path)) from None
+        _check_full(name, part.get_shape(), full)
         index = [slice(None)] * len(part.get_shape())
         if rows is not None:
             index[0] = slice(*rows)
@@ -192,40 +216,38 @@ def layer_tensors(read: TensorReader, arch: Architecture, index: int, plan: Shar
 
     h = arch.spec.hidden_size
 
-    def get(name, rows=None, cols=None, shape=None):
+    def get(name, full, rows=None, cols=None):
         try:
-            t = torch.as_tensor(read(p + name, rows, cols))
+            return torch.as_tensor(read(p + name, rows, cols, full))
         except KeyError:
             raise InputError(f"the checkpoint has no tensor {p + name}") from None
-        return _checked(t, p + name, shape)
 
-    a, m = "self_attn.", "mlp."
-    nq, nkv, nm = q[1] - q[0], kv[1] - kv[0], mlp[1] - mlp[0]
-    d = arch.spec.head_dim
+    spec, a, m = arch.spec, "self_attn.", "mlp."
+    fq, fkv, fm = spec.num_q_heads * d, spec.num_kv_heads * d, spec.intermediate_size
     out = {
-        "input_layernorm": get("input_layernorm.weight", shape=(h,)),
-        "qkv_proj": torch.cat([get(a + "q_proj.weight", q, shape=(nq, h)),
-                               get(a + "k_proj.weight", kv, shape=(nkv, h)),
-                               get(a + "v_proj.weight", kv, shape=(nkv, h))]),
-        "q_norm": get(a + "q_norm.weight", shape=(d,)) if arch.qk_norm else None,
-        "k_norm": get(a + "k_norm.weight", shape=(d,)) if arch.qk_norm else None,
-        "o_proj": get(a + "o_proj.weight", None, q, shape=(h, nq)),
-        "post_attention_layernorm": get("post_attention_layernorm.weight", shape=(h,)),
-        "gate_up_proj": torch.cat([get(m + "gate_proj.weight", mlp, shape=(nm, h)),
-                                   get(m + "up_proj.weight", mlp, shape=(nm, h))]),
-        "down_proj": get(m + "down_proj.weight", None, mlp, shape=(h, nm)),
+        "input_layernorm": get("input_layernorm.weight", (h,)),
+        "qkv_proj": torch.cat([get(a + "q_proj.weight", (fq, h), q),
+                               get(a + "k_proj.weight", (fkv, h), kv),
+                               get(a + "v_proj.weight", (fkv, h), kv)]),
+        "q_norm": get(a + "q_norm.weight", (d,)) if arch.qk_norm else None,
+        "k_norm": get(a + "k_norm.weight", (d,)) if arch.qk_norm else None,
+        "o_proj": get(a + "o_proj.weight", (h, fq), None, q),
+        "post_attention_layernorm": get("post_attention_layernorm.weight", (h,)),
+        "gate_up_proj": torch.cat([get(m + "gate_proj.weight", (fm, h), mlp),
+                                   get(m + "up_proj.weight", (fm, h), mlp)]),
+        "down_proj": get(m + "down_proj.weight", (h, fm), None, mlp),
         "qkv_bias": None, "o_bias": None, "gate_up_bias": None, "down_bias": None,
     }
     if arch.qkv_bias:
-        out["qkv_bias"] = torch.cat([get(a + "q_proj.bias", q, shape=(nq,)),
-                                     get(a + "k_proj.bias", kv, shape=(nkv,)),
-                                     get(a + "v_proj.bias", kv, shape=(nkv,))])
+        out["qkv_bias"] = torch.cat([get(a + "q_proj.bias", (fq,), q),
+                                     get(a + "k_proj.bias", (fkv,), kv),
+                                     get(a + "v_proj.bias", (fkv,), kv)])
     if arch.o_bias:  # row parallel: the full bias, added once (rank 0)
-        out["o_bias"] = get(a + "o_proj.bias", shape=(h,))
+        out["o_bias"] = get(a + "o_proj.bias", (h,))
     if arch.mlp_bias:
-        out["gate_up_bias"] = torch.cat([get(m + "gate_proj.bias", mlp, shape=(nm,)),
-                                         get(m + "up_proj.bias", mlp, shape=(nm,))])
-        out["down_bias"] = get(m + "down_proj.bias", shape=(h,))
+        out["gate_up_bias"] = torch.cat([get(m + "gate_proj.bias", (fm,), mlp),
+                                         get(m + "up_proj.bias", (fm,), mlp)])
+        out["down_bias"] = get(m + "down_proj.bias", (h,))
     return LayerWeights(**out)
 
 
@@ -236,32 +258,22 @@ def head_tensors(read: TensorReader, arch: Architecture, vocab_rows: tuple[int, 
 
     h, vocab = arch.spec.hidden_size, arch.spec.vocab_size
 
-    def get(name, rows=None, shape=None):
+    def get(name, full, rows=None):
         try:
-            t = torch.as_tensor(read(name, rows, None))
+            return torch.as_tensor(read(name, rows, None, full))
         except KeyError:
             raise InputError(f"the checkpoint has no tensor {name}") from None
-        return _checked(t, name, shape)
 
+    # a stored LM head is the LM head (transformers keeps it, tied or not); without one
+    # the embedding is (tied, or an untied config whose file has none)
     head = "lm_head.weight"
-    if arch.tie_word_embeddings:
+    try:
+        read(head, (0, 1), None)
+    except KeyError:
         head = "model.embed_tokens.weight"
-    else:  # an untied config whose file has no LM head ties it, as transformers does
-        try:
-            read(head, (0, 1), None)
-        except KeyError:
-            head = "model.embed_tokens.weight"
-    return {"embed_tokens": get("model.embed_tokens.weight", shape=(vocab, h)),
-            "norm": get("model.norm.weight", shape=(h,)),
-            "lm_head": get(head, vocab_rows, shape=(vocab_rows[1] - vocab_rows[0], h))}
-
-
-def _checked(t: torch.Tensor, name: str, shape: tuple[int, ...] | None) -> torch.Tensor:
-    """``t``, or an InputError naming the tensor when its shape is not ``shape``."""
-    if shape is not None and tuple(t.shape) != tuple(shape):
-        raise InputError(f"tensor {name} has shape {list(t.shape)}, the config needs "
-                         f"{list(shape)}")
-    return t
+    return {"embed_tokens": get("model.embed_tokens.weight", (vocab, h)),
+            "norm": get("model.norm.weight", (h,)),
+            "lm_head": get(head, (vocab, h), vocab_rows)}
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,10 @@ def test_ratios_are_taken_between_rows_of_one_run():
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    (dict(batch_size=0), "batch size"), (dict(layers=0), "--layers"),
+    (dict(batch_size=0), "--batch-size must be in 1..4096"), (dict(layers=0), "--layers"),
+    (dict(batch_size=10**8), "--batch-size must be in"), (dict(page_size=2**20), "--page-size"),
+    (dict(layers=29, model="qwen3-0.6b"), "qwen3-0.6b has 28"),
+    (dict(prompt_tokens=100_000, new_tokens=40_000), "--prompt-tokens \\+ --new-tokens"),
     (dict(samples=0), "--samples"), (dict(local_pages=3, topk_pages=2), "--local-pages"),
     (dict(page_size=12), "power of two"),
     (dict(methods=("topk",)), "unknown method")])
@@ -59,7 +62,8 @@ def test_bad_specs_are_refused(kwargs, needle):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--context", "64"], "--context does not apply to --generate"),
-    (["--layers", "0"], "--layers must be >= 1"),
+    (["--layers", "0"], "--layers must be in 1..1024"),
+    (["--device", "meta"], "only cpu and cuda"),
     (["--whole-model"], "--whole-model does not apply to --generate"),
     (["--device", "cuda:7", "--layers", "1"], "no such CUDA device"),
     (["--page-size", "12"], "power of two")])

@@ -139,6 +139,13 @@ def test_without_a_generation_config_the_eos_ids_come_from_config_json(
     assert 7 in paged(copy).eos_token_ids
 
 
+def test_a_pool_larger_than_memory_is_refused_before_allocating(models):
+    hf, folder = models["tiny_llama_dir"]
+    engine = paged(folder, kv_pages=10**12)
+    with pytest.raises(InputError, match=r"KV pool of \d+ pages needs .* GiB.*--kv-pages"):
+        list(engine.generate(requests(hf.tokenizer), GREEDY, CONFIGS["dense"]))
+
+
 def test_seeds_change_samples(models, one_thread):
     hf, folder = models["tiny_llama_dir"]
     a = run(paged(folder), requests(hf.tokenizer, seed=0), SAMPLED, CONFIGS["dense"])

@@ -57,6 +57,7 @@ def test_a_missing_or_null_head_dim_is_hidden_over_heads(head_dim):
     (config("mistral", sliding_window=4096), "sliding-window"),  # Mistral: every layer
     (config("llama", layer_types=["full_attention", "sliding_attention"]), "sliding-window"),
     (config("llama", partial_rotary_factor=0.5), "partial rotary"),
+    (config("llama", hidden_act="gelu"), "hidden_act 'gelu'"),
 ])
 def test_unsupported_layouts_are_refused_naming_the_file(cfg, needle):
     with pytest.raises(InputError, match=needle) as err:
@@ -154,3 +155,42 @@ def test_an_untied_config_without_an_lm_head_uses_the_embedding():
     shard = ShardedDecoderModel(None, dtype=torch.float32,
                                 checkpoint=Checkpoint(arch, state_dict_reader(state), "m"))
     assert torch.equal(shard.lm_head, model.model.embed_tokens.weight)
+
+
+def test_a_config_head_dim_smaller_than_the_weights_is_refused(tmp_path):
+    """The whole tensor's shape is checked before a rank's slice is cut from it."""
+    import json
+
+    model = random_llama()
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["head_dim"] = 4  # the weights hold 4 heads of 8
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match=r"q_proj.weight has shape \[32, 32\], the config "
+                                         r"needs \[16, 32\]"):
+        ShardedDecoderModel(None, dtype=torch.float32, checkpoint=open_checkpoint(tmp_path))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_safetensors_file_is_one_line(tmp_path, damage):
+    model = random_llama()
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2] if damage == "truncated" else b"\x07" * 4096)
+    with pytest.raises(InputError, match="model.safetensors: cannot read it") as err:
+        ShardedDecoderModel(None, dtype=torch.float32, checkpoint=open_checkpoint(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_a_stored_lm_head_is_used_even_when_the_config_ties_it():
+    """transformers keeps a stored lm_head.weight; so does the engine."""
+    model = random_llama()
+    state = dict(model.state_dict())
+    state["lm_head.weight"] = state["lm_head.weight"] + 1.0
+    from kinetics.model.checkpoint import Checkpoint, state_dict_reader
+
+    arch = architecture(model.config.to_dict() | {"tie_word_embeddings": True}, "m")
+    shard = ShardedDecoderModel(None, dtype=torch.float32,
+                                checkpoint=Checkpoint(arch, state_dict_reader(state), "m"))
+    assert torch.equal(shard.lm_head, state["lm_head.weight"])
