@@ -52,6 +52,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--prefill-chunk", type=int, metavar="T",
                        help=f"paged: prompt tokens run through the model at once (default "
                        f"{PREFILL_CHUNK})")
+    model.add_argument("--tp", type=int, metavar="N",
+                       help="paged: tensor-parallel ranks per model under torchrun (the "
+                       "world is N x the data-parallel groups; default 1)")
     model.add_argument("--static-batching", action="store_true",
                        help="paged: admit new samples only into an empty batch (as hf does; "
                        "for comparison)")
@@ -170,12 +173,14 @@ def _check_sizes(args: argparse.Namespace) -> None:
                              args.max_new_tokens, 1), ("--batch-size", args.batch_size, 1),
                              ("--limit", args.limit, 1), ("--threads", args.threads, 1),
                              ("--kv-pages", args.kv_pages, 1),
-                             ("--prefill-chunk", args.prefill_chunk, 1)):
+                             ("--prefill-chunk", args.prefill_chunk, 1),
+                             ("--tp", args.tp, 1)):
         if value is not None and value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
     if args.backend != "paged":
         for flag, given in (("--kv-pages", args.kv_pages is not None),
                             ("--prefill-chunk", args.prefill_chunk is not None),
+                            ("--tp", args.tp is not None),
                             ("--static-batching", args.static_batching)):
             if given:
                 raise InputError(f"{flag} applies to --backend paged")
@@ -222,9 +227,10 @@ def run(args: argparse.Namespace) -> int:
     refuse_output_over_inputs(args.out, inputs)
     if args.texts is not None:
         refuse_output_over_inputs(args.texts, inputs + [args.out], flag="--texts")
-    from kinetics.generation.distributed import rank_info
+    from kinetics.generation.distributed import layout
 
-    rank, world = rank_info()
+    where = layout(args.tp or 1)
+    rank = where.rank
     if rank > 0:  # rank 0 checked the outputs and holds their lock; it writes them
         target = Path(os.path.realpath(args.out))
         texts = None if args.texts is None else Path(os.path.realpath(args.texts))
@@ -239,19 +245,20 @@ def run(args: argparse.Namespace) -> int:
                              answer_field=args.answer_field, id_field=args.id_field,
                              exact_field=args.exact_field, limit=args.limit)
     if rank > 0:
-        return _generate(args, configs, params, problems, target, texts, rank, world)
+        return _generate(args, configs, params, problems, target, texts, where)
     with output_lock(target):
-        return _generate(args, configs, params, problems, target, texts, rank, world)
+        return _generate(args, configs, params, problems, target, texts, where)
 
 
-def _generate(args, configs, params, problems, target, texts, rank, world) -> int:
+def _generate(args, configs, params, problems, target, texts, where) -> int:
     import sys
 
     from kinetics.generation.distributed import barrier, finish, shard
     from kinetics.generation.run import GenerationJob, run_job
     from kinetics.generation.store import ShardStore, parts_folder
 
-    backend = _load_backend(args)
+    rank = where.rank
+    backend = _load_backend(args, where)
     job = GenerationJob(_model_name(args), configs, args.samples, params, args.seed,
                         args.answer_pattern)
     if hasattr(backend, "check_capacity"):  # refuse what can never run before any work
@@ -265,14 +272,16 @@ def _generate(args, configs, params, problems, target, texts, rank, world) -> in
     barrier()
     if rank > 0:
         store.open()
-    mine = shard(problems, rank, world)
+    mine = shard(problems, where.dp_rank, where.dp_world)
     units = len(mine) * len(configs)
     start = time.monotonic()
-    bar = progress(total=units, desc=f"generate{'' if world == 1 else f' rank {rank}'}",
-                   unit="problem", quiet=args.quiet)
+    bar = progress(total=units, desc=f"generate{'' if where.world == 1 else f' rank {rank}'}",
+                   unit="problem", quiet=args.quiet or not where.leader)
     bar.update(sum(store.has(ci, p.id) for ci in range(len(configs)) for p in mine))
 
     def sink(ci, problem, frame):
+        if not where.leader:  # the tensor-parallel group's first rank writes its shards
+            return
         store.write(ci, problem.id, frame)
         bar.update(1)
         seconds = max(time.monotonic() - start, 1e-9)
@@ -295,7 +304,7 @@ def _generate(args, configs, params, problems, target, texts, rank, world) -> in
     return 0
 
 
-def _load_backend(args: argparse.Namespace):
+def _load_backend(args: argparse.Namespace, where):
     try:
         import torch
     except ImportError:
@@ -303,23 +312,29 @@ def _load_backend(args: argparse.Namespace):
             from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch_device(args.device)  # before the model loads: one line for a bad --device
+    device = args.device
+    if device == "cuda" and where.world > 1:  # torchrun: one GPU per local rank
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    torch_device(device)  # before the model loads: one line for a bad --device
     if args.backend == "paged":
+        from kinetics.generation.distributed import tp_group
         from kinetics.generation.paged import PREFILL_CHUNK, EngineOptions, load_paged_backend
 
         options = EngineOptions(args.batch_size, args.kv_pages,
                                 args.prefill_chunk or PREFILL_CHUNK, args.static_batching)
-        return load_paged_backend(args.model, args.gguf_file, args.device, options,
-                                  progress=show_progress(args.quiet), verbose=args.verbose)
+        return load_paged_backend(args.model, args.gguf_file, device, options,
+                                  progress=show_progress(args.quiet), verbose=args.verbose,
+                                  tp_size=where.tp, tp_rank=where.tp_rank,
+                                  group=tp_group(where))
     from kinetics.generation.hf import HFBackend
     from kinetics.quality.load import load_model
 
     loaded = load_model(args.model, args.gguf_file, progress=show_progress(args.quiet),
                         verbose=args.verbose, extra="generate")
     try:
-        loaded.model.to(args.device)
+        loaded.model.to(device)
     except (RuntimeError, AssertionError) as exc:
-        raise InputError(f"--device {args.device}: {str(exc).splitlines()[0][:200]}") from None
+        raise InputError(f"--device {device}: {str(exc).splitlines()[0][:200]}") from None
     return HFBackend(loaded.model, loaded.tokenizer, loaded.name, max_batch=args.batch_size)
 
 

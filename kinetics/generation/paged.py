@@ -19,8 +19,10 @@ instead: the two agree token for token on greedy decoding only.)
 Devices: float32 on the CPU (where ``paged`` and ``hf`` are compared token for token);
 bfloat16 on a GPU, where a Qwen3 decode step runs the fused layer kernels
 (:mod:`kinetics.model.fused`). Attention is the torch reference on every device.
-Tensor parallelism: :class:`~kinetics.model.decoder.ShardedDecoderModel` shards over a
-process group, but :func:`load_paged_backend` builds one unsharded model.
+Tensor parallelism: :func:`load_paged_backend` builds one rank's shard of the model
+(:class:`~kinetics.model.decoder.ShardedDecoderModel` over a process group); the
+group's ranks run the same schedule in lockstep (their gathered logits, and so their
+tokens, are the same).
 """
 
 from __future__ import annotations
@@ -210,11 +212,13 @@ class PagedBackend:
 
 
 def load_paged_backend(model: str, gguf_file: str | None, device: str, options: EngineOptions,
-                       progress: bool = True, verbose: bool = False) -> PagedBackend:
+                       progress: bool = True, verbose: bool = False, tp_size: int = 1,
+                       tp_rank: int = 0, group: Any = None) -> PagedBackend:
     """The paged engine for ``model``: an HF folder with safetensors is read lazily into
     the model shard; anything else (hub id, GGUF) is loaded by transformers first and
     handed over (:func:`~kinetics.model.checkpoint.checkpoint_of_model`). bfloat16 on a
-    GPU, float32 on the CPU."""
+    GPU, float32 on the CPU. ``tp_size > 1``: this rank's shard of the model over
+    ``group`` (its ``tp_rank``)."""
     from pathlib import Path
 
     import torch
@@ -240,8 +244,8 @@ def load_paged_backend(model: str, gguf_file: str | None, device: str, options: 
         tokenizer, hf_config, name = loaded.tokenizer, loaded.model.config, loaded.name
         stop = eos_ids(loaded.model, tokenizer)
     try:
-        shard = ShardedDecoderModel(checkpoint.arch.spec, dtype=dtype, device=dev,
-                                    checkpoint=checkpoint)
+        shard = ShardedDecoderModel(checkpoint.arch.spec, tp_size, tp_rank, group,
+                                    dtype=dtype, device=dev, checkpoint=checkpoint)
     except (RuntimeError, AssertionError) as exc:
         raise InputError(f"--device {device}: {str(exc).splitlines()[0][:200]}") from None
     return PagedBackend(shard, tokenizer, name, stop, hf_config.to_dict(), options)

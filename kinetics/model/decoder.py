@@ -204,9 +204,9 @@ class ShardedDecoderModel(torch.nn.Module):
         all-gather over the group; the slice itself without one)."""
         if self.group is None or self.tp_size == 1:
             return local
-        parts = torch.empty((self.tp_size, *local.shape), dtype=local.dtype, device=local.device)
-        dist.all_gather_into_tensor(parts, local.contiguous(), group=self.group)
-        return parts.permute(1, 0, 2).reshape(local.shape[0], -1)
+        parts = [torch.empty_like(local) for _ in range(self.tp_size)]
+        dist.all_gather(parts, local.contiguous(), group=self.group)  # gloo and NCCL
+        return torch.cat(parts, dim=-1)
 
     def step(self, tokens: torch.Tensor, attends: Sequence[Attend], positions: torch.Tensor,
              impl: str = "fused") -> StepOutput:

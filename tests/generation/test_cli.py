@@ -202,6 +202,27 @@ def test_two_torchrun_ranks_give_the_one_process_table(reference, tiny_llama_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl", "t.parquet"]
 
 
+@pytest.mark.parametrize("procs, tp", [(2, 2), (4, 2)], ids=["tp2", "dp2-tp2"])
+def test_tensor_parallel_paged_ranks_give_the_one_process_table(reference, tiny_llama_dir,
+                                                               tmp_path, procs, tp):
+    """torchrun --tp: each model sharded over tp ranks (gloo), data parallel over the
+    groups; greedy, the same table and texts as one process."""
+    args = generate_args(tiny_llama_dir, "t.parquet", TEMPERATURES["greedy"])
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", str(procs), "-m", "kinetics", *args,
+                           "--backend", "paged", "--tp", str(tp)], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and re.search(r"(?i)gloo|rendezvous|socket|address|connect",
+                                          done.stderr) and "kinetics generate" not in \
+            done.stderr:
+        pytest.skip(f"torchrun cannot start here: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    pd.testing.assert_frame_equal(table(tmp_path / "t.parquet"), table(reference("greedy")))
+    assert (tmp_path / "t.jsonl").read_text() == \
+        reference("greedy").with_suffix(".jsonl").read_text()
+    assert generation_meta(tmp_path / "t.parquet")["backend"] == "paged"
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 from tests.cli.test_bad_input import snapshot  # noqa: E402
@@ -254,6 +275,9 @@ BAD = [
     (["--texts", "t.txt"], [".jsonl"]),
     (["--kv-pages", "64"], ["--kv-pages applies to --backend paged"]),
     (["--static-batching"], ["--static-batching applies to --backend paged"]),
+    (["--tp", "2"], ["--tp applies to --backend paged"]),
+    (["--backend", "paged", "--tp", "2"], ["--tp 2 needs a multiple of 2 processes"]),
+    (["--backend", "paged", "--tp", "0"], ["--tp must be >= 1"]),
     (["--backend", "paged", "--kv-pages", "0"], ["--kv-pages must be >= 1"]),
     (["--backend", "paged", "--prefill-chunk", "0"], ["--prefill-chunk must be >= 1"]),
     (["--problems", "nowhere.jsonl"], ["nowhere.jsonl", "no such file"]),
