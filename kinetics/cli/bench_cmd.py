@@ -417,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
     if p.mode == "generate":  # runs on the CPU too (small shapes: --layers)
         return _run_generate(p)
     if p.mode != "tp" and not ok:  # the tensor-parallel layer also runs on CPUs
-        print(f"kinetics bench: no GPU benchmark on this machine: {why}", file=sys.stderr)
+        print(f"kinetics bench: error: no GPU benchmark on this machine: {why}", file=sys.stderr)
         return 2
     runners = {"layer": _run_decode, "attention": _run_decode, "model": _run_whole_model,
                "tp": _run_distributed, "tp-model": _run_distributed, "grid": _run_grid,

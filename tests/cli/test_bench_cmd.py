@@ -325,3 +325,10 @@ def test_the_gate_refuses_other_library_versions(gpu_stubs, monkeypatch, capsys)
 def test_allow_version_mismatch_belongs_to_the_gate(gpu_stubs, capsys):
     assert main(["bench", "--attention-only", "--allow-version-mismatch"]) == 2
     assert "--allow-version-mismatch does not apply" in capsys.readouterr().err
+
+
+def test_no_gpu_is_one_error_line_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(bench_spec, "gpu_available", lambda: (False, "no GPU (test)"))
+    assert main(["bench", "--method", "dense"]) == 2
+    err = capsys.readouterr().err
+    assert err == "kinetics bench: error: no GPU benchmark on this machine: no GPU (test)\n"
