@@ -48,10 +48,11 @@ def test_default_model_package_missing_names_the_extra(monkeypatch):
 
 def test_generate_without_torch_says_install_the_cpu_build_first(monkeypatch):
     from kinetics.cli.generate_cmd import _load_backend
+    from kinetics.generation.distributed import Layout
 
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(InputError) as info:
-        _load_backend(argparse.Namespace(threads=None))
+        _load_backend(argparse.Namespace(threads=None), Layout(rank=0, world=1, tp=1))
     assert "needs torch" in str(info.value) and TORCH_FIRST in str(info.value)
     assert "kinetics-tts[generate]" in str(info.value)
 
