@@ -122,29 +122,33 @@ def compare(baseline: dict[str, Any], now_ratios: dict[str, float],
     recorded = baseline["ratios"]
     for name in sorted(set(now_ratios) - set(recorded) - not_gated):
         failures.append(f"{name}: no baseline ratio (record one: nox -s bench-gate -- --record)")
-    for name, base in sorted(recorded.items()):
-        if name not in now_ratios:
-            failures.append(f"{name}: in the baseline, not in this run")
-            continue
-        growth = now_ratios[name] / base
-        ok = growth <= time_limit
-        line = (f"{name}: ratio {now_ratios[name]:.3f} vs {base:.3f} recorded -> "
-                f"{growth:.2f}x (limit {time_limit:g}x) {'ok' if ok else 'SLOWER'}")
-        lines.append(line)
-        if not ok:
-            failures.append(line)
-    for name, base in sorted(baseline.get("peak_rss_gb", {}).items()):
-        if name not in now_rss:
-            failures.append(f"{name}: no peak RSS in this run")
-            continue
-        growth = now_rss[name] / base
-        ok = growth <= rss_limit
-        line = (f"{name}: peak RSS {now_rss[name]:.3f} GB vs {base:.3f} GB recorded -> "
-                f"{growth:.2f}x (limit {rss_limit:g}x) {'ok' if ok else 'MORE MEMORY'}")
-        lines.append(line)
-        if not ok:
-            failures.append(line)
+    _check_growth(recorded, now_ratios, time_limit, "in the baseline, not in this run",
+                  lambda now, base: f"ratio {now:.3f} vs {base:.3f} recorded", "SLOWER",
+                  failures, lines)
+    _check_growth(baseline.get("peak_rss_gb", {}), now_rss, rss_limit,
+                  "no peak RSS in this run",
+                  lambda now, base: f"peak RSS {now:.3f} GB vs {base:.3f} GB recorded",
+                  "MORE MEMORY", failures, lines)
     return Verdict(failures, lines)
+
+
+def _check_growth(recorded: dict[str, float], now: dict[str, float], limit: float,
+                  missing: str, describe, worse: str, failures: list[str],
+                  lines: list[str]) -> None:
+    """Each recorded value against this run's: a line per name (``describe(now, base)``,
+    the growth and ``ok`` or ``worse``), a failure above ``limit`` x or when this run
+    lacks the name (``missing``)."""
+    for name, base in sorted(recorded.items()):
+        if name not in now:
+            failures.append(f"{name}: {missing}")
+            continue
+        growth = now[name] / base
+        ok = growth <= limit
+        line = (f"{name}: {describe(now[name], base)} -> {growth:.2f}x (limit {limit:g}x) "
+                f"{'ok' if ok else worse}")
+        lines.append(line)
+        if not ok:
+            failures.append(line)
 
 
 def record(run: dict[str, Any], allow_dirty: bool = False) -> dict[str, Any]:

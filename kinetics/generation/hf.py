@@ -24,12 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kinetics.cost import AttentionConfig
 from kinetics.errors import InputError
-from kinetics.generation.attention import (  # noqa: F401 (re-exported)
-    DENSE_PAGE_SIZE,
-    DecodeAttention,
-    decode_attention,
-    reference_decode,
-)
+from kinetics.generation.attention import DecodeAttention, decode_attention, reference_decode
 from kinetics.generation.backend import (
     Completion,
     GenerationStats,

@@ -186,16 +186,21 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(reference, tiny_llama_
     assert not parts.exists()
 
 
-def test_two_torchrun_ranks_give_the_one_process_table(reference, tiny_llama_dir, tmp_path):
-    args = generate_args(tiny_llama_dir, "t.parquet", TEMPERATURES["sampled"])
+def torchrun(procs: int, args: list[str], cwd: Path) -> None:
+    """``torchrun --nproc_per_node procs -m kinetics ARGS`` in ``cwd``: the test skips when
+    torchrun cannot start here (no sockets), fails on any other error."""
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", "-m", "kinetics", *args], cwd=tmp_path,
+                           "--nproc_per_node", str(procs), "-m", "kinetics", *args], cwd=cwd,
                           env=env(), capture_output=True, text=True, timeout=300)
     if done.returncode != 0 and re.search(r"(?i)gloo|rendezvous|socket|address|connect",
                                           done.stderr) and "kinetics generate" not in \
             done.stderr:
         pytest.skip(f"torchrun cannot start here: {done.stderr.strip().splitlines()[-1]}")
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_two_torchrun_ranks_give_the_one_process_table(reference, tiny_llama_dir, tmp_path):
+    torchrun(2, generate_args(tiny_llama_dir, "t.parquet", TEMPERATURES["sampled"]), tmp_path)
     pd.testing.assert_frame_equal(table(tmp_path / "t.parquet"), table(reference("sampled")))
     assert (tmp_path / "t.jsonl").read_text() == \
         reference("sampled").with_suffix(".jsonl").read_text()
@@ -207,16 +212,8 @@ def test_tensor_parallel_paged_ranks_give_the_one_process_table(reference, tiny_
                                                                tmp_path, procs, tp):
     """torchrun --tp: each model sharded over tp ranks (gloo), data parallel over the
     groups; greedy, the same table and texts as one process."""
-    args = generate_args(tiny_llama_dir, "t.parquet", TEMPERATURES["greedy"])
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", str(procs), "-m", "kinetics", *args,
-                           "--backend", "paged", "--tp", str(tp)], cwd=tmp_path, env=env(),
-                          capture_output=True, text=True, timeout=300)
-    if done.returncode != 0 and re.search(r"(?i)gloo|rendezvous|socket|address|connect",
-                                          done.stderr) and "kinetics generate" not in \
-            done.stderr:
-        pytest.skip(f"torchrun cannot start here: {done.stderr.strip().splitlines()[-1]}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(procs, [*generate_args(tiny_llama_dir, "t.parquet", TEMPERATURES["greedy"]),
+                     "--backend", "paged", "--tp", str(tp)], tmp_path)
     pd.testing.assert_frame_equal(table(tmp_path / "t.parquet"), table(reference("greedy")))
     assert (tmp_path / "t.jsonl").read_text() == \
         reference("greedy").with_suffix(".jsonl").read_text()

@@ -15,8 +15,13 @@ pytest.importorskip("transformers")
 from kinetics.cost import AttentionConfig  # noqa: E402
 from kinetics.errors import InputError  # noqa: E402
 from kinetics.generation import hf  # noqa: E402
+from kinetics.generation.attention import (  # noqa: E402
+    DENSE_PAGE_SIZE,
+    DecodeAttention,
+    decode_attention,
+)
 from kinetics.generation.backend import Request, SamplingParams, sample_seed  # noqa: E402
-from kinetics.generation.hf import DecodeAttention, HFBackend, decode_attention  # noqa: E402
+from kinetics.generation.hf import HFBackend  # noqa: E402
 from kinetics.generation.problems import arithmetic_problems  # noqa: E402
 from kinetics.generation.run import prompt_ids  # noqa: E402
 
@@ -133,7 +138,7 @@ def test_a_sample_depends_on_its_seed_not_on_its_batch(tiny_llama, config):
 # --- the configuration -> reference decode mapping -----------------------------------
 
 @pytest.mark.parametrize("config, expected", [
-    (DENSE, DecodeAttention("dense", page_size=hf.DENSE_PAGE_SIZE)),
+    (DENSE, DecodeAttention("dense", page_size=DENSE_PAGE_SIZE)),
     (AttentionConfig.topk(100), DecodeAttention("topk", topk_tokens=100)),
     (AttentionConfig.blocktopk(16, topk_blocks=4, local=0),
      DecodeAttention("blocktopk", page_size=16, topk_pages=4, local_pages=1)),

@@ -15,12 +15,12 @@ pytest.importorskip("safetensors")
 
 from kinetics.cost import AttentionConfig  # noqa: E402
 from kinetics.errors import InputError  # noqa: E402
-from kinetics.generation.backend import Request, SamplingParams, sample_seed  # noqa: E402
+from kinetics.generation.backend import Request, SamplingParams  # noqa: E402
 from kinetics.generation.hf import HFBackend  # noqa: E402
 from kinetics.generation.paged import EngineOptions, load_paged_backend  # noqa: E402
 from kinetics.generation.problems import arithmetic_problems  # noqa: E402
-from kinetics.generation.run import prompt_ids  # noqa: E402
 from kinetics.quality.load import load_model  # noqa: E402
+from tests.generation.test_hf_backend import requests as hf_requests  # noqa: E402
 
 NEW = 24
 QUESTIONS = ["Ann has 3 apples.", *[p.question for p in arithmetic_problems(6)[:4]],
@@ -34,11 +34,8 @@ SAMPLED = SamplingParams(temperature=0.9, top_p=0.95, max_new_tokens=NEW)
 
 
 def requests(tokenizer, questions=QUESTIONS, samples: int = 1, seed: int = 0) -> list[Request]:
-    out = []
-    for q, question in enumerate(questions):
-        prompt = prompt_ids(tokenizer, question)
-        out += [Request((q, s), prompt, sample_seed(seed, f"q{q}", s)) for s in range(samples)]
-    return out
+    """test_hf_backend's requests, over this module's questions by default."""
+    return hf_requests(tokenizer, questions, samples, seed)
 
 
 def run(backend, reqs, params, config) -> dict:
