@@ -108,12 +108,18 @@ class PagedBackend:
         """InputError, before any work, when a sample of one of ``prompts`` (problem id ->
         prompt ids) could never be admitted."""
         requests = [Request(key, tuple(p), 0) for key, p in prompts.items()]
-        page_size = decode_attention(attention).page_size
-        longest = max((len(p) for p in prompts.values()), default=0)
+        if requests:
+            self._scheduler(requests, params, decode_attention(attention).page_size)
+
+    def _scheduler(self, requests: Sequence[Request], params: SamplingParams,
+                   page_size: int) -> Scheduler:
+        """The scheduler of ``requests`` over a pool of :meth:`pool_pages` pages (InputError
+        when the pool cannot fit the device or a sample could never be admitted)."""
+        longest = max(len(r.prompt_ids) for r in requests)
         pages = self.pool_pages(longest, params, page_size)
         self.check_memory(pages, page_size)
-        Scheduler(requests, params.max_new_tokens, self.options.max_batch,
-                  PagePool(pages, page_size))
+        return Scheduler(requests, params.max_new_tokens, self.options.max_batch,
+                         PagePool(pages, page_size), static=self.options.static)
 
     def check_memory(self, num_pages: int, page_size: int) -> None:
         """InputError when a pool of ``num_pages`` pages cannot fit the device."""
@@ -134,16 +140,11 @@ class PagedBackend:
         if not requests:
             return
         decode = decode_attention(attention)
-        opts = self.options
-        longest = max(len(r.prompt_ids) for r in requests)
-        pages = self.pool_pages(longest, params, decode.page_size)
-        longest += params.max_new_tokens
-        self.check_memory(pages, decode.page_size)
-        self.pool = pool = PagePool(pages, decode.page_size)
-        scheduler = Scheduler(requests, params.max_new_tokens, opts.max_batch, pool,
-                              static=opts.static)
-        runner = ModelRunner(self.model, decode, opts.max_batch, longest, pages,
-                             opts.prefill_chunk, impl=self._impl())
+        scheduler = self._scheduler(requests, params, decode.page_size)
+        self.pool = pool = scheduler.pool
+        longest = max(len(r.prompt_ids) for r in requests) + params.max_new_tokens
+        runner = ModelRunner(self.model, decode, self.options.max_batch, longest,
+                             pool.num_pages, self.options.prefill_chunk, impl=self._impl())
         stop_ids = self.eos_token_ids | set(params.stop_token_ids)
         try:
             while not scheduler.done:
