@@ -89,11 +89,6 @@ class ModelRunner:
         self.device = device
         self.scale = layer.head_dim ** -0.5  # as transformers' attention modules scale
 
-    @property
-    def kv_bytes(self) -> int:
-        """Bytes of the K/V pages of every layer (the pool's footprint)."""
-        return sum(c.k_pages.numel() * c.k_pages.element_size() * 2 for c in self.caches)
-
     def map_pages(self, slot: int, pages: Sequence[tuple[int, int]]) -> None:
         """Map ``(logical index, page)`` pairs of ``slot`` in the shared page table."""
         for logical, page in pages:

@@ -128,19 +128,23 @@ def _check_full(name: str, shape: Sequence[int], full: tuple[int, ...] | None) -
                          f"{list(full)}")
 
 
-def _slice(t: Any, rows: tuple[int, int] | None, cols: tuple[int, int] | None) -> Any:
+def _index(ndim: int, rows: tuple[int, int] | None, cols: tuple[int, int] | None
+           ) -> tuple[slice, ...]:
+    """The index of a row range and (for matrices) a column range, None for all."""
+    index = [slice(None)] * ndim
     if rows is not None:
-        t = t[rows[0]:rows[1]]
+        index[0] = slice(*rows)
     if cols is not None:
-        t = t[:, cols[0]:cols[1]]
-    return t
+        index[1] = slice(*cols)
+    return tuple(index)
 
 
 def state_dict_reader(state: dict[str, torch.Tensor]) -> TensorReader:
     """A reader over an in-memory ``state_dict`` (e.g. a transformers model's)."""
     def read(name, rows, cols, full=None):
-        _check_full(name, state[name].shape, full)
-        return _slice(state[name], rows, cols)
+        t = state[name]
+        _check_full(name, t.shape, full)
+        return t[_index(t.dim(), rows, cols)]
     return read
 
 
@@ -184,13 +188,9 @@ def safetensors_reader(folder: Path) -> TensorReader:
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             raise InputError(f"cannot read it ({type(exc).__name__}: {first})",
                              path=str(path)) from None
-        _check_full(name, part.get_shape(), full)
-        index = [slice(None)] * len(part.get_shape())
-        if rows is not None:
-            index[0] = slice(*rows)
-        if cols is not None:
-            index[1] = slice(*cols)
-        return part[tuple(index)]
+        shape = part.get_shape()
+        _check_full(name, shape, full)
+        return part[_index(len(shape), rows, cols)]
     return read
 
 
