@@ -282,6 +282,46 @@ class PagedKVCache:
         req, logical = pages // self.max_pages_per_request, pages % self.max_pages_per_request
         self._page_means(req, logical, (last + 1 - logical * ps).to(torch.float32))
 
+    def prefix_view(self, n: int, seq_lens: torch.Tensor | None = None,
+                    page_table: torch.Tensor | None = None) -> PagedKVCache:
+        """A cache of the first ``n`` requests sharing this one's storage: its K/V pages,
+        and views (not copies) of its page table, lengths and page means; ``seq_lens``
+        (``[n]``) and ``page_table`` (``[n, max pages]``) replace the lengths and table the
+        view reads (default this cache's). Writes through it reach this cache's pages."""
+        import copy
+
+        view = copy.copy(self)
+        view.batch_size = n
+        view.key_means, view._free = self.key_means[:n], []
+        view.page_table = self.page_table[:n] if page_table is None else page_table
+        view.seq_lens = self.seq_lens[:n] if seq_lens is None else seq_lens
+        return view
+
+    def write_step(self, positions: torch.Tensor, active: torch.Tensor, spare_page: int,
+                   k: torch.Tensor, v: torch.Tensor, means: bool = True) -> None:
+        """Store one token per request: request ``i``'s ``k[i]``, ``v[i]`` (``[batch,
+        kv_heads, head_dim]``) at ``positions[i]`` where ``active[i]`` (bool ``[batch]``),
+        in physical page ``spare_page`` (a page no request owns, scratch) elsewhere; with
+        ``means``, the page mean of each active request's written page counts the slots
+        up to its position (inactive requests' means untouched). No host synchronisation
+        and fixed shapes, so a CUDA graph can record it; the pages must be mapped (not
+        checked)."""
+        import torch
+
+        ps = self.page_size
+        logical = (positions // ps).to(torch.int64)
+        mapped = self.page_table.gather(1, logical[:, None]).squeeze(1).to(torch.int64)
+        phys = torch.where(active, mapped, spare_page)
+        slot = positions % ps
+        self.k_pages[phys, :, slot] = k.to(self.dtype)
+        self.v_pages[phys, :, slot] = v.to(self.dtype)
+        if not means:
+            return
+        fresh = self._means_of(phys, (slot + 1).to(torch.float32))
+        rows = torch.arange(self.batch_size, device=self.device)
+        old = self.key_means[rows, :, logical]
+        self.key_means[rows, :, logical] = torch.where(active[:, None, None], fresh, old)
+
     def rows_view(self, rows: torch.Tensor) -> PagedKVCache:
         """A cache of requests ``rows`` only (``[n]`` int64): the same K/V pages (shared),
         copies of those rows' page table, lengths and page means. For reading (a decode
@@ -295,19 +335,22 @@ class PagedKVCache:
         return view
 
     # ---------------------------------------------------------------- reading
+    def _means_of(self, phys: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """The mean of the first ``counts`` keys of each physical page ``phys`` (float32
+        sums, stored rounding): ``[P, kv_heads, head_dim]``."""
+        import torch
+
+        slots = torch.arange(self.page_size, device=self.device)
+        valid = (slots[None, :] < counts[:, None]).to(torch.float32)  # [P, ps]
+        sums = torch.einsum("phsd,ps->phd", self.k_pages[phys].to(torch.float32), valid)
+        return round_page_means(sums / counts.clamp(min=1)[:, None, None], self.key_means.dtype)
+
     def _page_means(self, req: torch.Tensor, page: torch.Tensor, counts: torch.Tensor
                     ) -> None:
         """Set ``key_means[req, :, page]`` to the float32 mean of the first ``counts`` keys
         of those logical pages (``req``, ``page``, ``counts``: equal-length 1-D tensors)."""
-        import torch
-
         phys = self.page_table[req, page].long()
-        slots = torch.arange(self.page_size, device=self.device)
-        valid = (slots[None, :] < counts[:, None]).to(torch.float32)  # [P, ps]
-        sums = torch.einsum("phsd,ps->phd", self.k_pages[phys].to(torch.float32), valid)
-        means = round_page_means(sums / counts.clamp(min=1)[:, None, None],
-                                 self.key_means.dtype)  # [P, H, D]
-        self.key_means[req, :, page] = means
+        self.key_means[req, :, page] = self._means_of(phys, counts)
 
     def _refresh_means(self, requests: torch.Tensor) -> None:
         """Recompute the page mean of the last page of each of ``requests``."""

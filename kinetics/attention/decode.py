@@ -8,6 +8,9 @@ launches that a CUDA graph can capture and replay.
   with all its KV heads; the page list of request ``r`` is its page table row. By
   default its tensor-core path with the ``fa2`` backend, the faster of flashinfer's
   paths in the grid runs (benchmarks/RESULTS.md).
+* :class:`TritonPagedDecode`: dense paged decode in Triton that reads the page table
+  and lengths on the device (no plan: one CUDA graph serves changing lengths; the paged
+  generation engine's dense decode).
 * Block top-k, built by :func:`build_blocktopk_decode` (``impl``; ``"auto"``:
   :func:`default_impl`, the one that measured faster for the shape):
 
@@ -128,6 +131,79 @@ class FlashinferDenseDecode:
     def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Write the attention of ``q`` ``[batch, q_heads, dim]`` into ``out`` (same shape)."""
         self.wrapper.run(q, (self.cache.k_pages, self.cache.v_pages), out=out)
+        return out
+
+
+MAX_DENSE_SPLITS = 32  # Triton dense decode: programs per row at most
+DENSE_WAVES = 4  # ... aiming at about this many programs per SM
+
+
+def choose_dense_launch(rows: int, page_size: int, sms: int) -> tuple[int, int]:
+    """``(tile_pages, splits)`` of :class:`TritonPagedDecode` for ``rows`` (request, KV
+    head) rows on ``sms`` SMs: tiles as :func:`choose_launch`, and about DENSE_WAVES
+    programs per SM (a power of two, 1 to MAX_DENSE_SPLITS per row): the run a split
+    attends shrinks with its request, so short requests leave programs idle, long ones
+    keep every SM streaming."""
+    tile_tokens = SMALL_TILE_TOKENS if rows >= WIDE_ROWS else LARGE_TILE_TOKENS
+    tile_pages = max(tile_tokens // page_size, -(-16 // page_size))
+    splits = min(MAX_DENSE_SPLITS, max(1, prev_pow2(DENSE_WAVES * sms // max(rows, 1))))
+    return tile_pages, splits
+
+
+class TritonPagedDecode:
+    """Dense paged decode by Triton that reads the page table and lengths on the device
+    when it runs (:mod:`kinetics.attention.kernels.paged_decode`, then the split merge):
+    no plan, so one CUDA graph of it serves a batch whose lengths change every step.
+
+    Args:
+        cache: the KV cache (CUDA, or CPU under ``TRITON_INTERPRET=1``); requests may
+            hold any number of tokens up to its table's width (an empty one gets zeros).
+        num_q_heads: query heads (a multiple of the cache's KV heads).
+        splits, tile_pages: launch shape (default :func:`choose_dense_launch`).
+        num_warps, num_stages: of the partial-attention kernel.
+    """
+
+    def __init__(self, cache: PagedKVCache, num_q_heads: int, splits: int | None = None,
+                 tile_pages: int | None = None, num_warps: int = 4, num_stages: int = 3
+                 ) -> None:
+        import torch
+
+        h = cache.num_kv_heads
+        if num_q_heads % h:
+            raise ValueError(f"{num_q_heads} query heads do not divide into {h} KV heads")
+        self.rows, self.group = cache.batch_size * h, num_q_heads // h
+        sms = (torch.cuda.get_device_properties(cache.device).multi_processor_count
+               if cache.device.type == "cuda" else 132)
+        auto_tile, auto_splits = choose_dense_launch(self.rows, cache.page_size, sms)
+        self.tile_pages = auto_tile if tile_pages is None else tile_pages
+        self.splits = auto_splits if splits is None else splits
+        if self.tile_pages * cache.page_size < 16 or self.splits < 1:
+            raise ValueError("a tile needs >= 16 tokens and a row >= 1 split")
+        self.cache, self.num_q_heads = cache, num_q_heads
+        self.num_warps, self.num_stages = num_warps, num_stages
+        self.part_o = torch.empty((self.rows, self.splits, self.group, cache.head_dim),
+                                  dtype=torch.float32, device=cache.device)
+        self.part_ml = torch.empty((self.rows, self.splits, self.group, 2),
+                                   dtype=torch.float32, device=cache.device)
+        self.qk_scale = LOG2_E / math.sqrt(cache.head_dim)
+
+    def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Attention of ``q`` ``[batch, q_heads, dim]`` (contiguous) over each request's
+        tokens into ``out`` (same shape)."""
+        from kinetics.attention.kernels.paged_decode import paged_dense_partial
+        from kinetics.attention.kernels.sparse_decode import merge_splits
+
+        c = self.cache
+        paged_dense_partial[(self.rows, self.splits)](
+            q, c.k_pages, c.v_pages, c.page_table, c.seq_lens, self.part_o, self.part_ml,
+            self.qk_scale, c.page_table.stride(0), KV_HEADS=c.num_kv_heads, GROUP=self.group,
+            HEAD_DIM=c.head_dim, PAGE_SIZE=c.page_size, TILE_PAGES=self.tile_pages,
+            M_ROWS=max(16, next_pow2(self.group)), num_warps=self.num_warps,
+            num_stages=self.num_stages)
+        merge_splits[(self.rows,)](
+            self.part_o, self.part_ml, out, GROUP=self.group,
+            G_P2=max(2, next_pow2(self.group)), HEAD_DIM=c.head_dim, SPLITS=self.splits,
+            SPLIT_BLOCK=min(16, max(2, next_pow2(self.splits))), num_warps=4)
         return out
 
 

@@ -16,9 +16,13 @@ batch, its slot or when it was admitted; its logits, up to the float rounding of
 batch-shaped kernels. (The ``hf`` backend draws from a per-sample ``torch.Generator``
 instead: the two agree token for token on greedy decoding only.)
 
-Devices: float32 on the CPU (where ``paged`` and ``hf`` are compared token for token);
-bfloat16 on a GPU, where a Qwen3 decode step runs the fused layer kernels
-(:mod:`kinetics.model.fused`). Attention is the torch reference on every device.
+Devices: float32 on the CPU (where ``paged`` and ``hf`` are compared token for token),
+attention by the torch reference; bfloat16 on a GPU, where a decode step is one CUDA
+graph per batch bucket with Triton attention (dense, block top-k:
+:mod:`kinetics.generation.graphed`) and, for Qwen3, the fused layer kernels
+(:mod:`kinetics.model.fused`). Each step reads its sampled tokens back to the host once
+(the stop checks). ``stats.extra`` keeps ``prefill_s`` and ``decode_s``: wall seconds of
+the steps' prefills and of their decodes with sampling and host work.
 Tensor parallelism: :func:`load_paged_backend` builds one rank's shard of the model
 (:class:`~kinetics.model.decoder.ShardedDecoderModel` over a process group); the
 group's ranks run the same schedule in lockstep (their gathered logits, and so their
@@ -27,6 +31,7 @@ tokens, are the same).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -148,9 +153,7 @@ class PagedBackend:
         stop_ids = self.eos_token_ids | set(params.stop_token_ids)
         try:
             while not scheduler.done:
-                plan = scheduler.schedule()
-                samples, logits = self._run(plan, runner, pool)
-                chosen = self._choose(samples, logits, params)
+                samples, chosen = self._step(scheduler.schedule(), runner, pool, params)
                 self.stats.steps += 1
                 self.stats.generated_tokens += len(samples)
                 for sample, token in zip(samples, chosen, strict=True):
@@ -172,11 +175,25 @@ class PagedBackend:
         return "fused" if self.model.device.type == "cuda" and self.model.fused_supported \
             else "reference"
 
-    def _run(self, plan, runner, pool: PagePool) -> tuple[list[Sample], torch.Tensor]:
-        """Prefill the admitted groups, decode the running samples: the samples in
-        step order and their next-token logits ``[n, vocab]``."""
+    def _step(self, plan, runner, pool: PagePool, params: SamplingParams
+              ) -> tuple[list[Sample], list[int]]:
+        """One engine step: prefills, then decodes; the samples and their next tokens."""
         import torch
 
+        extra = self.stats.extra
+        start = time.perf_counter()
+        prefilled, first = self._prefill(plan, runner, pool)
+        prefill_end = time.perf_counter()
+        decoded, logits = self._decode(plan, runner, pool)
+        samples = prefilled + decoded
+        chosen = self._choose(samples, torch.cat(first + logits), params)
+        extra["prefill_s"] = extra.get("prefill_s", 0.0) + prefill_end - start
+        extra["decode_s"] = extra.get("decode_s", 0.0) + time.perf_counter() - prefill_end
+        return samples, chosen
+
+    def _prefill(self, plan, runner, pool: PagePool) -> tuple[list[Sample], list[torch.Tensor]]:
+        """Prefill the admitted groups (synchronised: its time is its own): the samples
+        and their first-token logits ``[n, vocab]`` (one block per group)."""
         samples, logits = [], []
         for group in plan.prefills:
             prompt = group[0].request.prompt_ids
@@ -186,13 +203,19 @@ class PagedBackend:
             samples.extend(group)
             logits.append(last.expand(len(group), -1))
             self.stats.prompt_tokens += len(prompt)
-        if plan.decodes:
-            for s in plan.decodes:
-                runner.map_pages(s.slot, pool.grow(s.slot, s.cached_tokens))
-            logits.append(runner.decode([s.slot for s in plan.decodes],
-                                        [s.tokens[-1] for s in plan.decodes]))
-            samples.extend(plan.decodes)
-        return samples, torch.cat(logits)
+        if samples:
+            runner.synchronize()
+        return samples, logits
+
+    def _decode(self, plan, runner, pool: PagePool) -> tuple[list[Sample], list[torch.Tensor]]:
+        """Decode the running samples: the samples and their next-token logits."""
+        if not plan.decodes:
+            return [], []
+        for s in plan.decodes:
+            runner.map_pages(s.slot, pool.grow(s.slot, s.cached_tokens))
+        logits = runner.decode([s.slot for s in plan.decodes],
+                               [s.tokens[-1] for s in plan.decodes])
+        return list(plan.decodes), [logits]
 
     def _choose(self, samples: Sequence[Sample], logits: torch.Tensor,
                 params: SamplingParams) -> list[int]:

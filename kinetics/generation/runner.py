@@ -12,7 +12,14 @@ what the scheduler (:mod:`kinetics.generation.scheduler`) decides:
   prefills). Returns the last token's logits.
 * :meth:`ModelRunner.decode` feeds one token to each of some slots and attends over
   their caches with the configuration's decode (:class:`DecodeAttention`): dense, oracle
-  token top-k or block top-k, by the torch reference of :mod:`kinetics.attention.reference`.
+  token top-k or block top-k. On a CUDA device (dense and block top-k) the step is
+  :class:`~kinetics.generation.graphed.GraphedDecode`: Triton kernels in one CUDA graph
+  per batch bucket; elsewhere, and for token top-k, the torch reference of
+  :mod:`kinetics.attention.reference`.
+
+The pool holds one page more than ``num_pages``: the spare page the graphed step's
+inactive rows write to (the scheduler never hands it out). Prefill attention: the torch
+reference on the CPU (float32, as the ``hf`` backend), SDPA with a causal mask on a GPU.
 
 Logits come back as float32 over the whole vocabulary (gathered across tensor-parallel
 ranks). Page mapping is the caller's: :meth:`map_pages` / :meth:`release`.
@@ -65,17 +72,21 @@ class ModelRunner:
         prefill_chunk: prompt tokens run through the model at once.
         impl: ``"reference"`` or ``"fused"`` (decoder step implementation; prefill
             always runs the reference layers).
+        graphed: decode with :class:`~kinetics.generation.graphed.GraphedDecode`; None:
+            where :func:`~kinetics.generation.graphed.graphable` (a CUDA device, dense or
+            block top-k). True on the CPU needs Triton's interpreter (tests).
     """
 
     def __init__(self, model: ShardedDecoderModel, attention: DecodeAttention, slots: int,
                  max_tokens: int, num_pages: int, prefill_chunk: int = 512,
-                 impl: str = "reference") -> None:
+                 impl: str = "reference", graphed: bool | None = None) -> None:
         import torch
 
         from kinetics.attention.cache import PagedKVCache
+        from kinetics.generation.graphed import GraphedDecode, graphable
 
         self.model, self.attention, self.impl = model, attention, impl
-        self.prefill_chunk = max(1, prefill_chunk)
+        self.slots, self.prefill_chunk = slots, max(1, prefill_chunk)
         device, layer = model.device, model.layers[0]
         page_size = attention.page_size
         max_pages = -(-max_tokens // page_size)
@@ -83,11 +94,21 @@ class ModelRunner:
         self.seq_lens = torch.zeros(slots, dtype=torch.int64, device=device)
         self.caches = [PagedKVCache(slots, layer.local_kv_heads, layer.head_dim,
                                     page_size=page_size, max_tokens=max_tokens,
-                                    dtype=model.dtype, device=device, num_pages=num_pages,
+                                    dtype=model.dtype, device=device, num_pages=num_pages + 1,
                                     page_table=self.page_table, seq_lens=self.seq_lens)
                        for _ in model.layers]
         self.device = device
         self.scale = layer.head_dim ** -0.5  # as transformers' attention modules scale
+        if graphed is None:
+            graphed = graphable(attention, device)
+        self.graphed = GraphedDecode(self, spare_page=num_pages) if graphed else None
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (a no-op on the CPU)."""
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def map_pages(self, slot: int, pages: Sequence[tuple[int, int]]) -> None:
         """Map ``(logical index, page)`` pairs of ``slot`` in the shared page table."""
@@ -126,20 +147,32 @@ class ModelRunner:
                         q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """A prompt chunk's attention: store its k/v in every row, then every query
         attends causally over the first row's cache (q ``[n, Hq, D]``)."""
+        import torch
+        import torch.nn.functional as F
+
         from kinetics.attention.reference import causal_masked_attention
 
-        for row in rows:
-            cache.write(row.expand(positions.shape[0]), positions, k, v)
+        n, copies = positions.shape[0], rows.shape[0]
+        cache.write(rows.repeat_interleave(n), positions.repeat(copies),
+                    k.repeat(copies, 1, 1), v.repeat(copies, 1, 1))
         keys, values = cache.contiguous(int(rows[0]))  # [tokens so far, Hkv, D]
-        out = causal_masked_attention(q.transpose(0, 1)[None], keys.transpose(0, 1)[None],
-                                      values.transpose(0, 1)[None], None, self.scale)
-        return out[0].transpose(0, 1).to(q.dtype)
+        q, keys, values = q.transpose(0, 1)[None], keys.transpose(0, 1)[None], \
+            values.transpose(0, 1)[None]
+        if q.is_cuda:
+            visible = torch.arange(keys.shape[2], device=q.device)[None, :] <= positions[:, None]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible,
+                                                 scale=self.scale, enable_gqa=True)
+        else:
+            out = causal_masked_attention(q, keys, values, None, self.scale)
+        return out[0].transpose(0, 1).to(k.dtype)
 
     def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
         """Feed ``tokens[i]`` to slot ``slots[i]`` (its next position, page mapped);
         logits float32 ``[len(slots), vocab]``."""
         import torch
 
+        if self.graphed is not None:
+            return self.model.gather_logits(self.graphed(slots, tokens)).float()
         rows = self._rows(slots)
         ids = torch.tensor(list(tokens), dtype=torch.int64, device=self.device)
         positions = self.seq_lens[rows].clone()

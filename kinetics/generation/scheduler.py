@@ -11,11 +11,14 @@ does what the scheduler decides.
   admits queued samples into free slots (``static``: only when every slot is free, the
   static batching of the ``hf`` backend, for comparison), groups the newly admitted
   samples by prompt for one prefill each, and lists the running samples to decode. A
-  finished sample's slot and pages are free for the next step.
+  finished sample's slot and pages are free for the next step. The lowest free slot is
+  handed out first, so running samples gather in the first slots (the GPU step runs
+  over the smallest batch bucket that holds them).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -149,7 +152,7 @@ class Scheduler:
                     f"holds {pool.num_pages}: give more pages (--kv-pages) or fewer new "
                     "tokens (--max-new-tokens)")
         self.queue: deque[Sample] = deque(Sample(r, i) for i, r in enumerate(requests))
-        self.free_slots: list[int] = list(range(slots))[::-1]
+        self.free_slots: list[int] = list(range(slots))  # a heap: the lowest slot first
         self.running: list[Sample] = []
         self.slots = slots
         self.refills = 0  # samples admitted while others were decoding
@@ -169,11 +172,11 @@ class Scheduler:
         admitted = []
         while self.queue and self.free_slots:
             sample = self.queue[0]
-            slot = self.free_slots[-1]
+            slot = self.free_slots[0]
             if not self.pool.promise(slot, self.worst_case(sample.request)):
                 break  # in order: a later, smaller sample does not overtake
             self.queue.popleft()
-            self.free_slots.pop()
+            heapq.heappop(self.free_slots)
             sample.slot = slot
             admitted.append(sample)
         return admitted
@@ -196,4 +199,4 @@ class Scheduler:
         """Free a stopped sample's slot and pages."""
         self.running.remove(sample)
         self.pool.release(sample.slot)
-        self.free_slots.append(sample.slot)
+        heapq.heappush(self.free_slots, sample.slot)

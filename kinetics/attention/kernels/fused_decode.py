@@ -34,6 +34,7 @@ import triton
 import triton.language as tl
 
 from kinetics.attention.kernels.select import ordered_key, row_pages
+from kinetics.attention.kernels.tile import attend_tile
 
 
 @triton.jit
@@ -104,7 +105,6 @@ def _attend_share(q, k_ptr, v_ptr, pages_ptr, row, head, lo, list_len, last_page
     """Online-softmax attention (base 2) of ``q`` over list positions ``[lo, lo + TILES *
     TILE_PAGES)`` (those below ``list_len``): (acc, running max, running sum)."""
     tokens: tl.constexpr = TILE_PAGES * PAGE_SIZE
-    d = tl.arange(0, HEAD_DIM)
     t = tl.arange(0, tokens)
     slot = t % PAGE_SIZE
     m_i = tl.full((M_ROWS,), -1.0e30, tl.float32)  # finite: an all-masked tile adds 0
@@ -115,18 +115,8 @@ def _attend_share(q, k_ptr, v_ptr, pages_ptr, row, head, lo, list_len, last_page
         listed = pos < list_len
         page = tl.load(pages_ptr + row * TOPK + pos, mask=listed, other=0)
         ok = listed & ((page != last_page) | (slot < last_len))
-        offs = ((page.to(tl.int64) * KV_HEADS + head) * PAGE_SIZE + slot)[:, None] * HEAD_DIM \
-            + d[None, :]
-        k = tl.load(k_ptr + offs, mask=ok[:, None], other=0.0)  # [T, D]
-        v = tl.load(v_ptr + offs, mask=ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale  # [M, T], log2 units
-        s = tl.where(ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = attend_tile(q, k_ptr, v_ptr, page, slot, ok, head, m_i, l_i, acc,
+                                    qk_scale, KV_HEADS, HEAD_DIM, PAGE_SIZE)
     return acc, m_i, l_i
 
 

@@ -23,6 +23,8 @@ slot ``s`` of physical page ``p`` for KV head ``h`` starts at element
 import triton
 import triton.language as tl
 
+from kinetics.attention.kernels.tile import attend_tile
+
 
 @triton.jit
 def split_decode_partial(q_ptr, k_ptr, v_ptr, list_ptr, table_ptr, lens_ptr, part_o_ptr,
@@ -60,18 +62,8 @@ def split_decode_partial(q_ptr, k_ptr, v_ptr, list_ptr, table_ptr, lens_ptr, par
         listed = pos < LIST_LEN
         page = tl.load(list_ptr + row * LIST_LEN + pos, mask=listed, other=0)
         ok = listed & ((page != last_page) | (slot < last_len))
-        offs = ((page.to(tl.int64) * KV_HEADS + head) * PAGE_SIZE + slot)[:, None] * HEAD_DIM \
-            + d[None, :]
-        k = tl.load(k_ptr + offs, mask=ok[:, None], other=0.0)  # [T, D]
-        v = tl.load(v_ptr + offs, mask=ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale  # [M, T], log2 units
-        s = tl.where(ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = attend_tile(q, k_ptr, v_ptr, page, slot, ok, head, m_i, l_i, acc,
+                                    qk_scale, KV_HEADS, HEAD_DIM, PAGE_SIZE)
     base = (row * splits + split) * GROUP + g
     tl.store(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
     tl.store(part_ml_ptr + base * 2, m_i, mask=gmask)
