@@ -12,13 +12,17 @@ prompts with EOS suppressed (every sample runs to its length):
 * with ``hf``, transformers' ``generate`` on the same weights, batch and lengths (its
   default cache, greedy), the reference the engine's speedup is taken against.
 
-The engine's attention is the torch reference (:data:`ATTENTION_IMPL`, in the record):
-``blocktopk_over_dense`` measures that implementation, not the Triton and flashinfer
-kernels of :mod:`kinetics.attention.decode`.
+* with ``step``, the engine's bare decode step (its recorded CUDA graph replayed, no
+  prefill, sampling or host work) at the batch and the workload's mean context: what
+  the engine would reach if nothing but the step cost time.
 
-Tokens/s counts generated tokens over wall time (prefill included), after one warm-up
-generation of each engine on a short workload. Ratios taken in the same run are what a
-gate compares (:class:`GenerateRecord`).
+The engine's attention (:func:`attention_impl`, in the record) is the Triton kernels in
+CUDA graphs on a GPU and the torch reference on the CPU. Tokens/s counts generated
+tokens over wall time (prefill included), after one warm-up generation of each engine
+on a short workload; ``decode_tokens_per_s`` counts the tokens of decode steps over
+their time alone (prefill excluded: what a long-prompt workload compares). With
+``shared_prompt`` every sample has the same prompt (Best-of-N), prefilled once. Ratios
+taken in the same run are what a gate compares (:class:`GenerateRecord`).
 """
 
 from __future__ import annotations
@@ -37,9 +41,7 @@ MAX_POSITIONS = 131072  # prompt + new tokens, at most (the configs' max_positio
 LIMITS = {"batch_size": 4096, "prompt_tokens": MAX_POSITIONS, "new_tokens": MAX_POSITIONS,
           "page_size": 1024, "topk_pages": 65536, "local_pages": 65536, "layers": 1024,
           "samples": 1_000_000}
-#: What computes the engine's attention (recorded: block top-k over dense measures
-#: this implementation, not the GPU kernels of kinetics.attention.decode)
-ATTENTION_IMPL = "torch reference"
+STEP_REPEATS, STEP_STEPS = 20, 10  # the bare step: timed replays of this many steps
 SKEW_SIGMA = 1.0  # log-normal shape of the skewed lengths (median = cap * e^-2.5)
 
 
@@ -58,6 +60,8 @@ class GenerateBenchSpec:
         samples: samples in the workload (default ``batch_size``; more make refills).
         skewed: draw sample lengths like reasoning traces and time static batching too.
         hf: also time transformers' ``generate``.
+        shared_prompt: every sample has the first sample's prompt (prefilled once).
+        step: also time the engine's bare decode step at the mean context.
         seed: weights, prompts and lengths.
     """
 
@@ -73,6 +77,8 @@ class GenerateBenchSpec:
     samples: int | None = None
     skewed: bool = False
     hf: bool = False
+    shared_prompt: bool = False
+    step: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -105,15 +111,33 @@ class GenerateBenchSpec:
         b = self.page_size
         return AttentionConfig.blocktopk(b, topk_blocks=self.topk_pages, local=self.local_pages * b)
 
+    @property
+    def mean_context(self) -> int:
+        """Tokens cached per sample, averaged over a uniform-length generation."""
+        return self.prompt_tokens + self.new_tokens // 2
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "methods": list(self.methods)}
 
 
+def attention_impl(device: str) -> str:
+    """What computes the engine's attention on ``device`` (recorded with the timings)."""
+    import torch
+
+    from kinetics.model.fused import triton_available
+
+    if torch.device(device).type == "cuda" and triton_available():
+        return "triton kernels, one CUDA graph per batch bucket"
+    return "torch reference"
+
+
 @dataclass(frozen=True)
 class GenerateTiming:
-    """One timed generation: ``engine`` (``paged`` or ``hf``), ``method``, ``batching``
-    (``continuous`` or ``static``), generated ``tokens`` in ``seconds`` of wall time,
-    engine ``steps`` and slot ``refills`` (paged only)."""
+    """One timed generation: ``engine`` (``paged``, ``hf``, or ``step``: the bare decode
+    step), ``method``, ``batching`` (``continuous`` or ``static``; ``none`` for a step),
+    generated ``tokens`` in ``seconds`` of wall time, engine ``steps`` and slot
+    ``refills`` (paged only), and the ``decode_tokens`` of decode steps in their
+    ``decode_seconds`` (paged only; prefill excluded)."""
 
     engine: str
     method: str
@@ -122,13 +146,20 @@ class GenerateTiming:
     seconds: float
     steps: int = 0
     refills: int = 0
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else math.inf
 
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        return self.decode_tokens / self.decode_seconds if self.decode_seconds > 0 else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "tokens_per_s": self.tokens_per_s}
+        return {**asdict(self), "tokens_per_s": self.tokens_per_s,
+                "decode_tokens_per_s": self.decode_tokens_per_s}
 
 
 @dataclass
@@ -138,6 +169,7 @@ class GenerateRecord:
     spec: GenerateBenchSpec
     device: str
     rows: list[GenerateTiming] = field(default_factory=list)
+    attention_impl: str = "torch reference"
 
     def row(self, engine: str, method: str, batching: str = "continuous") -> GenerateTiming | None:
         for r in self.rows:
@@ -146,8 +178,9 @@ class GenerateRecord:
         return None
 
     def ratios(self) -> dict[str, float]:
-        """paged / hf (dense), block top-k / dense (paged) and continuous / static, each
-        as tokens/s ratios, where both rows were timed."""
+        """paged / hf (dense), block top-k / dense (paged; also over decode steps alone),
+        continuous / static and paged / its bare step, each as a tokens/s ratio, where
+        both rows were timed."""
         out = {}
         pairs = {"paged_over_hf": (("paged", "dense"), ("hf", "dense", "static")),
                  "blocktopk_over_dense": (("paged", "blocktopk"), ("paged", "dense"))}
@@ -155,15 +188,22 @@ class GenerateRecord:
             ra, rb = self.row(*a), self.row(*b)
             if ra and rb:
                 out[name] = ra.tokens_per_s / rb.tokens_per_s
+        sparse, dense = self.row("paged", "blocktopk"), self.row("paged", "dense")
+        if sparse and dense and sparse.decode_tokens_per_s and dense.decode_tokens_per_s:
+            out["blocktopk_over_dense_decode"] = (sparse.decode_tokens_per_s
+                                                  / dense.decode_tokens_per_s)
         for method in self.spec.methods:
             c, s = self.row("paged", method), self.row("paged", method, "static")
             if c and s:
                 out[f"continuous_over_static_{method}"] = c.tokens_per_s / s.tokens_per_s
+            step = self.row("step", method, "none")
+            if c and step:
+                out[f"paged_over_step_{method}"] = c.tokens_per_s / step.tokens_per_s
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "generate", "spec": self.spec.to_dict(), "device": self.device,
-                "attention_impl": ATTENTION_IMPL, "rows": [r.to_dict() for r in self.rows],
+                "attention_impl": self.attention_impl, "rows": [r.to_dict() for r in self.rows],
                 "ratios": self.ratios()}
 
 
@@ -186,8 +226,11 @@ def workload(spec: GenerateBenchSpec) -> tuple[list[tuple[int, ...]], list[int]]
 
     rng = np.random.default_rng(spec.seed)
     vocab = get_model(spec.model).vocab_size
+    distinct = 1 if spec.shared_prompt else spec.num_samples
     prompts = [tuple(int(t) for t in rng.integers(0, vocab, spec.prompt_tokens))
-               for _ in range(spec.num_samples)]
+               for _ in range(distinct)]
+    if spec.shared_prompt:
+        prompts = prompts * spec.num_samples
     if not spec.skewed:
         return prompts, [spec.new_tokens] * spec.num_samples
     draws = rng.lognormal(mean=-2.5, sigma=SKEW_SIGMA, size=spec.num_samples)
@@ -220,10 +263,9 @@ def random_models(spec: GenerateBenchSpec, device: str):
 
 
 def _synchronize(device) -> None:
-    import torch
+    from kinetics.bench.timing import Clock
 
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+    Clock(device).sync()
 
 
 def time_paged(model, spec: GenerateBenchSpec, method: str, static: bool,
@@ -243,9 +285,45 @@ def time_paged(model, spec: GenerateBenchSpec, method: str, static: bool,
         pass
     _synchronize(model.device)
     seconds = time.perf_counter() - start
+    stats = backend.stats
     return GenerateTiming("paged", method, "static" if static else "continuous",
-                          backend.stats.generated_tokens, seconds, backend.stats.steps,
-                          int(backend.stats.extra.get("refills", 0)))
+                          stats.generated_tokens, seconds, stats.steps,
+                          int(stats.extra.get("refills", 0)),
+                          stats.generated_tokens - len(requests),
+                          float(stats.extra.get("decode_s", 0.0)))
+
+
+def time_step(model, spec: GenerateBenchSpec, method: str) -> GenerateTiming:
+    """The engine's bare decode step: ``batch_size`` slots at ``spec.mean_context`` cached
+    tokens (zeros: the step's cost does not depend on them), its recorded graph
+    replayed (eager reference steps on the CPU), median of STEP_REPEATS timings of
+    STEP_STEPS steps each."""
+    from kinetics.bench.timing import time_replays
+    from kinetics.generation.attention import decode_attention
+    from kinetics.generation.runner import ModelRunner, step_impl
+
+    decode = decode_attention(spec.attention(method))
+    b, warmup = spec.batch_size, 3
+    max_tokens = spec.mean_context + (warmup + STEP_REPEATS) * STEP_STEPS + 1
+    pages = -(-max_tokens // decode.page_size)
+    runner = ModelRunner(model, decode, b, max_tokens, b * pages, impl=step_impl(model))
+    for slot in range(b):
+        runner.map_pages(slot, [(i, slot * pages + i) for i in range(pages)])
+    runner.seq_lens.fill_(spec.mean_context)
+    slots = list(range(b))
+    runner.decode(slots, [0] * b)  # records the bucket's graph, sets its inputs
+    if runner.graphed is not None:
+        one = runner.graphed.recorded(runner.graphed.bucket(slots)).replay
+    else:
+        def one() -> None:
+            runner.decode(slots, [0] * b)
+
+    def replay() -> None:
+        for _ in range(STEP_STEPS):
+            one()
+
+    timing = time_replays(replay, STEP_STEPS, STEP_REPEATS, warmup, device=model.device)
+    return GenerateTiming("step", method, "none", b, timing.ms * 1e-3, steps=1)
 
 
 def time_hf(hf_model, spec: GenerateBenchSpec, prompts, lengths) -> GenerateTiming:
@@ -278,10 +356,12 @@ def bench_generate(spec: GenerateBenchSpec, device: str = "cuda") -> GenerateRec
                                 "prompt_tokens": min(16, spec.prompt_tokens),
                                 "samples": min(2, spec.num_samples), "skewed": False})
     warm_prompts, warm_lengths = workload(warm)
-    record = GenerateRecord(spec, str(model.device))
+    record = GenerateRecord(spec, str(model.device), attention_impl=attention_impl(device))
     for method in spec.methods:
         time_paged(model, warm, method, False, warm_prompts, warm_lengths)
         record.rows.append(time_paged(model, spec, method, False, prompts, lengths))
+        if spec.step:
+            record.rows.append(time_step(model, spec, method))
         if spec.skewed:
             record.rows.append(time_paged(model, spec, method, True, prompts, lengths))
     if spec.hf:
@@ -294,12 +374,16 @@ def format_record(record: GenerateRecord) -> str:
     """The timings as a table, then the ratios."""
     s = record.spec
     lines = [f"{s.model} ({s.layers or 'all'} layers), batch {s.batch_size}, "
-             f"{s.num_samples} samples, {s.prompt_tokens} prompt + up to {s.new_tokens} new "
-             f"tokens{' (skewed lengths)' if s.skewed else ''}, {record.device}",
+             f"{s.num_samples} samples, {s.prompt_tokens} prompt"
+             f"{' (shared)' if s.shared_prompt else ''} + up to {s.new_tokens} new "
+             f"tokens{' (skewed lengths)' if s.skewed else ''}, {record.device}, attention: "
+             f"{record.attention_impl}",
              f"  {'engine':<6} {'method':<10} {'batching':<11} {'tokens':>8} {'s':>9} "
-             f"{'tokens/s':>10} {'steps':>7} {'refills':>7}"]
+             f"{'tokens/s':>10} {'decode/s':>10} {'steps':>7} {'refills':>7}"]
     for r in record.rows:
+        decode = f"{r.decode_tokens_per_s:>10.1f}" if r.decode_tokens_per_s else f"{'-':>10}"
         lines.append(f"  {r.engine:<6} {r.method:<10} {r.batching:<11} {r.tokens:>8} "
-                     f"{r.seconds:>9.3f} {r.tokens_per_s:>10.1f} {r.steps:>7} {r.refills:>7}")
+                     f"{r.seconds:>9.3f} {r.tokens_per_s:>10.1f} {decode} {r.steps:>7} "
+                     f"{r.refills:>7}")
     lines += [f"  {name}: {value:.2f}x" for name, value in record.ratios().items()]
     return "\n".join(lines)

@@ -45,6 +45,7 @@ FLAGS: dict[str, str] = {
     "--from-json": "from_json", "--relabel": "relabel", "--generate": "generate",
     "--prompt-tokens": "prompt_tokens", "--new-tokens": "new_tokens", "--layers": "layers",
     "--samples": "samples", "--skewed": "skewed", "--hf": "hf", "--device": "device",
+    "--shared-prompt": "shared_prompt", "--step": "step",
     "--allow-version-mismatch": "allow_version_mismatch",
 }
 # flag -> the DecodeSpec field it sets
@@ -78,7 +79,8 @@ HONOURED: dict[str, frozenset[str]] = {
     "from-json": frozenset(("--from-json", "--plot", "--force", "--relabel")),
     "generate": _OUT | {"--generate", "--model", "--method", "--batch-size", "--page-size",
                         "--topk-pages", "--local-pages", "--prompt-tokens", "--new-tokens",
-                        "--layers", "--samples", "--skewed", "--hf", "--device"},
+                        "--layers", "--samples", "--skewed", "--hf", "--device",
+                        "--shared-prompt", "--step"},
 }
 # the CPU tensor-parallel layer: dense torch attention over a contiguous cache
 CPU_TP_REFUSED = frozenset(("--page-size", "--cuda-cores")) | BLOCKTOPK_FLAGS
@@ -207,6 +209,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                      "static batching timed too")
     gen.add_argument("--hf", action="store_true",
                      help="also time transformers' generate on the same weights")
+    gen.add_argument("--shared-prompt", action="store_true",
+                     help="every sample has the same prompt (Best-of-N: prefilled once)")
+    gen.add_argument("--step", action="store_true",
+                     help="also time the engine's bare decode step (its CUDA graph replayed) "
+                     "at the batch and the mean context, the ceiling of its tokens/s")
     gen.add_argument("--device", metavar="DEV", help="torch device (default: cuda if "
                      "available, else cpu)")
     grid = parser.add_argument_group(
@@ -365,7 +372,8 @@ def generate_spec(args: argparse.Namespace, methods: tuple[str, ...]):
     values = {name: getattr(args, name) for name in (
         "model", "layers", "batch_size", "prompt_tokens", "new_tokens", "page_size",
         "topk_pages", "local_pages", "samples") if getattr(args, name) is not None}
-    return GenerateBenchSpec(**values, methods=methods, skewed=args.skewed, hf=args.hf)
+    return GenerateBenchSpec(**values, methods=methods, skewed=args.skewed, hf=args.hf,
+                             shared_prompt=args.shared_prompt, step=args.step)
 
 
 def grid_spec(args: argparse.Namespace, base: DecodeSpec, repeats: int):

@@ -141,6 +141,15 @@ class GraphedDecode:
                                     pin_memory=runner.device.type == "cuda")
         self._graphs: dict[int, _Bucket] = {}
 
+    def recorded(self, size: int) -> _Bucket:
+        """The step of bucket ``size`` (recorded on first use); ``replay()`` runs it on the
+        inputs of the last call."""
+        if size not in self.buckets:
+            raise ValueError(f"no bucket of {size} slots (buckets: {self.buckets})")
+        if size not in self._graphs:
+            self._graphs[size] = _Bucket(self, size)
+        return self._graphs[size]
+
     def bucket(self, slots: Sequence[int]) -> int:
         """The smallest bucket holding every one of ``slots``."""
         need = max(slots) + 1
@@ -151,10 +160,7 @@ class GraphedDecode:
         vocab / tp]`` (the model's dtype)."""
         import torch
 
-        size = self.bucket(slots)
-        recorded = self._graphs.get(size)
-        if recorded is None:
-            recorded = self._graphs[size] = _Bucket(self, size)
+        recorded = self.recorded(self.bucket(slots))
         staging = self._staging
         staging.zero_()
         index = torch.tensor(list(slots), dtype=torch.int64)

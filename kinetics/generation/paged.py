@@ -172,8 +172,9 @@ class PagedBackend:
             self.stats.extra["refills"] = self.stats.extra.get("refills", 0) + scheduler.refills
 
     def _impl(self) -> str:
-        return "fused" if self.model.device.type == "cuda" and self.model.fused_supported \
-            else "reference"
+        from kinetics.generation.runner import step_impl
+
+        return step_impl(self.model)
 
     def _step(self, plan, runner, pool: PagePool, params: SamplingParams
               ) -> tuple[list[Sample], list[int]]:

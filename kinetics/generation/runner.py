@@ -48,6 +48,12 @@ def pool_bytes(model: ShardedDecoderModel, num_pages: int, page_size: int) -> in
     return num_pages * len(model.layers) * per_page * model.embed_tokens.element_size()
 
 
+def step_impl(model: ShardedDecoderModel) -> str:
+    """The decoder step implementation for ``model``: ``"fused"`` on a GPU where every
+    layer is Qwen3-style, else ``"reference"``."""
+    return "fused" if model.device.type == "cuda" and model.fused_supported else "reference"
+
+
 def free_bytes(device: torch.device) -> int:
     """Memory the pool may take on ``device``: the GPU's free memory, or the host's
     physical memory."""

@@ -33,6 +33,14 @@ def test_skewed_lengths_are_capped_deterministic_and_mostly_short(cap, samples, 
         assert sorted(lengths)[samples // 2] < cap / 4  # most short
 
 
+def test_a_shared_prompt_is_one_prompt_for_every_sample():
+    prompts, _ = workload(GenerateBenchSpec(model="qwen3-0.6b", prompt_tokens=4, samples=6,
+                                            shared_prompt=True))
+    assert len(prompts) == 6 and len(set(prompts)) == 1
+    assert len(set(workload(GenerateBenchSpec(model="qwen3-0.6b", prompt_tokens=4,
+                                              samples=6))[0])) == 6
+
+
 def test_uniform_lengths_without_skew():
     assert workload(GenerateBenchSpec(model="qwen3-0.6b", new_tokens=7, samples=5))[1] == [7] * 5
 
@@ -45,6 +53,16 @@ def test_ratios_are_taken_between_rows_of_one_run():
         GenerateTiming("hf", "dense", "static", 100, 10.0)])
     assert record.ratios() == {"paged_over_hf": 10.0, "blocktopk_over_dense": 4.0,
                                "continuous_over_static_dense": 2.0}
+    record.rows += [GenerateTiming("step", "dense", "none", 32, 0.016),
+                    GenerateTiming("step", "blocktopk", "none", 32, 0.004)]
+    record.rows[0] = GenerateTiming("paged", "dense", "continuous", 100, 1.0, decode_tokens=90,
+                                    decode_seconds=0.5)
+    record.rows[2] = GenerateTiming("paged", "blocktopk", "continuous", 100, 0.25,
+                                    decode_tokens=90, decode_seconds=0.1)
+    ratios = record.ratios()
+    assert ratios["blocktopk_over_dense_decode"] == pytest.approx(5.0)
+    assert ratios["paged_over_step_dense"] == pytest.approx(100 / 2000)
+    assert ratios["paged_over_step_blocktopk"] == pytest.approx(400 / 8000)
 
 
 @pytest.mark.parametrize("kwargs, needle", [
@@ -80,18 +98,28 @@ def test_the_command_times_both_engines_on_a_tiny_model(tmp_path, monkeypatch, c
     out = tmp_path / "gen.json"
     assert main(["bench", "--generate", "--device", "cpu", "--batch-size", "2", "--samples",
                  "5", "--prompt-tokens", "6", "--new-tokens", "9", "--skewed", "--hf",
-                 "--page-size", "4", "--topk-pages", "2", "--json-out", str(out)]) == 0
+                 "--page-size", "4", "--topk-pages", "2", "--step", "--json-out",
+                 str(out)]) == 0
     record = validate(json.loads(out.read_text()), "bench-record")
+    assert record["attention_impl"] == "torch reference"
     rows = {(r["engine"], r["method"], r["batching"]): r for r in record["rows"]}
+    steps = {("step", m, "none") for m in ("dense", "blocktopk")}
     assert set(rows) == {("paged", m, b) for m in ("dense", "blocktopk")
-                         for b in ("continuous", "static")} | {("hf", "dense", "static")}
+                         for b in ("continuous", "static")} | {("hf", "dense", "static")} | steps
     lengths = workload(GenerateBenchSpec(batch_size=2, samples=5, prompt_tokens=6,
                                          new_tokens=9, skewed=True))[1]
-    for row in rows.values():  # every engine generated each sample's own length
-        assert row["tokens"] == sum(lengths) and row["tokens_per_s"] > 0
+    for key, row in rows.items():  # every engine generated each sample's own length
+        if key not in steps:
+            assert row["tokens"] == sum(lengths) and row["tokens_per_s"] > 0
+    for key in steps:  # a step makes one token per slot
+        assert rows[key]["tokens"] == 2 and rows[key]["tokens_per_s"] > 0
+    paged = rows[("paged", "dense", "continuous")]
+    assert paged["decode_tokens"] == sum(lengths) - 5 and paged["decode_tokens_per_s"] > 0
     assert rows[("paged", "dense", "static")]["refills"] == 0
-    assert rows[("paged", "dense", "continuous")]["refills"] > 0
+    assert paged["refills"] > 0
     assert set(record["ratios"]) == {"paged_over_hf", "blocktopk_over_dense",
+                                     "blocktopk_over_dense_decode",
                                      "continuous_over_static_dense",
-                                     "continuous_over_static_blocktopk"}
+                                     "continuous_over_static_blocktopk",
+                                     "paged_over_step_dense", "paged_over_step_blocktopk"}
     assert "tokens/s" in capsys.readouterr().out

@@ -73,7 +73,7 @@ for name, attn in (("dense", AttentionConfig.dense()),
 
     admit([0], 20); admit([2, 3], 35)
     step([0, 2, 3], 14)               # 20 -> 34 and 35 -> 49 tokens: page boundaries
-    admit([1], 5); step([0, 2, 3])    # slot 1 prefilled, not decoded: must stay intact
+    admit([1], 35); step([0, 2, 3])   # slot 1 prefilled, not decoded: must stay intact
     release([0]); step([1, 2, 3], 4)
     admit([0], 5); admit([4], 20); step([0, 1, 2, 3, 4], 3)
     release([2, 3, 4]); step([0, 1], 3)
