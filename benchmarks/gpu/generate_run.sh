@@ -7,7 +7,7 @@
 # check: the GPU tests of the engine and of the decode kernels (time limit TESTS_S, default
 #   240), then `kinetics bench --generate` of Qwen3-1.7B, batch 32, 512 + 512 tokens, dense,
 #   with transformers' generate and the bare step (paged over hf, paged over step).
-# measure: Qwen3-1.7B, batch 32: 512 + 4,096 tokens dense and block top-k with the bare
+# measure: the engine's GPU tests, the check's bench again, then Qwen3-1.7B, batch 32: 512 + 4,096 tokens dense and block top-k with the bare
 #   step; skewed lengths (128 samples, cap 4,096), continuous and static, dense; a shared
 #   prompt of 16,384 tokens + 256 (batch 32) and 32,768 + 256 (batch 16), dense and block
 #   top-k (decode tokens/s).
@@ -38,10 +38,15 @@ if [ "$mode" = check ]; then
     gen hf-512 --batch-size 32 --prompt-tokens 512 --new-tokens 512 --method dense --hf --step
     echo "== tests"; grep -E "passed|failed|FAILED|Error" "$OUT/pytest-gpu.log" | tail -15
 elif [ "$mode" = measure ]; then
+    timeout "${TESTS_S:-120}" python3 -m pytest -m gpu tests/generation -q -p no:cacheprovider \
+        >"$OUT/pytest-gpu.log" 2>&1
+    status=$?
+    gen hf-512 --batch-size 32 --prompt-tokens 512 --new-tokens 512 --method dense --hf --step
     gen long-4096 --batch-size 32 --prompt-tokens 512 --new-tokens 4096 --step
     gen skewed --batch-size 32 --samples 128 --prompt-tokens 512 --new-tokens 4096 --skewed \
         --method dense
     gen ctx-16k --batch-size 32 --prompt-tokens 16384 --new-tokens 256 --shared-prompt
     gen ctx-32k --batch-size 16 --prompt-tokens 32768 --new-tokens 256 --shared-prompt
+    echo "== tests"; grep -E "passed|failed|FAILED|Error" "$OUT/pytest-gpu.log" | tail -15
 fi
 exit $status

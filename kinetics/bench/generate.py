@@ -42,6 +42,7 @@ LIMITS = {"batch_size": 4096, "prompt_tokens": MAX_POSITIONS, "new_tokens": MAX_
           "page_size": 1024, "topk_pages": 65536, "local_pages": 65536, "layers": 1024,
           "samples": 1_000_000}
 STEP_REPEATS, STEP_STEPS = 20, 10  # the bare step: timed replays of this many steps
+WARM_TOKENS = 4  # tokens per sample of an engine's warm-up run
 SKEW_SIGMA = 1.0  # log-normal shape of the skewed lengths (median = cap * e^-2.5)
 
 
@@ -268,27 +269,34 @@ def _synchronize(device) -> None:
     Clock(device).sync()
 
 
-def time_paged(model, spec: GenerateBenchSpec, method: str, static: bool,
-               prompts, lengths) -> GenerateTiming:
-    """One paged generation of the workload (EOS suppressed, greedy)."""
-    from kinetics.generation.backend import Request, SamplingParams
+def paged_backend(model, spec: GenerateBenchSpec, static: bool):
+    """The paged engine over ``model`` with ``spec``'s batch (``static`` batching or not)."""
     from kinetics.generation.paged import EngineOptions, PagedBackend
 
     options = EngineOptions(max_batch=spec.batch_size, static=static)
-    backend = PagedBackend(model, None, spec.model, frozenset(), {}, options)
+    return PagedBackend(model, None, spec.model, frozenset(), {}, options)
+
+
+def time_paged(backend, spec: GenerateBenchSpec, method: str, prompts, lengths
+               ) -> GenerateTiming:
+    """One generation of the workload by ``backend`` (EOS suppressed, greedy; at most
+    ``spec.new_tokens`` per sample, so every workload of ``spec`` runs on one engine
+    shape, its kernels and graphs kept between runs)."""
+    from kinetics.generation.backend import GenerationStats, Request, SamplingParams
+
     params = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=spec.new_tokens)
     requests = [Request(i, p, i, n) for i, (p, n) in enumerate(zip(prompts, lengths,
                                                                     strict=True))]
-    _synchronize(model.device)
+    backend.stats = stats = GenerationStats()
+    _synchronize(backend.model.device)
     start = time.perf_counter()
     for _ in backend.generate(requests, params, spec.attention(method)):
         pass
-    _synchronize(model.device)
+    _synchronize(backend.model.device)
     seconds = time.perf_counter() - start
-    stats = backend.stats
-    return GenerateTiming("paged", method, "static" if static else "continuous",
-                          stats.generated_tokens, seconds, stats.steps,
-                          int(stats.extra.get("refills", 0)),
+    batching = "static" if backend.options.static else "continuous"
+    return GenerateTiming("paged", method, batching, stats.generated_tokens, seconds,
+                          stats.steps, int(stats.extra.get("refills", 0)),
                           stats.generated_tokens - len(requests),
                           float(stats.extra.get("decode_s", 0.0)))
 
@@ -349,23 +357,24 @@ def time_hf(hf_model, spec: GenerateBenchSpec, prompts, lengths) -> GenerateTimi
 
 
 def bench_generate(spec: GenerateBenchSpec, device: str = "cuda") -> GenerateRecord:
-    """Time the engines on ``spec``'s workload (see the module docstring)."""
+    """Time the engines on ``spec``'s workload (see the module docstring). Each paged
+    engine first runs a warm-up of ``batch_size`` of the prompts, WARM_TOKENS tokens
+    each, on the same engine shape (kernels compiled, graphs recorded, first prefills
+    done before the clock starts)."""
     hf_model, model = random_models(spec, device)
     prompts, lengths = workload(spec)
-    warm = GenerateBenchSpec(**{**spec.to_dict(), "methods": spec.methods, "new_tokens": 4,
-                                "prompt_tokens": min(16, spec.prompt_tokens),
-                                "samples": min(2, spec.num_samples), "skewed": False})
-    warm_prompts, warm_lengths = workload(warm)
+    warm = prompts[:spec.batch_size], [min(WARM_TOKENS, n) for n in lengths[:spec.batch_size]]
     record = GenerateRecord(spec, str(model.device), attention_impl=attention_impl(device))
     for method in spec.methods:
-        time_paged(model, warm, method, False, warm_prompts, warm_lengths)
-        record.rows.append(time_paged(model, spec, method, False, prompts, lengths))
+        for static in (False, True) if spec.skewed else (False,):
+            backend = paged_backend(model, spec, static)
+            time_paged(backend, spec, method, *warm)
+            record.rows.append(time_paged(backend, spec, method, prompts, lengths))
+            del backend  # its KV pool, before the next one is allocated
         if spec.step:
             record.rows.append(time_step(model, spec, method))
-        if spec.skewed:
-            record.rows.append(time_paged(model, spec, method, True, prompts, lengths))
     if spec.hf:
-        time_hf(hf_model, warm, warm_prompts, warm_lengths)
+        time_hf(hf_model, spec, prompts[:2], [WARM_TOKENS] * min(2, len(prompts)))
         record.rows.append(time_hf(hf_model, spec, prompts, lengths))
     return record
 

@@ -150,6 +150,11 @@ class GraphedDecode:
             self._graphs[size] = _Bucket(self, size)
         return self._graphs[size]
 
+    def record_all(self) -> None:
+        """Record every bucket's step now (each compiles its kernels and is captured)."""
+        for size in self.buckets:
+            self.recorded(size)
+
     def bucket(self, slots: Sequence[int]) -> int:
         """The smallest bucket holding every one of ``slots``."""
         need = max(slots) + 1

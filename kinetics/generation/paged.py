@@ -102,6 +102,7 @@ class PagedBackend:
         self.eos_token_ids, self.hf_config, self.options = eos_token_ids, hf_config, options
         self.stats = GenerationStats()
         self.pool: PagePool | None = None  # the last generation's (tests check it is whole)
+        self._runner: tuple[tuple, Any] | None = None  # (shape, ModelRunner) of the last run
 
     def pool_pages(self, longest_prompt: int, params: SamplingParams, page_size: int) -> int:
         """Pages of the pool for prompts of at most ``longest_prompt`` tokens."""
@@ -131,6 +132,8 @@ class PagedBackend:
         from kinetics.generation.runner import free_bytes, pool_bytes
 
         need, have = pool_bytes(self.model, num_pages, page_size), free_bytes(self.model.device)
+        if self._runner is not None:  # dropped before a new pool is allocated
+            have += self._runner[1].pool_bytes
         if need > have:
             raise InputError(f"a KV pool of {num_pages} pages needs {need / 2**30:.1f} GiB, "
                              f"more than the {have / 2**30:.1f} GiB free on "
@@ -139,8 +142,6 @@ class PagedBackend:
     def generate(self, requests: Sequence[Request], params: SamplingParams,
                  attention: AttentionConfig) -> Iterator[Completion]:
         """Every request's completion, as each finishes (continuous batching)."""
-        from kinetics.generation.runner import ModelRunner
-
         requests = list(requests)
         if not requests:
             return
@@ -148,8 +149,7 @@ class PagedBackend:
         scheduler = self._scheduler(requests, params, decode.page_size)
         self.pool = pool = scheduler.pool
         longest = max(len(r.prompt_ids) for r in requests) + params.max_new_tokens
-        runner = ModelRunner(self.model, decode, self.options.max_batch, longest,
-                             pool.num_pages, self.options.prefill_chunk, impl=self._impl())
+        runner = self._runner_for(decode, longest, pool.num_pages)
         stop_ids = self.eos_token_ids | set(params.stop_token_ids)
         try:
             while not scheduler.done:
@@ -168,8 +168,26 @@ class PagedBackend:
                                          sample.reason)
         finally:  # also when the caller stops early or a step fails: the pool ends whole
             for sample in list(scheduler.running):
+                runner.release(sample.slot)
                 scheduler.finish(sample)
             self.stats.extra["refills"] = self.stats.extra.get("refills", 0) + scheduler.refills
+
+    def _runner_for(self, decode, max_tokens: int, num_pages: int):
+        """The model runner of this shape: the last generation's when its shape is the
+        same (its recorded CUDA graphs and compiled kernels kept), else a new one (the old
+        one's pool freed first)."""
+        from kinetics.generation.runner import ModelRunner
+
+        shape = (decode, self.options.max_batch, max_tokens, num_pages,
+                 self.options.prefill_chunk, self._impl())
+        if self._runner is not None and self._runner[0] == shape:
+            return self._runner[1]
+        self._runner = None
+        _free_device_memory(self.model.device)
+        runner = ModelRunner(self.model, *shape[:-2], self.options.prefill_chunk,
+                             impl=shape[-1])
+        self._runner = (shape, runner)
+        return runner
 
     def _impl(self) -> str:
         from kinetics.generation.runner import step_impl
@@ -234,6 +252,18 @@ class PagedBackend:
                                  device=device)
             uniforms = token_uniforms(seeds, index)
         return next_tokens(logits, uniforms, params.temperature, params.top_p).tolist()
+
+
+def _free_device_memory(device) -> None:
+    """Return freed tensors' memory to the device (a dropped runner's pool, before the
+    next one is allocated)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def load_paged_backend(model: str, gguf_file: str | None, device: str, options: EngineOptions,

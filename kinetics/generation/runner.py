@@ -108,6 +108,9 @@ class ModelRunner:
         if graphed is None:
             graphed = graphable(attention, device)
         self.graphed = GraphedDecode(self, spare_page=num_pages) if graphed else None
+        if self.graphed is not None and device.type == "cuda":
+            self.graphed.record_all()  # compiled and recorded now, not in the first steps
+        self.pool_bytes = pool_bytes(model, num_pages + 1, page_size)
 
     def synchronize(self) -> None:
         """Wait for the device's queued work (a no-op on the CPU)."""
