@@ -3,8 +3,10 @@
 reference runner, dense and block top-k, on one script of admissions and releases:
 slots with gaps, a prompt shared by two slots, page boundaries crossed, a slot prefilled
 while the others decode (it must stay untouched), a released slot reused, and bucket
-changes (4, 5 = all slots, 2). Logits within float32 rounding at every decode step; the
-graphed runner is fed the reference runner's greedy tokens, so both stay in lockstep."""
+changes (4, 5 = all slots, 2). Logits within float32 rounding at every decode step, and
+at the end the same K/V in every page a slot owns and (block top-k) the same page means;
+the graphed
+runner is fed the reference runner's greedy tokens, so both stay in lockstep."""
 
 from __future__ import annotations
 
@@ -78,7 +80,13 @@ for name, attn in (("dense", AttentionConfig.dense()),
     admit([0], 5); admit([4], 20); step([0, 1, 2, 3, 4], 3)
     release([2, 3, 4]); step([0, 1], 3)
     same_lens = bool((ref.seq_lens == fast.seq_lens).all())
-    out[name] = dict(max_err=max(errs), buckets=sorted(set(buckets)), same_lens=same_lens)
+    owned = SLOTS * PAGES  # every page but the spare one
+    store_err = max(float((getattr(a, f)[:owned] - getattr(b, f)[:owned]).abs().max())
+                    for a, b in zip(ref.caches, fast.caches) for f in ("k_pages", "v_pages"))
+    means_err = max(float((a.key_means - b.key_means).abs().max())
+                    for a, b in zip(ref.caches, fast.caches))
+    out[name] = dict(max_err=max(errs), buckets=sorted(set(buckets)), same_lens=same_lens,
+                     store_err=store_err, means_err=means_err)
 print(json.dumps(out))
 """
 
@@ -94,4 +102,8 @@ def test_graphed_step_matches_reference_runner_interpreted():
     for name in ("dense", "blocktopk"):
         r = results[name]
         assert r["max_err"] < 1e-4, (name, r)
+        # the same K/V in every owned page (inactive rows untouched)
+        assert r["store_err"] < 1e-5, (name, r)
+    # block top-k's page means too (dense decode neither reads nor keeps them)
+    assert results["blocktopk"]["means_err"] < 1e-5, results["blocktopk"]
         assert r["buckets"] == [2, 4, 5] and r["same_lens"], (name, r)
