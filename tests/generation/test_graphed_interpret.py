@@ -5,8 +5,8 @@ slots with gaps, a prompt shared by two slots, page boundaries crossed, a slot p
 while the others decode (it must stay untouched), a released slot reused, and bucket
 changes (4, 5 = all slots, 2). Logits within float32 rounding at every decode step, and
 at the end the same K/V in every page a slot owns and (block top-k) the same page means;
-the graphed
-runner is fed the reference runner's greedy tokens, so both stay in lockstep."""
+the graphed runner is fed the reference runner's greedy tokens, so both stay in
+lockstep."""
 
 from __future__ import annotations
 
