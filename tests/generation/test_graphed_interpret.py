@@ -104,6 +104,6 @@ def test_graphed_step_matches_reference_runner_interpreted():
         assert r["max_err"] < 1e-4, (name, r)
         # the same K/V in every owned page (inactive rows untouched)
         assert r["store_err"] < 1e-5, (name, r)
+        assert r["buckets"] == [2, 4, 5] and r["same_lens"], (name, r)
     # block top-k's page means too (dense decode neither reads nor keeps them)
     assert results["blocktopk"]["means_err"] < 1e-5, results["blocktopk"]
-        assert r["buckets"] == [2, 4, 5] and r["same_lens"], (name, r)
