@@ -282,6 +282,27 @@ class PagedKVCache:
         req, logical = pages // self.max_pages_per_request, pages % self.max_pages_per_request
         self._page_means(req, logical, (last + 1 - logical * ps).to(torch.float32))
 
+    def write_prompt(self, rows: torch.Tensor, start: int, k: torch.Tensor, v: torch.Tensor
+                     ) -> None:
+        """Store the same ``n`` tokens (``k``, ``v`` ``[n, kv_heads, head_dim]``) at positions
+        ``start .. start + n - 1`` of every one of ``rows`` (``[r]`` int64), in pages
+        already mapped, and refresh the page mean of every page written (its earlier
+        slots must hold tokens). Equal to :meth:`write` of those tokens, without a host
+        synchronisation (the positions are known on the host)."""
+        import torch
+
+        ps, n, r = self.page_size, k.shape[0], rows.shape[0]
+        positions = torch.arange(start, start + n, device=self.device)
+        phys = self.page_table[rows][:, positions // ps].long()  # [r, n]
+        slot = (positions % ps).expand(r, n)
+        self.k_pages[phys, :, slot] = k.to(self.dtype).expand(r, *k.shape)
+        self.v_pages[phys, :, slot] = v.to(self.dtype).expand(r, *v.shape)
+        first, last = start // ps, (start + n - 1) // ps
+        pages = torch.arange(first, last + 1, device=self.device)
+        counts = torch.clamp(start + n - pages * ps, max=ps).to(torch.float32)
+        self._page_means(rows.repeat_interleave(pages.shape[0]), pages.repeat(r),
+                         counts.repeat(r))
+
     def prefix_view(self, n: int, seq_lens: torch.Tensor | None = None,
                     page_table: torch.Tensor | None = None) -> PagedKVCache:
         """A cache of the first ``n`` requests sharing this one's storage: its K/V pages,
@@ -401,9 +422,11 @@ class PagedKVCache:
         other.recompute_means()
         return other
 
-    def contiguous(self, request: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Request ``request``'s keys and values, ``[tokens, kv_heads, head_dim]`` each."""
-        n = int(self.seq_lens[request])
+    def contiguous(self, request: int, length: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Request ``request``'s keys and values, ``[tokens, kv_heads, head_dim]`` each
+        (its first ``length`` tokens; default all: its length is read from the device)."""
+        n = int(self.seq_lens[request]) if length is None else length
         pages = -(-n // self.page_size)
         phys = self.page_table[request, :pages].long()
         out = []

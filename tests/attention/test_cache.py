@@ -80,3 +80,26 @@ def test_write_to_an_unmapped_page_and_a_half_shared_cache_are_refused():
                     torch.zeros(1, H, D))
     with pytest.raises(ValueError, match="both"):
         PagedKVCache(1, H, D, max_tokens=8, page_table=torch.zeros(1, 1, dtype=torch.int32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), page_size=st.sampled_from([1, 4, 8]), chunk=st.integers(1, 16),
+       copies=st.integers(1, 3), seed=st.integers(0, 99))
+def test_write_prompt_stores_what_write_stores(n, page_size, chunk, copies, seed):
+    """One prompt written in chunks into several rows (scattered pages): the same pages
+    and page means as ``write`` of the same tokens row by row."""
+    gen = torch.Generator().manual_seed(seed)
+    keys, values = torch.randn(n, H, D, generator=gen), torch.randn(n, H, D, generator=gen)
+    per_row = -(-n // page_size)
+    caches = [shared(copies + 1, page_size, n, (copies + 1) * per_row) for _ in range(2)]
+    order = torch.randperm((copies + 1) * per_row, generator=gen).to(torch.int32)
+    for cache in caches:
+        cache.page_table.copy_(order.view(copies + 1, per_row))
+    rows = torch.arange(1, copies + 1)  # row 0 stays empty
+    for start in range(0, n, chunk):
+        pos = torch.arange(start, min(n, start + chunk))
+        caches[0].write_prompt(rows, start, keys[pos], values[pos])
+        for r in rows:
+            caches[1].write(r.expand(len(pos)), pos, keys[pos], values[pos])
+    for name in ("k_pages", "v_pages", "key_means"):
+        assert torch.equal(getattr(caches[0], name), getattr(caches[1], name)), name

@@ -1,4 +1,4 @@
-"""GPU tests: flashinfer dense, block top-k (the fused kernel; the separate path with both
+"""GPU tests: flashinfer dense, the Triton dense paged decode, block top-k (the fused kernel; the separate path with both
 top-k kernels and the Triton attention) and the selection kernels vs the torch reference.
 
 Marked ``gpu``; skipped with the reason where there is no CUDA GPU, triton or
@@ -29,6 +29,7 @@ from kinetics.attention.checks import check_selection  # noqa: E402
 from kinetics.attention.decode import (  # noqa: E402
     FlashinferDenseDecode,
     FusedBlockTopkDecode,
+    TritonPagedDecode,
     build_blocktopk_decode,
 )
 from kinetics.attention.select import PageSelector  # noqa: E402
@@ -153,6 +154,31 @@ def test_fused_in_a_cuda_graph_replays_deterministically():
         torch.cuda.synchronize()
         assert torch.equal(out, eager)
     assert (dec.counters == 0).all()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("splits", [None, 1, 8])
+def test_triton_paged_dense_matches_reference(case, splits):
+    batch, hq, hkv, page_size, lens, _, _ = case
+    cache, q = _problem(batch, hq, hkv, page_size, lens, 3)
+    out = torch.full_like(q, float("nan"))
+    TritonPagedDecode(cache, hq, splits=splits)(q, out)
+    assert _rel(out, reference.dense_decode(q, cache)) < 2e-2
+
+
+def test_triton_paged_dense_in_a_cuda_graph_follows_changing_lengths():
+    """Recorded once, replayed after the lengths and the table changed: each replay
+    attends each request's current tokens (the engine's graphed step relies on it)."""
+    cache, q = _problem(3, 8, 2, 16, [4000, 3001, 2500], 5)
+    dec = TritonPagedDecode(cache, 8)
+    out = torch.full_like(q, float("nan"))
+    graph = capture_graph(lambda: dec(q, out))
+    for lens in ([4000, 3001, 2500], [17, 3001, 1], [1000, 2, 2499]):
+        cache.seq_lens.copy_(torch.tensor(lens))
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert _rel(out, reference.dense_decode(q, cache)) < 2e-2, lens
 
 
 @st.composite
