@@ -354,13 +354,13 @@ def asv(session: nox.Session) -> None:
 
 # the asv GPU suite, a regular expression on benchmark names (tests/test_asv_suite.py
 # checks that it selects something: asv exits 1 on "No benchmarks selected")
-ASV_GPU_BENCH = "DecodeGrid"
+ASV_GPU_BENCH = "DecodeGrid|GenerateEngine"
 
 
 @nox.session(name="asv-gpu", venv_backend="none")
 def asv_gpu(session: nox.Session) -> None:
-    """asv's GPU suite (ASV_GPU_BENCH: bench_gpu.DecodeGrid) over a range of commits, on
-    this GPU machine's installed python (torch, triton, flashinfer and asv there; no network needed):
+    """asv's GPU suite (ASV_GPU_BENCH: bench_gpu.DecodeGrid and GenerateEngine) over a range
+    of commits, on this GPU machine's installed python (torch, triton, flashinfer and asv there; no network needed):
     `nox -s asv-gpu -- [RANGE [asv run options]]`, RANGE default HEAD^! (e.g. main~20..main).
 
     asv's `existing` environment cannot build old commits, so each commit's source is

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import math
 import re
 import shutil
 import subprocess
@@ -221,3 +222,22 @@ def test_the_gpu_workflow_installs_the_pinned_stack():
 def test_the_ci_workflow_runs_the_cpu_speed_gate():
     steps = _steps(_workflow("ci.yml"), "bench-gate")
     assert any(s.get("run", "").strip() == "nox -s bench-gate" for s in steps)
+
+
+def test_generate_engine_tracks_each_target_ratio_of_one_workload():
+    module = _module(SUITE / "bench_gpu.py")
+    bench = module.GenerateEngine()
+    assert bench.param_names == ["ratio"] and bench.params == [list(module.GENERATE_RATIOS)]
+    with pytest.raises(NotImplementedError):
+        bench.setup({"skip": "no CUDA GPU"}, "paged_over_hf")
+    for workload, _ in module.GENERATE_RATIOS.values():
+        assert workload in module.GENERATE_WORKLOADS
+    cache = {"ratios": {"hf-512": {"paged_over_hf": 11.5}, "long-4096": {}, "skewed": {},
+                        "ctx-16k": {}}}
+    assert bench.track_ratio(cache, "paged_over_hf") == 11.5
+    assert math.isnan(bench.track_ratio(cache, "continuous_over_static"))
+    # every workload is a valid benchmark spec
+    from kinetics.bench.generate import GenerateBenchSpec
+
+    for fields in module.GENERATE_WORKLOADS.values():
+        GenerateBenchSpec(model="qwen3-1.7b", batch_size=32, **fields)

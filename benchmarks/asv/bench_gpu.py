@@ -1,4 +1,6 @@
-"""asv: GPU decode attention over the regime grid of ``kinetics bench --grid``.
+"""asv: GPU decode attention over the regime grid of ``kinetics bench --grid``
+(:class:`DecodeGrid`), and the paged generation engine end to end
+(:class:`GenerateEngine`, ``kinetics bench --generate``).
 
 One asv parameter per grid axis: ``model`` (the shard at tp 8), ``context`` (tokens
 per request), ``batch`` (requests) and ``budget_tokens`` (tokens block top-k attends
@@ -87,3 +89,56 @@ class DecodeGrid:
         return r.share_of_roofline if r else math.nan
 
     track_share_of_byte_roofline.unit = "fraction"
+
+
+#: the generation engine's workloads (``kinetics bench --generate``, Qwen3-1.7B shapes,
+#: random weights): name -> GenerateBenchSpec fields, and the ratio each is tracked by
+GENERATE_WORKLOADS = {
+    "hf-512": dict(prompt_tokens=512, new_tokens=512, methods=("dense",), hf=True),
+    "long-4096": dict(prompt_tokens=512, new_tokens=4096, step=True),
+    "skewed": dict(prompt_tokens=512, new_tokens=4096, samples=128, skewed=True,
+                   methods=("dense",)),
+    "ctx-16k": dict(prompt_tokens=16384, new_tokens=256, shared_prompt=True),
+}
+GENERATE_RATIOS = {  # tracked ratio -> (workload, key in the record's ratios)
+    "paged_over_hf": ("hf-512", "paged_over_hf"),
+    "paged_over_step_dense": ("long-4096", "paged_over_step_dense"),
+    "paged_over_step_blocktopk": ("long-4096", "paged_over_step_blocktopk"),
+    "continuous_over_static": ("skewed", "continuous_over_static_dense"),
+    "blocktopk_over_dense_16k": ("ctx-16k", "blocktopk_over_dense_decode"),
+}
+
+
+class GenerateEngine:
+    """The paged generation engine end to end on one GPU (Qwen3-1.7B shapes, batch 32):
+    each ratio of the engine's targets, taken within one run (benchmarks/RESULTS.md).
+    setup_cache runs the four workloads once (a few minutes on an H200)."""
+
+    timeout = 1800
+    params = [list(GENERATE_RATIOS)]
+    param_names = ["ratio"]
+
+    def setup_cache(self):
+        try:
+            import torch
+
+            from kinetics.bench.generate import GenerateBenchSpec, bench_generate
+        except ImportError as exc:  # torch, or this kinetics's engine, missing
+            return {"skip": str(exc)}
+        if not torch.cuda.is_available():
+            return {"skip": "no CUDA GPU"}
+        ratios = {}
+        for name, fields in GENERATE_WORKLOADS.items():
+            spec = GenerateBenchSpec(model="qwen3-1.7b", batch_size=32, **fields)
+            ratios[name] = bench_generate(spec, "cuda").ratios()
+        return {"ratios": ratios}
+
+    def setup(self, results, ratio):
+        if "skip" in results:
+            raise NotImplementedError(results["skip"])
+
+    def track_ratio(self, results, ratio):
+        workload, key = GENERATE_RATIOS[ratio]
+        return results["ratios"][workload].get(key, math.nan)
+
+    track_ratio.unit = "x"
