@@ -120,6 +120,25 @@ def test_a_generation_stopped_early_leaves_the_pool_whole(models, one_thread):
     assert engine.pool.whole and "refills" in engine.stats.extra
 
 
+def test_a_stopped_generation_leaves_a_kept_runner_clean_for_the_next(models, one_thread):
+    """The engine keeps its runner between generations of one shape: a run closed early,
+    then a full one on the same runner, gives what a fresh engine gives; another
+    configuration builds a new runner."""
+    hf, folder = models["tiny_qwen3_dir"]
+    reqs = requests(hf.tokenizer, samples=2)
+    engine = paged(folder, max_batch=3)
+    stream = engine.generate(reqs, SAMPLED, CONFIGS["blocktopk-16-2-1"])
+    next(stream)
+    stream.close()
+    kept = engine._runner[1]
+    assert not bool(kept.seq_lens.any()) and bool((kept.page_table < 0).all())
+    again = run(engine, reqs, SAMPLED, CONFIGS["blocktopk-16-2-1"])
+    assert engine._runner[1] is kept
+    assert again == run(paged(folder, max_batch=3), reqs, SAMPLED, CONFIGS["blocktopk-16-2-1"])
+    run(engine, reqs, SAMPLED, CONFIGS["dense"])
+    assert engine._runner[1] is not kept
+
+
 def test_without_a_generation_config_the_eos_ids_come_from_config_json(
         models, tmp_path, one_thread):
     """As transformers does: config.json's eos_token_id list, not only the tokenizer's."""
