@@ -18,8 +18,9 @@ TritonPagedDecode` (dense) or :class:`~kinetics.attention.decode.FusedBlockTopkD
 (block top-k; any number of pages per request). Both read the page table and lengths
 on the device when they run, so a graph recorded once serves every later step: the host
 copies the step's tokens and active mask in (one transfer), replays, and samples from
-the bucket's logits. Each bucket's graph is recorded when first used, with every row
-inactive (nothing the engine holds is touched).
+the bucket's logits. Every bucket's graph is recorded when the runner is built
+(:meth:`GraphedDecode.record_all`), with every row inactive: recording touches nothing
+the engine holds, so a bucket could as well be recorded mid-run.
 
 Token top-k (an oracle with no GPU kernel) is not graphed: the runner keeps the torch
 reference for it.
@@ -117,10 +118,8 @@ class _Bucket:
             self.graph.replay()
 
     def _attend(self, view, decoder, positions, active, spare_page: int):
-        means = self.needs_means
-
         def attend(q, k, v):
-            view.write_step(positions, active, spare_page, k, v, means=means)
+            view.write_step(positions, active, spare_page, k, v, means=self.needs_means)
             return decoder(q.contiguous(), self.out)
         return attend
 
