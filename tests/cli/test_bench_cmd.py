@@ -54,7 +54,8 @@ EXPECTED = {
     "from-json": {"--from-json", "--plot", "--force", "--relabel"},
     "generate": OUT | {"--generate", "--model", "--method", "--batch-size", "--page-size",
                        "--topk-pages", "--local-pages", "--prompt-tokens", "--new-tokens",
-                       "--layers", "--samples", "--skewed", "--hf", "--device"},
+                       "--layers", "--samples", "--skewed", "--hf", "--device",
+                       "--shared-prompt", "--step"},
 }
 
 
@@ -94,6 +95,7 @@ def _given(flag: str, mode: str, tmp: Path) -> list[str]:
         "--generate": ["--generate"], "--prompt-tokens": ["--prompt-tokens", "64"],
         "--new-tokens": ["--new-tokens", "96"], "--layers": ["--layers", "3"],
         "--samples": ["--samples", "40"], "--skewed": ["--skewed"], "--hf": ["--hf"],
+        "--shared-prompt": ["--shared-prompt"], "--step": ["--step"],
         "--device": ["--device", "cuda:1"],
         "--allow-version-mismatch": ["--allow-version-mismatch"],
     }
@@ -132,6 +134,7 @@ def _honoured(plan: bench_cmd.BenchPlan, flag: str) -> bool:
         "--layers": g is not None and g.layers == 3,
         "--samples": g is not None and g.samples == 40,
         "--skewed": g is not None and g.skewed, "--hf": g is not None and g.hf,
+        "--shared-prompt": g is not None and g.shared_prompt, "--step": g is not None and g.step,
         "--device": plan.device == "cuda:1",
         "--allow-version-mismatch": plan.allow_version_mismatch,
     }
