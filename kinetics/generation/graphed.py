@@ -1,8 +1,10 @@
 """The paged engine's decode step on a GPU: Triton attention, one CUDA graph per batch
 bucket.
 
-:class:`GraphedDecode` decodes one token for some of a :class:`ModelRunner`'s slots. The
-step runs over the first ``bucket`` slots, ``bucket`` the smallest of
+:class:`GraphedDecode` decodes one token for some of a
+:class:`~kinetics.generation.runner.ModelRunner`'s slots (the runner owns it: this module
+does not import the runner). The step runs over the first ``bucket`` slots, ``bucket``
+the smallest of
 :func:`bucket_sizes` that holds every slot asked for (the scheduler hands out the lowest
 free slot, so running samples gather at the front); the other slots of the bucket ride
 along inactive: their new token goes to a spare page no sample owns, their lengths and
@@ -36,7 +38,6 @@ from kinetics.generation.attention import DecodeAttention
 if TYPE_CHECKING:
     import torch
 
-    from kinetics.generation.runner import ModelRunner
 
 GRAPHED_METHODS = ("dense", "blocktopk")
 
@@ -125,12 +126,12 @@ class _Bucket:
 
 
 class GraphedDecode:
-    """Decode steps of ``runner`` (a :class:`ModelRunner` on a CUDA device) as CUDA graphs
+    """Decode steps of ``runner`` (a :class:`~kinetics.generation.runner.ModelRunner`) as CUDA graphs
     per batch bucket (see the module docstring). The runner's pool must hold
     ``spare_page``, a page the scheduler never hands out. On the CPU (Triton's
     interpreter) the same step runs eagerly, unrecorded."""
 
-    def __init__(self, runner: ModelRunner, spare_page: int) -> None:
+    def __init__(self, runner, spare_page: int) -> None:
         import torch
 
         self.runner, self.spare_page = runner, spare_page
