@@ -282,13 +282,15 @@ class PagedKVCache:
         req, logical = pages // self.max_pages_per_request, pages % self.max_pages_per_request
         self._page_means(req, logical, (last + 1 - logical * ps).to(torch.float32))
 
-    def write_prompt(self, rows: torch.Tensor, start: int, k: torch.Tensor, v: torch.Tensor
-                     ) -> None:
+    def write_prompt(self, rows: torch.Tensor, start: int, k: torch.Tensor, v: torch.Tensor,
+                     means: bool = True) -> None:
         """Store the same ``n`` tokens (``k``, ``v`` ``[n, kv_heads, head_dim]``) at positions
         ``start .. start + n - 1`` of every one of ``rows`` (``[r]`` int64), in pages
-        already mapped, and refresh the page mean of every page written (its earlier
-        slots must hold tokens). Equal to :meth:`write` of those tokens, without a host
-        synchronisation (the positions are known on the host)."""
+        already mapped, and with ``means`` refresh the page mean of every page written
+        (its earlier slots must hold tokens; without, the means go stale: a dense decode
+        never reads them). Equal to :meth:`write` of those tokens, without a host
+        synchronisation (the positions are known on the host) and without its check that
+        the pages are mapped: an unmapped entry (-1) indexes the pool's last page."""
         import torch
 
         ps, n, r = self.page_size, k.shape[0], rows.shape[0]
@@ -297,6 +299,8 @@ class PagedKVCache:
         slot = (positions % ps).expand(r, n)
         self.k_pages[phys, :, slot] = k.to(self.dtype).expand(r, *k.shape)
         self.v_pages[phys, :, slot] = v.to(self.dtype).expand(r, *v.shape)
+        if not means:
+            return
         first, last = start // ps, (start + n - 1) // ps
         pages = torch.arange(first, last + 1, device=self.device)
         counts = torch.clamp(start + n - pages * ps, max=ps).to(torch.float32)
@@ -324,9 +328,10 @@ class PagedKVCache:
         kv_heads, head_dim]``) at ``positions[i]`` where ``active[i]`` (bool ``[batch]``),
         in physical page ``spare_page`` (a page no request owns, scratch) elsewhere; with
         ``means``, the page mean of each active request's written page counts the slots
-        up to its position (inactive requests' means untouched). No host synchronisation
-        and fixed shapes, so a CUDA graph can record it; the pages must be mapped (not
-        checked)."""
+        up to its position (inactive requests' means untouched; without ``means`` they go
+        stale). No host synchronisation and fixed shapes, so a CUDA graph can record it;
+        the active requests' pages must be mapped (not checked: an unmapped entry, -1,
+        indexes the pool's last page)."""
         import torch
 
         ps = self.page_size

@@ -48,6 +48,25 @@ SMALL_TILE_TOKENS = 64  # ... and from WIDE_ROWS rows up
 WIDE_ROWS = 256  # (request, KV head) rows from which the smaller tile streams faster
 
 
+INTERPRETED_SMS = 132  # SMs assumed off a GPU (Triton's interpreter): an H200's
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (INTERPRETED_SMS off a GPU)."""
+    import torch
+
+    if device.type != "cuda":
+        return INTERPRETED_SMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def tile_pages_for(rows: int, page_size: int) -> int:
+    """Pages per attention tile: LARGE_TILE_TOKENS tokens (SMALL_TILE_TOKENS from WIDE_ROWS
+    rows up), at least the 16 tokens ``tl.dot`` needs."""
+    tile_tokens = SMALL_TILE_TOKENS if rows >= WIDE_ROWS else LARGE_TILE_TOKENS
+    return max(tile_tokens // page_size, -(-16 // page_size))
+
+
 def choose_launch(rows: int, list_len: int, page_size: int, sms: int) -> tuple[int, int]:
     """``(tile_pages, splits)`` of the sparse attention for ``rows`` (request, KV head)
     rows listing ``list_len`` pages of ``page_size`` tokens on ``sms`` SMs.
@@ -58,8 +77,7 @@ def choose_launch(rows: int, list_len: int, page_size: int, sms: int) -> tuple[i
     loop's loads pipeline (the rule chosen by a sweep of launch options, recorded in
     benchmarks/RESULTS.md).
     """
-    tile_tokens = SMALL_TILE_TOKENS if rows >= WIDE_ROWS else LARGE_TILE_TOKENS
-    tile_pages = max(tile_tokens // page_size, -(-16 // page_size))
+    tile_pages = tile_pages_for(rows, page_size)
     tiles = -(-list_len // tile_pages)
     splits = max(2, prev_pow2(sms // max(rows, 1)))
     return tile_pages, min(splits, prev_pow2(tiles))
@@ -138,14 +156,25 @@ MAX_DENSE_SPLITS = 32  # Triton dense decode: programs per row at most
 DENSE_WAVES = 4  # ... aiming at about this many programs per SM
 
 
+def triton_head_dim(head_dim: int) -> bool:
+    """Whether the Triton decode kernels take ``head_dim`` (a power of two >= 16:
+    ``tl.arange`` and ``tl.dot`` shapes)."""
+    return head_dim >= 16 and not head_dim & (head_dim - 1)
+
+
+def check_head_dim(head_dim: int) -> None:
+    """ValueError unless :func:`triton_head_dim`."""
+    if not triton_head_dim(head_dim):
+        raise ValueError(f"head_dim must be a power of two >= 16, got {head_dim}")
+
+
 def choose_dense_launch(rows: int, page_size: int, sms: int) -> tuple[int, int]:
     """``(tile_pages, splits)`` of :class:`TritonPagedDecode` for ``rows`` (request, KV
     head) rows on ``sms`` SMs: tiles as :func:`choose_launch`, and about DENSE_WAVES
     programs per SM (a power of two, 1 to MAX_DENSE_SPLITS per row): the run a split
     attends shrinks with its request, so short requests leave programs idle, long ones
     keep every SM streaming."""
-    tile_tokens = SMALL_TILE_TOKENS if rows >= WIDE_ROWS else LARGE_TILE_TOKENS
-    tile_pages = max(tile_tokens // page_size, -(-16 // page_size))
+    tile_pages = tile_pages_for(rows, page_size)
     splits = min(MAX_DENSE_SPLITS, max(1, prev_pow2(DENSE_WAVES * sms // max(rows, 1))))
     return tile_pages, splits
 
@@ -171,10 +200,10 @@ class TritonPagedDecode:
         h = cache.num_kv_heads
         if num_q_heads % h:
             raise ValueError(f"{num_q_heads} query heads do not divide into {h} KV heads")
+        check_head_dim(cache.head_dim)
         self.rows, self.group = cache.batch_size * h, num_q_heads // h
-        sms = (torch.cuda.get_device_properties(cache.device).multi_processor_count
-               if cache.device.type == "cuda" else 132)
-        auto_tile, auto_splits = choose_dense_launch(self.rows, cache.page_size, sms)
+        auto_tile, auto_splits = choose_dense_launch(self.rows, cache.page_size,
+                                                     sm_count(cache.device))
         self.tile_pages = auto_tile if tile_pages is None else tile_pages
         self.splits = auto_splits if splits is None else splits
         if self.tile_pages * cache.page_size < 16 or self.splits < 1:
@@ -278,7 +307,7 @@ class TritonSparseAttention:
 
         c, k = selection.cache, selection.topk_pages
         if splits is None or tile_pages is None:
-            sms = torch.cuda.get_device_properties(c.device).multi_processor_count
+            sms = sm_count(c.device)
             auto_tile, auto_splits = choose_launch(selection.rows, k, c.page_size, sms)
             tile_pages = auto_tile if tile_pages is None else tile_pages
             splits = auto_splits if splits is None else splits
@@ -456,11 +485,9 @@ class FusedBlockTopkDecode:
         h = cache.num_kv_heads
         if num_q_heads % h:
             raise ValueError(f"{num_q_heads} query heads do not divide into {h} KV heads")
-        if cache.head_dim & (cache.head_dim - 1) or cache.head_dim < 16:
-            raise ValueError(f"head_dim must be a power of two >= 16, got {cache.head_dim}")
+        check_head_dim(cache.head_dim)
         interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-        sms = (torch.cuda.get_device_properties(cache.device).multi_processor_count
-               if cache.device.type == "cuda" else 132)
+        sms = sm_count(cache.device)
         self.rows = cache.batch_size * h
         self.max_pages = cache.page_table.shape[1]
         if self.max_pages * 2 > MAX_ROW_PAGES:

@@ -331,6 +331,7 @@ def time_step(model, spec: GenerateBenchSpec, method: str) -> GenerateTiming:
             one()
 
     timing = time_replays(replay, STEP_STEPS, STEP_REPEATS, warmup, device=model.device)
+    runner.close()
     return GenerateTiming("step", method, "none", b, timing.ms * 1e-3, steps=1)
 
 
@@ -370,7 +371,7 @@ def bench_generate(spec: GenerateBenchSpec, device: str = "cuda") -> GenerateRec
             backend = paged_backend(model, spec, static)
             time_paged(backend, spec, method, *warm)
             record.rows.append(time_paged(backend, spec, method, prompts, lengths))
-            del backend  # its KV pool, before the next one is allocated
+            backend.close()  # its KV pool, before the next one is allocated
         if spec.step:
             record.rows.append(time_step(model, spec, method))
     if spec.hf:

@@ -51,11 +51,15 @@ def bucket_sizes(slots: int) -> tuple[int, ...]:
     return (*sizes, slots)
 
 
-def graphable(attention: DecodeAttention, device: torch.device) -> bool:
-    """Whether :class:`GraphedDecode` runs ``attention`` on ``device`` (CUDA with triton)."""
+def graphable(attention: DecodeAttention, device: torch.device, head_dim: int) -> bool:
+    """Whether :class:`GraphedDecode` runs ``attention`` on ``device`` for heads of
+    ``head_dim``: CUDA with triton, dense or block top-k, and a head_dim the Triton
+    kernels take (a power of two >= 16; others keep the torch reference)."""
+    from kinetics.attention.decode import triton_head_dim
     from kinetics.model.fused import triton_available
 
-    return device.type == "cuda" and triton_available() and attention.method in GRAPHED_METHODS
+    return (device.type == "cuda" and triton_available() and triton_head_dim(head_dim)
+            and attention.method in GRAPHED_METHODS)
 
 
 def build_decoder(attention: DecodeAttention, cache, num_q_heads: int):
@@ -88,7 +92,7 @@ class _Bucket:
         self.out = torch.empty(size, layer.local_q_heads, layer.head_dim, dtype=model.dtype,
                                device=device)
         self.logits: torch.Tensor | None = None
-        self.needs_means = runner.attention.method == "blocktopk"  # block scores read them
+        self.keeps_means = runner.keeps_means
         inputs = owner.inputs
 
         def step() -> None:
@@ -118,9 +122,14 @@ class _Bucket:
         else:
             self.graph.replay()
 
+    def close(self) -> None:
+        """Drop the graph, the step (a closure over this object) and the kernels."""
+        self.graph = self.step = None
+        self.views, self.decoders = [], []
+
     def _attend(self, view, decoder, positions, active, spare_page: int):
         def attend(q, k, v):
-            view.write_step(positions, active, spare_page, k, v, means=self.needs_means)
+            view.write_step(positions, active, spare_page, k, v, means=self.keeps_means)
             return decoder(q.contiguous(), self.out)
         return attend
 
@@ -149,6 +158,13 @@ class GraphedDecode:
         if size not in self._graphs:
             self._graphs[size] = _Bucket(self, size)
         return self._graphs[size]
+
+    def close(self) -> None:
+        """Drop every recorded step (each refers back to itself, this object and the
+        runner: without this only a garbage collection frees their memory)."""
+        for recorded in self._graphs.values():
+            recorded.close()
+        self._graphs.clear()
 
     def record_all(self) -> None:
         """Record every bucket's step now (each compiles its kernels and is captured)."""

@@ -22,7 +22,9 @@ graph per batch bucket with Triton attention (dense, block top-k:
 :mod:`kinetics.generation.graphed`) and, for Qwen3, the fused layer kernels
 (:mod:`kinetics.model.fused`). Each step reads its sampled tokens back to the host once
 (the stop checks). ``stats.extra`` keeps ``prefill_s`` and ``decode_s``: wall seconds of
-the steps' prefills and of their decodes with sampling and host work.
+the steps' prefills and of their decodes with sampling and host work (a step that only
+prefills counts whole as prefill). The engine keeps its model runner (KV pool, recorded
+graphs) between generations of one shape; :meth:`PagedBackend.close` frees it.
 Tensor parallelism: :func:`load_paged_backend` builds one rank's shard of the model
 (:class:`~kinetics.model.decoder.ShardedDecoderModel` over a process group); the
 group's ranks run the same schedule in lockstep (their gathered logits, and so their
@@ -103,6 +105,7 @@ class PagedBackend:
         self.stats = GenerationStats()
         self.pool: PagePool | None = None  # the last generation's (tests check it is whole)
         self._runner: tuple[tuple, Any] | None = None  # (shape, ModelRunner) of the last run
+        self._busy = False
 
     def pool_pages(self, longest_prompt: int, params: SamplingParams, page_size: int) -> int:
         """Pages of the pool for prompts of at most ``longest_prompt`` tokens."""
@@ -131,8 +134,10 @@ class PagedBackend:
         """InputError when a pool of ``num_pages`` pages cannot fit the device."""
         from kinetics.generation.runner import free_bytes, pool_bytes
 
-        need, have = pool_bytes(self.model, num_pages, page_size), free_bytes(self.model.device)
-        if self._runner is not None:  # dropped before a new pool is allocated
+        _free_device_memory(self.model.device)  # dropped runners' pools are free
+        need = pool_bytes(self.model, num_pages + 1, page_size)  # + the runner's spare page
+        have = free_bytes(self.model.device)
+        if self._runner is not None:  # closed before a new pool is allocated
             have += self._runner[1].pool_bytes
         if need > have:
             raise InputError(f"a KV pool of {num_pages} pages needs {need / 2**30:.1f} GiB, "
@@ -145,6 +150,17 @@ class PagedBackend:
         requests = list(requests)
         if not requests:
             return
+        if self._busy:
+            raise RuntimeError("the paged engine runs one generation at a time (its runner "
+                               "and slots are shared); finish or close the other first")
+        self._busy = True
+        try:
+            yield from self._generate(requests, params, attention)
+        finally:
+            self._busy = False
+
+    def _generate(self, requests: list[Request], params: SamplingParams,
+                  attention: AttentionConfig) -> Iterator[Completion]:
         decode = decode_attention(attention)
         scheduler = self._scheduler(requests, params, decode.page_size)
         self.pool = pool = scheduler.pool
@@ -178,16 +194,23 @@ class PagedBackend:
         one's pool freed first)."""
         from kinetics.generation.runner import ModelRunner
 
-        shape = (decode, self.options.max_batch, max_tokens, num_pages,
-                 self.options.prefill_chunk, self._impl())
-        if self._runner is not None and self._runner[0] == shape:
+        shape = dict(attention=decode, slots=self.options.max_batch, max_tokens=max_tokens,
+                     num_pages=num_pages, prefill_chunk=self.options.prefill_chunk,
+                     impl=self._impl())
+        key = tuple(shape.values())
+        if self._runner is not None and self._runner[0] == key:
             return self._runner[1]
-        self._runner = None
-        _free_device_memory(self.model.device)
-        runner = ModelRunner(self.model, *shape[:-2], self.options.prefill_chunk,
-                             impl=shape[-1])
-        self._runner = (shape, runner)
+        self.close()
+        runner = ModelRunner(self.model, **shape)
+        self._runner = (key, runner)
         return runner
+
+    def close(self) -> None:
+        """Free the kept runner's KV pool and recorded steps now."""
+        if self._runner is not None:
+            self._runner[1].close()
+            self._runner = None
+            _free_device_memory(self.model.device)
 
     def _impl(self) -> str:
         from kinetics.generation.runner import step_impl
@@ -206,8 +229,12 @@ class PagedBackend:
         decoded, logits = self._decode(plan, runner, pool)
         samples = prefilled + decoded
         chosen = self._choose(samples, torch.cat(first + logits), params)
-        extra["prefill_s"] = extra.get("prefill_s", 0.0) + prefill_end - start
-        extra["decode_s"] = extra.get("decode_s", 0.0) + time.perf_counter() - prefill_end
+        end = time.perf_counter()
+        if decoded:  # the step's sampling and host work count with its decode
+            extra["prefill_s"] = extra.get("prefill_s", 0.0) + prefill_end - start
+            extra["decode_s"] = extra.get("decode_s", 0.0) + end - prefill_end
+        else:
+            extra["prefill_s"] = extra.get("prefill_s", 0.0) + end - start
         return samples, chosen
 
     def _prefill(self, plan, runner, pool: PagePool) -> tuple[list[Sample], list[torch.Tensor]]:

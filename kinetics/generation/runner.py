@@ -105,12 +105,21 @@ class ModelRunner:
                        for _ in model.layers]
         self.device = device
         self.scale = layer.head_dim ** -0.5  # as transformers' attention modules scale
+        self.keeps_means = attention.method == "blocktopk"  # only block scores read them
         if graphed is None:
-            graphed = graphable(attention, device)
+            graphed = graphable(attention, device, layer.head_dim)
         self.graphed = GraphedDecode(self, spare_page=num_pages) if graphed else None
         if self.graphed is not None and device.type == "cuda":
             self.graphed.record_all()  # compiled and recorded now, not in the first steps
         self.pool_bytes = pool_bytes(model, num_pages + 1, page_size)
+
+    def close(self) -> None:
+        """Drop the recorded steps and the KV pool now (the graphs refer back to this
+        runner, so without this only a garbage collection frees them)."""
+        if self.graphed is not None:
+            self.graphed.close()
+        self.graphed = None
+        self.caches = []
 
     def synchronize(self) -> None:
         """Wait for the device's queued work (a no-op on the CPU)."""
@@ -164,7 +173,7 @@ class ModelRunner:
         from kinetics.attention.reference import causal_masked_attention
 
         n = q.shape[0]
-        cache.write_prompt(rows, start, k, v)
+        cache.write_prompt(rows, start, k, v, means=self.keeps_means)
         keys, values = cache.contiguous(first_row, start + n)  # [tokens so far, Hkv, D]
         q, keys, values = q.transpose(0, 1)[None], keys.transpose(0, 1)[None], \
             values.transpose(0, 1)[None]

@@ -103,3 +103,42 @@ def test_write_prompt_stores_what_write_stores(n, page_size, chunk, copies, seed
             caches[1].write(r.expand(len(pos)), pos, keys[pos], values[pos])
     for name in ("k_pages", "v_pages", "key_means"):
         assert torch.equal(getattr(caches[0], name), getattr(caches[1], name)), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(lens=st.lists(st.integers(0, 30), min_size=1, max_size=5),
+       active=st.lists(st.booleans(), min_size=5, max_size=5),
+       page_size=st.sampled_from([1, 4, 8]), seed=st.integers(0, 99))
+def test_write_step_writes_active_rows_and_leaves_inactive_ones_untouched(lens, active,
+                                                                          page_size, seed):
+    """One token per active row, as ``write`` stores it (pages and page means); an
+    inactive row's pages and means stay as they were and its token lands on the spare
+    page (the last one, owned by no row)."""
+    gen = torch.Generator().manual_seed(seed)
+    b = len(lens)
+    act = torch.tensor(active[:b])
+    per_row = -(-31 // page_size)
+    caches = [shared(b, page_size, 31, b * per_row + 1) for _ in range(2)]
+    order = torch.randperm(b * per_row, generator=gen).to(torch.int32)
+    for cache in caches:
+        cache.page_table.copy_(order.view(b, per_row))
+        cache.k_pages.normal_(generator=gen)
+        cache.recompute_means()
+    caches[1].k_pages.copy_(caches[0].k_pages)
+    caches[1].key_means.copy_(caches[0].key_means)
+    k, v = torch.randn(b, H, D, generator=gen), torch.randn(b, H, D, generator=gen)
+    positions = torch.tensor(lens)
+    spare = b * per_row
+    caches[0].write_step(positions, act, spare, k, v)
+    rows = torch.arange(b)[act]
+    if len(rows):
+        caches[1].write(rows, positions[act], k[act], v[act])
+    owned = slice(0, spare)
+    assert torch.equal(caches[0].k_pages[owned], caches[1].k_pages[owned])
+    assert torch.equal(caches[0].v_pages[owned], caches[1].v_pages[owned])
+    torch.testing.assert_close(caches[0].key_means, caches[1].key_means, rtol=0, atol=1e-6)
+    idle = torch.arange(b)[~act].tolist()
+    for slot in {int(positions[r]) % page_size for r in idle}:  # rows may share a slot:
+        stored = caches[0].k_pages[spare, :, slot]               # one of theirs is there
+        assert any(torch.equal(stored, k[r]) for r in idle
+                   if int(positions[r]) % page_size == slot)

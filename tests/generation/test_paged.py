@@ -139,6 +139,22 @@ def test_a_stopped_generation_leaves_a_kept_runner_clean_for_the_next(models, on
     assert engine._runner[1] is not kept
 
 
+def test_one_generation_at_a_time_per_engine(models, one_thread):
+    """The kept runner's slots are shared: a second live generation is refused, not
+    interleaved; once the first is closed the engine runs again."""
+    hf, folder = models["tiny_llama_dir"]
+    reqs = requests(hf.tokenizer)
+    engine = paged(folder, max_batch=3)
+    first = engine.generate(reqs, GREEDY, CONFIGS["dense"])
+    next(first)
+    with pytest.raises(RuntimeError, match="one generation at a time"):
+        next(engine.generate(reqs, GREEDY, CONFIGS["dense"]))
+    first.close()
+    run(engine, reqs, GREEDY, CONFIGS["dense"])
+    engine.close()
+    assert engine._runner is None
+
+
 def test_without_a_generation_config_the_eos_ids_come_from_config_json(
         models, tmp_path, one_thread):
     """As transformers does: config.json's eos_token_id list, not only the tokenizer's."""

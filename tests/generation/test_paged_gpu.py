@@ -88,6 +88,7 @@ def test_graphed_steps_match_the_eager_reference_runner(checkpoint, config):
     decode = decode_attention(config)
     shard = engine(checkpoint, "cuda", torch.bfloat16).model
     ref, fast = (ModelRunner(shard, decode, 4, 128, 32, graphed=g) for g in (False, True))
+    assert set(fast.graphed._graphs) == set(fast.graphed.buckets) == {1, 2, 4}  # at build
     ps = prompts()
     last, errs = {}, []
 
@@ -117,3 +118,20 @@ def test_graphed_steps_match_the_eager_reference_runner(checkpoint, config):
     assert fast.graphed.recorded(4).graph is not None  # recorded, not eager
     assert max(errs) < 3e-2, errs
     assert torch.equal(ref.seq_lens, fast.seq_lens)
+
+
+def test_a_kept_graphed_runner_after_an_early_stop_equals_a_fresh_engine(checkpoint):
+    """A generation closed early, then a full one on the same (graphed) runner: the
+    tokens a fresh engine gives; the runner was kept."""
+    config = AttentionConfig.blocktopk(16, topk_blocks=2, local=16)
+    reqs = [Request(i, p, i) for i, p in enumerate(prompts())]
+    params = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=NEW)
+    gpu = engine(checkpoint, "cuda", torch.bfloat16, max_batch=3)
+    stream = gpu.generate(reqs, params, config)
+    next(stream)
+    stream.close()
+    kept = gpu._runner[1]
+    again = {c.key: c.token_ids for c in gpu.generate(reqs, params, config)}
+    assert gpu._runner[1] is kept and kept.graphed is not None
+    fresh = engine(checkpoint, "cuda", torch.bfloat16, max_batch=3)
+    assert again == {c.key: c.token_ids for c in fresh.generate(reqs, params, config)}

@@ -14,14 +14,19 @@ from kinetics.generation.scheduler import PagePool, Scheduler
 
 
 def simulate(prompts, stops, slots, page_size, extra_pages, max_new, static=False):
-    """Run the scheduler as the engine does; sample i stops after stops[i] tokens."""
+    """Run the scheduler as the engine does; sample i stops after stops[i] tokens. Checks
+    each step: admissions take the lowest free slots, no slot twice, the pool whole."""
     reqs = [Request(i, tuple(range(1, n + 1)), i) for i, n in enumerate(prompts)]
     worst = max(prompts) + max_new - 1
     pool = PagePool(-(-worst // page_size) + extra_pages, page_size)
     scheduler = Scheduler(reqs, max_new, slots, pool, static=static)
     done, admitted, steps = [], [], 0
     while not scheduler.done:
+        free = sorted(set(range(slots)) - {s.slot for s in scheduler.running})
         plan = scheduler.schedule()
+        new = sorted((s for g in plan.prefills for s in g), key=lambda s: s.request.key)
+        # the lowest free slots, in request order (running samples gather at the front)
+        assert [s.slot for s in new] == free[:len(new)]
         now = []
         for group in plan.prefills:
             assert len({s.request.prompt_ids for s in group}) == 1
