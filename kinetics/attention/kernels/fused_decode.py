@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from kinetics.attention.kernels.select import ordered_key, row_pages
-from kinetics.attention.kernels.tile import attend_tile
+from kinetics.attention.kernels.tile import attend_tile, load_query_group, store_partial
 
 
 @triton.jit
@@ -134,10 +134,8 @@ def _finish(acc, m_i, l_i, out_ptr, part_o_ptr, part_ml_ptr, count_ptr, row, spl
         out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
         tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=gmask[:, None])
     else:
-        base = (row * SPLITS + split) * GROUP + g
-        tl.store(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
-        tl.store(part_ml_ptr + base * 2, m_i, mask=gmask)
-        tl.store(part_ml_ptr + base * 2 + 1, l_i, mask=gmask)
+        store_partial(part_o_ptr, part_ml_ptr, acc, m_i, l_i, row, split, SPLITS, GROUP,
+                      HEAD_DIM, M_ROWS)
         tl.debug_barrier()
         done = tl.atomic_add(count_ptr + 1, 1, sem="acq_rel")
         if done == SPLITS - 1:
@@ -182,10 +180,7 @@ def fused_blocktopk_kernel(
     split = tl.program_id(1)
     req, head, n_pages = row_pages(lens_ptr, row, KV_HEADS, PAGE_SIZE)
     n_cand = n_pages - LOCAL_PAGES
-    g = tl.arange(0, M_ROWS)
-    d = tl.arange(0, HEAD_DIM)
-    q = tl.load(q_ptr + (row * GROUP + g)[:, None] * HEAD_DIM + d[None, :],
-                mask=(g < GROUP)[:, None], other=0.0)  # [M, D]
+    q = load_query_group(q_ptr, row, GROUP, HEAD_DIM, M_ROWS)  # [M, D]
     n_cands: tl.constexpr = SPLITS * CHUNKS * K_P2
     cands = cands_ptr + row.to(tl.int64) * n_cands
     if PHASE != 2:

@@ -23,7 +23,7 @@ slot ``s`` of physical page ``p`` for KV head ``h`` starts at element
 import triton
 import triton.language as tl
 
-from kinetics.attention.kernels.tile import attend_tile
+from kinetics.attention.kernels.tile import attend_tile, load_query_group, store_partial
 
 
 @triton.jit
@@ -42,11 +42,7 @@ def split_decode_partial(q_ptr, k_ptr, v_ptr, list_ptr, table_ptr, lens_ptr, par
     req = row // KV_HEADS
     head = row % KV_HEADS
     tokens: tl.constexpr = TILE_PAGES * PAGE_SIZE
-    g = tl.arange(0, M_ROWS)
-    d = tl.arange(0, HEAD_DIM)
-    gmask = g < GROUP
-    q = tl.load(q_ptr + (row * GROUP + g)[:, None] * HEAD_DIM + d[None, :],
-                mask=gmask[:, None], other=0.0)  # [M, D]
+    q = load_query_group(q_ptr, row, GROUP, HEAD_DIM, M_ROWS)  # [M, D]
     seq_len = tl.load(lens_ptr + req).to(tl.int32)
     n_pages = (seq_len + PAGE_SIZE - 1) // PAGE_SIZE
     last_page = tl.load(table_ptr + req.to(tl.int64) * table_stride + n_pages - 1)
@@ -64,10 +60,8 @@ def split_decode_partial(q_ptr, k_ptr, v_ptr, list_ptr, table_ptr, lens_ptr, par
         ok = listed & ((page != last_page) | (slot < last_len))
         m_i, l_i, acc = attend_tile(q, k_ptr, v_ptr, page, slot, ok, head, m_i, l_i, acc,
                                     qk_scale, KV_HEADS, HEAD_DIM, PAGE_SIZE)
-    base = (row * splits + split) * GROUP + g
-    tl.store(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
-    tl.store(part_ml_ptr + base * 2, m_i, mask=gmask)
-    tl.store(part_ml_ptr + base * 2 + 1, l_i, mask=gmask)
+    store_partial(part_o_ptr, part_ml_ptr, acc, m_i, l_i, row, split, splits, GROUP,
+                  HEAD_DIM, M_ROWS)
 
 
 @triton.jit
