@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import select
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from tests.interpreted import interpreter_env
 
 pytest.importorskip("torch")
 if importlib.util.find_spec("triton") is None:
@@ -84,10 +84,7 @@ TIMEOUT_S = 300
 
 @pytest.fixture(scope="module")
 def worker():
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", WORKER], env=interpreter_env(), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def call(case: dict) -> dict:

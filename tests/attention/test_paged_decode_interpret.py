@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+
+from tests.interpreted import run_interpreted
 
 pytest.importorskip("torch")
 if importlib.util.find_spec("triton") is None:
@@ -54,13 +52,7 @@ CASES = [  # seed, lens (tokens), kv heads, group, page size, splits, pages per 
 
 
 def test_triton_dense_paged_decode_matches_reference_interpreted():
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES)], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_interpreted(SCRIPT, json.dumps(CASES))
     assert len(results) == len(CASES)
     for case, r in zip(CASES, results, strict=True):
         assert r["finite"] and r["empty_zero"], (case, r)

@@ -11,13 +11,10 @@ lockstep."""
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+
+from tests.interpreted import run_interpreted
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -92,13 +89,7 @@ print(json.dumps(out))
 
 
 def test_graphed_step_matches_reference_runner_interpreted():
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_interpreted(SCRIPT, timeout=900)
     for name in ("dense", "blocktopk"):
         r = results[name]
         assert r["max_err"] < 1e-4, (name, r)
