@@ -21,19 +21,7 @@
 # Logs and JSON go under $OUT; a short table is printed last.
 set -u -o pipefail
 mode="${1:-full}"
-OUT="${OUT:-/tmp/out}"
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD"
-export PATH="/tmp/site/bin:$PATH"
-command -v python >/dev/null || { mkdir -p /tmp/site/bin; ln -sf "$(command -v python3)" /tmp/site/bin/python; }
-export FLASHINFER_WORKSPACE_BASE=/tmp/fiws  # JIT cache shared by every step of this call
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv \
-    | tee "$OUT/nvidia-smi.txt"
-python3 -c "import torch, triton, flashinfer; print('torch', torch.__version__, 'triton', \
-triton.__version__, 'flashinfer', flashinfer.__version__)" | tee "$OUT/versions.txt"
+source benchmarks/gpu/setup_env.sh
 gpus=$(nvidia-smi -L | wc -l)
 bench() { python3 -m kinetics bench "$@"; }
 

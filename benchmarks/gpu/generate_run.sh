@@ -19,12 +19,7 @@
 # table of every run printed last.
 set -u -o pipefail
 mode="${1:-check}"
-OUT="${OUT:-/tmp/out}"
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 FLASHINFER_WORKSPACE_BASE=/tmp/fiws
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
+source benchmarks/gpu/setup_env.sh
 status=0
 gen() {  # name, then bench flags
     local name=$1; shift
