@@ -155,19 +155,22 @@ class ModelRunner:
             n = chunk.shape[0]
             positions = torch.arange(start, start + n, device=self.device)
             self.seq_lens[rows] = start + n
-            attends = [partial(self._prefill_attend, cache, rows, slots[0], start)
+            # on a GPU, SDPA's causal mask of the chunk's queries over its keys so far
+            visible = (torch.arange(start + n, device=self.device)[None, :]
+                       <= positions[:, None]) if self.device.type == "cuda" else None
+            attends = [partial(self._prefill_attend, cache, rows, slots[0], start, visible)
                        for cache in self.caches]
             local = self.model.local_logits(chunk, attends, positions, "reference",
                                             keep=torch.tensor([n - 1], device=self.device))
         return self.model.gather_logits(local).float()[0]
 
     def _prefill_attend(self, cache: PagedKVCache, rows: torch.Tensor, first_row: int,
-                        start: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-                        ) -> torch.Tensor:
+                        start: int, visible: torch.Tensor | None, q: torch.Tensor,
+                        k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """A prompt chunk's attention (its tokens at ``start ..``): store its k/v in every
         row, then every query attends causally over the first row's cache (q ``[n, Hq,
-        D]``). No host synchronisation."""
-        import torch
+        D]``): by SDPA with the mask ``visible`` (``[n, start + n]``), or by the float32
+        reference where it is None. No host synchronisation."""
         import torch.nn.functional as F
 
         from kinetics.attention.reference import causal_masked_attention
@@ -177,9 +180,7 @@ class ModelRunner:
         keys, values = cache.contiguous(first_row, start + n)  # [tokens so far, Hkv, D]
         q, keys, values = q.transpose(0, 1)[None], keys.transpose(0, 1)[None], \
             values.transpose(0, 1)[None]
-        if q.is_cuda:
-            positions = torch.arange(start, start + n, device=q.device)
-            visible = torch.arange(keys.shape[2], device=q.device)[None, :] <= positions[:, None]
+        if visible is not None:
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible,
                                                  scale=self.scale, enable_gqa=True)
         else:
