@@ -1,11 +1,13 @@
 """Launch options of the fused block top-k kernel on a few grid cells (H200 exploration).
 
-    python benchmarks/explore/explore_fused.py OUT.json
+    python benchmarks/explore/explore_fused.py OUT.json [CELLS]
 
 Per cell (attention only, the grid's replicas and timing): the separate path's step
-(selection kernels + split-KV attention) and the fused step with its default launch and
-with one option changed at a time (warps, splits, one launch vs two, chunk, tile,
-stages). Every variant is checked first on replica 0 (the
+(selection kernels + split-KV attention), the previous fused kernel's step
+(``fused_decode_prev.py``: the kernel as of the 2026-12-03 grids) and the fused step
+with its default launch and with one option changed at a time (warps, splits, one launch
+vs two, chunk, tile, stages, two programs per SM). Every variant is checked first on
+replica 0 (the
 selection vs the reference up to ties, the output vs the default fused output, which
 is itself checked against the float32 reference). The kernels are compiled in
 parallel processes first (benchmarks/gpu/precompile_fused.py). Prints a table, writes
@@ -20,16 +22,21 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gpu"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CELLS = [("qwen3-8b", 16384, 64, 64), ("qwen3-8b", 65536, 16, 64),
          ("qwen3-8b", 131072, 16, 64), ("qwen3-32b", 16384, 64, 64),
          ("qwen3-8b", 131072, 1, 64), ("qwen3-8b", 32768, 4, 64),
          ("qwen3-8b", 16384, 256, 64), ("qwen3-8b", 65536, 256, 128)]
+PREVIOUS = "previous"  # the variant run by the previous kernel (fused_decode_prev.py)
 
 
 def variants(launch) -> dict[str, dict]:
-    """Options to try against the cell's default ``launch`` (a FusedLaunch)."""
-    out = {"default": {}, "warps8": dict(num_warps=8), "stages2": dict(num_stages=2),
+    """Options to try against the cell's default ``launch`` (a FusedLaunch); ``2/SM``
+    variants run one launch with two programs per SM (skipped unless the compiled kernel
+    fits two per SM)."""
+    out = {"default": {}, PREVIOUS: {}, "warps8": dict(num_warps=8),
+           "stages2": dict(num_stages=2),
            "tile4" if launch.tile_pages != 4 else "tile8": dict(
                tile_pages=4 if launch.tile_pages != 4 else 8)}
     s = launch.splits
@@ -37,22 +44,83 @@ def variants(launch) -> dict[str, dict]:
         out["two_launches"] = dict(one_launch=False)
         out["splits/2"] = dict(splits=s // 2)
     out["splits*2"] = dict(splits=2 * s, one_launch=False)
+    if s <= 8:
+        out["2/SM splits*2 tile4"] = dict(splits=2 * s, tile_pages=4, programs_per_sm=2)
+        out["2/SM splits*2 tile2"] = dict(splits=2 * s, tile_pages=2, programs_per_sm=2)
+    if s <= 4:
+        out["4/SM splits*4 tile2"] = dict(splits=4 * s, tile_pages=2, programs_per_sm=4)
     if launch.chunk_pages >= 512:
         out["chunk/2"] = dict(chunk_pages=launch.chunk_pages // 2)
     return out
 
 
-def main(path: str) -> None:
+def decoder_class(name: str):
+    """The decoder class of variant ``name``: the previous kernel for PREVIOUS."""
+    from kinetics.attention.decode import FusedBlockTopkDecode
+
+    if name != PREVIOUS:
+        return FusedBlockTopkDecode
+
+    class PreviousFused(FusedBlockTopkDecode):
+        @staticmethod
+        def _kernel():
+            from fused_decode_prev import fused_blocktopk_kernel
+
+            return fused_blocktopk_kernel
+
+    return PreviousFused
+
+
+def compile_variants(plan: list[tuple]) -> list[tuple]:
+    """Compile each ``(q heads, kv heads, context, batch, pages, name, options)`` on a
+    stand-in cache; returns (its key, max programs per SM) per entry."""
+    from types import SimpleNamespace
+
     import torch
-    from precompile_fused import precompile
+
+    from kinetics.attention.decode import resident_programs
+
+    out = []
+    for hq, hkv, context, batch, pages, name, options in plan:
+        max_pages = -(-context // 16)
+        cache = SimpleNamespace(
+            batch_size=batch, num_kv_heads=hkv, head_dim=128, page_size=16,
+            device=torch.device("cuda"),
+            page_table=torch.zeros((batch, max_pages), dtype=torch.int32, device="cuda"),
+            seq_lens=torch.full((batch,), context, dtype=torch.int64, device="cuda"),
+            key_means=torch.zeros(64, dtype=torch.bfloat16, device="cuda"),
+            k_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"),
+            v_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"))
+        q = torch.zeros((batch, hq, 128), dtype=torch.bfloat16, device="cuda")
+        try:
+            dec = decoder_class(name)(cache, hq, pages, 1, **options)
+            ks = dec.compile(q, torch.empty_like(q))
+            for k in ks:
+                k._init_handles()  # loads the binary: n_regs
+            fit = min(resident_programs(k.n_regs, k.metadata.shared, k.metadata.num_warps)
+                      for k in ks)
+        except Exception as exc:  # reported in the table
+            print(f"compile {context} {batch} {name}: {type(exc).__name__}: {exc}"[:300])
+            fit = -1
+        out.append(((hq, context, batch, pages, name), fit))
+    return out
+
+
+def precompile_variants(plan: list[tuple], workers: int = 14) -> dict:
+    import multiprocessing as mp
+
+    chunks = [plan[i::workers] for i in range(workers)]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return dict(kv for part in pool.map(compile_variants, [c for c in chunks if c])
+                    for kv in part)
+
+
+def main(path: str, cells: str = "") -> None:
+    import torch
 
     from kinetics.attention import reference
     from kinetics.attention.checks import check_selection
-    from kinetics.attention.decode import (
-        FusedBlockTopkDecode,
-        build_blocktopk_decode,
-        choose_fused_launch,
-    )
+    from kinetics.attention.decode import build_blocktopk_decode, choose_fused_launch
     from kinetics.bench.grid import GridCell, GridSpec, replicas_for
     from kinetics.bench.layer import time_steps
     from kinetics.bench.spec import DecodeSpec, build_workload, rel_err
@@ -60,17 +128,19 @@ def main(path: str) -> None:
     spec = GridSpec()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    chosen = [CELLS[int(i)] for i in cells.split(",")] if cells else CELLS
     plan = []
-    for model, context, batch, pages in CELLS:
+    for model, context, batch, pages in chosen:
         hq, hkv = DecodeSpec(model=model, tp=8).local_heads()
         launch = choose_fused_launch(batch * hkv, context // 16, pages, 1, 16, sms)
         for name, opts in variants(launch).items():
             plan.append((model, context, batch, pages, hq, hkv, name, opts))
     t0 = time.monotonic()
-    precompile([(hq, hkv, 128, ctx, b, k, "bf16", o) for _, ctx, b, k, hq, hkv, _, o in plan])
+    fits = precompile_variants([(hq, hkv, ctx, b, k, name, o)
+                                for _, ctx, b, k, hq, hkv, name, o in plan])
     print(f"compiled {len(plan)} variants in {time.monotonic() - t0:.0f} s", flush=True)
     records = []
-    for model, context, batch, pages in CELLS:
+    for model, context, batch, pages in chosen:
         cell = GridCell(model, context, batch, pages)
         dense_b, sparse_b = cell.step_bytes(spec)
         cfg = cell.spec(spec, replicas_for(dense_b, sparse_b, spec, l2))
@@ -81,10 +151,16 @@ def main(path: str) -> None:
                "separate_ms": time_steps(w, sep, spec.repeats).ms, "fused": {}}
         del sep
         base_out = None
-        for m, ctx, b, k, _, _, name, opts in plan:
+        for m, ctx, b, k, hq_, _, name, opts in plan:
             if (m, ctx, b, k) != (model, context, batch, pages):
                 continue
-            decs = [FusedBlockTopkDecode(c, w.q_heads, pages, 1, **opts) for c in w.caches]
+            fit = fits.get((hq_, ctx, b, k, name), -1)
+            need = opts.get("programs_per_sm", 1)
+            if fit < need:
+                print(f"{model} {context} {batch} {pages} {name:13s} skipped: fits {fit} "
+                      f"per SM, needs {need}", flush=True)
+                continue
+            decs = [decoder_class(name)(c, w.q_heads, pages, 1, **opts) for c in w.caches]
             out = torch.full_like(q0, float("nan"))
             decs[0](q0, out)
             torch.cuda.synchronize()
@@ -99,10 +175,10 @@ def main(path: str) -> None:
             ok = sel.passed and bool(torch.isfinite(out).all()) and err < 1e-2
             ms = time_steps(w, decs, spec.repeats).ms
             rec["fused"][name] = {"options": opts, "launch": str(decs[0].launch), "ms": ms,
-                                  "ok": ok, "rel_err": err,
+                                  "ok": ok, "rel_err": err, "fits_per_sm": fit,
                                   "selection_identical": sel.identical_fraction}
             print(f"{model} {context} {batch} {pages} {name:13s} {ms * 1e3:8.2f} us "
-                  f"{'ok' if ok else 'FAIL'} {decs[0].launch}", flush=True)
+                  f"{'ok' if ok else 'FAIL'} {fit}/SM {decs[0].launch}", flush=True)
             del decs
         records.append(rec)
         del w
@@ -110,12 +186,14 @@ def main(path: str) -> None:
     Path(path).write_text(json.dumps({"device": torch.cuda.get_device_name(),
                                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                       "cells": records}, indent=1))
-    print("\ncell                        separate   default   best variant")
+    print("\ncell                        separate  previous   default   best variant")
     for rec in records:
         best = min(rec["fused"].items(), key=lambda kv: kv[1]["ms"] if kv[1]["ok"] else 1e9)
+        prev = rec["fused"].get(PREVIOUS, {}).get("ms", float("nan"))
         print(f"{' '.join(map(str, rec['cell'])):27s} {rec['separate_ms'] * 1e3:8.2f} "
-              f"{rec['fused']['default']['ms'] * 1e3:9.2f}   {best[0]} {best[1]['ms'] * 1e3:.2f}")
+              f"{prev * 1e3:9.2f} {rec['fused']['default']['ms'] * 1e3:9.2f}   "
+              f"{best[0]} {best[1]['ms'] * 1e3:.2f}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One call on a lent H200 for the fused block top-k kernel (see benchmarks/RESULTS.md).
 #
-#   bash benchmarks/gpu/fused_run.sh [explore|final]
+#   bash benchmarks/gpu/fused_run.sh [explore|final|probe]
 #
-# Both: install the carried wheels (.whl: flashinfer-python, apache-tvm-ffi), compile the
+# probe: only benchmarks/explore/explore_fused.py on the cells EXPLORE_CELLS (indices into
+#   its CELLS, default 0,1,2,3,6: the gate cells and 16k / 256), then the fused kernel's
+#   GPU tests for the rest of LIMIT_S.
+# explore and final: install the carried wheels (.whl: flashinfer-python, apache-tvm-ffi), compile the
 # fused kernel for every grid cell in parallel processes
 # (benchmarks/gpu/precompile_fused.py), `kinetics bench --grid` (read floors included;
 # cell time budget GRID_S, default 170 s), the gate against the COMMITTED baseline
@@ -19,13 +22,7 @@ OUT="${OUT:-/tmp/out}"
 LIMIT_S="${LIMIT_S:-580}"
 mkdir -p "$OUT"
 log="$OUT/run.log"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >>"$log" 2>&1 || { echo "wheel install failed"; exit 1; }
-export PYTHONPATH="/tmp/site:$PWD"
-export FLASHINFER_WORKSPACE_BASE=/tmp/fiws PYTHONUNBUFFERED=1
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
-  python3 -c "import torch, triton, flashinfer; print('torch', torch.__version__, 'triton', \
-triton.__version__, 'flashinfer', flashinfer.__version__)"; } >>"$log" 2>&1
+source benchmarks/gpu/setup_env.sh >>"$log" 2>&1 || { echo "setup failed"; exit 1; }
 left() { echo $((LIMIT_S - SECONDS)); }
 step() {  # step NAME SECONDS CMD...: run with a timeout, log, note the exit code
     local name="$1" secs="$2"; shift 2
@@ -34,6 +31,16 @@ step() {  # step NAME SECONDS CMD...: run with a timeout, log, note the exit cod
     timeout "$secs" "$@" >>"$log" 2>&1
     echo "== $name: exit $? after ${SECONDS}s" | tee -a "$log"
 }
+if [ "$mode" = probe ]; then
+    step explore 330 python3 benchmarks/explore/explore_fused.py "$OUT/explore.json" \
+        "${EXPLORE_CELLS:-0,1,2,3,6}"
+    step tests "$(left)" python3 -m pytest -m gpu -q -p no:cacheprovider \
+        tests/attention/test_decode.py -k fused
+    echo "== summary"
+    grep -E "^== |passed|failed|FAIL|Error|skipped:" "$log" | tail -30
+    sed -n '/^cell  /,$p' "$log" | head -8
+    exit 0
+fi
 step precompile 150 python3 benchmarks/gpu/precompile_fused.py --workers 14
 if [ "$mode" = explore ]; then
     step explore 150 python3 benchmarks/explore/explore_fused.py "$OUT/explore.json"
