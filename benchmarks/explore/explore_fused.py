@@ -17,6 +17,7 @@ JSON.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,12 +30,23 @@ CELLS = [("qwen3-8b", 16384, 64, 64), ("qwen3-8b", 65536, 16, 64),
          ("qwen3-8b", 131072, 1, 64), ("qwen3-8b", 32768, 4, 64),
          ("qwen3-8b", 16384, 256, 64), ("qwen3-8b", 65536, 256, 128)]
 PREVIOUS = "previous"  # the variant run by the previous kernel (fused_decode_prev.py)
+# variants named "<first word> ..." run the kernel of these modules (beside this file)
+KERNEL_MODULES = {PREVIOUS: "fused_decode_prev", "+chunk": "fused_ablate_chunk",
+                  "+means": "fused_ablate_means", "+gather": "fused_ablate_gather",
+                  "+all": "fused_ablate_all"}
 
 
 def variants(launch) -> dict[str, dict]:
     """Options to try against the cell's default ``launch`` (a FusedLaunch); ``2/SM``
     variants run one launch with two programs per SM (skipped unless the compiled kernel
-    fits two per SM)."""
+    fits two per SM). With EXPLORE_SET=ablate: the previous kernel with each of the
+    current kernel's changes alone."""
+    if os.environ.get("EXPLORE_SET") == "ablate":
+        out = {name: {} for name in KERNEL_MODULES}
+        out["default"] = {}
+        out["previous 2/SM splits*2 tile4"] = dict(splits=2 * launch.splits, tile_pages=4,
+                                                   programs_per_sm=2)
+        return out
     out = {"default": {}, PREVIOUS: {}, "warps8": dict(num_warps=8),
            "stages2": dict(num_stages=2),
            "tile4" if launch.tile_pages != 4 else "tile8": dict(
@@ -55,20 +67,22 @@ def variants(launch) -> dict[str, dict]:
 
 
 def decoder_class(name: str):
-    """The decoder class of variant ``name``: the previous kernel for PREVIOUS."""
+    """The decoder class of variant ``name``: the kernel of KERNEL_MODULES for its first
+    word, else the library's."""
+    import importlib
+
     from kinetics.attention.decode import FusedBlockTopkDecode
 
-    if name != PREVIOUS:
+    module = KERNEL_MODULES.get(name.split()[0])
+    if module is None:
         return FusedBlockTopkDecode
 
-    class PreviousFused(FusedBlockTopkDecode):
+    class OtherKernel(FusedBlockTopkDecode):
         @staticmethod
         def _kernel():
-            from fused_decode_prev import fused_blocktopk_kernel
+            return importlib.import_module(module).fused_blocktopk_kernel
 
-            return fused_blocktopk_kernel
-
-    return PreviousFused
+    return OtherKernel
 
 
 def compile_variants(plan: list[tuple]) -> list[tuple]:
@@ -186,13 +200,16 @@ def main(path: str, cells: str = "") -> None:
     Path(path).write_text(json.dumps({"device": torch.cuda.get_device_name(),
                                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                       "cells": records}, indent=1))
-    print("\ncell                        separate  previous   default   best variant")
+    print("\ncell                        separate  previous   default   best variant;"
+          " each variant / previous")
     for rec in records:
         best = min(rec["fused"].items(), key=lambda kv: kv[1]["ms"] if kv[1]["ok"] else 1e9)
         prev = rec["fused"].get(PREVIOUS, {}).get("ms", float("nan"))
+        ratios = " ".join(f"{n}={v['ms'] / prev:.3f}" for n, v in rec["fused"].items()
+                          if n != PREVIOUS)
         print(f"{' '.join(map(str, rec['cell'])):27s} {rec['separate_ms'] * 1e3:8.2f} "
               f"{prev * 1e3:9.2f} {rec['fused']['default']['ms'] * 1e3:9.2f}   "
-              f"{best[0]} {best[1]['ms'] * 1e3:.2f}")
+              f"{best[0]} {best[1]['ms'] * 1e3:.2f}; {ratios}")
 
 
 if __name__ == "__main__":

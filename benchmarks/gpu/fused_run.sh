@@ -4,8 +4,10 @@
 #   bash benchmarks/gpu/fused_run.sh [explore|final|probe]
 #
 # probe: only benchmarks/explore/explore_fused.py on the cells EXPLORE_CELLS (indices into
-#   its CELLS, default 0,1,2,3,6: the gate cells and 16k / 256), then the fused kernel's
-#   GPU tests for the rest of LIMIT_S.
+#   its CELLS, default 0,1,2,3,6: the gate cells and 16k / 256; EXPLORE_SET=ablate for
+#   the ablation set), with PROBE_MODEL=1 the whole Qwen3-8B (batch 32, 16k, tp 1), with
+#   PROBE_GATE=1 the gate against the committed baseline, then the fused kernel's GPU
+#   tests for the rest of LIMIT_S.
 # explore and final: install the carried wheels (.whl: flashinfer-python, apache-tvm-ffi), compile the
 # fused kernel for every grid cell in parallel processes
 # (benchmarks/gpu/precompile_fused.py), `kinetics bench --grid` (read floors included;
@@ -34,11 +36,19 @@ step() {  # step NAME SECONDS CMD...: run with a timeout, log, note the exit cod
 if [ "$mode" = probe ]; then
     step explore 330 python3 benchmarks/explore/explore_fused.py "$OUT/explore.json" \
         "${EXPLORE_CELLS:-0,1,2,3,6}"
+    if [ "${PROBE_MODEL:-0}" = 1 ]; then
+        step model 200 python3 -m kinetics bench --whole-model --tp 1 --batch-size 32 \
+            --json-out "$OUT/model.json"
+    fi
+    if [ "${PROBE_GATE:-0}" = 1 ]; then
+        step gate 150 python3 -m kinetics bench --gate benchmarks/baseline/gpu.json \
+            --json-out "$OUT/gate.json"
+    fi
     step tests "$(left)" python3 -m pytest -m gpu -q -p no:cacheprovider \
         tests/attention/test_decode.py -k fused
     echo "== summary"
-    grep -E "^== |passed|failed|FAIL|Error|skipped:" "$log" | tail -30
-    sed -n '/^cell  /,$p' "$log" | head -8
+    grep -E "^== |passed|failed|FAIL|Error|skipped:|gate:|speedup|tok/s" "$log" | tail -30
+    sed -n '/^cell  /,/^== /p' "$log" | head -8
     exit 0
 fi
 step precompile 150 python3 benchmarks/gpu/precompile_fused.py --workers 14

@@ -42,27 +42,21 @@ def _chunk_best(q, means_ptr, scores_ptr, row, first, n_cand, max_pages,
                 HEAD_DIM: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
                 K_P2: tl.constexpr, MAXP: tl.constexpr):
     """The ``K_P2`` best (key, page) packs of pages ``[first, first + CHUNK_PAGES)`` of
-    ``row`` (best first; pages at or past ``n_cand`` rank below every scored page).
-
-    The page means are read up to ``max_pages`` whatever the row's length, so the reads
-    need not wait for it; the scores stay in registers (``[blocks, BLOCK_P]``) and are
-    also stored for :attr:`FusedBlockTopkDecode.scores`."""
-    BLOCKS: tl.constexpr = CHUNK_PAGES // BLOCK_P
+    ``row`` (best first; pages at or past ``n_cand`` rank below every scored page)."""
     d = tl.arange(0, HEAD_DIM)
-    j = tl.arange(0, BLOCK_P)
-    blk = tl.arange(0, BLOCKS)
     base = row.to(tl.int64) * max_pages
-    s_all = tl.zeros((BLOCKS, BLOCK_P), tl.float32)
-    for b in range(BLOCKS):
-        p = first + b * BLOCK_P + j
+    for b in range(CHUNK_PAGES // BLOCK_P):
+        p = first + b * BLOCK_P + tl.arange(0, BLOCK_P)
+        cand = p < n_cand
         kbar = tl.load(means_ptr + (base + p)[:, None] * HEAD_DIM + d[None, :],
-                       mask=(p < max_pages)[:, None], other=0.0)
+                       mask=cand[:, None], other=0.0)
         s = tl.sum(tl.dot(q, tl.trans(kbar.to(q.dtype))), axis=0)  # [BLOCK_P], float32
-        tl.store(scores_ptr + base + p, s, mask=p < n_cand)
-        s_all = tl.where(blk[:, None] == b, s[None, :], s_all)
+        tl.store(scores_ptr + base + p, s, mask=cand)
+    tl.debug_barrier()
     p = first + tl.arange(0, CHUNK_PAGES)
     valid = p < n_cand
-    key = tl.where(valid, ordered_key(tl.reshape(s_all, (CHUNK_PAGES,))), -2147483648)
+    s = tl.load(scores_ptr + base + p, mask=valid, other=0.0)
+    key = tl.where(valid, ordered_key(s), -2147483648)
     packed = (key.to(tl.int64) << 32) | (MAXP - 1 - p).to(tl.int64)
     return tl.topk(packed, K_P2)
 
@@ -80,39 +74,36 @@ def _row_barrier(count_ptr, SPLITS: tl.constexpr):
 
 
 @triton.jit
-def _selected_pages(best, table, n_pages, TOPK: tl.constexpr, LOCAL_PAGES: tl.constexpr,
-                    K_P2: tl.constexpr, MAXP: tl.constexpr):
-    """Physical ids ``[K_P2]`` of the row's ``m`` best pages (best first, 0 past ``m``)
-    and ``m``."""
-    m = tl.minimum(TOPK - LOCAL_PAGES, tl.maximum(n_pages - LOCAL_PAGES, 0))
-    page = MAXP - 1 - (best & 0xFFFFFFFF).to(tl.int32)
-    return tl.load(table + page, mask=tl.arange(0, K_P2) < m, other=0), m
-
-
-@triton.jit
-def _write_share(phys, local_phys, m, n_local, pages_ptr, row, lo, hi, TOPK: tl.constexpr,
-                 TOPK_P2: tl.constexpr, LOCAL_P2: tl.constexpr, K_P2: tl.constexpr):
+def _write_share(best, table_ptr, pages_ptr, req, row, n_pages, table_stride, lo, hi,
+                 TOPK: tl.constexpr, TOPK_P2: tl.constexpr, LOCAL_PAGES: tl.constexpr,
+                 LOCAL_P2: tl.constexpr, K_P2: tl.constexpr, MAXP: tl.constexpr):
     """Write list positions ``[lo, hi)`` of the row's page list (the ``m`` best pages,
-    then the ``n_local`` local ones; -1 past its end) as physical ids."""
+    then the local ones; -1 past its end) as physical ids; returns its length."""
+    n_local = tl.minimum(n_pages, LOCAL_PAGES)
+    m = tl.minimum(TOPK - LOCAL_PAGES, tl.maximum(n_pages - LOCAL_PAGES, 0))
+    table = table_ptr + req.to(tl.int64) * table_stride
     out = pages_ptr + row * TOPK
     jj = tl.arange(0, K_P2)
-    tl.store(out + jj, phys, mask=(jj < m) & (jj >= lo) & (jj < hi))
+    page = MAXP - 1 - (best & 0xFFFFFFFF).to(tl.int32)
+    take = (jj < m) & (jj >= lo) & (jj < hi)
+    tl.store(out + jj, tl.load(table + page, mask=take, other=0), mask=take)
     i = tl.arange(0, LOCAL_P2)
     pos = m + i
-    tl.store(out + pos, local_phys, mask=(i < n_local) & (pos >= lo) & (pos < hi))
+    lt = (i < n_local) & (pos >= lo) & (pos < hi)
+    tl.store(out + pos, tl.load(table + n_pages - n_local + i, mask=lt, other=0), mask=lt)
     j = tl.arange(0, TOPK_P2)
     tl.store(out + j, tl.full((TOPK_P2,), -1, tl.int32),
              mask=(j >= m + n_local) & (j < TOPK) & (j >= lo) & (j < hi))
+    return m + n_local
 
 
 @triton.jit
-def _attend_share(q, k_ptr, v_ptr, phys, local_phys, m, n_local, head, lo, last_page,
-                  last_len, qk_scale, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                  PAGE_SIZE: tl.constexpr, K_P2: tl.constexpr, LOCAL_P2: tl.constexpr,
-                  TILE_PAGES: tl.constexpr, TILES: tl.constexpr, M_ROWS: tl.constexpr):
+def _attend_share(q, k_ptr, v_ptr, pages_ptr, row, head, lo, list_len, last_page, last_len,
+                  qk_scale, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr, TILE_PAGES: tl.constexpr,
+                  TILES: tl.constexpr, M_ROWS: tl.constexpr):
     """Online-softmax attention (base 2) of ``q`` over list positions ``[lo, lo + TILES *
-    TILE_PAGES)`` of the row's list (``phys[:m]``, then ``local_phys[:n_local]``; the
-    page ids come from registers, not memory): (acc, running max, running sum)."""
+    TILE_PAGES)`` (those below ``list_len``): (acc, running max, running sum)."""
     tokens: tl.constexpr = TILE_PAGES * PAGE_SIZE
     t = tl.arange(0, tokens)
     slot = t % PAGE_SIZE
@@ -121,11 +112,8 @@ def _attend_share(q, k_ptr, v_ptr, phys, local_phys, m, n_local, head, lo, last_
     acc = tl.zeros((M_ROWS, HEAD_DIM), tl.float32)
     for tile in range(TILES):
         pos = lo + tile * TILE_PAGES + t // PAGE_SIZE
-        chosen = pos < m
-        loc = tl.minimum(tl.maximum(pos - m, 0), LOCAL_P2 - 1)
-        page = tl.where(chosen, tl.gather(phys, tl.minimum(pos, K_P2 - 1), 0),
-                        tl.gather(local_phys, loc, 0))
-        listed = chosen | (pos < m + n_local)
+        listed = pos < list_len
+        page = tl.load(pages_ptr + row * TOPK + pos, mask=listed, other=0)
         ok = listed & ((page != last_page) | (slot < last_len))
         m_i, l_i, acc = attend_tile(q, k_ptr, v_ptr, page, slot, ok, head, m_i, l_i, acc,
                                     qk_scale, KV_HEADS, HEAD_DIM, PAGE_SIZE)
@@ -195,13 +183,6 @@ def fused_blocktopk_kernel(
     q = load_query_group(q_ptr, row, GROUP, HEAD_DIM, M_ROWS)  # [M, D]
     n_cands: tl.constexpr = SPLITS * CHUNKS * K_P2
     cands = cands_ptr + row.to(tl.int64) * n_cands
-    table = table_ptr + req.to(tl.int64) * table_stride
-    if PHASE != 1:  # what the attention needs besides the selection, read up front
-        last_len = tl.load(lens_ptr + req).to(tl.int32) - (n_pages - 1) * PAGE_SIZE
-        last_page = tl.load(table + n_pages - 1)
-        n_local = tl.minimum(n_pages, LOCAL_PAGES)
-        i = tl.arange(0, LOCAL_P2)
-        local_phys = tl.load(table + n_pages - n_local + i, mask=i < n_local, other=0)
     if PHASE != 2:
         if SPLITS * CHUNKS == 1:
             best = _chunk_best(q, means_ptr, scores_ptr, row, 0, n_cand, max_pages,
@@ -225,13 +206,17 @@ def fused_blocktopk_kernel(
             low = tl.full((CANDS_P2,), -2147483648, tl.int32).to(tl.int64) << 32
             packed = tl.load(cands + c, mask=c < n_cands, other=0, cache_modifier=".cg")
             best = tl.topk(tl.where(c < n_cands, packed, low), K_P2)
-        phys, m = _selected_pages(best, table, n_pages, TOPK, LOCAL_PAGES, K_P2, MAXP)
         per: tl.constexpr = TILES * TILE_PAGES
         lo = split * per
-        _write_share(phys, local_phys, m, n_local, pages_ptr, row, lo, lo + per, TOPK,
-                     TOPK_P2, LOCAL_P2, K_P2)
-        acc, m_i, l_i = _attend_share(q, k_ptr, v_ptr, phys, local_phys, m, n_local, head,
-                                      lo, last_page, last_len, qk_scale, KV_HEADS, HEAD_DIM,
-                                      PAGE_SIZE, K_P2, LOCAL_P2, TILE_PAGES, TILES, M_ROWS)
+        list_len = _write_share(best, table_ptr, pages_ptr, req, row, n_pages, table_stride,
+                                lo, lo + per, TOPK, TOPK_P2, LOCAL_PAGES, LOCAL_P2, K_P2,
+                                MAXP)
+        tl.debug_barrier()
+        seq_len = tl.load(lens_ptr + req).to(tl.int32)
+        last_page = tl.load(table_ptr + req.to(tl.int64) * table_stride + n_pages - 1)
+        acc, m_i, l_i = _attend_share(q, k_ptr, v_ptr, pages_ptr, row, head, lo, list_len,
+                                      last_page, seq_len - (n_pages - 1) * PAGE_SIZE,
+                                      qk_scale, KV_HEADS, HEAD_DIM, PAGE_SIZE, TOPK,
+                                      TILE_PAGES, TILES, M_ROWS)
         _finish(acc, m_i, l_i, out_ptr, part_o_ptr, part_ml_ptr, count_ptr + row * 2, row,
                 split, GROUP, HEAD_DIM, SPLITS, M_ROWS)

@@ -1,0 +1,198 @@
+"""Ablation of the fused kernel (explore only): the previous kernel with the register-resident chunk scoring."""
+
+import triton
+import triton.language as tl
+
+from kinetics.attention.kernels.select import ordered_key, row_pages
+from kinetics.attention.kernels.tile import attend_tile, load_query_group, store_partial
+
+
+@triton.jit
+def _chunk_best(q, means_ptr, scores_ptr, row, first, n_cand, max_pages,
+                HEAD_DIM: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
+                K_P2: tl.constexpr, MAXP: tl.constexpr):
+    """The ``K_P2`` best (key, page) packs of pages ``[first, first + CHUNK_PAGES)`` of
+    ``row`` (best first; pages at or past ``n_cand`` rank below every scored page).
+
+    The page means are read up to ``max_pages`` whatever the row's length, so the reads
+    need not wait for it; the scores stay in registers (``[blocks, BLOCK_P]``) and are
+    also stored for :attr:`FusedBlockTopkDecode.scores`."""
+    BLOCKS: tl.constexpr = CHUNK_PAGES // BLOCK_P
+    d = tl.arange(0, HEAD_DIM)
+    j = tl.arange(0, BLOCK_P)
+    blk = tl.arange(0, BLOCKS)
+    base = row.to(tl.int64) * max_pages
+    s_all = tl.zeros((BLOCKS, BLOCK_P), tl.float32)
+    for b in range(BLOCKS):
+        p = first + b * BLOCK_P + j
+        kbar = tl.load(means_ptr + (base + p)[:, None] * HEAD_DIM + d[None, :],
+                       mask=(p < max_pages)[:, None], other=0.0)
+        s = tl.sum(tl.dot(q, tl.trans(kbar.to(q.dtype))), axis=0)  # [BLOCK_P], float32
+        tl.store(scores_ptr + base + p, s, mask=p < n_cand)
+        s_all = tl.where(blk[:, None] == b, s[None, :], s_all)
+    p = first + tl.arange(0, CHUNK_PAGES)
+    valid = p < n_cand
+    key = tl.where(valid, ordered_key(tl.reshape(s_all, (CHUNK_PAGES,))), -2147483648)
+    packed = (key.to(tl.int64) << 32) | (MAXP - 1 - p).to(tl.int64)
+    return tl.topk(packed, K_P2)
+
+
+@triton.jit
+def _row_barrier(count_ptr, SPLITS: tl.constexpr):
+    """Wait until all ``SPLITS`` programs of the row have arrived (their earlier global
+    writes visible after it)."""
+    tl.debug_barrier()
+    tl.atomic_add(count_ptr, 1, sem="acq_rel")
+    arrived = tl.atomic_add(count_ptr, 0, sem="acquire")
+    while arrived < SPLITS:
+        arrived = tl.atomic_add(count_ptr, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _write_share(best, table_ptr, pages_ptr, req, row, n_pages, table_stride, lo, hi,
+                 TOPK: tl.constexpr, TOPK_P2: tl.constexpr, LOCAL_PAGES: tl.constexpr,
+                 LOCAL_P2: tl.constexpr, K_P2: tl.constexpr, MAXP: tl.constexpr):
+    """Write list positions ``[lo, hi)`` of the row's page list (the ``m`` best pages,
+    then the local ones; -1 past its end) as physical ids; returns its length."""
+    n_local = tl.minimum(n_pages, LOCAL_PAGES)
+    m = tl.minimum(TOPK - LOCAL_PAGES, tl.maximum(n_pages - LOCAL_PAGES, 0))
+    table = table_ptr + req.to(tl.int64) * table_stride
+    out = pages_ptr + row * TOPK
+    jj = tl.arange(0, K_P2)
+    page = MAXP - 1 - (best & 0xFFFFFFFF).to(tl.int32)
+    take = (jj < m) & (jj >= lo) & (jj < hi)
+    tl.store(out + jj, tl.load(table + page, mask=take, other=0), mask=take)
+    i = tl.arange(0, LOCAL_P2)
+    pos = m + i
+    lt = (i < n_local) & (pos >= lo) & (pos < hi)
+    tl.store(out + pos, tl.load(table + n_pages - n_local + i, mask=lt, other=0), mask=lt)
+    j = tl.arange(0, TOPK_P2)
+    tl.store(out + j, tl.full((TOPK_P2,), -1, tl.int32),
+             mask=(j >= m + n_local) & (j < TOPK) & (j >= lo) & (j < hi))
+    return m + n_local
+
+
+@triton.jit
+def _attend_share(q, k_ptr, v_ptr, pages_ptr, row, head, lo, list_len, last_page, last_len,
+                  qk_scale, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr, TILE_PAGES: tl.constexpr,
+                  TILES: tl.constexpr, M_ROWS: tl.constexpr):
+    """Online-softmax attention (base 2) of ``q`` over list positions ``[lo, lo + TILES *
+    TILE_PAGES)`` (those below ``list_len``): (acc, running max, running sum)."""
+    tokens: tl.constexpr = TILE_PAGES * PAGE_SIZE
+    t = tl.arange(0, tokens)
+    slot = t % PAGE_SIZE
+    m_i = tl.full((M_ROWS,), -1.0e30, tl.float32)  # finite: an all-masked tile adds 0
+    l_i = tl.zeros((M_ROWS,), tl.float32)
+    acc = tl.zeros((M_ROWS, HEAD_DIM), tl.float32)
+    for tile in range(TILES):
+        pos = lo + tile * TILE_PAGES + t // PAGE_SIZE
+        listed = pos < list_len
+        page = tl.load(pages_ptr + row * TOPK + pos, mask=listed, other=0)
+        ok = listed & ((page != last_page) | (slot < last_len))
+        m_i, l_i, acc = attend_tile(q, k_ptr, v_ptr, page, slot, ok, head, m_i, l_i, acc,
+                                    qk_scale, KV_HEADS, HEAD_DIM, PAGE_SIZE)
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _finish(acc, m_i, l_i, out_ptr, part_o_ptr, part_ml_ptr, count_ptr, row, split,
+            GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr,
+            M_ROWS: tl.constexpr):
+    """Store the output (one split) or this split's partial; the row's last split to
+    arrive combines the partials in split order and resets the row's counters."""
+    g = tl.arange(0, M_ROWS)
+    d = tl.arange(0, HEAD_DIM)
+    gmask = g < GROUP
+    dst = out_ptr + (row * GROUP + g)[:, None] * HEAD_DIM + d[None, :]
+    if SPLITS == 1:
+        out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=gmask[:, None])
+    else:
+        store_partial(part_o_ptr, part_ml_ptr, acc, m_i, l_i, row, split, SPLITS, GROUP,
+                      HEAD_DIM, M_ROWS)
+        tl.debug_barrier()
+        done = tl.atomic_add(count_ptr + 1, 1, sem="acq_rel")
+        if done == SPLITS - 1:
+            m_run = tl.full((M_ROWS,), -1.0e30, tl.float32)
+            l_run = tl.zeros((M_ROWS,), tl.float32)
+            o_run = tl.zeros((M_ROWS, HEAD_DIM), tl.float32)
+            for sp in range(SPLITS):
+                b = (row * SPLITS + sp) * GROUP + g
+                m = tl.load(part_ml_ptr + b * 2, mask=gmask, other=-1.0e30,
+                            cache_modifier=".cg")
+                lsum = tl.load(part_ml_ptr + b * 2 + 1, mask=gmask, other=0.0,
+                               cache_modifier=".cg")
+                o = tl.load(part_o_ptr + b[:, None] * HEAD_DIM + d[None, :],
+                            mask=gmask[:, None], other=0.0, cache_modifier=".cg")
+                m_new = tl.maximum(m_run, m)
+                alpha = tl.exp2(m_run - m_new)
+                w = tl.exp2(m - m_new)
+                l_run = l_run * alpha + w * lsum
+                o_run = o_run * alpha[:, None] + o * w[:, None]
+                m_run = m_new
+            out = o_run / tl.where(l_run > 0, l_run, 1.0)[:, None]
+            tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=gmask[:, None])
+            tl.store(count_ptr, 0)
+            tl.store(count_ptr + 1, 0)
+
+
+@triton.jit
+def fused_blocktopk_kernel(
+        q_ptr, means_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, scores_ptr, cands_ptr,
+        pages_ptr, part_o_ptr, part_ml_ptr, count_ptr, out_ptr, qk_scale, max_pages,
+        table_stride, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+        PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr, TOPK_P2: tl.constexpr,
+        LOCAL_PAGES: tl.constexpr, LOCAL_P2: tl.constexpr, SPLITS: tl.constexpr,
+        CHUNKS: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
+        K_P2: tl.constexpr, CANDS_P2: tl.constexpr, MAXP: tl.constexpr,
+        TILE_PAGES: tl.constexpr, TILES: tl.constexpr, M_ROWS: tl.constexpr,
+        PHASE: tl.constexpr):
+    """Block top-k decode of row ``program_id(0)``, split ``program_id(1)`` (module
+    docstring); ``PHASE`` 0: the whole step, 1: scoring and candidates only, 2: the rest;
+    ``qk_scale`` = log2(e) / sqrt(head_dim)."""
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    req, head, n_pages = row_pages(lens_ptr, row, KV_HEADS, PAGE_SIZE)
+    n_cand = n_pages - LOCAL_PAGES
+    q = load_query_group(q_ptr, row, GROUP, HEAD_DIM, M_ROWS)  # [M, D]
+    n_cands: tl.constexpr = SPLITS * CHUNKS * K_P2
+    cands = cands_ptr + row.to(tl.int64) * n_cands
+    if PHASE != 2:
+        if SPLITS * CHUNKS == 1:
+            best = _chunk_best(q, means_ptr, scores_ptr, row, 0, n_cand, max_pages,
+                               HEAD_DIM, CHUNK_PAGES, BLOCK_P, K_P2, MAXP)
+        else:
+            kk = tl.arange(0, K_P2)
+            for c in range(CHUNKS):
+                chunk = split * CHUNKS + c
+                top = _chunk_best(q, means_ptr, scores_ptr, row, chunk * CHUNK_PAGES,
+                                  n_cand, max_pages, HEAD_DIM, CHUNK_PAGES, BLOCK_P, K_P2,
+                                  MAXP)
+                tl.store(cands + chunk * K_P2 + kk, top)
+    if PHASE != 1:
+        if SPLITS * CHUNKS > 1:
+            if PHASE == 0:
+                if SPLITS > 1:
+                    _row_barrier(count_ptr + row * 2, SPLITS)
+                else:
+                    tl.debug_barrier()
+            c = tl.arange(0, CANDS_P2)
+            low = tl.full((CANDS_P2,), -2147483648, tl.int32).to(tl.int64) << 32
+            packed = tl.load(cands + c, mask=c < n_cands, other=0, cache_modifier=".cg")
+            best = tl.topk(tl.where(c < n_cands, packed, low), K_P2)
+        per: tl.constexpr = TILES * TILE_PAGES
+        lo = split * per
+        list_len = _write_share(best, table_ptr, pages_ptr, req, row, n_pages, table_stride,
+                                lo, lo + per, TOPK, TOPK_P2, LOCAL_PAGES, LOCAL_P2, K_P2,
+                                MAXP)
+        tl.debug_barrier()
+        seq_len = tl.load(lens_ptr + req).to(tl.int32)
+        last_page = tl.load(table_ptr + req.to(tl.int64) * table_stride + n_pages - 1)
+        acc, m_i, l_i = _attend_share(q, k_ptr, v_ptr, pages_ptr, row, head, lo, list_len,
+                                      last_page, seq_len - (n_pages - 1) * PAGE_SIZE,
+                                      qk_scale, KV_HEADS, HEAD_DIM, PAGE_SIZE, TOPK,
+                                      TILE_PAGES, TILES, M_ROWS)
+        _finish(acc, m_i, l_i, out_ptr, part_o_ptr, part_ml_ptr, count_ptr + row * 2, row,
+                split, GROUP, HEAD_DIM, SPLITS, M_ROWS)
