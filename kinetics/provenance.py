@@ -105,11 +105,16 @@ def kinetics_version() -> str:
 
 
 def library_versions() -> dict[str, str | None]:
-    """Each of :data:`LIBRARIES` -> its installed distribution's version, or None (nothing
-    is imported)."""
+    """Each of :data:`LIBRARIES` -> its version, or None: the ``__version__`` of a module
+    already imported (``torch.__version__`` carries its CUDA label, e.g. ``+cu130``, which
+    the distribution's metadata may lack), else the installed distribution's (nothing is
+    imported)."""
     out: dict[str, str | None] = {}
     for name, distributions in LIBRARIES.items():
-        out[name] = None
+        out[name] = getattr(sys.modules.get(name), "__version__", None)
+        if out[name] is not None:
+            out[name] = str(out[name])
+            continue
         for dist in distributions:
             try:
                 out[name] = metadata.version(dist)

@@ -67,6 +67,17 @@ def test_a_library_not_installed_is_none(monkeypatch):
     assert library_versions()["numpy"] is not None
 
 
+def test_an_imported_module_reports_its_own_version(monkeypatch):
+    """torch's metadata may say 2.11.0 while torch.__version__ says 2.11.0+cu130 (so it
+    did on a lent H200): the imported module's word is recorded; not imported: the
+    metadata's."""
+    monkeypatch.setattr(prov.metadata, "version", lambda name: "2.11.0")
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(__version__="2.11.0+cu130"))
+    assert library_versions()["torch"] == "2.11.0+cu130"
+    monkeypatch.delitem(sys.modules, "torch")
+    assert library_versions()["torch"] == "2.11.0"
+
+
 def test_the_device_is_read_from_an_imported_torch_only(monkeypatch):
     monkeypatch.delitem(sys.modules, "torch", raising=False)
     assert provenance([]).device == "cpu"

@@ -6,7 +6,7 @@ Per cell (attention only, the grid's replicas and timing): the separate path's s
 (selection kernels + split-KV attention), the previous fused kernel's step
 (``fused_decode_prev.py``: the kernel as of the 2026-12-03 grids) and the fused step
 with its default launch and with one option changed at a time (warps, splits, one launch
-vs two, chunk, tile, stages, two programs per SM). Every variant is checked first on
+vs two, chunk, tile, stages). Every variant is checked first on
 replica 0 (the
 selection vs the reference up to ties, the output vs the default fused output, which
 is itself checked against the float32 reference). The kernels are compiled in
@@ -37,15 +37,12 @@ KERNEL_MODULES = {PREVIOUS: "fused_decode_prev", "+chunk": "fused_ablate_chunk",
 
 
 def variants(launch) -> dict[str, dict]:
-    """Options to try against the cell's default ``launch`` (a FusedLaunch); ``2/SM``
-    variants run one launch with two programs per SM (skipped unless the compiled kernel
-    fits two per SM). With EXPLORE_SET=ablate: the previous kernel with each of the
+    """Options to try against the cell's default ``launch`` (a FusedLaunch). With
+    EXPLORE_SET=ablate: the previous kernel with each of the
     current kernel's changes alone."""
     if os.environ.get("EXPLORE_SET") == "ablate":
         out = {name: {} for name in KERNEL_MODULES}
         out["default"] = {}
-        out["previous 2/SM splits*2 tile4"] = dict(splits=2 * launch.splits, tile_pages=4,
-                                                   programs_per_sm=2)
         return out
     out = {"default": {}, PREVIOUS: {}, "warps8": dict(num_warps=8),
            "stages2": dict(num_stages=2),
@@ -56,11 +53,6 @@ def variants(launch) -> dict[str, dict]:
         out["two_launches"] = dict(one_launch=False)
         out["splits/2"] = dict(splits=s // 2)
     out["splits*2"] = dict(splits=2 * s, one_launch=False)
-    if s <= 8:
-        out["2/SM splits*2 tile4"] = dict(splits=2 * s, tile_pages=4, programs_per_sm=2)
-        out["2/SM splits*2 tile2"] = dict(splits=2 * s, tile_pages=2, programs_per_sm=2)
-    if s <= 4:
-        out["4/SM splits*4 tile2"] = dict(splits=4 * s, tile_pages=2, programs_per_sm=4)
     if launch.chunk_pages >= 512:
         out["chunk/2"] = dict(chunk_pages=launch.chunk_pages // 2)
     return out
@@ -92,8 +84,6 @@ def compile_variants(plan: list[tuple]) -> list[tuple]:
 
     import torch
 
-    from kinetics.attention.decode import resident_programs
-
     out = []
     for hq, hkv, context, batch, pages, name, options in plan:
         max_pages = -(-context // 16)
@@ -118,6 +108,17 @@ def compile_variants(plan: list[tuple]) -> list[tuple]:
             fit = -1
         out.append(((hq, context, batch, pages, name), fit))
     return out
+
+
+def resident_programs(regs_per_thread: int, shared_bytes: int, num_warps: int,
+                      regs_per_sm: int = 65536, shared_per_sm: int = 233472,
+                      warps_per_sm: int = 64) -> int:
+    """Programs of a kernel that fit on one SM at once (Hopper limits by default): by
+    registers (allocated per warp in units of 256), by shared memory (1 KiB reserved per
+    program) and by warps."""
+    regs_per_warp = -(-regs_per_thread * 32 // 256) * 256
+    return max(0, min(regs_per_sm // (regs_per_warp * num_warps),
+                      shared_per_sm // (shared_bytes + 1024), warps_per_sm // num_warps))
 
 
 def precompile_variants(plan: list[tuple], workers: int = 14) -> dict:

@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu/fused_run.sh [explore|final|probe]
 #
 # probe: only benchmarks/explore/explore_fused.py on the cells EXPLORE_CELLS (indices into
-#   its CELLS, default 0,1,2,3,6: the gate cells and 16k / 256; EXPLORE_SET=ablate for
+#   its CELLS, default 0,1,2,3,6: the gate cells and 16k / 256; none: no exploration;
+#   EXPLORE_SET=ablate for
 #   the ablation set), with PROBE_MODEL=1 the whole Qwen3-8B (batch 32, 16k, tp 1), with
 #   PROBE_GATE=1 the gate against the committed baseline, then the fused kernel's GPU
 #   tests for the rest of LIMIT_S.
@@ -34,8 +35,10 @@ step() {  # step NAME SECONDS CMD...: run with a timeout, log, note the exit cod
     echo "== $name: exit $? after ${SECONDS}s" | tee -a "$log"
 }
 if [ "$mode" = probe ]; then
-    step explore 330 python3 benchmarks/explore/explore_fused.py "$OUT/explore.json" \
-        "${EXPLORE_CELLS:-0,1,2,3,6}"
+    if [ "${EXPLORE_CELLS:-}" != none ]; then
+        step explore 330 python3 benchmarks/explore/explore_fused.py "$OUT/explore.json" \
+            "${EXPLORE_CELLS:-0,1,2,3,6}"
+    fi
     if [ "${PROBE_MODEL:-0}" = 1 ]; then
         step model 200 python3 -m kinetics bench --whole-model --tp 1 --batch-size 32 \
             --json-out "$OUT/model.json"

@@ -400,8 +400,8 @@ def candidate_width(topk_pages: int, local_pages: int) -> int:
 def choose_fused_launch(rows: int, max_pages: int, topk_pages: int, local_pages: int,
                         page_size: int, sms: int, splits: int | None = None,
                         chunk_pages: int | None = None, tile_pages: int | None = None,
-                        one_launch: bool | None = None, interpreted: bool = False,
-                        programs_per_sm: int = 1) -> FusedLaunch:
+                        one_launch: bool | None = None, interpreted: bool = False
+                        ) -> FusedLaunch:
     """The launch of the fused block top-k decode for ``rows`` (request, KV head) rows of
     ``max_pages`` pages of ``page_size`` tokens attending ``topk_pages`` pages, on
     ``sms`` SMs. Any argument given is kept (checked).
@@ -410,14 +410,13 @@ def choose_fused_launch(rows: int, max_pages: int, topk_pages: int, local_pages:
     rows are few), at most MAX_SPLITS, at most MAX_CANDIDATES candidates per row, each
     split scoring at least one candidate width of pages and attending at least one
     page; chunks of at most MAX_CHUNK_PAGES pages; tiles as :func:`choose_launch`;
-    one launch wherever the grid fits ``programs_per_sm`` programs per SM (the splits of
-    a row spin on each other, so they must all be resident: the caller vouches that the
-    kernel's registers and shared memory allow that many), never under Triton's
-    interpreter (it runs programs one after another).
+    one launch wherever the grid fits one program per SM (the splits of a row spin on
+    each other, so they must all be resident), never under Triton's interpreter (it
+    runs programs one after another).
     """
     k_p2 = candidate_width(topk_pages, local_pages)
     if splits is None:
-        splits = max(1, prev_pow2(sms * programs_per_sm // max(rows, 1)))
+        splits = max(1, prev_pow2(sms // max(rows, 1)))
         splits = min(splits, MAX_SPLITS, max(1, MAX_CANDIDATES // k_p2),
                      prev_pow2(max(max_pages // max(k_p2, 16), 1)), prev_pow2(topk_pages))
     if splits < 1:
@@ -435,24 +434,13 @@ def choose_fused_launch(rows: int, max_pages: int, topk_pages: int, local_pages:
         tile_pages = min(tile_pages, next_pow2(share))
     tile_pages = max(tile_pages, -(-16 // page_size))
     tiles = -(-share // tile_pages)
-    fits = rows * splits <= sms * programs_per_sm
+    fits = rows * splits <= sms
     if one_launch is None:
         one_launch = splits == 1 or (fits and not interpreted)
     if one_launch and splits > 1 and (interpreted or not fits):
         raise ValueError(f"one launch of {rows} rows x {splits} splits needs every program "
-                         f"resident at once ({sms} SMs x {programs_per_sm}{', interpreted' if interpreted else ''})")
+                         f"resident at once ({sms} SMs{', interpreted' if interpreted else ''})")
     return FusedLaunch(splits, chunk_pages, chunks, tile_pages, tiles, one_launch)
-
-
-def resident_programs(regs_per_thread: int, shared_bytes: int, num_warps: int,
-                      regs_per_sm: int = 65536, shared_per_sm: int = 233472,
-                      warps_per_sm: int = 64) -> int:
-    """Programs of a kernel that fit on one SM at once (Hopper limits by default): by
-    registers (allocated per warp in units of 256), by shared memory (1 KiB reserved per
-    program) and by warps."""
-    regs_per_warp = -(-regs_per_thread * 32 // 256) * 256
-    return max(0, min(regs_per_sm // (regs_per_warp * num_warps),
-                      shared_per_sm // (shared_bytes + 1024), warps_per_sm // num_warps))
 
 
 class FusedBlockTopkDecode:
@@ -470,7 +458,7 @@ class FusedBlockTopkDecode:
         num_q_heads: query heads (a multiple of the cache's KV heads).
         topk_pages: pages attended per (request, KV head), the local ones included.
         local_pages: trailing pages always attended (>= 1: the last, partial page).
-        splits, chunk_pages, tile_pages, one_launch, programs_per_sm: launch shape
+        splits, chunk_pages, tile_pages, one_launch: launch shape
             (:func:`choose_fused_launch`; defaults from the device's SM count).
         block_p: pages per scoring ``tl.dot``.
         num_warps, num_stages: of the kernel.
@@ -487,7 +475,7 @@ class FusedBlockTopkDecode:
                  local_pages: int = 1, splits: int | None = None,
                  chunk_pages: int | None = None, tile_pages: int | None = None,
                  one_launch: bool | None = None, block_p: int = 128, num_warps: int = 4,
-                 num_stages: int = 3, programs_per_sm: int = 1) -> None:
+                 num_stages: int = 3) -> None:
         import os
 
         import torch
@@ -506,8 +494,7 @@ class FusedBlockTopkDecode:
             raise ValueError(f"rows of {self.max_pages} pages: at most {MAX_ROW_PAGES // 2}")
         self.launch = choose_fused_launch(self.rows, self.max_pages, topk_pages, local_pages,
                                           cache.page_size, sms, splits, chunk_pages,
-                                          tile_pages, one_launch, interpreted,
-                                          programs_per_sm)
+                                          tile_pages, one_launch, interpreted)
         self.cache, self.num_q_heads, self.topk_pages = cache, num_q_heads, topk_pages
         self.local_pages, self.group = local_pages, num_q_heads // h
         self.block_p = min(block_p, self.launch.chunk_pages)
@@ -535,12 +522,13 @@ class FusedBlockTopkDecode:
     def compile(self, q: torch.Tensor, out: torch.Tensor) -> list:
         """Compile the kernel(s) a call with these arguments launches, without launching
         (Triton's warm-up: fills its cache, e.g. from several processes at once); returns
-        Triton's compiled kernels (``n_regs``, ``metadata.shared``: see
-        :func:`resident_programs`)."""
+        Triton's compiled kernels (their registers and shared memory for explorations)."""
         return self._launch(q, out, compile_only=True)
 
     @staticmethod
     def _kernel():
+        """The Triton kernel launched (a subclass may run another of the same signature,
+        e.g. an earlier version in an exploration)."""
         from kinetics.attention.kernels.fused_decode import fused_blocktopk_kernel
 
         return fused_blocktopk_kernel

@@ -108,14 +108,30 @@ class Baseline:
 
 
 def running_versions() -> dict[str, str]:
-    """The installed versions of :data:`PINNED` (by import name; those installed)."""
+    """The installed versions of :data:`PINNED` (by import name; those installed): the
+    version the imported module reports (``torch.__version__`` carries its CUDA label,
+    e.g. ``+cu130``, which its distribution's metadata may lack), else its
+    distribution's."""
     out = {}
     for name, dist in PINNED.items():
-        try:
-            out[name] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+        version = _module_version(name)
+        if version is None:
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        out[name] = version
     return out
+
+
+def _module_version(name: str) -> str | None:
+    """``name.__version__`` as text, or None where the module does not import or has none."""
+    try:
+        module = importlib.import_module(name)
+    except Exception:  # a broken or missing install: the metadata decides
+        return None
+    version = getattr(module, "__version__", None)
+    return None if version is None else str(version)
 
 
 def version_mismatches(recorded: Mapping[str, str], running: Mapping[str, str]) -> list[str]:

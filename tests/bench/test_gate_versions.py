@@ -4,6 +4,7 @@ same, and a run on other versions is refused unless allowed."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from pathlib import Path
@@ -86,3 +87,31 @@ def test_baseline_from_grid_keeps_the_versions():
             "versions": {**RECORDED, "device": "H200"}}
     data = gate.baseline_from_grid(grid, cells=[("qwen3-8b", 16384, 64, 64)])
     assert data["versions"] == RECORDED
+
+
+def test_running_versions_take_the_modules_own_version(monkeypatch):
+    """On the lent H200 torch's distribution metadata said 2.11.0 while
+    ``torch.__version__`` said 2.11.0+cu130 (the pinned text): the module's word counts,
+    the metadata only where the module does not import."""
+    import types
+
+    modules = {"torch": types.SimpleNamespace(__version__="2.11.0+cu130"),
+               "triton": types.SimpleNamespace(__version__="3.6.0")}
+
+    def fake_import(name):
+        if name not in modules:
+            raise ImportError(name)
+        return modules[name]
+
+    dists = {"torch": "2.11.0", "triton": "3.6.0", "flashinfer-python": "0.6.1"}
+
+    def fake_version(dist):
+        if dist not in dists:
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return dists[dist]
+
+    monkeypatch.setattr(gate.importlib, "import_module", fake_import)
+    monkeypatch.setattr(gate.importlib.metadata, "version", fake_version)
+    assert gate.running_versions() == {"torch": "2.11.0+cu130", "triton": "3.6.0",
+                                       "flashinfer": "0.6.1"}
+    assert gate.version_mismatches(RECORDED, gate.running_versions()) == []

@@ -42,14 +42,16 @@ def _chunk_best(q, means_ptr, scores_ptr, row, first, n_cand, max_pages,
                 HEAD_DIM: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
                 K_P2: tl.constexpr, MAXP: tl.constexpr):
     """The ``K_P2`` best (key, page) packs of pages ``[first, first + CHUNK_PAGES)`` of
-    ``row`` (best first; pages at or past ``n_cand`` rank below every scored page)."""
+    ``row`` (best first; pages at or past ``n_cand`` rank below every scored page). The
+    page means are read up to ``max_pages`` whatever the row's length, so the first reads
+    need not wait for the length's load; pages past ``n_cand`` are masked afterwards."""
     d = tl.arange(0, HEAD_DIM)
     base = row.to(tl.int64) * max_pages
     for b in range(CHUNK_PAGES // BLOCK_P):
         p = first + b * BLOCK_P + tl.arange(0, BLOCK_P)
         cand = p < n_cand
         kbar = tl.load(means_ptr + (base + p)[:, None] * HEAD_DIM + d[None, :],
-                       mask=cand[:, None], other=0.0)
+                       mask=(p < max_pages)[:, None], other=0.0)  # not waiting for the length
         s = tl.sum(tl.dot(q, tl.trans(kbar.to(q.dtype))), axis=0)  # [BLOCK_P], float32
         tl.store(scores_ptr + base + p, s, mask=cand)
     tl.debug_barrier()
