@@ -3,8 +3,9 @@
     python benchmarks/explore/explore_fused.py OUT.json [CELLS]
 
 Per cell (attention only, the grid's replicas and timing): the separate path's step
-(selection kernels + split-KV attention), the previous fused kernel's step
-(``fused_decode_prev.py``: the kernel as of the 2026-12-03 grids) and the fused step
+(selection kernels + split-KV attention), other kernels' steps where their modules are
+present (KERNEL_MODULES: e.g. ``fused_decode_prev.py``, an earlier kernel of the same
+signature) and the fused step
 with its default launch and with one option changed at a time (warps, splits, one launch
 vs two, chunk, tile, stages). Every variant is checked first on
 replica 0 (the
@@ -30,7 +31,8 @@ CELLS = [("qwen3-8b", 16384, 64, 64), ("qwen3-8b", 65536, 16, 64),
          ("qwen3-8b", 131072, 1, 64), ("qwen3-8b", 32768, 4, 64),
          ("qwen3-8b", 16384, 256, 64), ("qwen3-8b", 65536, 256, 128)]
 PREVIOUS = "previous"  # the variant run by the previous kernel (fused_decode_prev.py)
-# variants named "<first word> ..." run the kernel of these modules (beside this file)
+# variants named "<first word> ..." run the kernel of these modules (beside this file;
+# those of the 2026-12-04 ablation are at commit a01966f: restore them to run it)
 KERNEL_MODULES = {PREVIOUS: "fused_decode_prev", "+chunk": "fused_ablate_chunk",
                   "+means": "fused_ablate_means", "+gather": "fused_ablate_gather",
                   "+all": "fused_ablate_all"}
@@ -40,11 +42,14 @@ def variants(launch) -> dict[str, dict]:
     """Options to try against the cell's default ``launch`` (a FusedLaunch). With
     EXPLORE_SET=ablate: the previous kernel with each of the
     current kernel's changes alone."""
+    here = Path(__file__).resolve().parent
+    present = [n for n, m in KERNEL_MODULES.items() if (here / f"{m}.py").exists()]
     if os.environ.get("EXPLORE_SET") == "ablate":
-        out = {name: {} for name in KERNEL_MODULES}
+        out = {name: {} for name in present}
         out["default"] = {}
         return out
-    out = {"default": {}, PREVIOUS: {}, "warps8": dict(num_warps=8),
+    out = {"default": {}, **({PREVIOUS: {}} if PREVIOUS in present else {}),
+           "warps8": dict(num_warps=8),
            "stages2": dict(num_stages=2),
            "tile4" if launch.tile_pages != 4 else "tile8": dict(
                tile_pages=4 if launch.tile_pages != 4 else 8)}
