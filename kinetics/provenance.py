@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import importlib
 import os
 import platform
 import shlex
@@ -104,24 +105,33 @@ def kinetics_version() -> str:
         return __version__
 
 
-def library_versions() -> dict[str, str | None]:
-    """Each of :data:`LIBRARIES` -> its version, or None: the ``__version__`` of a module
-    already imported (``torch.__version__`` carries its CUDA label, e.g. ``+cu130``, which
-    the distribution's metadata may lack), else the installed distribution's (nothing is
-    imported)."""
-    out: dict[str, str | None] = {}
-    for name, distributions in LIBRARIES.items():
-        out[name] = getattr(sys.modules.get(name), "__version__", None)
-        if out[name] is not None:
-            out[name] = str(out[name])
+def installed_version(name: str, distributions: Sequence[str],
+                      import_module: bool = False) -> str | None:
+    """The version of module ``name``: its ``__version__`` when it is imported (or, with
+    ``import_module``, importable: a broken install falls through) — torch's carries its
+    CUDA label, e.g. ``+cu130``, which its distribution's metadata may lack — else the
+    first of ``distributions`` installed; None when none is."""
+    module = sys.modules.get(name)
+    if module is None and import_module:
+        try:
+            module = importlib.import_module(name)
+        except Exception:  # a missing or broken install: the metadata decides
+            module = None
+    version = getattr(module, "__version__", None)
+    if version is not None:
+        return str(version)
+    for dist in distributions:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
             continue
-        for dist in distributions:
-            try:
-                out[name] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return out
+    return None
+
+
+def library_versions() -> dict[str, str | None]:
+    """Each of :data:`LIBRARIES` -> its :func:`installed_version`, or None (nothing is
+    imported)."""
+    return {name: installed_version(name, dists) for name, dists in LIBRARIES.items()}
 
 
 def _git(root: Path, *args: str) -> str | None:

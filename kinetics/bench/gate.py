@@ -29,7 +29,6 @@ unless told to (``--allow-version-mismatch``): :func:`version_mismatches`.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import re
 from collections.abc import Mapping
@@ -41,7 +40,7 @@ from kinetics.bench.layer import compare_decode, format_table
 from kinetics.bench.spec import METHODS, DecodeSpec
 from kinetics.errors import InputError
 from kinetics.jsonfile import read_json_object
-from kinetics.provenance import describe_provenance
+from kinetics.provenance import describe_provenance, installed_version
 
 CELL_SIZES = ("context", "batch_size", "topk_pages")
 CELL_NUMBERS = ("speedup", "byte_roofline", "min_speedup")
@@ -108,30 +107,15 @@ class Baseline:
 
 
 def running_versions() -> dict[str, str]:
-    """The installed versions of :data:`PINNED` (by import name; those installed): the
-    version the imported module reports (``torch.__version__`` carries its CUDA label,
-    e.g. ``+cu130``, which its distribution's metadata may lack), else its
-    distribution's."""
+    """The installed versions of :data:`PINNED` (by import name; those installed), each
+    module's own ``__version__`` first (:func:`kinetics.provenance.installed_version`,
+    importing it)."""
     out = {}
     for name, dist in PINNED.items():
-        version = _module_version(name)
-        if version is None:
-            try:
-                version = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        out[name] = version
+        version = installed_version(name, (dist,), import_module=True)
+        if version is not None:
+            out[name] = version
     return out
-
-
-def _module_version(name: str) -> str | None:
-    """``name.__version__`` as text, or None where the module does not import or has none."""
-    try:
-        module = importlib.import_module(name)
-    except Exception:  # a broken or missing install: the metadata decides
-        return None
-    version = getattr(module, "__version__", None)
-    return None if version is None else str(version)
 
 
 def version_mismatches(recorded: Mapping[str, str], running: Mapping[str, str]) -> list[str]:
