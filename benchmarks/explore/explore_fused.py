@@ -5,14 +5,12 @@
 Per cell (attention only, the grid's replicas and timing): the separate path's step
 (selection kernels + split-KV attention), other kernels' steps where their modules are
 present (KERNEL_MODULES: e.g. ``fused_decode_prev.py``, an earlier kernel of the same
-signature) and the fused step
-with its default launch and with one option changed at a time (warps, splits, one launch
-vs two, chunk, tile, stages). Every variant is checked first on
-replica 0 (the
-selection vs the reference up to ties, the output vs the default fused output, which
-is itself checked against the float32 reference). The kernels are compiled in
-parallel processes first (benchmarks/gpu/precompile_fused.py). Prints a table, writes
-JSON.
+signature) and the fused step with its default launch and with one option changed at a
+time (warps, splits, one launch vs two, chunk, tile, stages). Every variant is checked
+first on replica 0 (the selection vs the reference up to ties, the output vs the default
+fused output, which is itself checked against the float32 reference). The kernels are
+compiled in parallel processes first (on stand-in caches, as
+benchmarks/gpu/precompile_fused.py does). Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -84,23 +82,14 @@ def decoder_class(name: str):
 
 def compile_variants(plan: list[tuple]) -> list[tuple]:
     """Compile each ``(q heads, kv heads, context, batch, pages, name, options)`` on a
-    stand-in cache; returns (its key, max programs per SM) per entry."""
-    from types import SimpleNamespace
-
+    stand-in cache; returns (its key, programs per SM it fits, -1 if it did not compile)
+    per entry."""
     import torch
+    from precompile_fused import stand_in
 
     out = []
     for hq, hkv, context, batch, pages, name, options in plan:
-        max_pages = -(-context // 16)
-        cache = SimpleNamespace(
-            batch_size=batch, num_kv_heads=hkv, head_dim=128, page_size=16,
-            device=torch.device("cuda"),
-            page_table=torch.zeros((batch, max_pages), dtype=torch.int32, device="cuda"),
-            seq_lens=torch.full((batch,), context, dtype=torch.int64, device="cuda"),
-            key_means=torch.zeros(64, dtype=torch.bfloat16, device="cuda"),
-            k_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"),
-            v_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"))
-        q = torch.zeros((batch, hq, 128), dtype=torch.bfloat16, device="cuda")
+        cache, q = stand_in(hq, hkv, 128, context, batch, torch.bfloat16)
         try:
             dec = decoder_class(name)(cache, hq, pages, 1, **options)
             ks = dec.compile(q, torch.empty_like(q))
@@ -175,10 +164,9 @@ def main(path: str, cells: str = "") -> None:
             if (m, ctx, b, k) != (model, context, batch, pages):
                 continue
             fit = fits.get((hq_, ctx, b, k, name), -1)
-            need = opts.get("programs_per_sm", 1)
-            if fit < need:
-                print(f"{model} {context} {batch} {pages} {name:13s} skipped: fits {fit} "
-                      f"per SM, needs {need}", flush=True)
+            if fit < 1:
+                print(f"{model} {context} {batch} {pages} {name:13s} skipped: did not "
+                      "compile or fits no SM", flush=True)
                 continue
             decs = [decoder_class(name)(c, w.q_heads, pages, 1, **opts) for c in w.caches]
             out = torch.full_like(q0, float("nan"))

@@ -5,8 +5,7 @@
 #
 # probe: only benchmarks/explore/explore_fused.py on the cells EXPLORE_CELLS (indices into
 #   its CELLS, default 0,1,2,3,6: the gate cells and 16k / 256; none: no exploration;
-#   EXPLORE_SET=ablate for
-#   the ablation set), with PROBE_MODEL=1 the whole Qwen3-8B (batch 32, 16k, tp 1), with
+#   EXPLORE_SET=ablate for the ablation set), with PROBE_MODEL=1 the whole Qwen3-8B (batch 32, 16k, tp 1), with
 #   PROBE_GATE=1 the gate against the committed baseline, then the fused kernel's GPU
 #   tests for the rest of LIMIT_S.
 # explore and final: install the carried wheels (.whl: flashinfer-python, apache-tvm-ffi), compile the

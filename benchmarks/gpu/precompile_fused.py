@@ -14,6 +14,10 @@ import argparse
 import multiprocessing as mp
 import time
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _shapes(means: list[str]) -> list[tuple]:
@@ -42,18 +46,27 @@ def compile_shapes(shapes: list[tuple]) -> int:
     from kinetics.attention.decode import FusedBlockTopkDecode
 
     for hq, hkv, d, context, batch, pages, means, options in shapes:
-        max_pages = -(-context // 16)
-        cache = SimpleNamespace(
-            batch_size=batch, num_kv_heads=hkv, head_dim=d, page_size=16,
-            device=torch.device("cuda"),
-            page_table=torch.zeros((batch, max_pages), dtype=torch.int32, device="cuda"),
-            seq_lens=torch.full((batch,), context, dtype=torch.int64, device="cuda"),
-            key_means=torch.zeros(64, dtype=page_means_dtype(means), device="cuda"),
-            k_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"),
-            v_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"))
-        q = torch.zeros((batch, hq, d), dtype=torch.bfloat16, device="cuda")
+        cache, q = stand_in(hq, hkv, d, context, batch, page_means_dtype(means))
         FusedBlockTopkDecode(cache, hq, pages, 1, **options).compile(q, torch.empty_like(q))
     return len(shapes)
+
+
+def stand_in(hq: int, hkv: int, d: int, context: int, batch: int,
+             means_dtype: torch.dtype) -> tuple[SimpleNamespace, torch.Tensor]:
+    """(cache, q) with a real cache's page-table shape and dtypes but no K/V (CUDA): what
+    compiling the fused kernel for a cell needs."""
+    import torch
+
+    max_pages = -(-context // 16)
+    cache = SimpleNamespace(
+        batch_size=batch, num_kv_heads=hkv, head_dim=d, page_size=16,
+        device=torch.device("cuda"),
+        page_table=torch.zeros((batch, max_pages), dtype=torch.int32, device="cuda"),
+        seq_lens=torch.full((batch,), context, dtype=torch.int64, device="cuda"),
+        key_means=torch.zeros(64, dtype=means_dtype, device="cuda"),
+        k_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"),
+        v_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"))
+    return cache, torch.zeros((batch, hq, d), dtype=torch.bfloat16, device="cuda")
 
 
 def precompile(shapes: list[tuple], workers: int = 12) -> int:
