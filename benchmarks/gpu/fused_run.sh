@@ -6,8 +6,11 @@
 # probe: only benchmarks/explore/explore_fused.py on the cells EXPLORE_CELLS (indices into
 #   its CELLS, default 0,1,2,3,6: the gate cells and 16k / 256; none: no exploration;
 #   EXPLORE_SET=ablate for the ablation set), with PROBE_MODEL=1 the whole Qwen3-8B (batch 32, 16k, tp 1), with
-#   PROBE_GATE=1 the gate against the committed baseline, then the fused kernel's GPU
-#   tests for the rest of LIMIT_S.
+#   PROBE_GATE=1 the gate against the committed baseline, with PROBE_PHASES=CELLS the
+#   fused kernel's phase stamps on those cells (benchmarks/explore/explore_phases.py),
+#   with PROBE_PROFILE=1 the whole Qwen3-8B step kernel by kernel
+#   (benchmarks/explore/explore_model_profile.py), then the fused kernel's GPU tests
+#   (-k PROBE_TESTS_K, default fused) for the rest of LIMIT_S.
 # explore and final: install the carried wheels (.whl: flashinfer-python, apache-tvm-ffi), compile the
 # fused kernel for every grid cell in parallel processes
 # (benchmarks/gpu/precompile_fused.py), `kinetics bench --grid` (read floors included;
@@ -38,6 +41,14 @@ if [ "$mode" = probe ]; then
         step explore 330 python3 benchmarks/explore/explore_fused.py "$OUT/explore.json" \
             "${EXPLORE_CELLS:-0,1,2,3,6}"
     fi
+    if [ -n "${PROBE_PHASES:-}" ]; then
+        step phases 300 python3 benchmarks/explore/explore_phases.py "$OUT/phases.json" \
+            "$PROBE_PHASES"
+    fi
+    if [ "${PROBE_PROFILE:-0}" = 1 ]; then
+        step profile 240 python3 benchmarks/explore/explore_model_profile.py \
+            "$OUT/model-profile.json"
+    fi
     if [ "${PROBE_MODEL:-0}" = 1 ]; then
         step model 200 python3 -m kinetics bench --whole-model --tp 1 --batch-size 32 \
             --json-out "$OUT/model.json"
@@ -47,10 +58,12 @@ if [ "$mode" = probe ]; then
             --json-out "$OUT/gate.json"
     fi
     step tests "$(left)" python3 -m pytest -m gpu -q -p no:cacheprovider \
-        tests/attention/test_decode.py -k fused
+        tests/attention/test_decode.py -k "${PROBE_TESTS_K:-fused}"
     echo "== summary"
     grep -E "^== |passed|failed|FAIL|Error|skipped:|gate:|speedup|tok/s" "$log" | tail -30
     sed -n '/^cell  /,/^== /p' "$log" | head -8
+    grep -A9 -E "^cell +step +stamped" "$log"
+    grep -A15 -E "^== (dense|blocktopk): step" "$log"
     exit 0
 fi
 step precompile 150 python3 benchmarks/gpu/precompile_fused.py --workers 14

@@ -374,6 +374,7 @@ MAX_CANDIDATES = 1024  # fused: candidates per row (splits x chunks x k) aimed a
 MAX_CHUNK_PAGES = 1024  # fused: pages per chunk top-k at most
 MAX_SPLITS = 8  # fused: programs per row at most (the faster cap explored: benchmarks/RESULTS.md)
 MAX_ROW_PAGES = 1 << 24  # fused: pages a row may hold (the page number's bits in a pack)
+PHASE_STAMP_POINTS = 6  # fused, record_phases: boundaries per program (kernels' STAMP_POINTS)
 
 
 @dataclass(frozen=True)
@@ -462,6 +463,8 @@ class FusedBlockTopkDecode:
             (:func:`choose_fused_launch`; defaults from the device's SM count).
         block_p: pages per scoring ``tl.dot``.
         num_warps, num_stages: of the kernel.
+        record_phases: every step records each program's clocks at its phase boundaries
+            into :attr:`phase_stamps` (CUDA only: the interpreter has no clocks).
 
     Attributes:
         pages: int32 ``[batch * kv_heads, topk_pages]`` physical page ids of the last
@@ -469,13 +472,17 @@ class FusedBlockTopkDecode:
             request holds fewer pages).
         scores: float32 ``[batch * kv_heads, max_pages]`` the last block scores of the
             candidate pages (other entries stale).
+        phase_stamps: with ``record_phases``, int64 ``[batch * kv_heads, splits,
+            STAMP_POINTS, 2]``: the last step's SM clock (cycles) and global timer (ns) of
+            each program at its phase boundaries (start, scored, row arrived, selected,
+            attended, finished; :mod:`kinetics.attention.kernels.fused_decode`); else None.
     """
 
     def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
                  local_pages: int = 1, splits: int | None = None,
                  chunk_pages: int | None = None, tile_pages: int | None = None,
                  one_launch: bool | None = None, block_p: int = 128, num_warps: int = 4,
-                 num_stages: int = 3) -> None:
+                 num_stages: int = 3, record_phases: bool = False) -> None:
         import os
 
         import torch
@@ -487,6 +494,8 @@ class FusedBlockTopkDecode:
             raise ValueError(f"{num_q_heads} query heads do not divide into {h} KV heads")
         check_head_dim(cache.head_dim)
         interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+        if record_phases and (interpreted or cache.device.type != "cuda"):
+            raise ValueError("record_phases needs a CUDA cache (the interpreter has no clocks)")
         sms = sm_count(cache.device)
         self.rows = cache.batch_size * h
         self.max_pages = cache.page_table.shape[1]
@@ -511,6 +520,9 @@ class FusedBlockTopkDecode:
         self.part_ml = torch.empty((rows, n.splits, self.group, 2), dtype=torch.float32,
                                    device=dev)
         self.counters = torch.zeros((rows, 2), dtype=torch.int32, device=dev)
+        self.phase_stamps = (torch.zeros((rows, n.splits, PHASE_STAMP_POINTS, 2),
+                                         dtype=torch.int64, device=dev)
+                             if record_phases else None)
         self.qk_scale = LOG2_E / math.sqrt(d)
 
     def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -537,9 +549,11 @@ class FusedBlockTopkDecode:
         fused_blocktopk_kernel = self._kernel()
         c, n = self.cache, self.launch
         n_cands = n.splits * n.chunks * self.k_p2
+        stamps = self.phase_stamps
         args = (q, c.key_means, c.k_pages, c.v_pages, c.page_table, c.seq_lens, self.scores,
                 self.cands, self.pages, self.part_o, self.part_ml, self.counters, out,
-                self.qk_scale, self.max_pages, c.page_table.stride(0))
+                self.counters if stamps is None else stamps, self.qk_scale, self.max_pages,
+                c.page_table.stride(0))
         meta = dict(KV_HEADS=c.num_kv_heads, GROUP=self.group, HEAD_DIM=c.head_dim,
                     PAGE_SIZE=c.page_size, TOPK=self.topk_pages,
                     TOPK_P2=next_pow2(self.topk_pages), LOCAL_PAGES=self.local_pages,
@@ -548,8 +562,8 @@ class FusedBlockTopkDecode:
                     K_P2=self.k_p2, CANDS_P2=max(next_pow2(n_cands), self.k_p2),
                     MAXP=MAX_ROW_PAGES,
                     TILE_PAGES=n.tile_pages, TILES=n.tiles,
-                    M_ROWS=max(16, next_pow2(self.group)), num_warps=self.num_warps,
-                    num_stages=self.num_stages)
+                    M_ROWS=max(16, next_pow2(self.group)), STAMPS=stamps is not None,
+                    num_warps=self.num_warps, num_stages=self.num_stages)
         grid = (self.rows, n.splits)
         compiled = []
         for phase in ((0,) if n.one_launch else (1, 2)):

@@ -156,6 +156,28 @@ def test_fused_in_a_cuda_graph_replays_deterministically():
     assert (dec.counters == 0).all()
 
 
+@pytest.mark.parametrize("splits, one_launch", [(1, None), (4, True), (4, False)])
+def test_fused_phase_stamps_are_ordered_and_change_nothing(splits, one_launch):
+    """record_phases: every program stamps all six boundaries, in order on its own SM
+    clock and on the global timer, and the output and selection equal the unstamped
+    kernel's bit for bit."""
+    cache, q = _problem(3, 8, 2, 16, [4000, 3001, 2500], 11)
+    kw = dict(splits=splits, one_launch=one_launch)
+    plain, stamped = (FusedBlockTopkDecode(cache, 8, 32, 1, record_phases=r, **kw)
+                      for r in (False, True))
+    assert plain.phase_stamps is None
+    outs = [torch.full_like(q, float("nan")) for _ in range(2)]
+    plain(q, outs[0])
+    stamped(q, outs[1])
+    torch.cuda.synchronize()
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(plain.pages, stamped.pages)
+    st_ = stamped.phase_stamps
+    assert st_.shape == (6, splits, 6, 2)
+    assert (st_ > 0).all(), "a program left a boundary unstamped"
+    assert (st_[:, :, 1:] >= st_[:, :, :-1]).all(), "stamps out of order"
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("splits", [None, 1, 8])
 def test_triton_paged_dense_matches_reference(case, splits):

@@ -141,3 +141,20 @@ def test_fused_kernel_matches_reference_interpreted(worker, case):
     r = worker(case)
     _assert_matches_reference(r, case)
     assert r["one_launch"] == (r["splits"] == 1)
+
+
+def test_phase_stamps_need_a_gpu_and_match_the_kernels_points():
+    """record_phases reads SM clocks: refused on a CPU cache (the interpreter has none);
+    the launcher's stamp count is the kernel's."""
+    import torch
+
+    from kinetics.attention import PagedKVCache
+    from kinetics.attention.decode import PHASE_STAMP_POINTS, FusedBlockTopkDecode
+    from kinetics.attention.kernels.fused_decode import STAMP_POINTS
+
+    assert PHASE_STAMP_POINTS == STAMP_POINTS.value
+    keys = torch.randn(2, 40, 1, 16)
+    cache = PagedKVCache.from_dense(keys, keys.clone(), page_size=16)
+    with pytest.raises(ValueError, match="record_phases needs a CUDA cache"):
+        FusedBlockTopkDecode(cache, 4, 2, 1, record_phases=True)
+    assert FusedBlockTopkDecode(cache, 4, 2, 1).phase_stamps is None

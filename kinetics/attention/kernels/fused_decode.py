@@ -28,6 +28,12 @@ round trip). Scratch: ``scores`` ``[rows, max_pages]`` float32, ``cands`` ``[row
 SPLITS * CHUNKS, K_P2]`` int64, ``part_o`` ``[rows, SPLITS, GROUP, D]``, ``part_ml``
 ``[rows, SPLITS, GROUP, 2]``, ``counters`` ``[rows, 2]`` int32 (zero at first).
 Cache layout as :mod:`.sparse_decode`.
+
+With ``STAMPS``, every program records its SM clock (``%clock64``, cycles) and the
+global timer (``%globaltimer``, ns) at the ``STAMP_POINTS`` phase boundaries (start,
+scored, row arrived, selected, attended, finished) into ``stamps`` ``[rows, SPLITS,
+STAMP_POINTS, 2]`` int64; the boundaries are approximate (the compiler may overlap a
+phase's last loads with the next). Off (the default), no code is emitted for them.
 """
 
 import triton
@@ -35,6 +41,24 @@ import triton.language as tl
 
 from kinetics.attention.kernels.select import ordered_key, row_pages
 from kinetics.attention.kernels.tile import attend_tile, load_query_group, store_partial
+
+STAMP_POINTS = tl.constexpr(6)  # start, scored, row arrived, selected, attended, finished
+
+
+@triton.jit
+def _stamp(stamps_ptr, row, split, SPLITS: tl.constexpr, point: tl.constexpr,
+           STAMPS: tl.constexpr):
+    """Record program (row, split)'s SM clock and global timer at phase boundary
+    ``point`` (nothing unless ``STAMPS``)."""
+    if STAMPS:
+        tl.debug_barrier()
+        cycles = tl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=tl.int64,
+                                           is_pure=False, pack=1)
+        ns = tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64,
+                                       is_pure=False, pack=1)
+        at = stamps_ptr + ((row.to(tl.int64) * SPLITS + split) * STAMP_POINTS + point) * 2
+        tl.store(at, cycles)
+        tl.store(at + 1, ns)
 
 
 @triton.jit
@@ -167,19 +191,21 @@ def _finish(acc, m_i, l_i, out_ptr, part_o_ptr, part_ml_ptr, count_ptr, row, spl
 @triton.jit
 def fused_blocktopk_kernel(
         q_ptr, means_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, scores_ptr, cands_ptr,
-        pages_ptr, part_o_ptr, part_ml_ptr, count_ptr, out_ptr, qk_scale, max_pages,
+        pages_ptr, part_o_ptr, part_ml_ptr, count_ptr, out_ptr, stamps_ptr, qk_scale, max_pages,
         table_stride, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
         PAGE_SIZE: tl.constexpr, TOPK: tl.constexpr, TOPK_P2: tl.constexpr,
         LOCAL_PAGES: tl.constexpr, LOCAL_P2: tl.constexpr, SPLITS: tl.constexpr,
         CHUNKS: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
         K_P2: tl.constexpr, CANDS_P2: tl.constexpr, MAXP: tl.constexpr,
         TILE_PAGES: tl.constexpr, TILES: tl.constexpr, M_ROWS: tl.constexpr,
-        PHASE: tl.constexpr):
+        PHASE: tl.constexpr, STAMPS: tl.constexpr = False):
     """Block top-k decode of row ``program_id(0)``, split ``program_id(1)`` (module
     docstring); ``PHASE`` 0: the whole step, 1: scoring and candidates only, 2: the rest;
-    ``qk_scale`` = log2(e) / sqrt(head_dim)."""
+    ``qk_scale`` = log2(e) / sqrt(head_dim); ``STAMPS``: record the phase boundaries."""
     row = tl.program_id(0)
     split = tl.program_id(1)
+    if PHASE != 2:
+        _stamp(stamps_ptr, row, split, SPLITS, 0, STAMPS)
     req, head, n_pages = row_pages(lens_ptr, row, KV_HEADS, PAGE_SIZE)
     n_cand = n_pages - LOCAL_PAGES
     q = load_query_group(q_ptr, row, GROUP, HEAD_DIM, M_ROWS)  # [M, D]
@@ -197,13 +223,15 @@ def fused_blocktopk_kernel(
                                   n_cand, max_pages, HEAD_DIM, CHUNK_PAGES, BLOCK_P, K_P2,
                                   MAXP)
                 tl.store(cands + chunk * K_P2 + kk, top)
+        _stamp(stamps_ptr, row, split, SPLITS, 1, STAMPS)
     if PHASE != 1:
+        if SPLITS * CHUNKS > 1 and PHASE == 0:
+            if SPLITS > 1:
+                _row_barrier(count_ptr + row * 2, SPLITS)
+            else:
+                tl.debug_barrier()
+        _stamp(stamps_ptr, row, split, SPLITS, 2, STAMPS)
         if SPLITS * CHUNKS > 1:
-            if PHASE == 0:
-                if SPLITS > 1:
-                    _row_barrier(count_ptr + row * 2, SPLITS)
-                else:
-                    tl.debug_barrier()
             c = tl.arange(0, CANDS_P2)
             low = tl.full((CANDS_P2,), -2147483648, tl.int32).to(tl.int64) << 32
             packed = tl.load(cands + c, mask=c < n_cands, other=0, cache_modifier=".cg")
@@ -214,11 +242,14 @@ def fused_blocktopk_kernel(
                                 lo, lo + per, TOPK, TOPK_P2, LOCAL_PAGES, LOCAL_P2, K_P2,
                                 MAXP)
         tl.debug_barrier()
+        _stamp(stamps_ptr, row, split, SPLITS, 3, STAMPS)
         seq_len = tl.load(lens_ptr + req).to(tl.int32)
         last_page = tl.load(table_ptr + req.to(tl.int64) * table_stride + n_pages - 1)
         acc, m_i, l_i = _attend_share(q, k_ptr, v_ptr, pages_ptr, row, head, lo, list_len,
                                       last_page, seq_len - (n_pages - 1) * PAGE_SIZE,
                                       qk_scale, KV_HEADS, HEAD_DIM, PAGE_SIZE, TOPK,
                                       TILE_PAGES, TILES, M_ROWS)
+        _stamp(stamps_ptr, row, split, SPLITS, 4, STAMPS)
         _finish(acc, m_i, l_i, out_ptr, part_o_ptr, part_ml_ptr, count_ptr + row * 2, row,
                 split, GROUP, HEAD_DIM, SPLITS, M_ROWS)
+        _stamp(stamps_ptr, row, split, SPLITS, 5, STAMPS)
