@@ -39,13 +39,24 @@ KERNEL_MODULES = {PREVIOUS: "fused_decode_prev", "+chunk": "fused_ablate_chunk",
 def variants(launch) -> dict[str, dict]:
     """Options to try against the cell's default ``launch`` (a FusedLaunch). With
     EXPLORE_SET=ablate: the previous kernel with each of the
-    current kernel's changes alone."""
+    current kernel's changes alone; with EXPLORE_SET=stages: deeper software pipelines
+    (``num_stages``), smaller scoring blocks and the other tile size."""
     here = Path(__file__).resolve().parent
     present = [n for n, m in KERNEL_MODULES.items() if (here / f"{m}.py").exists()]
     if os.environ.get("EXPLORE_SET") == "ablate":
         out = {name: {} for name in present}
         out["default"] = {}
         return out
+    if os.environ.get("EXPLORE_SET") == "stages":  # deeper pipelines (buffers per loop)
+        other_tile = 4 if launch.tile_pages != 4 else 8
+        return {"default": {}, "s4": dict(num_stages=4), "s5": dict(num_stages=5),
+                "s4 bp64": dict(num_stages=4, block_p=64),
+                "s5 bp64": dict(num_stages=5, block_p=64),
+                "s6 bp64": dict(num_stages=6, block_p=64),
+                f"s4 bp64 tile{other_tile}": dict(num_stages=4, block_p=64,
+                                                  tile_pages=other_tile),
+                f"s5 bp64 tile{other_tile}": dict(num_stages=5, block_p=64,
+                                                  tile_pages=other_tile)}
     out = {"default": {}, **({PREVIOUS: {}} if PREVIOUS in present else {}),
            "warps8": dict(num_warps=8),
            "stages2": dict(num_stages=2),
@@ -195,10 +206,10 @@ def main(path: str, cells: str = "") -> None:
                                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                       "cells": records}, indent=1))
     print("\ncell                        separate  previous   default   best variant;"
-          " each variant / previous")
+          " each variant / previous (/ default without a previous kernel)")
     for rec in records:
         best = min(rec["fused"].items(), key=lambda kv: kv[1]["ms"] if kv[1]["ok"] else 1e9)
-        prev = rec["fused"].get(PREVIOUS, {}).get("ms", float("nan"))
+        prev = rec["fused"].get(PREVIOUS, rec["fused"].get("default", {})).get("ms", float("nan"))
         ratios = " ".join(f"{n}={v['ms'] / prev:.3f}" for n, v in rec["fused"].items()
                           if n != PREVIOUS)
         print(f"{' '.join(map(str, rec['cell'])):27s} {rec['separate_ms'] * 1e3:8.2f} "
