@@ -39,7 +39,8 @@ KERNEL_MODULES = {PREVIOUS: "fused_decode_prev", "+chunk": "fused_ablate_chunk",
 def variants(launch) -> dict[str, dict]:
     """Options to try against the cell's default ``launch`` (a FusedLaunch). With
     EXPLORE_SET=ablate: the previous kernel with each of the
-    current kernel's changes alone; with EXPLORE_SET=stages: deeper software pipelines
+    current kernel's changes alone; with EXPLORE_SET=radix: the radix select; with
+    EXPLORE_SET=stages: deeper software pipelines
     (``num_stages``), smaller scoring blocks and the other tile size."""
     here = Path(__file__).resolve().parent
     present = [n for n, m in KERNEL_MODULES.items() if (here / f"{m}.py").exists()]
@@ -47,6 +48,9 @@ def variants(launch) -> dict[str, dict]:
         out = {name: {} for name in present}
         out["default"] = {}
         return out
+    if os.environ.get("EXPLORE_SET") == "radix":  # pages chosen by radix select
+        return {"default": {}, "radix": dict(selection="radix"),
+                "radix s5 bp64": dict(selection="radix", num_stages=5, block_p=64)}
     if os.environ.get("EXPLORE_SET") == "stages":  # deeper pipelines (buffers per loop)
         other_tile = 4 if launch.tile_pages != 4 else 8
         return {"default": {}, "s4": dict(num_stages=4), "s5": dict(num_stages=5),

@@ -11,12 +11,14 @@ program: the SM clock (cycles, converted to ns by each program's own cycles per 
 ns) between the phase boundaries (start, scored, row arrived, selected, attended,
 finished), and from the global timer the program's start after the kernel's first
 program, its end, and the gap between one replica's kernel and the next. Prints a table
-of medians (p90 after the slash) in us, writes JSON.
+of medians (p90 after the slash) in us, writes JSON. PHASES_OPTIONS: decoder options as
+JSON (e.g. '{"selection": "radix"}').
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -68,6 +70,7 @@ def main(path: str, cells: str = "0,1,2,3,6") -> None:
     from kinetics.bench.spec import DecodeSpec, build_workload
     from kinetics.models import get_model
 
+    options = json.loads(os.environ.get("PHASES_OPTIONS", "{}"))  # decoder options
     spec = GridSpec()
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     chosen = [CELLS[int(i)] for i in cells.split(",")]
@@ -75,7 +78,7 @@ def main(path: str, cells: str = "0,1,2,3,6") -> None:
     for model, context, batch, pages in chosen:
         hq, hkv = DecodeSpec(model=model, tp=spec.base.tp).local_heads()
         shapes += [(hq, hkv, get_model(model).head_dim, context, batch, pages, "bf16",
-                    {"record_phases": r}) for r in (False, True)]
+                    {**options, "record_phases": r}) for r in (False, True)]
     t0 = time.monotonic()
     precompile(shapes, min(14, len(shapes)))
     print(f"compiled {len(shapes)} kernels in {time.monotonic() - t0:.0f} s", flush=True)
@@ -84,8 +87,8 @@ def main(path: str, cells: str = "0,1,2,3,6") -> None:
         cell = GridCell(model, context, batch, pages)
         dense_b, sparse_b = cell.step_bytes(spec)
         w = build_workload(cell.spec(spec, replicas_for(dense_b, sparse_b, spec, l2)))
-        plain = [FusedBlockTopkDecode(c, w.q_heads, pages, 1) for c in w.caches]
-        stamped = [FusedBlockTopkDecode(c, w.q_heads, pages, 1, record_phases=True)
+        plain = [FusedBlockTopkDecode(c, w.q_heads, pages, 1, **options) for c in w.caches]
+        stamped = [FusedBlockTopkDecode(c, w.q_heads, pages, 1, record_phases=True, **options)
                    for c in w.caches]
         ms_plain = time_steps(w, plain, spec.repeats).ms
         ms_stamped = time_steps(w, stamped, spec.repeats).ms
