@@ -12,7 +12,7 @@ ns) between the phase boundaries (start, scored, row arrived, selected, attended
 finished), and from the global timer the program's start after the kernel's first
 program, its end, and the gap between one replica's kernel and the next. Prints a table
 of medians (p90 after the slash) in us, writes JSON. PHASES_OPTIONS: decoder options as
-JSON (e.g. '{"selection": "radix"}').
+JSON (e.g. '{"num_stages": 4}').
 """
 
 from __future__ import annotations

@@ -374,7 +374,6 @@ MAX_CANDIDATES = 1024  # fused: candidates per row (splits x chunks x k) aimed a
 MAX_CHUNK_PAGES = 1024  # fused: pages per chunk top-k at most
 MAX_SPLITS = 8  # fused: programs per row at most (the faster cap explored: benchmarks/RESULTS.md)
 MAX_ROW_PAGES = 1 << 24  # fused: pages a row may hold (the page number's bits in a pack)
-FUSED_SELECTIONS = ("topk", "radix")  # fused: how the best pages are found
 PHASE_STAMP_POINTS = 6  # fused, record_phases: boundaries per program (kernels' STAMP_POINTS)
 
 
@@ -464,16 +463,13 @@ class FusedBlockTopkDecode:
             (:func:`choose_fused_launch`; defaults from the device's SM count).
         block_p: pages per scoring ``tl.dot``.
         num_warps, num_stages: of the kernel.
-        selection: how a chunk's and a row's best pages are found: ``"topk"``
-            (``tl.topk``, the list best first) or ``"radix"`` (a radix select of the
-            k-th best score, the list in page order).
         record_phases: every step records each program's clocks at its phase boundaries
             into :attr:`phase_stamps` (CUDA only: the interpreter has no clocks).
 
     Attributes:
         pages: int32 ``[batch * kv_heads, topk_pages]`` physical page ids of the last
-            selection (the chosen pages best first, or in page order with ``"radix"``,
-            then the local pages; -1 where a request holds fewer pages).
+            selection (the chosen pages best first, then the local pages; -1 where a
+            request holds fewer pages).
         scores: float32 ``[batch * kv_heads, max_pages]`` the last block scores of the
             candidate pages (other entries stale).
         phase_stamps: with ``record_phases``, int64 ``[batch * kv_heads, splits,
@@ -486,8 +482,7 @@ class FusedBlockTopkDecode:
                  local_pages: int = 1, splits: int | None = None,
                  chunk_pages: int | None = None, tile_pages: int | None = None,
                  one_launch: bool | None = None, block_p: int = 128, num_warps: int = 4,
-                 num_stages: int = 3, record_phases: bool = False,
-                 selection: str = "topk") -> None:
+                 num_stages: int = 3, record_phases: bool = False) -> None:
         import os
 
         import torch
@@ -499,8 +494,6 @@ class FusedBlockTopkDecode:
             raise ValueError(f"{num_q_heads} query heads do not divide into {h} KV heads")
         check_head_dim(cache.head_dim)
         interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-        if selection not in FUSED_SELECTIONS:
-            raise ValueError(f"selection must be one of {FUSED_SELECTIONS}, got {selection!r}")
         if record_phases and (interpreted or cache.device.type != "cuda"):
             raise ValueError("record_phases needs a CUDA cache (the interpreter has no clocks)")
         sms = sm_count(cache.device)
@@ -515,7 +508,6 @@ class FusedBlockTopkDecode:
         self.local_pages, self.group = local_pages, num_q_heads // h
         self.block_p = min(block_p, self.launch.chunk_pages)
         self.num_warps, self.num_stages = num_warps, num_stages
-        self.selection = selection
         self.k_p2 = candidate_width(topk_pages, local_pages)
         n = self.launch
         dev, rows, d = cache.device, self.rows, cache.head_dim
@@ -571,7 +563,6 @@ class FusedBlockTopkDecode:
                     MAXP=MAX_ROW_PAGES,
                     TILE_PAGES=n.tile_pages, TILES=n.tiles,
                     M_ROWS=max(16, next_pow2(self.group)), STAMPS=stamps is not None,
-                    RADIX=self.selection == "radix",
                     num_warps=self.num_warps, num_stages=self.num_stages)
         grid = (self.rows, n.splits)
         compiled = []

@@ -53,8 +53,7 @@ def run(c):
     q = torch.randn((b, hkv * group, d), generator=gen)
     k, local = c["topk_pages"], c["local_pages"]
     dec = FusedBlockTopkDecode(cache, hkv * group, k, local, splits=c["splits"],
-                               chunk_pages=c["chunk_pages"], tile_pages=c["tile_pages"],
-                               selection=c["selection"])
+                               chunk_pages=c["chunk_pages"], tile_pages=c["tile_pages"])
     outs = []
     for _ in range(2):  # twice: a step must not depend on the last one's scratch
         out = torch.full_like(q, float("nan"))
@@ -117,8 +116,7 @@ def cases(draw) -> dict:
                 chunk_pages=draw(st.sampled_from([None, 16])),
                 tile_pages=draw(st.sampled_from([None, 1, 2])),
                 tied_pages=draw(st.lists(st.integers(1, 11), max_size=4, unique=True)),
-                means=draw(st.sampled_from(["fp32", "fp8"])),
-                selection=draw(st.sampled_from(["topk", "radix"])))
+                means=draw(st.sampled_from(["fp32", "fp8"])))
 
 
 def _assert_matches_reference(r: dict, case: dict) -> None:
@@ -129,7 +127,7 @@ def _assert_matches_reference(r: dict, case: dict) -> None:
 
 BASE = dict(seed=0, lens=[300, 517, 129], hkv=2, group=4, page_size=16, local_pages=2,
             topk_pages=8, splits=1, chunk_pages=None, tile_pages=None, tied_pages=[],
-            means="fp32", selection="topk")
+            means="fp32")
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -138,9 +136,6 @@ BASE = dict(seed=0, lens=[300, 517, 129], hkv=2, group=4, page_size=16, local_pa
 @example({**BASE, "chunk_pages": 16, "group": 8})  # one split, several chunks (one launch)
 @example({**BASE, "lens": [33], "topk_pages": 5, "page_size": 32})  # budget > context
 @example({**BASE, "tied_pages": [1, 2, 3, 5, 8], "splits": 4, "group": 1})  # ties
-@example({**BASE, "selection": "radix"})  # radix select, one chunk
-@example({**BASE, "selection": "radix", "splits": 2, "chunk_pages": 16, "group": 8,
-          "tied_pages": [1, 2, 3, 5, 8]})  # radix select of candidates, ties
 @given(cases())
 def test_fused_kernel_matches_reference_interpreted(worker, case):
     r = worker(case)

@@ -42,7 +42,6 @@ import triton.language as tl
 from kinetics.attention.kernels.select import ordered_key, row_pages
 from kinetics.attention.kernels.tile import attend_tile, load_query_group, store_partial
 
-NO_CANDIDATE = tl.constexpr(-(1 << 63))  # an empty candidate slot: ranks below every pack
 STAMP_POINTS = tl.constexpr(6)  # start, scored, row arrived, selected, attended, finished
 
 
@@ -63,14 +62,13 @@ def _stamp(stamps_ptr, row, split, SPLITS: tl.constexpr, point: tl.constexpr,
 
 
 @triton.jit
-def _chunk_keys(q, means_ptr, scores_ptr, row, first, n_cand, max_pages,
+def _chunk_best(q, means_ptr, scores_ptr, row, first, n_cand, max_pages,
                 HEAD_DIM: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
-                MAXP: tl.constexpr):
-    """(score key, page) packs ``[CHUNK_PAGES]`` int64 of pages ``[first, first +
-    CHUNK_PAGES)`` of ``row`` in page order, and which are candidates (below ``n_cand``;
-    the others pack the lowest key). The page means are read up to ``max_pages``
-    whatever the row's length, so the first reads need not wait for the length's load;
-    pages past ``n_cand`` are masked afterwards."""
+                K_P2: tl.constexpr, MAXP: tl.constexpr):
+    """The ``K_P2`` best (key, page) packs of pages ``[first, first + CHUNK_PAGES)`` of
+    ``row`` (best first; pages at or past ``n_cand`` rank below every scored page). The
+    page means are read up to ``max_pages`` whatever the row's length, so the first reads
+    need not wait for the length's load; pages past ``n_cand`` are masked afterwards."""
     d = tl.arange(0, HEAD_DIM)
     base = row.to(tl.int64) * max_pages
     for b in range(CHUNK_PAGES // BLOCK_P):
@@ -85,45 +83,8 @@ def _chunk_keys(q, means_ptr, scores_ptr, row, first, n_cand, max_pages,
     valid = p < n_cand
     s = tl.load(scores_ptr + base + p, mask=valid, other=0.0)
     key = tl.where(valid, ordered_key(s), -2147483648)
-    return (key.to(tl.int64) << 32) | (MAXP - 1 - p).to(tl.int64), valid
-
-
-@triton.jit
-def _radix_top(key, valid, k, N: tl.constexpr):
-    """Mask of the ``k`` largest int32 ``key`` ``[N]`` among ``valid`` (ties: lower index
-    first; all of them if fewer): a radix select, the k-th largest key found 8 bits at a
-    time from a histogram of the keys still matching it."""
-    x = key ^ -2147483648  # the sign bit flipped: its bits order as unsigned like the keys
-    bins = tl.arange(0, 256)
-    need = k
-    match = valid
-    prefix = need * 0
-    for i in tl.static_range(4):  # digits from the top, 8 bits each
-        if i > 0:
-            match = valid & ((x >> (32 - 8 * i)) == (prefix >> (32 - 8 * i)))
-        hist = tl.histogram((x >> (24 - 8 * i)) & 255, 256, mask=match)
-        at_least = tl.cumsum(hist, 0, reverse=True)  # keys of this digit or above
-        digit = tl.max(tl.where(at_least >= need, bins, 0), 0)
-        need = need - tl.sum(tl.where(bins > digit, hist, 0), 0)
-        prefix = prefix | (digit << (24 - 8 * i))
-    kth = prefix ^ -2147483648
-    tie = valid & (key == kth)
-    rank = tl.cumsum(tie.to(tl.int32), 0)
-    chosen = valid & ((key > kth) | (tie & (rank <= need))) & (k > 0)
-    return chosen != 0  # a plain boolean (the interpreter's masks need one)
-
-
-@triton.jit
-def _best(packed, valid, k, K_P2: tl.constexpr, N: tl.constexpr, RADIX: tl.constexpr):
-    """The ``k`` best of ``packed`` ``[N]`` (``k <= K_P2``) as (packs, chosen, list
-    position): by radix select (positions in tensor order) or by ``tl.topk`` (best
-    first)."""
-    if RADIX:
-        chosen = _radix_top((packed >> 32).to(tl.int32), valid, k, N)
-        return packed, chosen, tl.cumsum(chosen.to(tl.int32), 0) - 1
-    else:
-        jj = tl.arange(0, K_P2)
-        return tl.topk(packed, K_P2), jj < k, jj
+    packed = (key.to(tl.int64) << 32) | (MAXP - 1 - p).to(tl.int64)
+    return tl.topk(packed, K_P2)
 
 
 @triton.jit
@@ -139,18 +100,19 @@ def _row_barrier(count_ptr, SPLITS: tl.constexpr):
 
 
 @triton.jit
-def _write_share(packed, chosen, at, m, table_ptr, pages_ptr, req, row, n_pages,
-                 table_stride, lo, hi, TOPK: tl.constexpr, TOPK_P2: tl.constexpr,
-                 LOCAL_PAGES: tl.constexpr, LOCAL_P2: tl.constexpr, MAXP: tl.constexpr):
-    """Write list positions ``[lo, hi)`` of the row's page list (the ``m`` chosen pages
-    of ``packed`` at their positions ``at``, then the local ones; -1 past its end) as
-    physical ids; returns its length."""
+def _write_share(best, table_ptr, pages_ptr, req, row, n_pages, table_stride, lo, hi,
+                 TOPK: tl.constexpr, TOPK_P2: tl.constexpr, LOCAL_PAGES: tl.constexpr,
+                 LOCAL_P2: tl.constexpr, K_P2: tl.constexpr, MAXP: tl.constexpr):
+    """Write list positions ``[lo, hi)`` of the row's page list (the ``m`` best pages,
+    then the local ones; -1 past its end) as physical ids; returns its length."""
     n_local = tl.minimum(n_pages, LOCAL_PAGES)
+    m = tl.minimum(TOPK - LOCAL_PAGES, tl.maximum(n_pages - LOCAL_PAGES, 0))
     table = table_ptr + req.to(tl.int64) * table_stride
     out = pages_ptr + row * TOPK
-    page = MAXP - 1 - (packed & 0xFFFFFFFF).to(tl.int32)
-    take = chosen & (at >= lo) & (at < hi)
-    tl.store(out + at, tl.load(table + page, mask=take, other=0), mask=take)
+    jj = tl.arange(0, K_P2)
+    page = MAXP - 1 - (best & 0xFFFFFFFF).to(tl.int32)
+    take = (jj < m) & (jj >= lo) & (jj < hi)
+    tl.store(out + jj, tl.load(table + page, mask=take, other=0), mask=take)
     i = tl.arange(0, LOCAL_P2)
     pos = m + i
     lt = (i < n_local) & (pos >= lo) & (pos < hi)
@@ -236,11 +198,10 @@ def fused_blocktopk_kernel(
         CHUNKS: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
         K_P2: tl.constexpr, CANDS_P2: tl.constexpr, MAXP: tl.constexpr,
         TILE_PAGES: tl.constexpr, TILES: tl.constexpr, M_ROWS: tl.constexpr,
-        PHASE: tl.constexpr, STAMPS: tl.constexpr = False, RADIX: tl.constexpr = False):
+        PHASE: tl.constexpr, STAMPS: tl.constexpr = False):
     """Block top-k decode of row ``program_id(0)``, split ``program_id(1)`` (module
     docstring); ``PHASE`` 0: the whole step, 1: scoring and candidates only, 2: the rest;
-    ``qk_scale`` = log2(e) / sqrt(head_dim); ``STAMPS``: record the phase boundaries;
-    ``RADIX``: choose pages by radix select (list in page order) instead of ``tl.topk``."""
+    ``qk_scale`` = log2(e) / sqrt(head_dim); ``STAMPS``: record the phase boundaries."""
     row = tl.program_id(0)
     split = tl.program_id(1)
     if PHASE != 2:
@@ -250,24 +211,18 @@ def fused_blocktopk_kernel(
     q = load_query_group(q_ptr, row, GROUP, HEAD_DIM, M_ROWS)  # [M, D]
     n_cands: tl.constexpr = SPLITS * CHUNKS * K_P2
     cands = cands_ptr + row.to(tl.int64) * n_cands
-    m = tl.minimum(TOPK - LOCAL_PAGES, tl.maximum(n_cand, 0))  # pages chosen by score
     if PHASE != 2:
         if SPLITS * CHUNKS == 1:
-            packed, valid = _chunk_keys(q, means_ptr, scores_ptr, row, 0, n_cand, max_pages,
-                                        HEAD_DIM, CHUNK_PAGES, BLOCK_P, MAXP)
-            best, chosen, at = _best(packed, valid, m, K_P2, CHUNK_PAGES, RADIX)
+            best = _chunk_best(q, means_ptr, scores_ptr, row, 0, n_cand, max_pages,
+                               HEAD_DIM, CHUNK_PAGES, BLOCK_P, K_P2, MAXP)
         else:
             kk = tl.arange(0, K_P2)
             for c in range(CHUNKS):
                 chunk = split * CHUNKS + c
-                packed, valid = _chunk_keys(q, means_ptr, scores_ptr, row,
-                                            chunk * CHUNK_PAGES, n_cand, max_pages, HEAD_DIM,
-                                            CHUNK_PAGES, BLOCK_P, MAXP)
-                top, keep, at = _best(packed, valid, m, K_P2, CHUNK_PAGES, RADIX)
-                kept = tl.sum(keep.to(tl.int32), 0)
-                tl.store(cands + chunk * K_P2 + at, top, mask=keep)
-                tl.store(cands + chunk * K_P2 + kk, tl.full((K_P2,), NO_CANDIDATE, tl.int64),
-                         mask=kk >= kept)
+                top = _chunk_best(q, means_ptr, scores_ptr, row, chunk * CHUNK_PAGES,
+                                  n_cand, max_pages, HEAD_DIM, CHUNK_PAGES, BLOCK_P, K_P2,
+                                  MAXP)
+                tl.store(cands + chunk * K_P2 + kk, top)
         _stamp(stamps_ptr, row, split, SPLITS, 1, STAMPS)
     if PHASE != 1:
         if SPLITS * CHUNKS > 1 and PHASE == 0:
@@ -278,14 +233,14 @@ def fused_blocktopk_kernel(
         _stamp(stamps_ptr, row, split, SPLITS, 2, STAMPS)
         if SPLITS * CHUNKS > 1:
             c = tl.arange(0, CANDS_P2)
-            packed = tl.load(cands + c, mask=c < n_cands, other=NO_CANDIDATE,
-                             cache_modifier=".cg")
-            best, chosen, at = _best(packed, packed != NO_CANDIDATE, m, K_P2, CANDS_P2, RADIX)
+            low = tl.full((CANDS_P2,), -2147483648, tl.int32).to(tl.int64) << 32
+            packed = tl.load(cands + c, mask=c < n_cands, other=0, cache_modifier=".cg")
+            best = tl.topk(tl.where(c < n_cands, packed, low), K_P2)
         per: tl.constexpr = TILES * TILE_PAGES
         lo = split * per
-        list_len = _write_share(best, chosen, at, m, table_ptr, pages_ptr, req, row, n_pages,
-                                table_stride, lo, lo + per, TOPK, TOPK_P2, LOCAL_PAGES,
-                                LOCAL_P2, MAXP)
+        list_len = _write_share(best, table_ptr, pages_ptr, req, row, n_pages, table_stride,
+                                lo, lo + per, TOPK, TOPK_P2, LOCAL_PAGES, LOCAL_P2, K_P2,
+                                MAXP)
         tl.debug_barrier()
         _stamp(stamps_ptr, row, split, SPLITS, 3, STAMPS)
         seq_len = tl.load(lens_ptr + req).to(tl.int32)
