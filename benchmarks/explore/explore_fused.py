@@ -31,7 +31,8 @@ CELLS = [("qwen3-8b", 16384, 64, 64), ("qwen3-8b", 65536, 16, 64),
 PREVIOUS = "previous"  # the variant run by the previous kernel (fused_decode_prev.py)
 # variants named "<first word> ..." run the kernel of these modules (beside this file;
 # those of the 2026-12-04 ablation are at commit a01966f: restore them to run it; the
-# radix-select kernel and its set, EXPLORE_SET=radix, are at commit 7e440ab)
+# radix-select kernel and its set, EXPLORE_SET=radix, are at commit 7e440ab; the TMA
+# page-mean reads and EXPLORE_SET=tma at e3a1fe0)
 KERNEL_MODULES = {PREVIOUS: "fused_decode_prev", "+chunk": "fused_ablate_chunk",
                   "+means": "fused_ablate_means", "+gather": "fused_ablate_gather",
                   "+all": "fused_ablate_all"}
@@ -40,8 +41,7 @@ KERNEL_MODULES = {PREVIOUS: "fused_decode_prev", "+chunk": "fused_ablate_chunk",
 def variants(launch) -> dict[str, dict]:
     """Options to try against the cell's default ``launch`` (a FusedLaunch). With
     EXPLORE_SET=ablate: the previous kernel with each of the
-    current kernel's changes alone; with EXPLORE_SET=tma: page means read by TMA; with
-    EXPLORE_SET=stages: deeper software pipelines
+    current kernel's changes alone; with EXPLORE_SET=stages: deeper software pipelines
     (``num_stages``), smaller scoring blocks and the other tile size."""
     here = Path(__file__).resolve().parent
     present = [n for n, m in KERNEL_MODULES.items() if (here / f"{m}.py").exists()]
@@ -49,10 +49,6 @@ def variants(launch) -> dict[str, dict]:
         out = {name: {} for name in present}
         out["default"] = {}
         return out
-    if os.environ.get("EXPLORE_SET") == "tma":  # page means through a TMA descriptor
-        return {"default": {}, "tma": dict(means_tma=True),
-                "tma s4": dict(means_tma=True, num_stages=4),
-                "tma bp64 s5": dict(means_tma=True, block_p=64, num_stages=5)}
     if os.environ.get("EXPLORE_SET") == "stages":  # deeper pipelines (buffers per loop)
         other_tile = 4 if launch.tile_pages != 4 else 8
         return {"default": {}, "s4": dict(num_stages=4), "s5": dict(num_stages=5),

@@ -63,7 +63,7 @@ def stand_in(hq: int, hkv: int, d: int, context: int, batch: int,
         device=torch.device("cuda"),
         page_table=torch.zeros((batch, max_pages), dtype=torch.int32, device="cuda"),
         seq_lens=torch.full((batch,), context, dtype=torch.int64, device="cuda"),
-        key_means=torch.zeros((1, 1, 64, d), dtype=means_dtype, device="cuda"),
+        key_means=torch.zeros(64, dtype=means_dtype, device="cuda"),
         k_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"),
         v_pages=torch.zeros(64, dtype=torch.bfloat16, device="cuda"))
     return cache, torch.zeros((batch, hq, d), dtype=torch.bfloat16, device="cuda")

@@ -463,8 +463,6 @@ class FusedBlockTopkDecode:
             (:func:`choose_fused_launch`; defaults from the device's SM count).
         block_p: pages per scoring ``tl.dot``.
         num_warps, num_stages: of the kernel.
-        means_tma: read the page means through a TMA tensor descriptor (CUDA, Hopper
-            and later) instead of per-thread loads.
         record_phases: every step records each program's clocks at its phase boundaries
             into :attr:`phase_stamps` (CUDA only: the interpreter has no clocks).
 
@@ -484,8 +482,7 @@ class FusedBlockTopkDecode:
                  local_pages: int = 1, splits: int | None = None,
                  chunk_pages: int | None = None, tile_pages: int | None = None,
                  one_launch: bool | None = None, block_p: int = 128, num_warps: int = 4,
-                 num_stages: int = 3, record_phases: bool = False,
-                 means_tma: bool = False) -> None:
+                 num_stages: int = 3, record_phases: bool = False) -> None:
         import os
 
         import torch
@@ -497,8 +494,6 @@ class FusedBlockTopkDecode:
             raise ValueError(f"{num_q_heads} query heads do not divide into {h} KV heads")
         check_head_dim(cache.head_dim)
         interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-        if means_tma and (interpreted or cache.device.type != "cuda"):
-            raise ValueError("means_tma needs a CUDA cache")
         if record_phases and (interpreted or cache.device.type != "cuda"):
             raise ValueError("record_phases needs a CUDA cache (the interpreter has no clocks)")
         sms = sm_count(cache.device)
@@ -529,12 +524,6 @@ class FusedBlockTopkDecode:
                                          dtype=torch.int64, device=dev)
                              if record_phases else None)
         self.qk_scale = LOG2_E / math.sqrt(d)
-        self.means, self.means_tma = cache.key_means, means_tma
-        if means_tma:
-            from triton.tools.tensor_descriptor import TensorDescriptor
-
-            self.means = TensorDescriptor.from_tensor(cache.key_means.view(-1, d),
-                                                      [self.block_p, d])
 
     def __call__(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Block top-k attention of ``q`` ``[batch, q_heads, dim]`` (contiguous) into ``out``
@@ -561,7 +550,7 @@ class FusedBlockTopkDecode:
         c, n = self.cache, self.launch
         n_cands = n.splits * n.chunks * self.k_p2
         stamps = self.phase_stamps
-        args = (q, self.means, c.k_pages, c.v_pages, c.page_table, c.seq_lens, self.scores,
+        args = (q, c.key_means, c.k_pages, c.v_pages, c.page_table, c.seq_lens, self.scores,
                 self.cands, self.pages, self.part_o, self.part_ml, self.counters, out,
                 self.counters if stamps is None else stamps, self.qk_scale, self.max_pages,
                 c.page_table.stride(0))
@@ -574,7 +563,6 @@ class FusedBlockTopkDecode:
                     MAXP=MAX_ROW_PAGES,
                     TILE_PAGES=n.tile_pages, TILES=n.tiles,
                     M_ROWS=max(16, next_pow2(self.group)), STAMPS=stamps is not None,
-                    MEANS_TMA=self.means_tma,
                     num_warps=self.num_warps, num_stages=self.num_stages)
         grid = (self.rows, n.splits)
         compiled = []

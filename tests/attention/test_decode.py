@@ -112,8 +112,7 @@ def test_blocktopk_matches_reference(case, seed, topk, attention):
 FUSED = {"default": {}, "one-split": dict(splits=1), "two-splits": dict(splits=2),
          "four-splits-two-launches": dict(splits=4, one_launch=False),
          "chunks-of-16": dict(splits=2, chunk_pages=16, tile_pages=1),
-         "eight-warps": dict(num_warps=8), "tma-means": dict(means_tma=True),
-         "tma-means-four-splits": dict(splits=4, means_tma=True)}
+         "eight-warps": dict(num_warps=8)}
 
 
 @pytest.mark.parametrize("case", CASES)

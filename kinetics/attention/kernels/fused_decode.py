@@ -64,7 +64,7 @@ def _stamp(stamps_ptr, row, split, SPLITS: tl.constexpr, point: tl.constexpr,
 @triton.jit
 def _chunk_best(q, means_ptr, scores_ptr, row, first, n_cand, max_pages,
                 HEAD_DIM: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
-                K_P2: tl.constexpr, MAXP: tl.constexpr, MEANS_TMA: tl.constexpr):
+                K_P2: tl.constexpr, MAXP: tl.constexpr):
     """The ``K_P2`` best (key, page) packs of pages ``[first, first + CHUNK_PAGES)`` of
     ``row`` (best first; pages at or past ``n_cand`` rank below every scored page). The
     page means are read up to ``max_pages`` whatever the row's length, so the first reads
@@ -74,11 +74,8 @@ def _chunk_best(q, means_ptr, scores_ptr, row, first, n_cand, max_pages,
     for b in range(CHUNK_PAGES // BLOCK_P):
         p = first + b * BLOCK_P + tl.arange(0, BLOCK_P)
         cand = p < n_cand
-        if MEANS_TMA:  # a descriptor of [rows * max_pages, HEAD_DIM]: one bulk copy (TMA)
-            kbar = means_ptr.load([(base + first + b * BLOCK_P).to(tl.int32), 0])
-        else:
-            kbar = tl.load(means_ptr + (base + p)[:, None] * HEAD_DIM + d[None, :],
-                           mask=(p < max_pages)[:, None], other=0.0)  # not waiting for the length
+        kbar = tl.load(means_ptr + (base + p)[:, None] * HEAD_DIM + d[None, :],
+                       mask=(p < max_pages)[:, None], other=0.0)  # not waiting for the length
         s = tl.sum(tl.dot(q, tl.trans(kbar.to(q.dtype))), axis=0)  # [BLOCK_P], float32
         tl.store(scores_ptr + base + p, s, mask=cand)
     tl.debug_barrier()
@@ -201,12 +198,10 @@ def fused_blocktopk_kernel(
         CHUNKS: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
         K_P2: tl.constexpr, CANDS_P2: tl.constexpr, MAXP: tl.constexpr,
         TILE_PAGES: tl.constexpr, TILES: tl.constexpr, M_ROWS: tl.constexpr,
-        PHASE: tl.constexpr, STAMPS: tl.constexpr = False, MEANS_TMA: tl.constexpr = False):
+        PHASE: tl.constexpr, STAMPS: tl.constexpr = False):
     """Block top-k decode of row ``program_id(0)``, split ``program_id(1)`` (module
     docstring); ``PHASE`` 0: the whole step, 1: scoring and candidates only, 2: the rest;
-    ``qk_scale`` = log2(e) / sqrt(head_dim); ``STAMPS``: record the phase boundaries;
-    ``MEANS_TMA``: ``means_ptr`` is a tensor descriptor (blocks of ``BLOCK_P`` pages read
-    by the tensor memory accelerator; rows' tails read the next row's means, masked)."""
+    ``qk_scale`` = log2(e) / sqrt(head_dim); ``STAMPS``: record the phase boundaries."""
     row = tl.program_id(0)
     split = tl.program_id(1)
     if PHASE != 2:
@@ -219,14 +214,14 @@ def fused_blocktopk_kernel(
     if PHASE != 2:
         if SPLITS * CHUNKS == 1:
             best = _chunk_best(q, means_ptr, scores_ptr, row, 0, n_cand, max_pages,
-                               HEAD_DIM, CHUNK_PAGES, BLOCK_P, K_P2, MAXP, MEANS_TMA)
+                               HEAD_DIM, CHUNK_PAGES, BLOCK_P, K_P2, MAXP)
         else:
             kk = tl.arange(0, K_P2)
             for c in range(CHUNKS):
                 chunk = split * CHUNKS + c
                 top = _chunk_best(q, means_ptr, scores_ptr, row, chunk * CHUNK_PAGES,
                                   n_cand, max_pages, HEAD_DIM, CHUNK_PAGES, BLOCK_P, K_P2,
-                                  MAXP, MEANS_TMA)
+                                  MAXP)
                 tl.store(cands + chunk * K_P2 + kk, top)
         _stamp(stamps_ptr, row, split, SPLITS, 1, STAMPS)
     if PHASE != 1:
