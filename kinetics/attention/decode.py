@@ -444,6 +444,14 @@ def choose_fused_launch(rows: int, max_pages: int, topk_pages: int, local_pages:
     return FusedLaunch(splits, chunk_pages, chunks, tile_pages, tiles, one_launch)
 
 
+def fused_pipeline(rows: int) -> tuple[int, int]:
+    """``(block_p, num_stages)`` of the fused kernel for ``rows`` (request, KV head) rows:
+    128-page scoring blocks in a 3-stage pipeline, and from WIDE_ROWS rows up (where
+    several programs share an SM) 64-page blocks in 5 stages, 2.6-2.8% faster there on
+    an H200 and slower at fewer rows (benchmarks/RESULTS.md)."""
+    return (64, 5) if rows >= WIDE_ROWS else (128, 3)
+
+
 class FusedBlockTopkDecode:
     """Block top-k decode in one Triton kernel per step (two where a row's splits cannot
     all be resident): each (request, KV head) row's programs score its page means,
@@ -461,8 +469,9 @@ class FusedBlockTopkDecode:
         local_pages: trailing pages always attended (>= 1: the last, partial page).
         splits, chunk_pages, tile_pages, one_launch: launch shape
             (:func:`choose_fused_launch`; defaults from the device's SM count).
-        block_p: pages per scoring ``tl.dot``.
-        num_warps, num_stages: of the kernel.
+        block_p: pages per scoring ``tl.dot``; num_stages: software-pipelining stages
+            of the kernel's loops (defaults: :func:`fused_pipeline`).
+        num_warps: of the kernel.
         record_phases: every step records each program's clocks at its phase boundaries
             into :attr:`phase_stamps` (CUDA only: the interpreter has no clocks).
 
@@ -481,8 +490,9 @@ class FusedBlockTopkDecode:
     def __init__(self, cache: PagedKVCache, num_q_heads: int, topk_pages: int,
                  local_pages: int = 1, splits: int | None = None,
                  chunk_pages: int | None = None, tile_pages: int | None = None,
-                 one_launch: bool | None = None, block_p: int = 128, num_warps: int = 4,
-                 num_stages: int = 3, record_phases: bool = False) -> None:
+                 one_launch: bool | None = None, block_p: int | None = None,
+                 num_warps: int = 4, num_stages: int | None = None,
+                 record_phases: bool = False) -> None:
         import os
 
         import torch
@@ -506,8 +516,9 @@ class FusedBlockTopkDecode:
                                           tile_pages, one_launch, interpreted)
         self.cache, self.num_q_heads, self.topk_pages = cache, num_q_heads, topk_pages
         self.local_pages, self.group = local_pages, num_q_heads // h
-        self.block_p = min(block_p, self.launch.chunk_pages)
-        self.num_warps, self.num_stages = num_warps, num_stages
+        default_block_p, default_stages = fused_pipeline(self.rows)
+        self.block_p = min(block_p or default_block_p, self.launch.chunk_pages)
+        self.num_warps, self.num_stages = num_warps, num_stages or default_stages
         self.k_p2 = candidate_width(topk_pages, local_pages)
         n = self.launch
         dev, rows, d = cache.device, self.rows, cache.head_dim

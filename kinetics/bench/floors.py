@@ -14,7 +14,11 @@ roofline each would give against the measured dense step:
   attention bytes each read at the measured rate, plus two empty launches for the
   top-k and the merge (:func:`blocktopk_floor_ms`);
 * the one-launch step (the fused kernel): selection and attention bytes as one
-  dependent read at the measured rate, plus one launch (:func:`one_launch_floor_ms`).
+  dependent read at the measured rate, plus one launch (:func:`one_launch_floor_ms`);
+* the dependent one-launch step: the selection bytes read, then the attention bytes
+  (a row's pages are known only once all its page means are scored, and while rows
+  are no more than programs every row scores at once, then attends at once), plus
+  one launch (:func:`dependent_floor_ms`): the four-kernel floor less one launch.
 
 A target above a cell's floor share cannot be met by faster kernels of that
 structure. Times in ms, sizes in bytes.
@@ -102,6 +106,7 @@ class CellLimit:
     floor_ms: float
     byte_roofline: float
     one_launch_floor_ms: float = math.nan
+    dependent_floor_ms: float = math.nan
 
     @property
     def speedup(self) -> float:
@@ -132,6 +137,16 @@ class CellLimit:
         """One-launch floor ms / measured ms."""
         return self.one_launch_floor_ms / self.blocktopk_ms
 
+    @property
+    def dependent_floor_share(self) -> float:
+        """Speedup at the dependent one-launch floor / byte roofline."""
+        return self.dense_ms / self.dependent_floor_ms / self.byte_roofline
+
+    @property
+    def of_dependent_floor(self) -> float:
+        """Dependent one-launch floor ms / measured ms."""
+        return self.dependent_floor_ms / self.blocktopk_ms
+
 
 def blocktopk_floor_ms(selection_bytes: float, attention_bytes: float, curve: ReadCurve,
                        launches: int = 2) -> float:
@@ -145,6 +160,13 @@ def one_launch_floor_ms(selection_bytes: float, attention_bytes: float, curve: R
     """Floor of the one-launch step: selection and attention bytes read as one stream at
     the curve, plus one launch."""
     return curve.floor_ms(selection_bytes + attention_bytes) + curve.launch_ms
+
+
+def dependent_floor_ms(selection_bytes: float, attention_bytes: float, curve: ReadCurve
+                       ) -> float:
+    """Floor of the one-launch step whose attention reads wait for its selection reads:
+    the two reads one after the other at the curve, plus one launch."""
+    return blocktopk_floor_ms(selection_bytes, attention_bytes, curve, launches=1)
 
 
 def spec_floor_ms(spec: DecodeSpec, curve: ReadCurve, launches: int = 2) -> float:
@@ -176,25 +198,30 @@ def cell_limits(grid_record: dict[str, Any], curve: ReadCurve) -> list[CellLimit
         out.append(CellLimit(cell.model_name, cell.context, cell.batch_size,
                              cell.budget_tokens, c["dense_ms"], c["blocktopk_ms"],
                              spec_floor_ms(cell, curve), c["dense_bytes"] / c["blocktopk_bytes"],
-                             spec_one_launch_floor_ms(cell, curve)))
+                             spec_one_launch_floor_ms(cell, curve),
+                             spec_floor_ms(cell, curve, launches=1)))
     return out
 
 
 def format_limits(limits: Sequence[CellLimit], min_dense_ms: float = 0.1,
                   target_share: float = 0.75) -> str:
     """Markdown table of the cells whose dense step takes at least ``min_dense_ms`` (the
-    four-kernel floor and the one-launch floor, each with the share of the roofline it
-    allows), and a line counting those that meet ``target_share`` and whose floors
-    allow it."""
+    four-kernel, one-launch and dependent one-launch floors, each with the share of the
+    roofline it allows), and a line counting those that meet ``target_share`` and whose
+    floors allow it."""
     rows = [x for x in limits if x.dense_ms >= min_dense_ms]
     lines = ["| model | context | batch | tokens | block top-k ms | 4-kernel floor ms | "
-             "1-launch floor ms | of 1-launch floor | share (measured) | share at 4-kernel "
-             "floor | share at 1-launch floor |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "1-launch floor ms | of 1-launch floor | dependent floor ms | of dependent "
+             "floor | share (measured) | share at 4-kernel floor | share at 1-launch floor "
+             "| share at dependent floor |", "|---|---|---|---|---|---|---|---|---|---|---|---|"
+             "---|---|"]
     for x in rows:
         lines.append(f"| {x.model} | {x.context // 1024}k | {x.batch_size} | "
                      f"{x.budget_tokens:,} | {x.blocktopk_ms:.4f} | {x.floor_ms:.4f} | "
                      f"{x.one_launch_floor_ms:.4f} | {x.of_one_launch_floor:.0%} | "
-                     f"{x.share:.0%} | {x.floor_share:.0%} | {x.one_launch_floor_share:.0%} |")
+                     f"{x.dependent_floor_ms:.4f} | {x.of_dependent_floor:.0%} | "
+                     f"{x.share:.0%} | {x.floor_share:.0%} | {x.one_launch_floor_share:.0%} | "
+                     f"{x.dependent_floor_share:.0%} |")
     lines += ["", count_line(rows, min_dense_ms, target_share)]
     return "\n".join(lines)
 
@@ -206,9 +233,11 @@ def count_line(rows: Sequence[CellLimit], min_dense_ms: float = 0.1,
     met = sum(x.share >= target_share for x in rows)
     four = sum(x.floor_share >= target_share for x in rows)
     one = sum(x.one_launch_floor_share >= target_share for x in rows)
+    dep = sum(x.dependent_floor_share >= target_share for x in rows)
     return (f"{len(rows)} cells with dense >= {min_dense_ms} ms: {met} at >= "
             f"{target_share:.0%} of the byte roofline measured; the four-kernel floor allows "
-            f"it in {four}, the one-launch floor in {one}.")
+            f"it in {four}, the one-launch floor in {one}, the dependent one-launch floor "
+            f"in {dep}.")
 
 
 def _read_ms(nbytes: float, sms: int) -> float:

@@ -112,7 +112,8 @@ def test_blocktopk_matches_reference(case, seed, topk, attention):
 FUSED = {"default": {}, "one-split": dict(splits=1), "two-splits": dict(splits=2),
          "four-splits-two-launches": dict(splits=4, one_launch=False),
          "chunks-of-16": dict(splits=2, chunk_pages=16, tile_pages=1),
-         "eight-warps": dict(num_warps=8)}
+         "eight-warps": dict(num_warps=8),
+         "wide-rows-pipeline": dict(block_p=64, num_stages=5)}
 
 
 @pytest.mark.parametrize("case", CASES)

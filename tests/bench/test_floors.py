@@ -134,6 +134,29 @@ def test_one_launch_floor_is_at_least_the_larger_read_and_a_launch(curve, a, b):
     assert one >= curve.floor_ms(max(a, b)) + curve.launch_ms - 1e-12
 
 
+def test_dependent_floor_is_the_two_reads_in_turn_and_one_launch():
+    curve = _curve([(1e6, 0.002), (1e9, 0.25)], launch=0.001)
+    (limit,) = floors.cell_limits(_record(), curve)
+    selection = 64 * 1 * (1024 - 1) * (128 * 2 + 4)
+    attention = 2 * 64 * 1 * 64 * 16 * 128 * 2 + 2 * 64 * 4 * 128 * 2
+    slope = math.log(0.25 / 0.002) / math.log(1e9 / 1e6)
+    reads = 0.002 * ((selection / 1e6) ** slope + (attention / 1e6) ** slope)
+    assert limit.dependent_floor_ms == pytest.approx(reads + 0.001, rel=1e-9)
+    assert limit.dependent_floor_ms == pytest.approx(limit.floor_ms - 0.001, rel=1e-9)
+    assert limit.of_dependent_floor == pytest.approx(limit.dependent_floor_ms / 0.0285)
+    assert limit.dependent_floor_share == pytest.approx(
+        0.1354 / limit.dependent_floor_ms / limit.byte_roofline)
+
+
+@given(curve=curves(), a=st.floats(1e4, 1e10), b=st.floats(1e4, 1e10))
+def test_dependent_floor_lies_between_the_one_launch_and_four_kernel_floors(curve, a, b):
+    """Reading in turn costs at least reading the larger part (the curve is
+    non-decreasing) and exactly one launch less than the four-kernel floor."""
+    dep = floors.dependent_floor_ms(a, b, curve)
+    assert dep >= curve.floor_ms(max(a, b)) + curve.launch_ms - 1e-12
+    assert dep == pytest.approx(floors.blocktopk_floor_ms(a, b, curve) - curve.launch_ms)
+
+
 def test_limits_table_counts_met_and_reachable_cells():
     curve = _curve([(1e6, 0.002), (1e9, 0.25)], launch=0.001)
     (limit,) = floors.cell_limits(_record(blocktopk_ms=0.06), curve)
@@ -144,7 +167,10 @@ def test_limits_table_counts_met_and_reachable_cells():
     text = floors.format_limits([limit, fast, small], target_share=target)
     assert text.count("| qwen3-8b |") == 2  # the 0.05 ms dense cell is left out
     one = sum(x.one_launch_floor_share >= target for x in (limit, fast))
+    dep = sum(x.dependent_floor_share >= target for x in (limit, fast))
+    assert dep == 2  # one launch less than the four-kernel floor, which allows both
     assert text.splitlines()[-1] == (
         f"2 cells with dense >= 0.1 ms: 1 at >= {target:.0%} of the byte roofline measured; "
-        f"the four-kernel floor allows it in 2, the one-launch floor in {one}.")
+        f"the four-kernel floor allows it in 2, the one-launch floor in {one}, the "
+        f"dependent one-launch floor in {dep}.")
     assert math.isclose(fast.of_floor, 1.0)
