@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 PHASES = ("score", "arrive", "select", "attend", "finish")  # between consecutive stamps
 
 
-def summarize(stamps: list, spans_only: bool = False) -> dict:
+def summarize(stamps: list) -> dict:
     """Medians and p90s (us) of the phases of every program of consecutive launches
     ``stamps`` (one int64 ``[rows, splits, 6, 2]`` tensor per launch, in launch order)."""
     import torch

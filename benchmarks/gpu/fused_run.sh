@@ -5,8 +5,8 @@
 #
 # probe: only benchmarks/explore/explore_fused.py on the cells EXPLORE_CELLS (indices into
 #   its CELLS, default 0,1,2,3,6: the gate cells and 16k / 256; none: no exploration;
-#   EXPLORE_SET=ablate or stages for those sets; EXPLORE_S seconds, default 330), with PROBE_MODEL=1 the whole Qwen3-8B (batch 32, 16k, tp 1), with
-#   PROBE_GATE=1 the gate against the committed baseline, with PROBE_PHASES=CELLS the
+#   EXPLORE_SET=ablate or stages for those sets; EXPLORE_S seconds, default 330), with
+#   PROBE_MODEL=1 the whole Qwen3-8B (batch 32, 16k, tp 1), with PROBE_GATE=1 the gate against the committed baseline, with PROBE_PHASES=CELLS the
 #   fused kernel's phase stamps on those cells (benchmarks/explore/explore_phases.py),
 #   with PROBE_PROFILE=1 the whole Qwen3-8B step kernel by kernel
 #   (benchmarks/explore/explore_model_profile.py), then the fused kernel's GPU tests

@@ -195,11 +195,14 @@ def cell_limits(grid_record: dict[str, Any], curve: ReadCurve) -> list[CellLimit
     for c in grid_record["cells"]:
         cell = DecodeSpec(model=c["model"], context=c["context"], batch_size=c["batch_size"],
                           topk_pages=c["topk_pages"], **base)
+        parts = cell.step_bytes("blocktopk")
+        sel, att = parts.selection, parts.attention
         out.append(CellLimit(cell.model_name, cell.context, cell.batch_size,
                              cell.budget_tokens, c["dense_ms"], c["blocktopk_ms"],
-                             spec_floor_ms(cell, curve), c["dense_bytes"] / c["blocktopk_bytes"],
-                             spec_one_launch_floor_ms(cell, curve),
-                             spec_floor_ms(cell, curve, launches=1)))
+                             blocktopk_floor_ms(sel, att, curve),
+                             c["dense_bytes"] / c["blocktopk_bytes"],
+                             one_launch_floor_ms(sel, att, curve),
+                             dependent_floor_ms(sel, att, curve)))
     return out
 
 
