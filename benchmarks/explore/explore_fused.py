@@ -32,13 +32,15 @@ PREVIOUS = "previous"  # the variant run by the previous kernel (fused_decode_pr
 # variants named "<first word> ..." run the kernel of these modules (beside this file;
 # those of the 2026-12-04 ablation are at commit a01966f: restore them to run it; the
 # radix-select kernel and its set, EXPLORE_SET=radix, are at commit 7e440ab; the TMA
-# page-mean reads and EXPLORE_SET=tma at e3a1fe0)
+# page-mean reads and EXPLORE_SET=tma at e3a1fe0; the L2 prefetch of each chunk's best
+# pages and EXPLORE_SET=prefetch at 5fa59b1; a persistent staggered kernel with its own
+# script, explore_staggered.py, at 571974a)
 KERNEL_MODULES = {PREVIOUS: "fused_decode_prev", "+chunk": "fused_ablate_chunk",
                   "+means": "fused_ablate_means", "+gather": "fused_ablate_gather",
                   "+all": "fused_ablate_all"}
 
 
-def variants(launch, pages: int = 64) -> dict[str, dict]:
+def variants(launch) -> dict[str, dict]:
     """Options to try against the cell's default ``launch`` (a FusedLaunch). With
     EXPLORE_SET=ablate: the previous kernel with each of the
     current kernel's changes alone; with EXPLORE_SET=stages: deeper software pipelines
@@ -48,15 +50,6 @@ def variants(launch, pages: int = 64) -> dict[str, dict]:
     if os.environ.get("EXPLORE_SET") == "ablate":
         out = {name: {} for name in present}
         out["default"] = {}
-        return out
-    if os.environ.get("EXPLORE_SET") == "prefetch":  # each chunk's best pages into L2
-        share = -(-(pages - 1) // (launch.splits * launch.chunks))  # final pages per chunk
-        out = {"default": {}}
-        for f in (0.5, 1, 1.5, 2):
-            n = min(max(1, round(f * share)), 64)
-            out[f"pf{n}"] = dict(prefetch=n)
-        if launch.splits > 1:
-            out[f"pf{share} two_launches"] = dict(prefetch=share, one_launch=False)
         return out
     if os.environ.get("EXPLORE_SET") == "stages":  # deeper pipelines (buffers per loop)
         other_tile = 4 if launch.tile_pages != 4 else 8
@@ -164,7 +157,7 @@ def main(path: str, cells: str = "") -> None:
     for model, context, batch, pages in chosen:
         hq, hkv = DecodeSpec(model=model, tp=8).local_heads()
         launch = choose_fused_launch(batch * hkv, context // 16, pages, 1, 16, sms)
-        for name, opts in variants(launch, pages).items():
+        for name, opts in variants(launch).items():
             plan.append((model, context, batch, pages, hq, hkv, name, opts))
     t0 = time.monotonic()
     fits = precompile_variants([(hq, hkv, ctx, b, k, name, o)

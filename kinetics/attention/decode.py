@@ -492,7 +492,7 @@ class FusedBlockTopkDecode:
                  chunk_pages: int | None = None, tile_pages: int | None = None,
                  one_launch: bool | None = None, block_p: int | None = None,
                  num_warps: int = 4, num_stages: int | None = None,
-                 record_phases: bool = False, prefetch: int | None = None) -> None:
+                 record_phases: bool = False) -> None:
         import os
 
         import torch
@@ -519,9 +519,6 @@ class FusedBlockTopkDecode:
         default_block_p, default_stages = fused_pipeline(self.rows)
         self.block_p = min(block_p or default_block_p, self.launch.chunk_pages)
         self.num_warps, self.num_stages = num_warps, num_stages or default_stages
-        self.prefetch = 0 if prefetch is None else prefetch
-        if self.prefetch and (interpreted or cache.device.type != "cuda"):
-            raise ValueError("prefetch needs a CUDA cache (sm_90 bulk prefetches)")
         self.k_p2 = candidate_width(topk_pages, local_pages)
         n = self.launch
         dev, rows, d = cache.device, self.rows, cache.head_dim
@@ -577,8 +574,6 @@ class FusedBlockTopkDecode:
                     MAXP=MAX_ROW_PAGES,
                     TILE_PAGES=n.tile_pages, TILES=n.tiles,
                     M_ROWS=max(16, next_pow2(self.group)), STAMPS=stamps is not None,
-                    PREFETCH=self.prefetch,
-                    PREFETCH_PIECES=max(1, 32 * self.num_warps // self.k_p2),
                     num_warps=self.num_warps, num_stages=self.num_stages)
         grid = (self.rows, n.splits)
         compiled = []

@@ -179,31 +179,6 @@ def test_fused_phase_stamps_are_ordered_and_change_nothing(splits, one_launch):
     assert (st_[:, :, 1:] >= st_[:, :, :-1]).all(), "stamps out of order"
 
 
-@pytest.mark.parametrize("prefetch", [1, 8, 64])
-@pytest.mark.parametrize("splits, chunk_pages, one_launch",
-                         [(4, None, True), (4, None, False), (1, 16, None), (2, 16, True)])
-def test_fused_prefetch_changes_nothing(prefetch, splits, chunk_pages, one_launch):
-    """prefetch (each chunk's best pages asked into L2 early) gives the plain kernel's
-    output and selection bit for bit, repeated and in a CUDA graph, with its splits
-    in one launch or two and with several chunks per split; rows shorter than the
-    pages asked for included."""
-    cache, q = _problem(4, 8, 2, 16, [4000, 3001, 2500, 90], 13)
-    kw = dict(splits=splits, chunk_pages=chunk_pages, one_launch=one_launch)
-    plain, early = (FusedBlockTopkDecode(cache, 8, 32, 1, prefetch=n, **kw)
-                    for n in (0, prefetch))
-    want = torch.full_like(q, float("nan"))
-    plain(q, want)
-    got = torch.full_like(q, float("nan"))
-    graph = capture_graph(lambda: early(q, got))
-    for _ in range(3):
-        got.fill_(float("nan"))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert torch.equal(got, want)
-        assert torch.equal(early.pages, plain.pages)
-    assert (early.counters == 0).all()
-
-
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("splits", [None, 1, 8])
 def test_triton_paged_dense_matches_reference(case, splits):

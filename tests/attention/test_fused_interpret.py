@@ -158,17 +158,3 @@ def test_phase_stamps_need_a_gpu_and_match_the_kernels_points():
     with pytest.raises(ValueError, match="record_phases needs a CUDA cache"):
         FusedBlockTopkDecode(cache, 4, 2, 1, record_phases=True)
     assert FusedBlockTopkDecode(cache, 4, 2, 1).phase_stamps is None
-
-
-def test_prefetch_needs_a_gpu():
-    """prefetch issues sm_90 bulk prefetches: refused on a CPU cache, off by default."""
-    import torch
-
-    from kinetics.attention import PagedKVCache
-    from kinetics.attention.decode import FusedBlockTopkDecode
-
-    keys = torch.randn(2, 40, 1, 16)
-    cache = PagedKVCache.from_dense(keys, keys.clone(), page_size=16)
-    with pytest.raises(ValueError, match="prefetch needs a CUDA cache"):
-        FusedBlockTopkDecode(cache, 4, 2, 1, prefetch=4)
-    assert FusedBlockTopkDecode(cache, 4, 2, 1).prefetch == 0

@@ -88,49 +88,15 @@ def _chunk_best(q, means_ptr, scores_ptr, row, first, n_cand, max_pages,
 
 
 @triton.jit
-def _row_arrive(count_ptr):
-    """Count this program in at the row barrier (its earlier global writes released)."""
-    tl.debug_barrier()
-    tl.atomic_add(count_ptr, 1, sem="acq_rel")
-
-
-@triton.jit
-def _row_wait(count_ptr, SPLITS: tl.constexpr):
+def _row_barrier(count_ptr, SPLITS: tl.constexpr):
     """Wait until all ``SPLITS`` programs of the row have arrived (their earlier global
     writes visible after it)."""
+    tl.debug_barrier()
+    tl.atomic_add(count_ptr, 1, sem="acq_rel")
     arrived = tl.atomic_add(count_ptr, 0, sem="acquire")
     while arrived < SPLITS:
         arrived = tl.atomic_add(count_ptr, 0, sem="acquire")
     tl.debug_barrier()
-
-
-@triton.jit
-def _prefetch_best(best, n_take, n_cand, table_ptr, k_ptr, v_ptr, req, head, table_stride,
-                   KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
-                   K_P2: tl.constexpr, MAXP: tl.constexpr, PIECES: tl.constexpr):
-    """Ask L2 for the keys and values of the first ``n_take`` pages of ``best`` (packs,
-    best first; pages at or past ``n_cand`` skipped): one bulk prefetch
-    (``cp.async.bulk.prefetch.L2``, sm_90) per page and tensor, no completion awaited, no
-    registers or shared memory kept. The loads of the attention that follows then find
-    the pages that were selected in L2."""
-    jj = tl.arange(0, K_P2)
-    page = MAXP - 1 - (best & 0xFFFFFFFF).to(tl.int32)
-    take = (jj < n_take) & (page < n_cand)
-    phys = tl.load(table_ptr + req.to(tl.int64) * table_stride + page, mask=take, other=0)
-    page_bytes: tl.constexpr = PAGE_SIZE * HEAD_DIM * (k_ptr.dtype.element_ty.primitive_bitwidth
-                                                         // 8)
-    piece = tl.arange(0, PIECES)  # [K_P2, PIECES] spreads the prefetches over the threads
-    offs = (((phys.to(tl.int64) * KV_HEADS + head) * PAGE_SIZE) * HEAD_DIM)[:, None] \
-        + (piece * (PAGE_SIZE * HEAD_DIM // PIECES))[None, :]
-    size = tl.full((K_P2, PIECES), page_bytes // PIECES, tl.int32)
-    flag = (take[:, None] & (piece[None, :] >= 0)).to(tl.int32)
-    for base in tl.static_range(2):
-        ptr = (k_ptr if base == 0 else v_ptr) + offs
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $3, 0; "
-            "@p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
-            "=r,l,r,r", [ptr.to(tl.int64), size, flag], dtype=tl.int32, is_pure=False,
-            pack=1)
 
 
 @triton.jit
@@ -232,8 +198,7 @@ def fused_blocktopk_kernel(
         CHUNKS: tl.constexpr, CHUNK_PAGES: tl.constexpr, BLOCK_P: tl.constexpr,
         K_P2: tl.constexpr, CANDS_P2: tl.constexpr, MAXP: tl.constexpr,
         TILE_PAGES: tl.constexpr, TILES: tl.constexpr, M_ROWS: tl.constexpr,
-        PHASE: tl.constexpr, STAMPS: tl.constexpr = False, PREFETCH: tl.constexpr = 0,
-        PREFETCH_PIECES: tl.constexpr = 1):
+        PHASE: tl.constexpr, STAMPS: tl.constexpr = False):
     """Block top-k decode of row ``program_id(0)``, split ``program_id(1)`` (module
     docstring); ``PHASE`` 0: the whole step, 1: scoring and candidates only, 2: the rest;
     ``qk_scale`` = log2(e) / sqrt(head_dim); ``STAMPS``: record the phase boundaries."""
@@ -258,17 +223,11 @@ def fused_blocktopk_kernel(
                                   n_cand, max_pages, HEAD_DIM, CHUNK_PAGES, BLOCK_P, K_P2,
                                   MAXP)
                 tl.store(cands + chunk * K_P2 + kk, top)
-                if SPLITS > 1 and PHASE == 0 and c == CHUNKS - 1:
-                    _row_arrive(count_ptr + row * 2)
-                if PREFETCH > 0:  # overlaps the next chunk, the row barrier or launch gap
-                    _prefetch_best(top, PREFETCH, n_cand, table_ptr, k_ptr, v_ptr, req,
-                                   head, table_stride, KV_HEADS, HEAD_DIM, PAGE_SIZE, K_P2,
-                                   MAXP, PREFETCH_PIECES)
         _stamp(stamps_ptr, row, split, SPLITS, 1, STAMPS)
     if PHASE != 1:
         if SPLITS * CHUNKS > 1 and PHASE == 0:
             if SPLITS > 1:
-                _row_wait(count_ptr + row * 2, SPLITS)
+                _row_barrier(count_ptr + row * 2, SPLITS)
             else:
                 tl.debug_barrier()
         _stamp(stamps_ptr, row, split, SPLITS, 2, STAMPS)
