@@ -17,9 +17,8 @@
 # what they need, installed only where the machine's python lacks them). `nox -s asv-gpu`
 # benchmarks committed revisions through git worktrees; the machine's copy of the
 # repository keeps the git HEAD of the session's start, so this script runs asv on the
-# working tree instead:
-# ASV_PYTHONPATH=$PWD, labelled with `git rev-parse HEAD` (name the real commit in the
-# record's README). The fused kernel is compiled for every grid cell first, in parallel
+# working tree instead (ASV_PYTHONPATH=$PWD), labelled with `git rev-parse HEAD` (name
+# the real commit in the record's README). The fused kernel is compiled for every grid cell first, in parallel
 # (precompile_fused.py), as in fused_run.sh. What goes to $OUT: asv's results JSON
 # (results/), the published regressions.json, the log, and a summary printed last.
 set -u -o pipefail
@@ -30,14 +29,7 @@ log="$OUT/run.log"
 source benchmarks/gpu/setup_env.sh >>"$log" 2>&1 || { echo "setup failed"; exit 1; }
 python3 -m pip install -q --no-index --find-links .whl/asv asv nox >>"$log" 2>&1 \
     || { echo "asv install failed"; tail -5 "$log"; exit 1; }
-left() { echo $((LIMIT_S - SECONDS)); }
-step() {  # step NAME SECONDS CMD...: run with a timeout, log, note the exit code
-    local name="$1" secs="$2"; shift 2
-    if [ "$secs" -lt 20 ]; then echo "== $name: skipped (no time left)" | tee -a "$log"; return; fi
-    echo "== $name (limit ${secs}s, at ${SECONDS}s)" >>"$log"
-    timeout "$secs" "$@" >>"$log" 2>&1
-    echo "== $name: exit $? after ${SECONDS}s" | tee -a "$log"
-}
+source benchmarks/gpu/steps.sh
 sha=$(git rev-parse HEAD)
 config=$(python3 -c "import noxfile; print(noxfile._asv_config())")
 machine="${KINETICS_ASV_MACHINE:-h200-lent}"

@@ -28,14 +28,7 @@ LIMIT_S="${LIMIT_S:-580}"
 mkdir -p "$OUT"
 log="$OUT/run.log"
 source benchmarks/gpu/setup_env.sh >>"$log" 2>&1 || { echo "setup failed"; exit 1; }
-left() { echo $((LIMIT_S - SECONDS)); }
-step() {  # step NAME SECONDS CMD...: run with a timeout, log, note the exit code
-    local name="$1" secs="$2"; shift 2
-    if [ "$secs" -lt 20 ]; then echo "== $name: skipped (no time left)" | tee -a "$log"; return; fi
-    echo "== $name (limit ${secs}s, at ${SECONDS}s)" >>"$log"
-    timeout "$secs" "$@" >>"$log" 2>&1
-    echo "== $name: exit $? after ${SECONDS}s" | tee -a "$log"
-}
+source benchmarks/gpu/steps.sh
 if [ "$mode" = probe ]; then
     if [ "${EXPLORE_CELLS:-}" != none ]; then
         step explore "${EXPLORE_S:-330}" python3 benchmarks/explore/explore_fused.py "$OUT/explore.json" \
